@@ -1,0 +1,191 @@
+"""ClickHouse: the client factory, numbered migrations, and the batch insert with a deduplication token.
+
+Inserts are synchronous (`async_insert=0`, which ClickHouse 26.2+ no longer defaults to) so "insert returned"
+means "rows are in the table", and every batch carries an `insert_deduplication_token` derived from the stream
+ids it holds: a batch re-sent after a crash or a timeout is recognised and dropped by the table's dedup log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+from clickhouse_connect import get_client
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError, OperationalError
+
+from common.backoff import compute_backoff_s
+from common.config import ClickHouseSettings
+from common.errors import RejectedRowsError, TransientSinkError
+
+log = structlog.get_logger()
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+_MIGRATION_NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
+
+# Server error codes that mean "this data is invalid", not "the server is unwell": retrying cannot help.
+REJECTED_DATA_CODES = frozenset({6, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 76, 117, 131, 190, 321, 407, 472})
+
+INSERT_SETTINGS = {"async_insert": 0, "insert_deduplicate": 1}
+
+
+def make_client(settings: ClickHouseSettings, *, database: str | None = None) -> Client:
+    """A clickhouse-connect client (HTTP); raises TransientSinkError when the server cannot be reached."""
+    try:
+        return get_client(
+            host=settings.host,
+            port=settings.port,
+            username=settings.user,
+            password=settings.password.get_secret_value() if settings.password else "",
+            database=database if database is not None else settings.database,
+            secure=settings.secure,
+            connect_timeout=settings.connect_timeout_s,
+            send_receive_timeout=settings.send_receive_timeout_s,
+            settings={"async_insert": 0},
+            autogenerate_session_id=False,
+        )
+    except (OperationalError, DatabaseError) as exc:
+        raise TransientSinkError(f"clickhouse {settings.host}:{settings.port} unreachable: {exc}") from None
+
+
+def batch_token(stream: str, ids: Sequence[str]) -> str:
+    """The dedup token of a batch: a digest of its stream and the exact ids it holds, in order."""
+    digest = hashlib.sha1(stream.encode())
+    for entry_id in ids:
+        digest.update(b"," + entry_id.encode())
+    return f"{stream}:{ids[0] if ids else ''}:{len(ids)}:{digest.hexdigest()}"
+
+
+def _is_rejection(exc: Exception) -> bool:
+    code = getattr(exc, "code", None)
+    return code in REJECTED_DATA_CODES or isinstance(exc, (TypeError, ValueError, OverflowError))
+
+
+def insert_columns(
+    client: Client, table: str, columns: Sequence[str], data: Sequence[Sequence[Any]], token: str
+) -> None:
+    """Insert column-oriented `data` once; translate failures into TransientSinkError or RejectedRowsError."""
+    try:
+        client.insert(
+            table,
+            data,
+            column_names=list(columns),
+            column_oriented=True,
+            settings={**INSERT_SETTINGS, "insert_deduplication_token": token},
+        )
+    except (ClickHouseError, TypeError, ValueError, OverflowError) as exc:
+        if _is_rejection(exc):
+            raise RejectedRowsError(f"clickhouse rejected rows for {table}: {str(exc)[:500]}") from None
+        raise TransientSinkError(f"clickhouse insert into {table} failed: {str(exc)[:500]}") from None
+
+
+@dataclass(frozen=True)
+class InsertResult:
+    rows: int
+    duration_s: float
+    attempts: int
+
+
+async def insert_batch(
+    client: Client,
+    table: str,
+    columns: Sequence[str],
+    data: Sequence[Sequence[Any]],
+    token: str,
+    *,
+    max_attempts: int = 5,
+    backoff_base_s: float = 0.2,
+    backoff_max_s: float = 5.0,
+) -> InsertResult:
+    """Insert a batch, retrying transient failures with the same token (so a retry can't double it).
+
+    Raises TransientSinkError when ClickHouse stays unavailable (the caller keeps the batch pending and tries
+    again later) and RejectedRowsError when ClickHouse refuses the data itself.
+    """
+    started = time.perf_counter()
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            await asyncio.to_thread(insert_columns, client, table, columns, data, token)
+            rows = len(data[0]) if data else 0
+            return InsertResult(rows=rows, duration_s=time.perf_counter() - started, attempts=attempt)
+        except TransientSinkError as exc:
+            if attempt >= max_attempts:
+                raise
+            delay_s = compute_backoff_s(attempt, base_s=backoff_base_s, max_s=backoff_max_s)
+            log.warning(
+                "insert failed; retrying", table=table, attempt=attempt, delay_s=round(delay_s, 3), error=str(exc)
+            )
+            await asyncio.sleep(delay_s)
+
+
+# --- migrations --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+def load_migrations(directory: Path = MIGRATIONS_DIR, *, database: str) -> list[Migration]:
+    migrations = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _MIGRATION_NAME.match(path.name)
+        if not match:
+            raise ValueError(f"migration file name must look like 001_name.sql: {path.name}")
+        sql = path.read_text().replace("{database}", database)
+        statements = tuple(part.strip() for part in sql.split(";\n") if _has_sql(part))
+        migrations.append(Migration(int(match.group(1)), match.group(2), statements))
+    return migrations
+
+
+def _has_sql(part: str) -> bool:
+    return any(line.strip() and not line.strip().startswith("--") for line in part.splitlines())
+
+
+def apply_migrations(settings: ClickHouseSettings) -> list[int]:
+    """Create the database and apply every migration not yet recorded in `schema_migrations`; idempotent.
+
+    Every statement is `IF NOT EXISTS`, so services starting together may race here harmlessly.
+    """
+    database = settings.database
+    client = make_client(settings, database="default")
+    try:
+        client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+        client.command(
+            f"CREATE TABLE IF NOT EXISTS {database}.schema_migrations "
+            "(version UInt32, name String, applied_at DateTime64(3, 'UTC')) "
+            "ENGINE = ReplacingMergeTree ORDER BY version"
+        )
+        applied = {
+            row[0] for row in client.query(f"SELECT DISTINCT version FROM {database}.schema_migrations").result_rows
+        }
+        done = []
+        for migration in load_migrations(database=database):
+            if migration.version in applied:
+                continue
+            for statement in migration.statements:
+                client.command(statement)
+            client.insert(
+                f"{database}.schema_migrations",
+                [[migration.version, migration.name, datetime.now(UTC)]],
+                column_names=["version", "name", "applied_at"],
+            )
+            log.info("applied migration", version=migration.version, name=migration.name)
+            done.append(migration.version)
+        return done
+    except (ClickHouseError, OSError) as exc:
+        raise TransientSinkError(f"clickhouse migrations failed: {str(exc)[:500]}") from None
+    finally:
+        client.close()

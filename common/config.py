@@ -1,0 +1,136 @@
+"""Settings, one pydantic-settings model per concern; the only module that reads the environment and `.env`.
+
+Every field maps to one environment variable (prefix + field name, upper-case). Durations carry their unit in
+the name. Secrets (passwords, the RPC URL, which usually embeds an API key) are `SecretStr`: they print as
+`**********` and never reach logs or the dashboard. `load()` turns a validation failure into a `ConfigError`
+whose one-line message names the variable.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypeVar
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common.errors import ConfigError
+
+ENV_FILE = ".env"
+
+
+def _config(prefix: str = "") -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=prefix, env_file=ENV_FILE, extra="ignore", frozen=True)
+
+
+class RedisSettings(BaseSettings):
+    model_config = _config("REDIS_")
+
+    host: str = "localhost"
+    port: int = Field(6379, ge=1, le=65535)
+    db: int = Field(0, ge=0)
+    password: SecretStr | None = None
+    socket_timeout_s: float = Field(30.0, gt=0)
+    # Started by `python -m pipeline run` when nothing answers at host:port.
+    data_dir: str = "data/redis"
+
+
+class ClickHouseSettings(BaseSettings):
+    model_config = _config("CLICKHOUSE_")
+
+    host: str = "localhost"
+    port: int = Field(8123, ge=1, le=65535)
+    user: str = "default"
+    password: SecretStr | None = None
+    database: str = Field("polymarket", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    secure: bool = False
+    connect_timeout_s: float = Field(10.0, gt=0)
+    send_receive_timeout_s: float = Field(300.0, gt=0)
+    batch_size: int = Field(50_000, ge=1)
+    flush_interval_s: float = Field(1.0, gt=0)
+    insert_max_attempts: int = Field(5, ge=1)
+    # Used by the embedded server (`python -m pipeline embedded-clickhouse`).
+    data_dir: str = "data/clickhouse"
+
+
+class HttpSettings(BaseSettings):
+    """Timeouts per phase (as httpx.Timeout) and the retry policy for every upstream call."""
+
+    model_config = _config("HTTP_")
+
+    connect_timeout_s: float = Field(10.0, gt=0)
+    read_timeout_s: float = Field(30.0, gt=0)
+    write_timeout_s: float = Field(30.0, gt=0)
+    pool_timeout_s: float = Field(30.0, gt=0)
+    max_attempts: int = Field(8, ge=1)
+    backoff_base_s: float = Field(0.5, gt=0)
+    backoff_max_s: float = Field(30.0, gt=0)
+    user_agent: str = "polymarket-pipeline/0.1"
+
+
+class SourceSettings(BaseSettings):
+    """Where the upstream APIs live: Polymarket's by default, the simulator's in demo and tests."""
+
+    model_config = _config()
+
+    gamma_api_url: str = "https://gamma-api.polymarket.com"
+    goldsky_url: str = (
+        "https://api.goldsky.com/api/public/project_cl6mb8i9h0003e201j6li0diw/subgraphs/orderbook-subgraph/0.0.1/gn"
+    )
+    polygon_rpc_url: SecretStr = SecretStr("https://polygon-rpc.com")
+
+
+class StreamSettings(BaseSettings):
+    """Consumer-group behaviour shared by every consumer (DESIGN §3 rules 2 and 5)."""
+
+    model_config = _config("STREAM_")
+
+    block_ms: int = Field(1000, ge=1)
+    # Must exceed the worst batch time, or healthy work is stolen and done twice.
+    claim_min_idle_ms: int = Field(60_000, ge=1)
+    claim_interval_s: float = Field(30.0, gt=0)
+    max_deliveries: int = Field(5, ge=1)
+    trim_interval_s: float = Field(5.0, gt=0)
+
+
+class LogSettings(BaseSettings):
+    model_config = _config("LOG_")
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    # console: human-readable key=value lines; json: one JSON object per line.
+    format: Literal["console", "json"] = "console"
+    dir: str = "logs"
+
+
+class ServiceSettings(BaseSettings):
+    model_config = _config("SERVICE_")
+
+    heartbeat_interval_s: float = Field(2.0, gt=0)
+    # A heartbeat older than this marks the service dead on the dashboard.
+    dead_after_s: float = Field(15.0, gt=0)
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def env_name(model: type[BaseSettings], field_name: str) -> str:
+    prefix = model.model_config.get("env_prefix") or ""
+    return f"{prefix}{field_name}".upper()
+
+
+def load(model: type[SettingsT], **overrides: object) -> SettingsT:
+    """Build `model` from the environment; a bad value raises ConfigError naming its variable."""
+    try:
+        return model(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(model, exc)) from None
+
+
+def describe_validation_error(model: type[BaseSettings], exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        field_name = str(error["loc"][0]) if error["loc"] else ""
+        field = model.model_fields.get(field_name)
+        is_secret = field is not None and "SecretStr" in repr(field.annotation)
+        shown = "" if is_secret or "input" not in error else f" (got {error['input']!r})"
+        problems.append(f"{env_name(model, field_name)}: {error['msg']}{shown}")
+    return "invalid configuration: " + "; ".join(problems)

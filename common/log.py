@@ -1,0 +1,65 @@
+"""structlog set-up: one event per line, with the service name, to stdout and `logs/<service>.log`.
+
+Console format is for people at a terminal; `LOG_FORMAT=json` gives one JSON object per line for machines.
+Logs go straight through structlog (not stdlib logging), which is the fast path its docs recommend.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+import structlog
+
+from common.config import LogSettings
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+class _Tee:
+    """A file-like object writing every line to stdout and to the service's log file."""
+
+    def __init__(self, *streams: IO[str]) -> None:
+        self._streams = streams
+
+    def write(self, text: str) -> None:
+        for stream in self._streams:
+            stream.write(text)
+
+    def flush(self) -> None:
+        for stream in self._streams:
+            stream.flush()
+
+
+def _json_renderer(_: Any, __: str, event: dict[str, Any]) -> str:
+    return orjson.dumps(event, default=str).decode()
+
+
+def configure_logging(service: str, settings: LogSettings | None = None, *, to_file: bool = True) -> None:
+    settings = settings or LogSettings()
+    streams: list[IO[str]] = [sys.stdout]
+    if to_file:
+        log_dir = Path(settings.dir)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        streams.append(open(log_dir / f"{service}.log", "a", buffering=1, encoding="utf-8"))  # noqa: SIM115
+    renderer = (
+        _json_renderer
+        if settings.format == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty(), pad_event_to=0)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[settings.level]),
+        logger_factory=structlog.PrintLoggerFactory(_Tee(*streams)),
+        cache_logger_on_first_use=True,
+    )
+    structlog.contextvars.bind_contextvars(service=service)

@@ -1,0 +1,138 @@
+"""The shared service runner: stop signal, heartbeat with counters under `service:<name>`, clean shutdown.
+
+A signal (SIGTERM from supervisord, Ctrl-C) sets `service.stop`; loops check it between batches, so the batch
+in hand is finished and acked before the process exits. The heartbeat hash lets the dashboard tell a dead
+service (old `heartbeat_at`) from an idle one (fresh heartbeat, flat counters) and a degraded one (state and
+`last_error`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+
+import redis.asyncio as aioredis
+import structlog
+
+from common import keys
+from common.config import LogSettings, ServiceSettings, load
+from common.errors import ConfigError, TransientSinkError
+from common.log import configure_logging
+from common.redis_client import map_redis_errors
+
+log = structlog.get_logger()
+
+
+class Service:
+    """A running service's name, stop event, state and counters."""
+
+    def __init__(self, name: str, redis: aioredis.Redis, settings: ServiceSettings | None = None) -> None:
+        self.name = name
+        self.redis = redis
+        self.settings = settings or ServiceSettings()
+        self.stop = asyncio.Event()
+        self.counters: Counter[str] = Counter()
+        self.state = "starting"
+        self.last_error = ""
+        self.last_error_at = 0.0
+        self.started_at = time.time()
+
+    def __repr__(self) -> str:
+        return f"Service(name={self.name!r}, state={self.state!r}, counters={dict(self.counters)})"
+
+    def count(self, counter: str, n: int = 1) -> None:
+        self.counters[counter] += n
+
+    def degraded(self, error: BaseException | str) -> None:
+        self.state = "degraded"
+        self.last_error = str(error)[:500]
+        self.last_error_at = time.time()
+        self.count("errors")
+
+    def healthy(self) -> None:
+        self.state = "running"
+
+    def heartbeat_fields(self) -> dict[str, str]:
+        fields = {
+            "state": self.state,
+            "pid": str(os.getpid()),
+            "host": socket.gethostname(),
+            "started_at": f"{self.started_at:.3f}",
+            "heartbeat_at": f"{time.time():.3f}",
+            "last_error": self.last_error,
+            "last_error_at": f"{self.last_error_at:.3f}",
+        }
+        fields.update({f"count:{name}": str(value) for name, value in self.counters.items()})
+        return fields
+
+    async def write_heartbeat(self) -> None:
+        async with map_redis_errors("heartbeat"):
+            await self.redis.hset(keys.service_key(self.name), mapping=self.heartbeat_fields())
+
+    async def heartbeat_forever(self) -> None:
+        while not self.stop.is_set():
+            try:
+                await self.write_heartbeat()
+            except TransientSinkError as exc:
+                log.warning("heartbeat failed", error=str(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), timeout=self.settings.heartbeat_interval_s)
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        log.info("stopping: finishing the current batch", signal=sig.name)
+        self.state = "stopping"
+        self.stop.set()
+
+
+async def run_service(service: Service, body: Callable[[Service], Awaitable[None]]) -> None:
+    """Run `body` with signal handling and a heartbeat; write a final `stopped` state on the way out."""
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        service.install_signal_handlers()
+    heartbeat = asyncio.create_task(service.heartbeat_forever())
+    service.healthy()
+    log.info("started", pid=os.getpid())
+    try:
+        await body(service)
+    finally:
+        service.stop.set()
+        await heartbeat
+        service.state = "stopped"
+        with contextlib.suppress(TransientSinkError):
+            await asyncio.shield(service.write_heartbeat())
+        log.info("stopped", **dict(service.counters))
+
+
+def service_arguments(description: str, argv: list[str] | None) -> argparse.Namespace:
+    """Every service takes `--once` (process what is there, then exit) and `--help`; settings come from env."""
+    parser = argparse.ArgumentParser(description=description, epilog="Settings come from the environment and .env.")
+    parser.add_argument("--once", action="store_true", help="do the work that is available now, then exit")
+    return parser.parse_args(argv)
+
+
+def service_main(
+    name: str, start: Callable[[argparse.Namespace], Awaitable[None]], description: str, argv: list[str] | None = None
+) -> int:
+    """`main()` of every service: parse flags, set up logging, run; a bad setting exits 2 with one line."""
+    args = service_arguments(description, argv)
+    try:
+        configure_logging(name, load(LogSettings))
+        asyncio.run(start(args))
+    except ConfigError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0

@@ -1,0 +1,426 @@
+"""Redis Streams delivery, written once for every service (DESIGN §3 rules 1, 2, 3 and 5).
+
+Producers: `append_with_cursor()` writes a source page, its malformed items (to `stream:dlq`) and the cursor
+that follows the page in one Lua script, compare-and-set on the cursor, so a crash or a retried call can
+neither advance the cursor without the data nor write the page twice.
+
+Consumers: `StreamConsumer` reads with a stable consumer name; on start (and after a failed batch) it re-reads
+its own pending entries from `0`, then new ones with `>`, and every `claim_interval_s` takes over entries of
+dead consumers with XAUTOCLAIM. An entry delivered more than `max_deliveries` times goes to `stream:dlq` with
+its last error. `finish()` acks a batch, appends its outputs and its poison in one script (see
+lua/finish_batch.lua for why nothing is ever emitted twice). `run_consumer()` is the loop around them.
+
+Trimming: `trim_acked()` removes only entries below the oldest one some group still needs (MINID), never by
+length: a blind MAXLEN deletes pending entries and loses them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+import structlog
+from redis import exceptions as redis_errors
+
+from common import keys
+from common.backoff import Backoff
+from common.config import StreamSettings
+from common.errors import CursorMoved, TransientSinkError
+from common.redis_client import map_redis_errors
+
+log = structlog.get_logger()
+
+_LUA_DIR = Path(__file__).with_name("lua")
+_SCRIPTS = {name: (_LUA_DIR / f"{name}.lua").read_text() for name in ("append_page", "finish_batch")}
+_SHAS = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in _SCRIPTS.items()}
+
+# failures hash entries outlive a crash but not forever
+FAILURES_TTL_S = 7 * 24 * 3600
+
+
+async def run_script(redis: aioredis.Redis, name: str, keys_: Sequence[str], args: Sequence[Any]) -> Any:
+    """EVALSHA, loading the script on first use (or after a Redis restart without it)."""
+    try:
+        return await redis.evalsha(_SHAS[name], len(keys_), *keys_, *args)
+    except redis_errors.NoScriptError:
+        await redis.script_load(_SCRIPTS[name])
+        return await redis.evalsha(_SHAS[name], len(keys_), *keys_, *args)
+
+
+# --- producers ---------------------------------------------------------------------------------------------
+
+
+async def read_cursor(redis: aioredis.Redis, cursor_keys: Sequence[str]) -> dict[str, str | None]:
+    async with map_redis_errors("read cursor"):
+        values = await redis.mget(cursor_keys)
+    return {
+        key: (value.decode() if value is not None else None) for key, value in zip(cursor_keys, values, strict=False)
+    }
+
+
+async def append_with_cursor(
+    redis: aioredis.Redis,
+    stream: str,
+    entries: Sequence[bytes],
+    cursor: Mapping[str, tuple[str | None, str]],
+    *,
+    dead_letters: Sequence[bytes] = (),
+    hash_key: str | None = None,
+    hash_items: Mapping[str, bytes | str] | None = None,
+) -> int:
+    """Append `entries` to `stream` and move each cursor key from its expected to its new value, atomically.
+
+    `cursor` maps key -> (expected current value or None for absent, new value). Raises CursorMoved, writing
+    nothing, when a cursor no longer holds its expected value: another instance moved it, or this is the retry
+    of a call whose reply was lost. The caller then re-reads the cursor and goes on from there.
+    """
+    cursor_keys = list(cursor)
+    hash_pairs = [part for field, value in (hash_items or {}).items() for part in (field, value)]
+    args: list[Any] = [len(cursor_keys), len(entries), len(dead_letters), len(hash_pairs) // 2]
+    args += [cursor[key][0] or "" for key in cursor_keys]
+    args += [cursor[key][1] for key in cursor_keys]
+    args += [*entries, *dead_letters, *hash_pairs]
+    script_keys = [stream, keys.STREAM_DLQ, hash_key or f"{stream}:unused", *cursor_keys]
+    async with map_redis_errors(f"append to {stream}"):
+        appended = await run_script(redis, "append_page", script_keys, args)
+    if appended == -1:
+        raise CursorMoved(f"cursor {', '.join(cursor_keys)} moved; re-read it and continue from there")
+    return int(appended)
+
+
+def encode_dead_letter(
+    *, stream: str, entry_id: str | None, payload: bytes | str, error: str, deliveries: int, group: str = ""
+) -> bytes:
+    """A `stream:dlq` entry: where it came from, the original payload, why it failed, and when."""
+    text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
+    return orjson.dumps(
+        {
+            "stream": stream,
+            "group": group,
+            "id": entry_id,
+            "payload": text,
+            "error": error,
+            "deliveries": deliveries,
+            "time": round(time.time(), 3),
+        }
+    )
+
+
+# --- consumers ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    id: str
+    data: bytes
+    deliveries: int  # how many times the group has handed this entry out, this time included
+
+
+def _decode_entries(raw: Sequence[tuple[bytes, dict[bytes, bytes] | None]]) -> list[tuple[str, bytes | None]]:
+    return [(entry_id.decode(), (fields or {}).get(b"data")) for entry_id, fields in raw]
+
+
+class StreamConsumer:
+    """One consumer (stable name) of one group on one stream."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        stream: str,
+        group: str,
+        consumer: str,
+        settings: StreamSettings,
+        batch_max: int,
+    ) -> None:
+        self.redis = redis
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+        self.settings = settings
+        self.batch_max = batch_max
+        self.failures_key = keys.failures_key(stream, group)
+        self._pending_start: str | None = "0"  # None once our own pending list has been re-read
+        self._isolate = False  # after a failed batch, re-read pending one entry at a time to isolate poison
+        self._claim_start = "0-0"
+        self._next_claim_at = 0.0
+        self.dead_lettered = 0
+
+    def __repr__(self) -> str:
+        return f"StreamConsumer(stream={self.stream!r}, group={self.group!r}, consumer={self.consumer!r})"
+
+    async def ensure_group(self) -> None:
+        """Create the group at the start of the stream (id 0), so entries written before it are consumed too."""
+        async with map_redis_errors("create group"):
+            try:
+                await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+            except redis_errors.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    def rewind(self, *, isolate: bool) -> None:
+        """Re-read our own pending entries next; `isolate` reads them one at a time so poison stands alone."""
+        self._pending_start = "0"
+        self._isolate = isolate
+
+    async def read(self) -> list[Entry]:
+        """The next batch: own pending entries first, then dead consumers' entries when due, then new ones."""
+        async with map_redis_errors(f"read {self.stream}"):
+            if self._pending_start is not None:
+                batch = await self._read_own_pending()
+                if batch is not None:
+                    return batch
+            if time.monotonic() >= self._next_claim_at:
+                claimed = await self._claim_idle()
+                if claimed:
+                    return claimed
+            reply = await self.redis.xreadgroup(
+                self.group, self.consumer, {self.stream: ">"}, count=self.batch_max, block=self.settings.block_ms
+            )
+        return [Entry(entry_id, data or b"", 1) for entry_id, data in _decode_entries(reply[0][1] if reply else [])]
+
+    async def _read_own_pending(self) -> list[Entry] | None:
+        count = 1 if self._isolate else self.batch_max
+        reply = await self.redis.xreadgroup(self.group, self.consumer, {self.stream: self._pending_start}, count=count)
+        raw = _decode_entries(reply[0][1] if reply else [])
+        if not raw:
+            self._pending_start, self._isolate = None, False
+            return None
+        self._pending_start = raw[-1][0]
+        return await self._screen(raw)
+
+    async def _claim_idle(self) -> list[Entry]:
+        self._next_claim_at = time.monotonic() + self.settings.claim_interval_s
+        next_start, claimed, deleted = await self.redis.xautoclaim(
+            self.stream,
+            self.group,
+            self.consumer,
+            min_idle_time=self.settings.claim_min_idle_ms,
+            start_id=self._claim_start,
+            count=self.batch_max,
+        )
+        self._claim_start = next_start.decode() if isinstance(next_start, bytes) else str(next_start)
+        if self._claim_start != "0-0":
+            self._next_claim_at = 0.0  # more of the pending list to scan: continue on the next read
+        if deleted:
+            log.error("pending entries were deleted before being acked", stream=self.stream, ids=len(deleted))
+        raw = _decode_entries(claimed)
+        if raw:
+            log.info("claimed idle entries", stream=self.stream, group=self.group, entries=len(raw))
+        return await self._screen(raw)
+
+    async def _screen(self, raw: list[tuple[str, bytes | None]]) -> list[Entry]:
+        """Attach delivery counts; dead-letter entries past `max_deliveries` (and ack deleted ones)."""
+        if not raw:
+            return []
+        pending = await self.redis.xpending_range(
+            self.stream, self.group, raw[0][0], raw[-1][0], len(raw) * 2, consumername=self.consumer
+        )
+        counts = {item["message_id"].decode(): int(item["times_delivered"]) for item in pending}
+        entries, exhausted = [], []
+        for entry_id, data in raw:
+            if data is None:  # trimmed while pending: nothing left to process
+                log.error("pending entry no longer exists", stream=self.stream, id=entry_id)
+                await self.redis.xack(self.stream, self.group, entry_id)
+                continue
+            entry = Entry(entry_id, data, counts.get(entry_id, 1))
+            (exhausted if entry.deliveries > self.settings.max_deliveries else entries).append(entry)
+        if exhausted:
+            await self._dead_letter_exhausted(exhausted)
+        return entries
+
+    async def _dead_letter_exhausted(self, exhausted: list[Entry]) -> None:
+        reasons = await self.redis.hmget(self.failures_key, [entry.id for entry in exhausted])
+        dead = [
+            (entry, f"failed {entry.deliveries - 1} deliveries; last error: {(reason or b'unknown').decode()}")
+            for entry, reason in zip(exhausted, reasons, strict=False)
+        ]
+        await self.finish(ack=[], dead=dead)
+
+    async def record_failure(self, entries: Sequence[Entry], error: str) -> None:
+        """Remember why these entries failed, so their dead letter can say so even after a crash."""
+        if not entries:
+            return
+        async with map_redis_errors("record failure"), self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.failures_key, mapping={entry.id: error[:2000] for entry in entries})
+            pipe.expire(self.failures_key, FAILURES_TTL_S)
+            await pipe.execute()
+
+    async def finish(
+        self,
+        *,
+        ack: Sequence[str] | Mapping[str, Sequence[bytes]],
+        output_stream: str | None = None,
+        dead: Sequence[tuple[Entry, str]] = (),
+    ) -> tuple[int, int, int]:
+        """Ack entries, append their outputs to `output_stream`, dead-letter `dead`: one atomic script.
+
+        `ack` is a list of ids, or a mapping id -> outputs when the batch produces entries for another stream.
+        Returns (acked, emitted, dead_lettered). If the process dies before this line, the whole batch stays
+        pending and is redone; after it, none of it is.
+        """
+        outputs: Mapping[str, Sequence[bytes]] = ack if isinstance(ack, Mapping) else {entry_id: () for entry_id in ack}
+        args: list[Any] = [self.group, len(outputs)]
+        for entry_id, produced in outputs.items():
+            args += [entry_id, len(produced), *produced]
+        args.append(len(dead))
+        for entry, error in dead:
+            payload = encode_dead_letter(
+                stream=self.stream,
+                entry_id=entry.id,
+                payload=entry.data,
+                error=error,
+                deliveries=entry.deliveries,
+                group=self.group,
+            )
+            args += [entry.id, payload]
+        script_keys = [self.stream, output_stream or f"{self.stream}:unused", keys.STREAM_DLQ, self.failures_key]
+        async with map_redis_errors(f"finish batch on {self.stream}"):
+            acked, emitted, dead_count = await asyncio.shield(run_script(self.redis, "finish_batch", script_keys, args))
+        self.dead_lettered += dead_count
+        if dead_count:
+            log.warning("dead-lettered entries", stream=self.stream, group=self.group, entries=dead_count)
+        return int(acked), int(emitted), int(dead_count)
+
+
+BatchHandler = Callable[[list[Entry]], Awaitable[None]]
+
+
+async def run_consumer(
+    consumer: StreamConsumer,
+    handle: BatchHandler,
+    *,
+    stop: asyncio.Event,
+    on_error: Callable[[BaseException], None] | None = None,
+    on_success: Callable[[], None] | None = None,
+    once: bool = False,
+) -> None:
+    """Read batches and hand them to `handle` (which must call `consumer.finish`) until `stop` is set.
+
+    - TransientSinkError (Redis or ClickHouse unreachable): retry the same batch in memory with backoff, so the
+      entries' delivery counters don't grow while a sink is down; stop leaves them pending.
+    - Any other exception: log it with the traceback, record it as the entries' last error and re-read them one
+      at a time; an entry that keeps failing reaches `max_deliveries` and goes to the dead-letter stream while
+      the others go through.
+    `once=True` returns when there is nothing left to read (tests and burst runs).
+    """
+    await consumer.ensure_group()
+    read_backoff = Backoff(base_s=0.2, max_s=10.0)
+    while not stop.is_set():
+        try:
+            batch = await consumer.read()
+            read_backoff.reset()
+        except TransientSinkError as exc:
+            _report(on_error, exc)
+            log.warning("read failed; retrying", stream=consumer.stream, error=str(exc))
+            await _sleep_unless_stopped(stop, read_backoff.next_delay_s())
+            continue
+        if not batch:
+            if once and consumer._pending_start is None:
+                return
+            continue
+        await _handle_batch(consumer, handle, batch, stop=stop, on_error=on_error, on_success=on_success)
+
+
+async def _handle_batch(
+    consumer: StreamConsumer,
+    handle: BatchHandler,
+    batch: list[Entry],
+    *,
+    stop: asyncio.Event,
+    on_error: Callable[[BaseException], None] | None,
+    on_success: Callable[[], None] | None,
+) -> None:
+    backoff = Backoff(base_s=0.2, max_s=10.0)
+    while True:
+        try:
+            await handle(batch)
+        except TransientSinkError as exc:
+            _report(on_error, exc)
+            if stop.is_set():
+                return  # the batch stays pending; the next start re-reads it
+            delay_s = backoff.next_delay_s()
+            log.warning(
+                "sink unavailable; batch kept",
+                stream=consumer.stream,
+                entries=len(batch),
+                delay_s=delay_s,
+                error=str(exc),
+            )
+            await _sleep_unless_stopped(stop, delay_s)
+            continue
+        except Exception as exc:
+            _report(on_error, exc)
+            log.exception("batch failed", stream=consumer.stream, group=consumer.group, entries=len(batch))
+            # the entries stay pending either way; if Redis is down only the reason is lost
+            with contextlib.suppress(TransientSinkError):
+                await consumer.record_failure(batch, f"{type(exc).__name__}: {exc}")
+            consumer.rewind(isolate=True)
+            await _sleep_unless_stopped(stop, backoff.next_delay_s())
+            return
+        if on_success is not None:
+            on_success()
+        return
+
+
+def _report(on_error: Callable[[BaseException], None] | None, exc: BaseException) -> None:
+    if on_error is not None:
+        on_error(exc)
+
+
+async def _sleep_unless_stopped(stop: asyncio.Event, delay_s: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=delay_s)
+
+
+# --- trimming ----------------------------------------------------------------------------------------------
+
+
+def _next_id(stream_id: str) -> str:
+    ms, seq = stream_id.split("-")
+    return f"{ms}-{int(seq) + 1}"
+
+
+def _id_key(stream_id: str) -> tuple[int, int]:
+    ms, seq = stream_id.split("-")
+    return int(ms), int(seq)
+
+
+async def safe_trim_id(redis: aioredis.Redis, stream: str) -> str | None:
+    """The lowest id some group still needs: its oldest pending entry, else the first it has not been given.
+
+    None when the stream has no group (nothing tells us what is safe to drop).
+    """
+    groups = await redis.xinfo_groups(stream)
+    if not groups:
+        return None
+    floor: list[str] = []
+    for group in groups:
+        name = group["name"]
+        if int(group["pending"]) > 0:
+            summary = await redis.xpending(stream, name)
+            floor.append(summary["min"].decode() if isinstance(summary["min"], bytes) else str(summary["min"]))
+        else:
+            last = group["last-delivered-id"]
+            floor.append(_next_id(last.decode() if isinstance(last, bytes) else str(last)))
+    return min(floor, key=_id_key)
+
+
+async def trim_acked(redis: aioredis.Redis, stream: str) -> int:
+    """Remove entries every group has acked (XTRIM MINID); returns how many were removed."""
+    async with map_redis_errors(f"trim {stream}"):
+        if not await redis.exists(stream):
+            return 0
+        floor = await safe_trim_id(redis, stream)
+        if floor is None:
+            return 0
+        # Exact, not `~`: cheap enough at our batch sizes, and lengths on the dashboard stay truthful.
+        return int(await redis.xtrim(stream, minid=floor, approximate=False))

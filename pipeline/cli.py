@@ -1,0 +1,35 @@
+"""Argument parsing for `python -m pipeline`; each command delegates to the module that owns it.
+
+Commands whose module parses its own flags (`simulator`, `embedded-clickhouse`) get the rest of argv.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# command -> (module, help); each module exposes `main(argv: list[str] | None) -> int`
+COMMANDS: dict[str, tuple[str, str]] = {
+    "embedded-clickhouse": ("pipeline.embedded_clickhouse", "serve chDB over ClickHouse's HTTP interface"),
+    "embedded-redis": ("pipeline.embedded_redis", "start redis-server with AOF under data/redis"),
+    "simulator": ("simulator.server", "serve the Gamma, Goldsky and Polygon RPC stand-ins on localhost"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: python -m pipeline <command> [options]", "", "commands:"]
+    lines += [f"  {name:<22}{help_text}" for name, (_, help_text) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"unknown command {command!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[command][0])
+    return int(module.main(rest) or 0)

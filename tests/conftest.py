@@ -1,0 +1,7 @@
+"""Fixtures live in tests/fixtures/, one module per real service the tests start."""
+
+pytest_plugins = [
+    "tests.fixtures.redis_server",
+    "tests.fixtures.clickhouse_server",
+    "tests.fixtures.simulator",
+]

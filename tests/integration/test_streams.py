@@ -1,0 +1,190 @@
+"""Delivery primitives against a real redis-server (DESIGN §3 rules 1, 2, 5)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+
+from common import keys
+from common.config import StreamSettings
+from common.errors import CursorMoved
+from common.streams import Entry, StreamConsumer, append_with_cursor, read_cursor, run_consumer, trim_acked
+
+STREAM = "stream:test"
+CURSOR = "state:test_cursor"
+
+
+def fast_settings(**overrides: object) -> StreamSettings:
+    values: dict[str, object] = {
+        "block_ms": 20,
+        "claim_min_idle_ms": 100,
+        "claim_interval_s": 0.05,
+        "max_deliveries": 3,
+    }
+    values.update(overrides)
+    return StreamSettings(**values)
+
+
+def consumer(redis: aioredis.Redis, name: str, **overrides: object) -> StreamConsumer:
+    return StreamConsumer(
+        redis, stream=STREAM, group="g", consumer=name, settings=fast_settings(**overrides), batch_max=100
+    )
+
+
+async def stream_payloads(redis: aioredis.Redis, stream: str = STREAM) -> list[bytes]:
+    return [fields[b"data"] for _, fields in await redis.xrange(stream)]
+
+
+async def test_append_writes_page_and_cursor_together(redis_client: aioredis.Redis) -> None:
+    # Given an empty stream, when a page is appended with its cursor
+    appended = await append_with_cursor(
+        redis_client, STREAM, [b"a", b"b"], {CURSOR: (None, "2")}, dead_letters=[b'{"error":"bad"}']
+    )
+    # Then entries, dead letters and cursor are all there
+    assert appended == 2
+    assert await stream_payloads(redis_client) == [b"a", b"b"]
+    assert await stream_payloads(redis_client, keys.STREAM_DLQ) == [b'{"error":"bad"}']
+    assert await read_cursor(redis_client, [CURSOR]) == {CURSOR: "2"}
+
+
+async def test_retried_append_with_stale_cursor_writes_nothing(redis_client: aioredis.Redis) -> None:
+    # Given a page already appended (the reply to the first call was "lost")
+    await append_with_cursor(redis_client, STREAM, [b"a"], {CURSOR: (None, "1")})
+    # When the same call is retried, it is refused and nothing is written twice
+    with pytest.raises(CursorMoved):
+        await append_with_cursor(redis_client, STREAM, [b"a"], {CURSOR: (None, "1")})
+    assert await stream_payloads(redis_client) == [b"a"]
+    assert await redis_client.xlen(keys.STREAM_DLQ) == 0
+
+
+async def test_append_moves_several_cursor_keys_and_hash_atomically(redis_client: aioredis.Redis) -> None:
+    cursor = {"state:ts": (None, "100"), "state:id": (None, "0xabc")}
+    await append_with_cursor(redis_client, STREAM, [b"x"], cursor, hash_key="h", hash_items={"t1": b"m1"})
+    # A second writer expecting a different timestamp is refused even though the id matches
+    with pytest.raises(CursorMoved):
+        await append_with_cursor(redis_client, STREAM, [b"y"], {"state:ts": ("99", "101"), "state:id": ("0xabc", "z")})
+    assert await read_cursor(redis_client, ["state:ts", "state:id"]) == {"state:ts": "100", "state:id": "0xabc"}
+    assert await redis_client.hget("h", "t1") == b"m1"
+    assert await stream_payloads(redis_client) == [b"x"]
+
+
+async def test_trim_never_removes_entries_a_group_has_not_acked(redis_client: aioredis.Redis) -> None:
+    ids = [(await redis_client.xadd(STREAM, {"data": str(i)})).decode() for i in range(10)]
+    await redis_client.xgroup_create(STREAM, "fast", id="0")
+    await redis_client.xgroup_create(STREAM, "slow", id="0")
+    # fast: everything read and acked
+    await redis_client.xreadgroup("fast", "c", {STREAM: ">"}, count=10)
+    await redis_client.xack(STREAM, "fast", *ids)
+    # slow: 6 delivered, of which 0..2 acked and 3..5 pending; 6..9 never delivered
+    await redis_client.xreadgroup("slow", "c", {STREAM: ">"}, count=6)
+    await redis_client.xack(STREAM, "slow", *ids[:3])
+
+    removed = await trim_acked(redis_client, STREAM)
+
+    assert removed == 3
+    remaining = [entry_id.decode() for entry_id, _ in await redis_client.xrange(STREAM)]
+    assert remaining == ids[3:]
+    pending = await redis_client.xpending_range(STREAM, "slow", "-", "+", 10)
+    assert [item["message_id"].decode() for item in pending] == ids[3:6]
+
+
+async def test_trim_keeps_undelivered_entries_and_skips_streams_without_groups(redis_client: aioredis.Redis) -> None:
+    for i in range(5):
+        await redis_client.xadd(STREAM, {"data": str(i)})
+    assert await trim_acked(redis_client, STREAM) == 0  # no group: nothing is known to be safe
+    await redis_client.xgroup_create(STREAM, "g", id="0")
+    assert await trim_acked(redis_client, STREAM) == 0  # group exists but nothing delivered
+    assert await redis_client.xlen(STREAM) == 5
+
+
+async def test_restarted_consumer_rereads_its_own_pending_entries_first(redis_client: aioredis.Redis) -> None:
+    for i in range(3):
+        await redis_client.xadd(STREAM, {"data": str(i)})
+    first = consumer(redis_client, "worker-1")
+    await first.ensure_group()
+    batch = await first.read()
+    assert [e.data for e in batch] == [b"0", b"1", b"2"]
+    await redis_client.xadd(STREAM, {"data": "3"})
+    # the process dies without acking; the same stable name starts again
+    again = consumer(redis_client, "worker-1")
+    redelivered = await again.read()
+    assert [(e.data, e.deliveries) for e in redelivered] == [(b"0", 2), (b"1", 2), (b"2", 2)]
+    await again.finish(ack=[e.id for e in redelivered])
+    assert [e.data for e in await again.read()] == [b"3"]
+
+
+async def test_dead_consumers_entries_are_taken_over(redis_client: aioredis.Redis) -> None:
+    for i in range(4):
+        await redis_client.xadd(STREAM, {"data": str(i)})
+    dead = consumer(redis_client, "worker-dead")
+    await dead.ensure_group()
+    assert len(await dead.read()) == 4  # read, never acked: this consumer is gone
+
+    survivor = consumer(redis_client, "worker-live")
+    survivor._pending_start = None  # it has nothing of its own pending
+    await asyncio.sleep(0.15)  # longer than claim_min_idle_ms
+    claimed = await survivor.read()
+
+    assert [e.data for e in claimed] == [b"0", b"1", b"2", b"3"]
+    assert all(e.deliveries == 2 for e in claimed)
+    await survivor.finish(ack=[e.id for e in claimed])
+    summary = await redis_client.xpending(STREAM, "g")
+    assert summary["pending"] == 0
+
+
+async def test_failing_message_goes_to_dlq_while_later_messages_flow(redis_client: aioredis.Redis) -> None:
+    for i in range(20):
+        await redis_client.xadd(STREAM, {"data": "poison" if i == 5 else str(i)})
+    worker = consumer(redis_client, "worker-1", max_deliveries=3)
+    processed: list[bytes] = []
+
+    async def handle(batch: list[Entry]) -> None:
+        if any(e.data == b"poison" for e in batch):
+            raise ValueError("cannot handle poison")
+        processed.extend(e.data for e in batch)
+        await worker.finish(ack=[e.id for e in batch])
+
+    await asyncio.wait_for(run_consumer(worker, handle, stop=asyncio.Event(), once=True), timeout=30)
+
+    assert sorted(processed, key=int) == [str(i).encode() for i in range(20) if i != 5]
+    dead = [orjson.loads(p) for p in await stream_payloads(redis_client, keys.STREAM_DLQ)]
+    assert len(dead) == 1
+    assert dead[0]["payload"] == "poison"
+    assert dead[0]["stream"] == STREAM and dead[0]["group"] == "g"
+    assert "ValueError: cannot handle poison" in dead[0]["error"]
+    assert dead[0]["deliveries"] == 4
+    assert (await redis_client.xpending(STREAM, "g"))["pending"] == 0
+
+
+async def test_finish_emits_outputs_only_once_even_when_retried(redis_client: aioredis.Redis) -> None:
+    await redis_client.xadd(STREAM, {"data": "fill"})
+    worker = consumer(redis_client, "worker-1")
+    await worker.ensure_group()
+    [entry] = await worker.read()
+    first = await worker.finish(ack={entry.id: [b"trade"]}, output_stream="stream:out")
+    # a retry after a lost reply, or a second worker that processed the same claimed entry
+    second = await worker.finish(ack={entry.id: [b"trade"]}, output_stream="stream:out")
+    assert first == (1, 1, 0)
+    assert second == (0, 0, 0)
+    assert await stream_payloads(redis_client, "stream:out") == [b"trade"]
+
+
+async def test_redis_kill_9_keeps_streams_groups_and_cursors(redis_server, redis_client: aioredis.Redis) -> None:
+    await append_with_cursor(redis_client, STREAM, [b"a", b"b", b"c"], {CURSOR: (None, "3")})
+    worker = consumer(redis_client, "worker-1")
+    await worker.ensure_group()
+    batch = await worker.read()
+    await worker.finish(ack=[batch[0].id])  # a acked, b and c pending
+
+    redis_server.kill()
+    redis_server.start()
+
+    await redis_client.connection_pool.disconnect()
+    assert await read_cursor(redis_client, [CURSOR]) == {CURSOR: "3"}
+    assert await stream_payloads(redis_client) == [b"a", b"b", b"c"]
+    pending = await redis_client.xpending_range(STREAM, "g", "-", "+", 10)
+    assert [item["message_id"].decode() for item in pending] == [batch[1].id, batch[2].id]
+    assert all(item["consumer"] == b"worker-1" for item in pending)
