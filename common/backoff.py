@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 from dataclasses import dataclass, field
 
@@ -30,3 +32,9 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+async def sleep_unless_stopped(stop: asyncio.Event, delay_s: float) -> None:
+    """Sleep `delay_s`, waking at once when `stop` is set (a SIGTERM must not wait out a long backoff)."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=delay_s)

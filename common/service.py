@@ -23,10 +23,11 @@ import redis.asyncio as aioredis
 import structlog
 
 from common import keys
-from common.config import LogSettings, ServiceSettings, load
-from common.errors import ConfigError, TransientSinkError
+from common.backoff import Backoff, sleep_unless_stopped
+from common.config import LogSettings, RedisSettings, ServiceSettings, load
+from common.errors import ConfigError, CursorMoved, PermanentSourceError, SourceError, TransientSinkError
 from common.log import configure_logging
-from common.redis_client import map_redis_errors
+from common.redis_client import make_redis, map_redis_errors
 
 log = structlog.get_logger()
 
@@ -113,6 +114,52 @@ async def run_service(service: Service, body: Callable[[Service], Awaitable[None
         with contextlib.suppress(TransientSinkError):
             await asyncio.shield(service.write_heartbeat())
         log.info("stopped", **dict(service.counters))
+
+
+async def run_worker(name: str, redis_settings: RedisSettings, body: Callable[[Service], Awaitable[None]]) -> Service:
+    """Connect to Redis, run `body` as service `name` (see run_service), close the connection."""
+    redis = make_redis(redis_settings)
+    service = Service(name, redis, load(ServiceSettings))
+    try:
+        await run_service(service, body)
+    finally:
+        await redis.aclose()
+    return service
+
+
+async def poll_forever(
+    service: Service,
+    step: Callable[[], Awaitable[bool]],
+    *,
+    interval_s: float,
+    once: bool = False,
+    max_backoff_s: float = 60.0,
+) -> None:
+    """Call `step` until the service stops; `step` returns True when more work is ready right away.
+
+    An unreachable source or sink degrades the service and backs off (never a crash loop); a permanent source
+    error backs off longer, because retrying at once cannot help. CursorMoved means another writer moved the
+    cursor: `step` re-reads it on its next call. `once=True` returns when `step` reports nothing left.
+    """
+    backoff = Backoff(base_s=1.0, max_s=max_backoff_s)
+    while not service.stop.is_set():
+        try:
+            more = await step()
+        except CursorMoved as exc:
+            log.warning("cursor moved under us; re-reading it", error=str(exc))
+            continue
+        except (SourceError, TransientSinkError) as exc:
+            service.degraded(exc)
+            delay_s = backoff.next_delay_s() * (5 if isinstance(exc, PermanentSourceError) else 1)
+            log.warning("step failed; backing off", error=str(exc), delay_s=round(delay_s, 2))
+            await sleep_unless_stopped(service.stop, delay_s)
+            continue
+        backoff.reset()
+        service.healthy()
+        if not more:
+            if once:
+                return
+            await sleep_unless_stopped(service.stop, interval_s)
 
 
 def service_arguments(description: str, argv: list[str] | None) -> argparse.Namespace:

@@ -31,7 +31,7 @@ import structlog
 from redis import exceptions as redis_errors
 
 from common import keys
-from common.backoff import Backoff
+from common.backoff import Backoff, sleep_unless_stopped
 from common.config import StreamSettings
 from common.errors import CursorMoved, TransientSinkError
 from common.redis_client import map_redis_errors
@@ -321,7 +321,7 @@ async def run_consumer(
         except TransientSinkError as exc:
             _report(on_error, exc)
             log.warning("read failed; retrying", stream=consumer.stream, error=str(exc))
-            await _sleep_unless_stopped(stop, read_backoff.next_delay_s())
+            await sleep_unless_stopped(stop, read_backoff.next_delay_s())
             continue
         if not batch:
             if once and consumer._pending_start is None:
@@ -355,7 +355,7 @@ async def _handle_batch(
                 delay_s=delay_s,
                 error=str(exc),
             )
-            await _sleep_unless_stopped(stop, delay_s)
+            await sleep_unless_stopped(stop, delay_s)
             continue
         except Exception as exc:
             _report(on_error, exc)
@@ -364,7 +364,7 @@ async def _handle_batch(
             with contextlib.suppress(TransientSinkError):
                 await consumer.record_failure(batch, f"{type(exc).__name__}: {exc}")
             consumer.rewind(isolate=True)
-            await _sleep_unless_stopped(stop, backoff.next_delay_s())
+            await sleep_unless_stopped(stop, backoff.next_delay_s())
             return
         if on_success is not None:
             on_success()
@@ -374,11 +374,6 @@ async def _handle_batch(
 def _report(on_error: Callable[[BaseException], None] | None, exc: BaseException) -> None:
     if on_error is not None:
         on_error(exc)
-
-
-async def _sleep_unless_stopped(stop: asyncio.Event, delay_s: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=delay_s)
 
 
 # --- trimming ----------------------------------------------------------------------------------------------
