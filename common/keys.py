@@ -24,6 +24,15 @@ STATE_GOLDSKY_LAST_TIMESTAMP = "state:goldsky_last_timestamp"
 STATE_GOLDSKY_LAST_ID = "state:goldsky_last_id"  # tie-breaker among fills sharing the last timestamp
 STATE_CHAIN_LAST_BLOCK = "state:chain_last_block"
 
+# Token -> market map (compact JSON: market_id, condition_id, outcome, outcome_index), written by the markets
+# ingester in the same script as the markets, read by every trade processor worker.
+MARKETS_BY_TOKEN = "markets:by_token"
+# Token ids the trade processor could not resolve; the markets ingester looks them up (SET).
+TOKEN_LOOKUPS = "markets:token_lookups"
+# Content hash per id, so unchanged markets and events are not appended again.
+MARKETS_CONTENT_HASH = "markets:content_hash"
+EVENTS_CONTENT_HASH = "events:content_hash"
+
 # Last error text per pending entry of a group, kept until the entry is acked or dead-lettered.
 FAILURES_PREFIX = "failures:"
 

@@ -73,24 +73,29 @@ async def append_with_cursor(
     cursor: Mapping[str, tuple[str | None, str]],
     *,
     dead_letters: Sequence[bytes] = (),
-    hash_key: str | None = None,
-    hash_items: Mapping[str, bytes | str] | None = None,
+    hash_items: Mapping[str, Mapping[str, bytes | str]] | None = None,
 ) -> int:
     """Append `entries` to `stream` and move each cursor key from its expected to its new value, atomically.
 
-    `cursor` maps key -> (expected current value or None for absent, new value). Raises CursorMoved, writing
-    nothing, when a cursor no longer holds its expected value: another instance moved it, or this is the retry
-    of a call whose reply was lost. The caller then re-reads the cursor and goes on from there.
+    `cursor` maps key -> (expected current value or None for absent, new value). `hash_items` maps a hash key
+    to fields written with the page (e.g. token -> market). Raises CursorMoved, writing nothing, when a cursor
+    no longer holds its expected value: another instance moved it, or this is the retry of a call whose reply
+    was lost. The caller then re-reads the cursor and goes on from there.
     """
     cursor_keys = list(cursor)
-    hash_pairs = [part for field, value in (hash_items or {}).items() for part in (field, value)]
-    args: list[Any] = [len(cursor_keys), len(entries), len(dead_letters), len(hash_pairs) // 2]
+    hash_keys = list(hash_items or {})
+    triplets = [
+        part
+        for index, hash_key in enumerate(hash_keys, start=1)
+        for field, value in (hash_items or {})[hash_key].items()
+        for part in (index, field, value)
+    ]
+    args: list[Any] = [len(cursor_keys), len(entries), len(dead_letters), len(triplets) // 3]
     args += [cursor[key][0] or "" for key in cursor_keys]
     args += [cursor[key][1] for key in cursor_keys]
-    args += [*entries, *dead_letters, *hash_pairs]
-    script_keys = [stream, keys.STREAM_DLQ, hash_key or f"{stream}:unused", *cursor_keys]
+    args += [*entries, *dead_letters, *triplets]
     async with map_redis_errors(f"append to {stream}"):
-        appended = await run_script(redis, "append_page", script_keys, args)
+        appended = await run_script(redis, "append_page", [stream, keys.STREAM_DLQ, *cursor_keys, *hash_keys], args)
     if appended == -1:
         raise CursorMoved(f"cursor {', '.join(cursor_keys)} moved; re-read it and continue from there")
     return int(appended)

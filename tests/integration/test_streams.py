@@ -62,12 +62,13 @@ async def test_retried_append_with_stale_cursor_writes_nothing(redis_client: aio
 
 async def test_append_moves_several_cursor_keys_and_hash_atomically(redis_client: aioredis.Redis) -> None:
     cursor = {"state:ts": (None, "100"), "state:id": (None, "0xabc")}
-    await append_with_cursor(redis_client, STREAM, [b"x"], cursor, hash_key="h", hash_items={"t1": b"m1"})
+    await append_with_cursor(redis_client, STREAM, [b"x"], cursor, hash_items={"h": {"t1": b"m1"}, "h2": {"m1": "abc"}})
     # A second writer expecting a different timestamp is refused even though the id matches
     with pytest.raises(CursorMoved):
         await append_with_cursor(redis_client, STREAM, [b"y"], {"state:ts": ("99", "101"), "state:id": ("0xabc", "z")})
     assert await read_cursor(redis_client, ["state:ts", "state:id"]) == {"state:ts": "100", "state:id": "0xabc"}
     assert await redis_client.hget("h", "t1") == b"m1"
+    assert await redis_client.hget("h2", "m1") == b"abc"
     assert await stream_payloads(redis_client) == [b"x"]
 
 
