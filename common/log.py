@@ -20,18 +20,20 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 
 
 class _Tee:
-    """A file-like object writing every line to stdout and to the service's log file."""
+    """A file-like object writing every line to stdout (looked up at each write) and to the log file."""
 
-    def __init__(self, *streams: IO[str]) -> None:
-        self._streams = streams
+    def __init__(self, log_file: IO[str] | None) -> None:
+        self._log_file = log_file
 
     def write(self, text: str) -> None:
-        for stream in self._streams:
-            stream.write(text)
+        sys.stdout.write(text)
+        if self._log_file is not None:
+            self._log_file.write(text)
 
     def flush(self) -> None:
-        for stream in self._streams:
-            stream.flush()
+        sys.stdout.flush()
+        if self._log_file is not None:
+            self._log_file.flush()
 
 
 def _json_renderer(_: Any, __: str, event: dict[str, Any]) -> str:
@@ -40,11 +42,11 @@ def _json_renderer(_: Any, __: str, event: dict[str, Any]) -> str:
 
 def configure_logging(service: str, settings: LogSettings | None = None, *, to_file: bool = True) -> None:
     settings = settings or LogSettings()
-    streams: list[IO[str]] = [sys.stdout]
+    log_file = None
     if to_file:
         log_dir = Path(settings.dir)
         log_dir.mkdir(parents=True, exist_ok=True)
-        streams.append(open(log_dir / f"{service}.log", "a", buffering=1, encoding="utf-8"))  # noqa: SIM115
+        log_file = open(log_dir / f"{service}.log", "a", buffering=1, encoding="utf-8")  # noqa: SIM115
     renderer = (
         _json_renderer
         if settings.format == "json"
@@ -59,7 +61,7 @@ def configure_logging(service: str, settings: LogSettings | None = None, *, to_f
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[settings.level]),
-        logger_factory=structlog.PrintLoggerFactory(_Tee(*streams)),
+        logger_factory=structlog.PrintLoggerFactory(_Tee(log_file)),
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.bind_contextvars(service=service)
