@@ -20,7 +20,13 @@ from typing import Any
 import structlog
 from clickhouse_connect import get_client
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError, OperationalError
+from clickhouse_connect.driver.exceptions import (
+    ClickHouseError,
+    DatabaseError,
+    DataError,
+    OperationalError,
+    ProgrammingError,
+)
 
 from common.backoff import compute_backoff_s
 from common.config import ClickHouseSettings
@@ -65,19 +71,31 @@ def batch_token(stream: str, ids: Sequence[str]) -> str:
 
 
 def _is_rejection(exc: Exception) -> bool:
+    # DataError/ProgrammingError: the client could not even serialize the rows into the column types.
     code = getattr(exc, "code", None)
-    return code in REJECTED_DATA_CODES or isinstance(exc, (TypeError, ValueError, OverflowError))
+    return code in REJECTED_DATA_CODES or isinstance(
+        exc, (DataError, ProgrammingError, TypeError, ValueError, OverflowError)
+    )
 
 
 def insert_columns(
-    client: Client, table: str, columns: Sequence[str], data: Sequence[Sequence[Any]], token: str
+    client: Client,
+    table: str,
+    columns: Sequence[str],
+    data: Sequence[Sequence[Any]],
+    token: str,
+    column_types: Sequence[str] | None = None,
 ) -> None:
-    """Insert column-oriented `data` once; translate failures into TransientSinkError or RejectedRowsError."""
+    """Insert column-oriented `data` once; translate failures into TransientSinkError or RejectedRowsError.
+
+    Passing `column_types` (from `describe_columns`) saves a DESCRIBE round trip per insert.
+    """
     try:
         client.insert(
             table,
             data,
             column_names=list(columns),
+            column_type_names=list(column_types) if column_types else None,
             column_oriented=True,
             settings={**INSERT_SETTINGS, "insert_deduplication_token": token},
         )
@@ -94,6 +112,14 @@ class InsertResult:
     attempts: int
 
 
+def describe_columns(client: Client, table: str) -> dict[str, str]:
+    """Column name -> ClickHouse type of `table`."""
+    try:
+        return {row[0]: row[1] for row in client.query(f"DESCRIBE TABLE {table}").result_rows}
+    except ClickHouseError as exc:
+        raise TransientSinkError(f"clickhouse describe {table} failed: {str(exc)[:300]}") from None
+
+
 async def insert_batch(
     client: Client,
     table: str,
@@ -101,6 +127,7 @@ async def insert_batch(
     data: Sequence[Sequence[Any]],
     token: str,
     *,
+    column_types: Sequence[str] | None = None,
     max_attempts: int = 5,
     backoff_base_s: float = 0.2,
     backoff_max_s: float = 5.0,
@@ -115,7 +142,7 @@ async def insert_batch(
     while True:
         attempt += 1
         try:
-            await asyncio.to_thread(insert_columns, client, table, columns, data, token)
+            await asyncio.to_thread(insert_columns, client, table, columns, data, token, column_types)
             rows = len(data[0]) if data else 0
             return InsertResult(rows=rows, duration_s=time.perf_counter() - started, attempts=attempt)
         except TransientSinkError as exc:
@@ -126,6 +153,40 @@ async def insert_batch(
                 "insert failed; retrying", table=table, attempt=attempt, delay_s=round(delay_s, 3), error=str(exc)
             )
             await asyncio.sleep(delay_s)
+
+
+async def insert_rows_isolating_rejects(
+    client: Client,
+    table: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    token: str,
+    *,
+    column_types: Sequence[str] | None = None,
+    max_attempts: int = 5,
+) -> list[tuple[int, str]]:
+    """Insert `rows`; if ClickHouse rejects the data, bisect to find the rejected rows and insert the others.
+
+    Returns (index, reason) of each rejected row. Halves get tokens derived from the parent's, so a replayed
+    batch splits, and deduplicates, exactly the same way.
+    """
+    try:
+        await insert_batch(
+            client, table, columns, list(map(list, zip(*rows, strict=True))), token,
+            column_types=column_types, max_attempts=max_attempts,
+        )  # fmt: skip
+        return []
+    except RejectedRowsError as exc:
+        if len(rows) == 1:
+            return [(0, str(exc))]
+    middle = len(rows) // 2
+    left = await insert_rows_isolating_rejects(
+        client, table, columns, rows[:middle], f"{token}/0", column_types=column_types, max_attempts=max_attempts
+    )
+    right = await insert_rows_isolating_rejects(
+        client, table, columns, rows[middle:], f"{token}/1", column_types=column_types, max_attempts=max_attempts
+    )
+    return left + [(index + middle, reason) for index, reason in right]
 
 
 # --- migrations --------------------------------------------------------------------------------------------

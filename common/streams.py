@@ -250,6 +250,14 @@ class StreamConsumer:
         ]
         await self.finish(ack=[], dead=dead)
 
+    async def keep(self, ids: Sequence[str]) -> None:
+        """Reset the idle time of entries we hold on purpose (e.g. waiting for their market), so other
+        consumers' XAUTOCLAIM does not take them; JUSTID leaves their delivery counters alone."""
+        if not ids:
+            return
+        async with map_redis_errors("keep pending entries"):
+            await self.redis.xclaim(self.stream, self.group, self.consumer, 0, list(ids), justid=True)
+
     async def record_failure(self, entries: Sequence[Entry], error: str) -> None:
         """Remember why these entries failed, so their dead letter can say so even after a crash."""
         if not entries:

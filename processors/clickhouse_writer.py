@@ -1,0 +1,189 @@
+"""ClickHouse writer: the four streams into their tables, with exactly-once effect (DESIGN §3 rules 4 and 5).
+
+Reads `stream:markets`, `stream:events`, `stream:order_events` and `stream:trades`, each in consumer group
+`clickhouse-writer`, into `markets`, `events`, `order_filled_events` and `trades`.
+
+A batch is exactly one XREADGROUP reply (up to CLICKHOUSE_BATCH_SIZE entries, read at most every
+CLICKHOUSE_FLUSH_INTERVAL_S unless the stream is backed up), and a consumer has at most one batch pending. So
+after a crash its pending list *is* the batch, re-read whole, with the same ids and so the same
+`insert_deduplication_token`: if the first insert went through, ClickHouse drops the replay. Entries are acked
+only after ClickHouse accepted their rows. ClickHouse down: the batch is kept and retried with backoff, and the
+backlog waits in Redis. A row ClickHouse refuses is found by bisection and dead-lettered; its batch-mates go in.
+
+Also trims the four streams continuously, below what every group has acked (MINID), so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from datetime import UTC, datetime
+
+import structlog
+from clickhouse_connect.driver.client import Client
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common import keys
+from common.backoff import Backoff, sleep_unless_stopped
+from common.clickhouse import (
+    apply_migrations,
+    batch_token,
+    describe_columns,
+    insert_rows_isolating_rejects,
+    make_client,
+)
+from common.config import ClickHouseSettings, RedisSettings, StreamSettings, load
+from common.errors import PoisonMessage, TransientSinkError
+from common.service import Service, run_worker, service_main
+from common.streams import Entry, StreamConsumer, run_consumer, trim_acked
+from processors.rows import TABLES, Row, TableSpec
+
+log = structlog.get_logger()
+
+
+class WriterSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", env_file=".env", extra="ignore", frozen=True)
+
+    clickhouse_writer_consumer: str = Field("clickhouse_writer-1", min_length=1)
+
+
+class TableWriter:
+    """One stream into one table."""
+
+    def __init__(self, service: Service, spec: TableSpec, consumer: StreamConsumer, ch: ClickHouseSettings) -> None:
+        self.service = service
+        self.spec = spec
+        self.consumer = consumer
+        self.ch = ch
+        self.client: Client | None = None
+        self.column_types: list[str] = []
+        self.last_read_at = 0.0
+
+    def connect(self) -> Client:
+        if self.client is None:
+            client = make_client(self.ch)
+            types = describe_columns(client, self.spec.table)
+            self.column_types = [types[column] for column in self.spec.columns]
+            self.client = client
+        return self.client
+
+    async def handle(self, batch: list[Entry]) -> None:
+        started = time.perf_counter()
+        client = await asyncio.to_thread(self.connect)
+        ingested_at = datetime.now(UTC)
+        rows: list[Row] = []
+        row_entries: list[Entry] = []
+        dead: list[tuple[Entry, str]] = []
+        for entry in batch:
+            try:
+                rows.append(self.spec.to_row(entry.data, ingested_at))
+                row_entries.append(entry)
+            except PoisonMessage as exc:
+                dead.append((entry, str(exc)))
+        rejected: list[tuple[int, str]] = []
+        if rows:
+            token = batch_token(self.spec.stream, [entry.id for entry in batch])
+            rejected = await insert_rows_isolating_rejects(
+                client, self.spec.table, self.spec.columns, rows, token,
+                column_types=self.column_types, max_attempts=self.ch.insert_max_attempts,
+            )  # fmt: skip
+        rejected_ids = {row_entries[index].id for index, _ in rejected}
+        dead += [(row_entries[index], f"rejected by clickhouse: {reason}") for index, reason in rejected]
+        await self.consumer.finish(ack=[entry.id for entry in row_entries if entry.id not in rejected_ids], dead=dead)
+        inserted = len(rows) - len(rejected)
+        self.service.count(f"rows_{self.spec.table}", inserted)
+        self.service.count("rows_written", inserted)
+        self.service.count("dead_lettered", len(dead))
+        log.info("batch", table=self.spec.table, rows=inserted, dead=len(dead),
+                 duration_s=round(time.perf_counter() - started, 4))  # fmt: skip
+        await self.pace(len(batch))
+
+    async def pace(self, batch_size: int) -> None:
+        """Below a full batch, wait out the flush interval so the next read gathers a bigger batch."""
+        if batch_size < self.consumer.batch_max:
+            wait_s = self.ch.flush_interval_s - (time.monotonic() - self.last_read_at)
+            if wait_s > 0:
+                await sleep_unless_stopped(self.service.stop, wait_s)
+        self.last_read_at = time.monotonic()
+
+    def on_error(self, exc: BaseException) -> None:
+        if isinstance(exc, TransientSinkError) and "clickhouse" in str(exc):
+            self.client = None  # reconnect: the server may have restarted
+        self.service.degraded(exc)
+
+
+async def migrate_when_reachable(service: Service, ch: ClickHouseSettings) -> None:
+    backoff = Backoff(base_s=0.5, max_s=15.0)
+    while not service.stop.is_set():
+        try:
+            await asyncio.to_thread(apply_migrations, ch)
+            return
+        except TransientSinkError as exc:
+            service.degraded(exc)
+            log.warning("clickhouse not ready; retrying", error=str(exc))
+            await sleep_unless_stopped(service.stop, backoff.next_delay_s())
+
+
+async def trim_forever(service: Service, interval_s: float) -> None:
+    while not service.stop.is_set():
+        for stream in (spec.stream for spec in TABLES):
+            try:
+                removed = await trim_acked(service.redis, stream)
+                service.count("trimmed", removed)
+            except TransientSinkError as exc:
+                log.warning("trim failed", stream=stream, error=str(exc))
+        await sleep_unless_stopped(service.stop, interval_s)
+
+
+async def run(
+    settings: WriterSettings,
+    *,
+    redis: RedisSettings,
+    clickhouse: ClickHouseSettings,
+    streams: StreamSettings,
+    once: bool = False,
+) -> Service:
+    async def body(service: Service) -> None:
+        await migrate_when_reachable(service, clickhouse)
+        writers = [
+            TableWriter(service, spec, StreamConsumer(
+                service.redis, stream=spec.stream, group=keys.GROUP_CLICKHOUSE_WRITER,
+                consumer=settings.clickhouse_writer_consumer, settings=streams, batch_max=clickhouse.batch_size,
+            ), clickhouse)
+            for spec in TABLES
+        ]  # fmt: skip
+        trimmer = asyncio.create_task(trim_forever(service, streams.trim_interval_s))
+        try:
+            await asyncio.gather(*(
+                run_consumer(w.consumer, w.handle, stop=service.stop, on_error=w.on_error,
+                             on_success=service.healthy, once=once)
+                for w in writers
+            ))  # fmt: skip
+        finally:
+            service.stop.set()
+            await trimmer
+            for writer in writers:
+                if writer.client is not None:
+                    writer.client.close()
+
+    return await run_worker("clickhouse_writer", redis, body)
+
+
+async def start(args: argparse.Namespace) -> None:
+    await run(
+        load(WriterSettings),
+        redis=load(RedisSettings),
+        clickhouse=load(ClickHouseSettings),
+        streams=load(StreamSettings),
+        once=args.once,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return service_main("clickhouse_writer", start, __doc__.splitlines()[0], argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

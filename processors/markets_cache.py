@@ -1,0 +1,54 @@
+"""Token -> market lookups for the trade processor: a local cache in front of the `markets:by_token` hash."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import msgspec
+import redis.asyncio as aioredis
+import structlog
+
+from common import keys
+from common.redis_client import map_redis_errors
+from processors.trades import MarketRef, decode_market_ref
+
+log = structlog.get_logger()
+
+# Outcome names and indexes of a token never change, so a cached entry never goes stale; the bound is for memory.
+CACHE_MAX_TOKENS = 500_000
+
+
+class MarketsCache:
+    def __init__(self, redis: aioredis.Redis, *, max_tokens: int = CACHE_MAX_TOKENS) -> None:
+        self.redis = redis
+        self.max_tokens = max_tokens
+        self._cache: dict[str, MarketRef] = {}
+
+    async def resolve(self, tokens: Iterable[str]) -> dict[str, MarketRef]:
+        """The markets of `tokens` that are known; unknown tokens are asked of the markets ingester."""
+        found = {token: self._cache[token] for token in tokens if token in self._cache}
+        missing = [token for token in tokens if token not in found]
+        if missing:
+            async with map_redis_errors("read markets:by_token"):
+                values = await self.redis.hmget(keys.MARKETS_BY_TOKEN, missing)
+            for token, value in zip(missing, values, strict=True):
+                if value is None:
+                    continue
+                try:
+                    found[token] = self._remember(token, decode_market_ref(value))
+                except msgspec.DecodeError as exc:
+                    log.error("bad markets:by_token value", token=token, error=str(exc))
+            await self.request_lookups(token for token in missing if token not in found)
+        return found
+
+    async def request_lookups(self, tokens: Iterable[str]) -> None:
+        tokens = list(tokens)
+        if tokens:
+            async with map_redis_errors("request token lookups"):
+                await self.redis.sadd(keys.TOKEN_LOOKUPS, *tokens)
+
+    def _remember(self, token: str, market: MarketRef) -> MarketRef:
+        if len(self._cache) >= self.max_tokens:
+            self._cache.clear()  # rare; simpler and cheaper than LRU bookkeeping on the hot path
+        self._cache[token] = market
+        return market

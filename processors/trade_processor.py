@@ -1,0 +1,159 @@
+"""Trade processor: order fills in, enriched trades out (DESIGN §3 rule 3, §4, §5).
+
+Reads `stream:order_events` in consumer group `trade-processor` (stable consumer name per worker, several
+workers share the load) and writes one trade per fill to `stream:trades`. The trades of a batch and the ack of
+their fills are one script (`StreamConsumer.finish`): a crash before it redoes the batch, after it nothing; a
+trade is only written by the call whose XACK removed its fill, so workers that raced on a claimed fill never
+both emit it.
+
+Markets come from the `markets:by_token` hash that the markets ingester writes together with the markets, with
+a local cache in front. A fill whose token is unknown is held (left pending, kept from other workers' XAUTOCLAIM),
+its token is put in `markets:token_lookups` for the markets ingester, and the trade is emitted when the market
+arrives, or after UNKNOWN_MARKET_WAIT_S with `market_id = ''` (counted as `unresolved_markets`).
+Poison fills go to `stream:dlq` with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+import structlog
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common import keys
+from common.backoff import sleep_unless_stopped
+from common.config import RedisSettings, StreamSettings, load
+from common.errors import PoisonMessage, TransientSinkError
+from common.events import OrderEvent, decode_order_event
+from common.service import Service, run_worker, service_main
+from common.streams import Entry, StreamConsumer, run_consumer
+from processors.markets_cache import MarketsCache
+from processors.trades import derive_trade, encode_trade, token_of
+
+log = structlog.get_logger()
+
+
+class ProcessorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", env_file=".env", extra="ignore", frozen=True)
+
+    trade_processor_consumer: str = Field("trade_processor-1", min_length=1)
+    trade_processor_batch_max: int = Field(5000, ge=1)
+    unknown_market_wait_s: float = Field(300.0, ge=0)
+    held_check_interval_s: float = Field(1.0, gt=0)
+
+
+class Processor:
+    """One worker's state: the consumer, the markets cache and the fills held for their market."""
+
+    def __init__(self, service: Service, settings: ProcessorSettings, stream_settings: StreamSettings) -> None:
+        self.service = service
+        self.settings = settings
+        self.markets = MarketsCache(service.redis)
+        self.consumer = StreamConsumer(
+            service.redis,
+            stream=keys.STREAM_ORDER_EVENTS,
+            group=keys.GROUP_TRADE_PROCESSOR,
+            consumer=settings.trade_processor_consumer,
+            settings=stream_settings,
+            batch_max=settings.trade_processor_batch_max,
+        )
+        self.held: dict[str, tuple[Entry, OrderEvent]] = {}
+
+    async def handle(self, batch: list[Entry]) -> None:
+        """Decode, resolve markets, emit what is ready, hold the rest."""
+        started = time.perf_counter()
+        fills, dead = [], []
+        for entry in batch:
+            try:
+                fills.append((entry, decode_order_event(entry.data)))
+            except PoisonMessage as exc:
+                dead.append((entry, str(exc)))
+        for entry, event in fills:
+            if entry.id not in self.held:
+                self.held[entry.id] = (entry, event)
+        emitted = await self.release(fills, dead)
+        log.info(
+            "batch",
+            fills=len(batch),
+            trades=emitted,
+            held=len(self.held),
+            dead=len(dead),
+            duration_s=round(time.perf_counter() - started, 4),
+        )
+
+    async def release(self, fills: list[tuple[Entry, OrderEvent]], dead: list[tuple[Entry, str]] = ()) -> int:
+        """Emit the trades of `fills` whose market is known or whose wait is over; the rest stay held."""
+        markets = await self.markets.resolve({token_of(event) for _, event in fills})
+        now_ms = time.time() * 1000
+        ready: dict[str, list[bytes]] = {}
+        unresolved = 0
+        for entry, event in fills:
+            market = markets.get(token_of(event))
+            waited_s = (now_ms - int(entry.id.split("-")[0])) / 1000
+            if market is None and waited_s < self.settings.unknown_market_wait_s:
+                continue
+            unresolved += market is None
+            ready[entry.id] = [encode_trade(derive_trade(event, market))]
+        if not ready and not dead:
+            return 0
+        acked, emitted, _ = await self.consumer.finish(ack=ready, output_stream=keys.STREAM_TRADES, dead=dead)
+        for entry_id in ready:
+            self.held.pop(entry_id, None)
+        for entry, _ in dead:
+            self.held.pop(entry.id, None)
+        self.service.count("fills", acked)
+        self.service.count("trades", emitted)
+        self.service.count("unresolved_markets", unresolved)
+        self.service.count("dead_lettered", len(dead))
+        return emitted
+
+    async def release_held_forever(self) -> None:
+        """Re-check held fills every interval; keep them ours and their tokens asked for meanwhile."""
+        while not self.service.stop.is_set():
+            await sleep_unless_stopped(self.service.stop, self.settings.held_check_interval_s)
+            if not self.held:
+                continue
+            try:
+                await self.release(list(self.held.values()))
+                waiting = list(self.held.values())
+                await self.markets.request_lookups({token_of(event) for _, event in waiting})
+                await self.consumer.keep([entry.id for entry, _ in waiting])
+            except TransientSinkError as exc:
+                self.service.degraded(exc)
+
+
+async def run(
+    settings: ProcessorSettings, *, redis: RedisSettings, streams: StreamSettings, once: bool = False
+) -> Service:
+    async def body(service: Service) -> None:
+        processor = Processor(service, settings, streams)
+        held_task = asyncio.create_task(processor.release_held_forever())
+        try:
+            await run_consumer(
+                processor.consumer,
+                processor.handle,
+                stop=service.stop,
+                on_error=service.degraded,
+                on_success=service.healthy,
+                once=once,
+            )
+        finally:
+            service.stop.set()
+            await held_task
+
+    return await run_worker("trade_processor", redis, body)
+
+
+async def start(args: argparse.Namespace) -> None:
+    await run(load(ProcessorSettings), redis=load(RedisSettings), streams=load(StreamSettings), once=args.once)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return service_main("trade_processor", start, __doc__.splitlines()[0], argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

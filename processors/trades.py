@@ -1,0 +1,112 @@
+"""From an order fill to a trade: the derivation of DESIGN §4 as pure functions (reference §3.5).
+
+- token = the asset id that is not "0"; maker_direction = BUY if the maker paid USDC ("0"), else SELL;
+  taker_direction is the opposite;
+- usd_amount = the USDC leg / 1e6 and token_amount = the token leg / 1e6, exact decimals from the integers;
+  price = usd_amount / token_amount;
+- is_taker_side = 1 when `taker` is an exchange contract: those rows count each match once.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from common.events import OrderEvent
+from common.exchanges import ALL_EXCHANGES
+
+USDC = "0"
+UNKNOWN_OUTCOME_INDEX = -1
+
+
+class MarketRef(msgspec.Struct, frozen=True, kw_only=True):
+    """What a trade needs of its market; the value of the `markets:by_token` hash."""
+
+    market_id: str
+    condition_id: str
+    outcome: str
+    outcome_index: int
+    question: str = ""
+
+
+class Trade(msgspec.Struct, frozen=True, kw_only=True):
+    """A `stream:trades` entry; amounts are exact decimal strings, `fee` the raw integer."""
+
+    id: str
+    timestamp: int
+    block_number: int
+    tx_hash: str
+    log_index: int | None
+    order_hash: str
+    source: str
+    exchange: str
+    market_id: str
+    condition_id: str
+    token_id: str
+    outcome: str
+    outcome_index: int
+    maker: str
+    taker: str
+    maker_direction: str
+    taker_direction: str
+    price: float
+    usd_amount: str
+    token_amount: str
+    fee: int
+    is_taker_side: int
+
+
+_market_decoder = msgspec.json.Decoder(MarketRef)
+_trade_encoder = msgspec.json.Encoder()
+_trade_decoder = msgspec.json.Decoder(Trade)
+
+
+def token_of(event: OrderEvent) -> str:
+    return event.maker_asset_id if event.maker_asset_id != USDC else event.taker_asset_id
+
+
+def micros_to_decimal(units: int) -> str:
+    """6-decimal base units as an exact decimal string: 1500000 -> '1.500000'."""
+    return f"{units // 1_000_000}.{units % 1_000_000:06d}"
+
+
+def derive_trade(event: OrderEvent, market: MarketRef | None) -> Trade:
+    maker_buys = event.maker_asset_id == USDC
+    usdc_units, token_units = (
+        (event.maker_amount, event.taker_amount) if maker_buys else (event.taker_amount, event.maker_amount)
+    )
+    return Trade(
+        id=event.id,
+        timestamp=event.timestamp,
+        block_number=event.block_number,
+        tx_hash=event.tx_hash,
+        log_index=event.log_index,
+        order_hash=event.order_hash,
+        source=event.source,
+        exchange=event.exchange,
+        market_id=market.market_id if market else "",
+        condition_id=market.condition_id if market else "",
+        token_id=token_of(event),
+        outcome=market.outcome if market else "",
+        outcome_index=market.outcome_index if market else UNKNOWN_OUTCOME_INDEX,
+        maker=event.maker,
+        taker=event.taker,
+        maker_direction="BUY" if maker_buys else "SELL",
+        taker_direction="SELL" if maker_buys else "BUY",
+        price=usdc_units / token_units if token_units else 0.0,
+        usd_amount=micros_to_decimal(usdc_units),
+        token_amount=micros_to_decimal(token_units),
+        fee=event.fee,
+        is_taker_side=int(event.taker.lower() in ALL_EXCHANGES),
+    )
+
+
+def encode_trade(trade: Trade) -> bytes:
+    return _trade_encoder.encode(trade)
+
+
+def decode_trade(data: bytes) -> Trade:
+    return _trade_decoder.decode(data)
+
+
+def decode_market_ref(data: bytes) -> MarketRef:
+    return _market_decoder.decode(data)

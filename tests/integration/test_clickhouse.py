@@ -1,0 +1,89 @@
+"""common.clickhouse against the embedded ClickHouse: migrations, dedup tokens, rejected rows."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.clickhouse import (
+    apply_migrations,
+    batch_token,
+    describe_columns,
+    insert_batch,
+    insert_rows_isolating_rejects,
+    make_client,
+)
+from common.config import ClickHouseSettings
+from common.errors import TransientSinkError
+
+
+@pytest.fixture
+def ch_settings(clickhouse_server) -> ClickHouseSettings:
+    return ClickHouseSettings(host="127.0.0.1", port=clickhouse_server.port, database="mig_test")
+
+
+@pytest.fixture
+def ch(ch_settings):
+    apply_migrations(ch_settings)
+    client = make_client(ch_settings)
+    yield client
+    client.command("DROP DATABASE IF EXISTS mig_test")
+    client.close()
+
+
+def test_migrations_create_the_contract_tables_once(ch_settings, ch) -> None:
+    tables = {row[0] for row in ch.query("SHOW TABLES FROM mig_test").result_rows}
+    assert {"markets", "events", "order_filled_events", "trades", "schema_migrations"} <= tables
+    assert apply_migrations(ch_settings) == []  # second start: nothing to do
+    versions = ch.query("SELECT version, name FROM mig_test.schema_migrations").result_rows
+    assert versions == [(1, "tables")]
+    engine = ch.query("SELECT engine_full FROM system.tables WHERE database='mig_test' AND name='trades'").result_rows
+    assert "ReplacingMergeTree" in engine[0][0] and "non_replicated_deduplication_window = 10000" in engine[0][0]
+
+
+async def test_resent_batch_with_same_token_adds_no_rows(ch) -> None:
+    columns = [
+        "id",
+        "source",
+        "exchange",
+        "block_number",
+        "tx_hash",
+        "order_hash",
+        "timestamp",
+        "maker",
+        "taker",
+        "maker_asset_id",
+        "taker_asset_id",
+        "maker_amount",
+        "taker_amount",
+        "fee",
+        "ingested_at",
+    ]
+    types = describe_columns(ch, "order_filled_events")
+    rows = [[f"0x{i:02x}_0xo", "chain", "", 1, f"0x{i:02x}", "0xo", 1_777_000_000 + i, "0xm", "0xt", "0", "123",
+             10, 20, 0, 1_777_000_000_000] for i in range(1000)]  # fmt: skip
+    data = [list(column) for column in zip(*rows, strict=True)]
+    token = batch_token("stream:order_events", [f"1-{i}" for i in range(1000)])
+
+    await insert_batch(ch, "order_filled_events", columns, data, token, column_types=[types[c] for c in columns])
+    await insert_batch(ch, "order_filled_events", columns, data, token, column_types=[types[c] for c in columns])
+    assert ch.command("SELECT count() FROM order_filled_events") == 1000
+
+    # the same rows under another token are a different batch, and go in (the table's key dedups on merge)
+    await insert_batch(ch, "order_filled_events", columns, data, token + "-other")
+    assert ch.command("SELECT count() FROM order_filled_events") == 2000
+    assert ch.command("SELECT count() FROM order_filled_events FINAL") == 1000
+
+
+async def test_rejected_rows_are_isolated_and_the_rest_inserted(ch) -> None:
+    columns = ["id", "question", "updated_at", "raw", "ingested_at"]
+    rows = [[str(i), "q", 1_777_000_000, "{}", 1_777_000_000_000] for i in range(9)]
+    rows[4][2] = "not a date"  # refused while serializing
+    rejected = await insert_rows_isolating_rejects(ch, "markets", columns, rows, "tok-1")
+    assert [index for index, _ in rejected] == [4]
+    assert sorted(int(row[0]) for row in ch.query("SELECT id FROM markets").result_rows) == [0, 1, 2, 3, 5, 6, 7, 8]
+
+
+def test_unreachable_clickhouse_is_a_transient_error() -> None:
+    settings = ClickHouseSettings(host="127.0.0.1", port=1, connect_timeout_s=1)
+    with pytest.raises(TransientSinkError, match="unreachable"):
+        make_client(settings)
