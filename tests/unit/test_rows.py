@@ -1,0 +1,118 @@
+"""Stream payloads to ClickHouse rows: Gamma's JSON-encoded strings, its date formats, and poison."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from common.errors import PoisonMessage
+from common.events import OrderEvent, encode_order_event, fill_id
+from processors.rows import (
+    EVENT_COLUMNS,
+    MARKET_COLUMNS,
+    ORDER_EVENT_COLUMNS,
+    event_row,
+    market_row,
+    order_event_row,
+)
+
+NOW = datetime(2026, 11, 25, tzinfo=UTC)
+
+# The reference's real market object (reference §1.7), trimmed to the fields the row uses.
+MARKET = {
+    "id": "1066851", "question": "Bitcoin Up or Down - December 31, 12:00PM-12:15PM ET",
+    "conditionId": "0x2e6af11e4b853b05ba7135239b21d77e808889b6ce1e735de856c94c4e5b5fce",
+    "slug": "btc-updown-15m-1767200400", "endDate": "2025-12-31T17:15:00Z", "liquidity": "20579.7452",
+    "startDate": "2025-12-30T17:10:15.861305Z", "outcomes": "[\"Up\", \"Down\"]",
+    "outcomePrices": "[\"0.585\", \"0.415\"]", "volume": "92509.470055", "active": True, "closed": False,
+    "createdAt": "2025-12-30T17:01:49.027357Z", "updatedAt": "2025-12-31T17:07:53.929803Z", "archived": False,
+    "clobTokenIds": "[\"8851848546962572193739008211889046036776198486765606333032192644001246174440\", "
+                    "\"10181859819235412241349111952383458602722012323104397550162049365057126390549\"]",
+    "negRisk": False, "events": [{"id": "26359"}],
+}  # fmt: skip
+
+
+def test_market_row_parses_json_encoded_strings_and_dates() -> None:
+    data = orjson.dumps(MARKET)
+    row = dict(zip(MARKET_COLUMNS, market_row(data, NOW), strict=True))
+    assert row["outcomes"] == ["Up", "Down"]
+    assert row["outcome_prices"] == [0.585, 0.415]
+    assert row["clob_token_ids"][1].startswith("1018185981923541224")
+    assert row["volume"] == 92509.470055 and row["liquidity"] == 20579.7452
+    assert row["updated_at"] == datetime(2025, 12, 31, 17, 7, 53, 929803, tzinfo=UTC)
+    assert row["event_ids"] == ["26359"]
+    assert row["raw"] == data.decode()
+    assert row["active"] is True and row["closed"] is False
+
+
+def test_market_without_updated_at_is_versioned_by_ingest_time() -> None:
+    row = dict(zip(MARKET_COLUMNS, market_row(orjson.dumps({"id": "1"}), NOW), strict=True))
+    assert row["updated_at"] == NOW and row["outcomes"] == [] and row["start_date"] is None
+
+
+def test_event_row_keeps_tags_and_market_ids() -> None:
+    event = {"id": "26359", "title": "Nationals vs. Mets", "volume": 12.5, "liquidity": 3, "openInterest": 0,
+             "updatedAt": "2025-06-09T09:08:23.303814Z", "closedTime": "2025-06-10 23:10:00+00",
+             "tags": [{"id": "1", "label": "Sports", "slug": "sports"}, {"id": "2", "label": "MLB", "slug": "mlb"}],
+             "markets": [{"id": "550834"}, {"id": "550835"}]}  # fmt: skip
+    row = dict(zip(EVENT_COLUMNS, event_row(orjson.dumps(event), NOW), strict=True))
+    assert row["tag_labels"] == ["Sports", "MLB"] and row["tag_slugs"] == ["sports", "mlb"]
+    assert row["market_ids"] == ["550834", "550835"]
+    assert row["volume"] == 12.5 and row["open_interest"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"not json", "invalid JSON"),
+        (b"[1, 2]", "not an object with an id"),
+        (orjson.dumps({"id": "1", "outcomes": "Yes,No"}), "outcomes is not a JSON-encoded list"),
+        (orjson.dumps({"id": "1", "volume": "lots"}), "volume is not a number"),
+        (orjson.dumps({"id": "1", "endDate": "tomorrow"}), "unparseable date"),
+    ],
+)
+def test_malformed_markets_are_poison_with_a_reason(payload: bytes, reason: str) -> None:
+    with pytest.raises(PoisonMessage, match=reason):
+        market_row(payload, NOW)
+
+
+def order_event(**overrides: object) -> bytes:
+    tx, order = "0x" + "ab" * 32, "0x" + "cd" * 32
+    fields = dict(id=fill_id(tx, order), source="goldsky", exchange="", block_number=0, log_index=None, tx_hash=tx,
+                  order_hash=order, timestamp=1_700_000_000, maker="0x1", taker="0x2", maker_asset_id="0",
+                  taker_asset_id="123", maker_amount=10, taker_amount=20, fee=0)  # fmt: skip
+    fields.update(overrides)
+    return orjson.dumps(fields)
+
+
+def test_order_event_row_round_trips() -> None:
+    tx, order = "0x" + "ab" * 32, "0x" + "cd" * 32
+    event = OrderEvent(id=fill_id(tx, order), source="chain", exchange="0xe1", block_number=5, log_index=3,
+                       tx_hash=tx, order_hash=order, timestamp=1, maker="0xa", taker="0xb", maker_asset_id="9",
+                       taker_asset_id="0", maker_amount=1, taker_amount=2, fee=3)  # fmt: skip
+    row = dict(zip(ORDER_EVENT_COLUMNS, order_event_row(encode_order_event(event), NOW), strict=True))
+    assert row["log_index"] == 3 and row["maker_asset_id"] == "9" and row["ingested_at"] == NOW
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"maker_amount": "12x"}, "invalid order event"),
+        ({"taker_asset_id": "0"}, "exactly one asset id must be '0'"),
+        ({"maker_asset_id": "5", "taker_asset_id": "7"}, "exactly one asset id must be '0'"),
+        ({"fee": -1}, "out of range"),
+        ({"id": "0xwrong"}, "id is not"),
+    ],
+)
+def test_poison_fills_are_rejected_with_a_reason(overrides: dict, reason: str) -> None:
+    with pytest.raises(PoisonMessage, match=reason):
+        order_event_row(order_event(**overrides), NOW)
+
+
+def test_fill_with_a_missing_field_is_poison() -> None:
+    payload = orjson.loads(order_event())
+    del payload["taker_amount"]
+    with pytest.raises(PoisonMessage, match="taker_amount"):
+        order_event_row(orjson.dumps(payload), NOW)
