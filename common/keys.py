@@ -17,6 +17,15 @@ ALL_STREAMS = (STREAM_MARKETS, STREAM_EVENTS, STREAM_ORDER_EVENTS, STREAM_TRADES
 GROUP_TRADE_PROCESSOR = "trade-processor"
 GROUP_CLICKHOUSE_WRITER = "clickhouse-writer"
 
+# Which groups must have consumed an entry before it may be trimmed. A stream is not trimmed at all until each
+# of its groups exists, so a consumer that starts later than the others still finds every entry.
+STREAM_GROUPS = {
+    STREAM_MARKETS: (GROUP_CLICKHOUSE_WRITER,),
+    STREAM_EVENTS: (GROUP_CLICKHOUSE_WRITER,),
+    STREAM_ORDER_EVENTS: (GROUP_TRADE_PROCESSOR, GROUP_CLICKHOUSE_WRITER),
+    STREAM_TRADES: (GROUP_CLICKHOUSE_WRITER,),
+}
+
 # Cursors: plain strings, readable with `redis-cli GET`.
 STATE_POLYMARKET_OFFSET = "state:polymarket_offset"
 STATE_POLYMARKET_EVENTS_OFFSET = "state:polymarket_events_offset"

@@ -35,11 +35,18 @@ log = structlog.get_logger()
 class Service:
     """A running service's name, stop event, state and counters."""
 
-    def __init__(self, name: str, redis: aioredis.Redis, settings: ServiceSettings | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        redis: aioredis.Redis,
+        settings: ServiceSettings | None = None,
+        *,
+        stop: asyncio.Event | None = None,
+    ) -> None:
         self.name = name
         self.redis = redis
         self.settings = settings or ServiceSettings()
-        self.stop = asyncio.Event()
+        self.stop = stop or asyncio.Event()
         self.counters: Counter[str] = Counter()
         self.state = "starting"
         self.last_error = ""
@@ -116,10 +123,19 @@ async def run_service(service: Service, body: Callable[[Service], Awaitable[None
         log.info("stopped", **dict(service.counters))
 
 
-async def run_worker(name: str, redis_settings: RedisSettings, body: Callable[[Service], Awaitable[None]]) -> Service:
-    """Connect to Redis, run `body` as service `name` (see run_service), close the connection."""
+async def run_worker(
+    name: str,
+    redis_settings: RedisSettings,
+    body: Callable[[Service], Awaitable[None]],
+    *,
+    stop: asyncio.Event | None = None,
+) -> Service:
+    """Connect to Redis, run `body` as service `name` (see run_service), close the connection.
+
+    `stop` lets an embedding program (tests, the benchmark) stop the service as a signal would.
+    """
     redis = make_redis(redis_settings)
-    service = Service(name, redis, load(ServiceSettings))
+    service = Service(name, redis, load(ServiceSettings), stop=stop)
     try:
         await run_service(service, body)
     finally:

@@ -392,6 +392,10 @@ def _report(on_error: Callable[[BaseException], None] | None, exc: BaseException
 # --- trimming ----------------------------------------------------------------------------------------------
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _next_id(stream_id: str) -> str:
     ms, seq = stream_id.split("-")
     return f"{ms}-{int(seq) + 1}"
@@ -402,32 +406,35 @@ def _id_key(stream_id: str) -> tuple[int, int]:
     return int(ms), int(seq)
 
 
-async def safe_trim_id(redis: aioredis.Redis, stream: str) -> str | None:
+async def safe_trim_id(redis: aioredis.Redis, stream: str, required_groups: Sequence[str] = ()) -> str | None:
     """The lowest id some group still needs: its oldest pending entry, else the first it has not been given.
 
-    None when the stream has no group (nothing tells us what is safe to drop).
+    None when the stream has no group, or lacks one of `required_groups`: nothing tells us what is safe to drop.
     """
     groups = await redis.xinfo_groups(stream)
-    if not groups:
+    names = {_text(group["name"]) for group in groups}
+    if not groups or not names.issuperset(required_groups):
         return None
     floor: list[str] = []
     for group in groups:
-        name = group["name"]
         if int(group["pending"]) > 0:
-            summary = await redis.xpending(stream, name)
-            floor.append(summary["min"].decode() if isinstance(summary["min"], bytes) else str(summary["min"]))
+            summary = await redis.xpending(stream, group["name"])
+            floor.append(_text(summary["min"]))
         else:
-            last = group["last-delivered-id"]
-            floor.append(_next_id(last.decode() if isinstance(last, bytes) else str(last)))
+            floor.append(_next_id(_text(group["last-delivered-id"])))
     return min(floor, key=_id_key)
 
 
-async def trim_acked(redis: aioredis.Redis, stream: str) -> int:
-    """Remove entries every group has acked (XTRIM MINID); returns how many were removed."""
+async def trim_acked(redis: aioredis.Redis, stream: str, required_groups: Sequence[str] = ()) -> int:
+    """Remove entries every group has acked (XTRIM MINID); returns how many were removed.
+
+    Pass the groups that must exist first (keys.STREAM_GROUPS): a group created later starts from the oldest
+    entry left, so trimming before it exists would lose entries for it.
+    """
     async with map_redis_errors(f"trim {stream}"):
         if not await redis.exists(stream):
             return 0
-        floor = await safe_trim_id(redis, stream)
+        floor = await safe_trim_id(redis, stream, required_groups)
         if floor is None:
             return 0
         # Exact, not `~`: cheap enough at our batch sizes, and lengths on the dashboard stay truthful.

@@ -130,7 +130,7 @@ async def trim_forever(service: Service, interval_s: float) -> None:
     while not service.stop.is_set():
         for stream in (spec.stream for spec in TABLES):
             try:
-                removed = await trim_acked(service.redis, stream)
+                removed = await trim_acked(service.redis, stream, keys.STREAM_GROUPS[stream])
                 service.count("trimmed", removed)
             except TransientSinkError as exc:
                 log.warning("trim failed", stream=stream, error=str(exc))
@@ -144,6 +144,7 @@ async def run(
     clickhouse: ClickHouseSettings,
     streams: StreamSettings,
     once: bool = False,
+    stop: asyncio.Event | None = None,
 ) -> Service:
     async def body(service: Service) -> None:
         await migrate_when_reachable(service, clickhouse)
@@ -168,7 +169,7 @@ async def run(
                 if writer.client is not None:
                     writer.client.close()
 
-    return await run_worker("clickhouse_writer", redis, body)
+    return await run_worker("clickhouse_writer", redis, body, stop=stop)
 
 
 async def start(args: argparse.Namespace) -> None:

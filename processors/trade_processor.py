@@ -126,7 +126,12 @@ class Processor:
 
 
 async def run(
-    settings: ProcessorSettings, *, redis: RedisSettings, streams: StreamSettings, once: bool = False
+    settings: ProcessorSettings,
+    *,
+    redis: RedisSettings,
+    streams: StreamSettings,
+    once: bool = False,
+    stop: asyncio.Event | None = None,
 ) -> Service:
     async def body(service: Service) -> None:
         processor = Processor(service, settings, streams)
@@ -144,7 +149,7 @@ async def run(
             service.stop.set()
             await held_task
 
-    return await run_worker("trade_processor", redis, body)
+    return await run_worker("trade_processor", redis, body, stop=stop)
 
 
 async def start(args: argparse.Namespace) -> None:

@@ -101,6 +101,18 @@ async def test_trim_keeps_undelivered_entries_and_skips_streams_without_groups(r
     assert await redis_client.xlen(STREAM) == 5
 
 
+async def test_trim_waits_until_every_required_group_exists(redis_client: aioredis.Redis) -> None:
+    ids = [(await redis_client.xadd(STREAM, {"data": str(i)})).decode() for i in range(5)]
+    await redis_client.xgroup_create(STREAM, "writer", id="0")
+    await redis_client.xreadgroup("writer", "c", {STREAM: ">"}, count=10)
+    await redis_client.xack(STREAM, "writer", *ids)
+    # the processor's group does not exist yet: when it starts it must still find every entry
+    assert await trim_acked(redis_client, STREAM, ("writer", "processor")) == 0
+    await redis_client.xgroup_create(STREAM, "processor", id="0")
+    assert await trim_acked(redis_client, STREAM, ("writer", "processor")) == 0
+    assert await redis_client.xlen(STREAM) == 5
+
+
 async def test_restarted_consumer_rereads_its_own_pending_entries_first(redis_client: aioredis.Redis) -> None:
     for i in range(3):
         await redis_client.xadd(STREAM, {"data": str(i)})

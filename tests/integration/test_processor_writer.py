@@ -1,0 +1,179 @@
+"""Trade processor and ClickHouse writer against a real Redis and the embedded ClickHouse (DESIGN §3–§5)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from decimal import Decimal
+
+import orjson
+import pytest
+
+from common import keys
+from common.clickhouse import make_client
+from common.config import ClickHouseSettings, StreamSettings
+from common.events import encode_order_event
+from processors import clickhouse_writer, trade_processor
+from tests.integration.fills_world import (
+    expected_trade,
+    make_fills,
+    make_markets,
+    publish_fills,
+    publish_markets,
+)
+
+FAST_STREAMS = StreamSettings(block_ms=50, claim_min_idle_ms=5000, claim_interval_s=1.0, max_deliveries=3,
+                              trim_interval_s=0.2)  # fmt: skip
+
+
+@pytest.fixture
+def ch_settings(clickhouse_server) -> ClickHouseSettings:
+    database = f"t_{uuid.uuid4().hex[:10]}"
+    settings = ClickHouseSettings(host="127.0.0.1", port=clickhouse_server.port, database=database,
+                                  batch_size=5000, flush_interval_s=0.05, insert_max_attempts=2)  # fmt: skip
+    yield settings
+    client = make_client(settings, database="default")
+    client.command(f"DROP DATABASE IF EXISTS {database}")
+    client.close()
+
+
+def processor_settings(**overrides: object) -> trade_processor.ProcessorSettings:
+    values: dict[str, object] = {"unknown_market_wait_s": 30.0, "held_check_interval_s": 0.1}
+    values.update(overrides)
+    return trade_processor.ProcessorSettings(**values)
+
+
+async def run_processor_once(redis_settings, **overrides: object):
+    return await trade_processor.run(processor_settings(**overrides), redis=redis_settings, streams=FAST_STREAMS,
+                                     once=True)  # fmt: skip
+
+
+async def run_writer_once(redis_settings, ch_settings):
+    return await clickhouse_writer.run(clickhouse_writer.WriterSettings(), redis=redis_settings,
+                                       clickhouse=ch_settings, streams=FAST_STREAMS, once=True)  # fmt: skip
+
+
+TRADE_COLUMNS = ("id", "token_id", "maker_direction", "taker_direction", "usd_amount", "token_amount", "price",
+                 "is_taker_side", "market_id", "condition_id", "outcome", "outcome_index", "fee", "block_number",
+                 "log_index", "source", "exchange", "maker", "taker", "timestamp")  # fmt: skip
+
+
+async def test_every_trade_column_matches_an_independent_computation(redis_settings, redis_client, ch_settings):
+    rng = random.Random(11)
+    markets = make_markets(rng, 12)
+    fills = make_fills(rng, markets, groups=300)
+    await publish_markets(redis_client, markets)
+    await publish_fills(redis_client, fills)
+
+    await run_processor_once(redis_settings)
+    await run_writer_once(redis_settings, ch_settings)
+
+    client = make_client(ch_settings)
+    rows = client.query(f"SELECT {', '.join(TRADE_COLUMNS)} FROM trades").result_rows
+    got = {row[0]: dict(zip(TRADE_COLUMNS, row, strict=True)) for row in rows}
+    assert len(rows) == len(fills) == len(got)
+    for event in fills:
+        expected, actual = expected_trade(event, markets), got[event.id]
+        actual["timestamp"] = int(actual["timestamp"].timestamp())
+        assert actual["price"] == pytest.approx(expected.pop("price"), rel=1e-12)
+        actual.pop("price")
+        assert actual == expected
+    assert client.command("SELECT count() FROM order_filled_events") == len(fills)
+    # volume without double counting: one taker-side row per match group
+    groups = len({event.tx_hash for event in fills})
+    assert client.command("SELECT countIf(is_taker_side = 1) FROM trades") == groups
+    client.close()
+
+
+async def test_poison_fills_go_to_dlq_and_the_stream_keeps_flowing(redis_settings, redis_client, ch_settings):
+    rng = random.Random(5)
+    markets = make_markets(rng, 3)
+    fills = make_fills(rng, markets, groups=20)
+    await publish_markets(redis_client, markets)
+    await publish_fills(redis_client, fills[:10])
+    good = orjson.loads(encode_order_event(fills[0]))
+    poison = [
+        {k: v for k, v in good.items() if k != "maker_amount"},  # missing field
+        {**good, "taker_amount": "lots"},  # non-numeric amount
+        {**good, "maker_asset_id": "5", "taker_asset_id": "7"},  # neither asset is USDC
+    ]
+    for payload in poison:
+        await redis_client.xadd(keys.STREAM_ORDER_EVENTS, {"data": orjson.dumps(payload)})
+    await publish_fills(redis_client, fills[10:])
+
+    await run_processor_once(redis_settings)
+    await run_writer_once(redis_settings, ch_settings)
+
+    dead = [orjson.loads(fields[b"data"]) for _, fields in await redis_client.xrange(keys.STREAM_DLQ)]
+    # each poison fill is refused by both groups that read order events: the processor and the writer
+    assert len(dead) == 6
+    reasons = " | ".join(entry["error"] for entry in dead)
+    assert "maker_amount" in reasons and "taker_amount" in reasons and "exactly one asset id" in reasons
+    assert {entry["group"] for entry in dead} == {keys.GROUP_TRADE_PROCESSOR, keys.GROUP_CLICKHOUSE_WRITER}
+    client = make_client(ch_settings)
+    assert client.command("SELECT count() FROM trades") == len(fills)
+    client.close()
+
+
+async def test_late_market_is_filled_in_and_missing_market_times_out(redis_settings, redis_client, ch_settings):
+    rng = random.Random(8)
+    known, late, never = make_markets(rng, 3)
+    fills = make_fills(rng, [known, late, never], groups=30)
+    await publish_markets(redis_client, [known])
+    await publish_fills(redis_client, fills)
+
+    async def list_late_market_after(delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        await publish_markets(redis_client, [late])
+
+    settings = processor_settings(unknown_market_wait_s=4.0)
+    lister = asyncio.create_task(list_late_market_after(2.0))
+    stop = asyncio.Event()
+    service_task = asyncio.create_task(
+        trade_processor.run(settings, redis=redis_settings, streams=FAST_STREAMS, stop=stop)
+    )
+    # the processor asks the markets ingester for the unknown tokens
+    await _until(lambda: redis_client.scard(keys.TOKEN_LOOKUPS), lambda n: n > 0, timeout_s=5)
+    lookups = {token.decode() for token in await redis_client.smembers(keys.TOKEN_LOOKUPS)}
+    assert set(late.token_ids + never.token_ids) >= lookups and lookups
+    await _until(lambda: redis_client.xlen(keys.STREAM_TRADES), lambda n: n == len(fills), timeout_s=20)
+    stop.set()
+    await asyncio.wait_for(service_task, timeout=10)
+    service = await redis_client.hgetall(keys.service_key("trade_processor"))
+    await lister
+
+    await run_writer_once(redis_settings, ch_settings)
+    client = make_client(ch_settings)
+    by_market = dict(client.query("SELECT market_id, count() FROM trades GROUP BY market_id").result_rows)
+    expected = {m.id: sum(1 for f in fills if (f.maker_asset_id if f.maker_asset_id != "0" else f.taker_asset_id)
+                          in m.token_ids) for m in (known, late, never)}  # fmt: skip
+    assert by_market == {known.id: expected[known.id], late.id: expected[late.id], "": expected[never.id]}
+    assert int(service[b"count:unresolved_markets"]) == expected[never.id]
+    client.close()
+
+
+async def _until(read, predicate, *, timeout_s: float):
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        value = await read()
+        if predicate(value):
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s; last value {value!r}")
+        await asyncio.sleep(0.05)
+
+
+async def test_stream_usd_sum_matches(redis_settings, redis_client, ch_settings):
+    rng = random.Random(3)
+    markets = make_markets(rng, 5)
+    fills = make_fills(rng, markets, groups=200)
+    await publish_markets(redis_client, markets)
+    await publish_fills(redis_client, fills)
+    await run_processor_once(redis_settings)
+    await run_writer_once(redis_settings, ch_settings)
+    client = make_client(ch_settings)
+    expected_usd = sum(Decimal(expected_trade(f, markets)["usd_amount"]) for f in fills)
+    assert Decimal(client.command("SELECT toString(sum(usd_amount)) FROM trades")) == expected_usd
+    assert client.command("SELECT uniqExact(id) FROM trades") == len(fills)
+    client.close()
