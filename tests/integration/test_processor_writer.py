@@ -177,3 +177,36 @@ async def test_stream_usd_sum_matches(redis_settings, redis_client, ch_settings)
     assert Decimal(client.command("SELECT toString(sum(usd_amount)) FROM trades")) == expected_usd
     assert client.command("SELECT uniqExact(id) FROM trades") == len(fills)
     client.close()
+
+
+async def test_volume_view_counts_each_match_once_and_candles_follow_prices(redis_settings, redis_client, ch_settings):
+    rng = random.Random(9)
+    markets = make_markets(rng, 4)
+    fills = make_fills(rng, markets, groups=150)
+    await publish_markets(redis_client, markets)
+    await publish_fills(redis_client, fills)
+    await run_processor_once(redis_settings)
+    await run_writer_once(redis_settings, ch_settings)
+
+    client = make_client(ch_settings)
+    expected: dict[str, Decimal] = {}
+    for f in fills:
+        trade = expected_trade(f, markets)
+        if trade["is_taker_side"]:
+            expected[trade["market_id"]] = expected.get(trade["market_id"], Decimal(0)) + trade["usd_amount"]
+    rows = client.query("SELECT market_id, toString(sum(volume_usd)) FROM market_volume_hourly GROUP BY market_id")
+    assert {market: Decimal(total) for market, total in rows.result_rows} == expected
+
+    taker_rows = sorted((f for f in fills if f.taker == f.exchange), key=lambda f: (f.timestamp, f.block_number))
+    token = taker_rows[0].taker_asset_id if taker_rows[0].maker_asset_id == "0" else taker_rows[0].maker_asset_id
+    candle = client.query(
+        "SELECT open, high, low, close, matches FROM token_candles(bucket_s = 86400) WHERE token_id = {t:String}",
+        parameters={"t": token},
+    ).result_rows
+    prices = [expected_trade(f, markets)["price"] for f in taker_rows if token in (f.maker_asset_id, f.taker_asset_id)]
+    assert len(candle) == 1
+    open_, high, low, close, matches = candle[0]
+    assert matches == len(prices)
+    assert (high, low) == (pytest.approx(max(prices)), pytest.approx(min(prices)))
+    assert open_ == pytest.approx(prices[0]) and close == pytest.approx(prices[-1])
+    client.close()
