@@ -1,0 +1,423 @@
+"""Gamma listings, written once for the markets and events ingesters: paging, validation, content hashing.
+
+Sync position (the cursor key, a plain string readable with `redis-cli GET`):
+- absent: nothing synced yet; the full sync starts with the `closed=false` pass, then does `closed=true`
+  (Gamma applies an implicit `closed=false` when the parameter is missing, so both passes are explicit);
+- `keyset closed=false after=<next_cursor>`: the keyset page to fetch next (`after=` empty: the first page);
+- `offset closed=true after=1500`: the offset listing (fallback) at row 1500 of that pass;
+- `synced`: the full sync is done; refresh passes over open items keep their position in memory only.
+A page, its content hashes (and the token map for markets) and the next position are written by one
+`append_with_cursor` call, compare-and-set on the position. A crash before that call leaves the old position:
+the page is fetched again and, thanks to the hashes, nothing is appended twice. A crash after it resumes on
+the next page. A crashed refresh pass just starts over; unchanged items cost one HMGET per page.
+An item that leaves the open listing between two passes of one process has closed: it is fetched by id with
+`closed=true` and its final state appended. Items that close while the service is down are not seen closed
+until the next full sync (delete the cursor key to run one; unchanged items are not appended again).
+
+Keyset end-of-pass is decided by `next_cursor` alone (pages may be shorter than `limit`); offset end-of-pass by
+an empty page, since Gamma may cap `limit` below what we asked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+import orjson
+import redis.asyncio as aioredis
+import structlog
+
+from common.config import HttpSettings
+from common.errors import PermanentSourceError, SourceError, TransientSourceError
+from common.http import RateLimiter, request_json, request_json_once
+from common.redis_client import map_redis_errors
+from common.service import Service
+from common.streams import append_with_cursor, encode_dead_letter, read_cursor
+
+log = structlog.get_logger()
+
+Listing = Literal["keyset", "offset"]
+SYNCED = "synced"
+ID_BATCH = 100  # ids per `?id=` request: short numeric ids, far below Gamma's ~8 KB URL limit
+HashItems = dict[str, dict[str, bytes | str]]
+
+# --- pure: positions ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a pass over one `closed` value stands: the keyset cursor or the offset to request next."""
+
+    listing: Listing
+    closed: bool
+    after: str = ""  # keyset: next_cursor to send ("" = first page); offset: row offset ("" = 0)
+
+    def encode(self) -> str:
+        return f"{self.listing} closed={str(self.closed).lower()} after={self.after}"
+
+    @classmethod
+    def decode(cls, text: str) -> Position:
+        match = re.fullmatch(r"(keyset|offset) closed=(true|false) after=(\S*)", text)
+        if match is None:
+            raise ValueError(f"not a Gamma sync position: {text!r}")
+        listing, closed, after = match.groups()
+        if listing == "offset" and after and not after.isdigit():
+            raise ValueError(f"not an offset: {text!r}")
+        return cls(listing, closed == "true", after)  # type: ignore[arg-type]
+
+    def start_of_pass(self, listing: Listing) -> Position:
+        return Position(listing, self.closed)
+
+
+def sync_state_after(position: Position, next_after: str | None) -> str:
+    """The cursor to store once the page at `position` is written: the next page, the next pass, or synced."""
+    if next_after is not None:
+        return Position(position.listing, position.closed, next_after).encode()
+    return Position(position.listing, closed=True).encode() if not position.closed else SYNCED
+
+
+# --- pure: validation and hashing ----------------------------------------------------------------------------
+
+
+def parse_json_list(value: Any, *, field_name: str) -> list[Any]:
+    """Gamma's JSON-encoded list fields (`"[\\"Yes\\", \\"No\\"]"`); absent, null or "" mean empty.
+
+    A real list is accepted too, in case Gamma ever sends the type it documents.
+    """
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            raise ValueError(f"{field_name} is not JSON-encoded: {value[:80]!r}") from None
+    if not isinstance(value, list):
+        raise ValueError(f"{field_name} is not a JSON-encoded list")
+    return value
+
+
+def _require_id(item: Any) -> None:
+    if not isinstance(item, dict):
+        raise ValueError(f"not an object but {type(item).__name__}")
+    if not isinstance(item.get("id"), str | int) or str(item["id"]) == "":
+        raise ValueError("no id")
+
+
+def validate_market(item: Any) -> None:
+    """What the ClickHouse writer and the trade processor rely on; raises ValueError with the reason."""
+    _require_id(item)
+    if not isinstance(item.get("conditionId", ""), str):
+        raise ValueError("conditionId is not a string")
+    tokens = parse_json_list(item.get("clobTokenIds"), field_name="clobTokenIds")
+    outcomes = parse_json_list(item.get("outcomes"), field_name="outcomes")
+    parse_json_list(item.get("outcomePrices"), field_name="outcomePrices")
+    if not all(isinstance(token, str) and token.isdigit() for token in tokens):
+        raise ValueError("clobTokenIds holds something other than decimal strings")
+    if tokens and outcomes and len(tokens) != len(outcomes):
+        raise ValueError(f"{len(tokens)} clobTokenIds for {len(outcomes)} outcomes")
+
+
+def validate_event(item: Any) -> None:
+    _require_id(item)
+    for name in ("tags", "markets"):
+        children = item.get(name) or []
+        if not isinstance(children, list) or not all(isinstance(c, dict) and "id" in c for c in children):
+            raise ValueError(f"{name} is not a list of objects with an id")
+
+
+def content_hash(item: Any) -> str:
+    """Stable digest of an item's whole content (keys sorted), so any change upstream shows."""
+    return hashlib.blake2b(orjson.dumps(item, option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
+
+
+def item_key(item: Any) -> str:
+    """Field of the content-hash hash: the id, or a digest for an item without one (so it is dead-lettered once)."""
+    if isinstance(item, dict) and isinstance(item.get("id"), str | int) and str(item["id"]):
+        return str(item["id"])
+    return f"invalid:{content_hash(item)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """One Gamma collection and where it goes in Redis."""
+
+    name: str  # path and keyset envelope key: "markets" | "events"
+    stream: str
+    cursor_key: str
+    hash_key: str
+    validate: Callable[[Any], None]
+    index: Callable[[dict[str, Any]], HashItems] = lambda _: {}  # extra hash writes per appended item
+
+
+@dataclass(slots=True)
+class PreparedPage:
+    entries: list[bytes] = field(default_factory=list)
+    dead_letters: list[bytes] = field(default_factory=list)
+    hash_items: HashItems = field(default_factory=dict)
+    unchanged: int = 0
+
+    def add_hashes(self, extra: HashItems) -> None:
+        for key, fields in extra.items():
+            self.hash_items.setdefault(key, {}).update(fields)
+
+
+def prepare_page(
+    resource: Resource, items: Sequence[Any], known: Mapping[str, str | None], *, index_unchanged: bool = False
+) -> PreparedPage:
+    """Entries for the items whose content changed since `known` (key -> hash), dead letters for malformed ones.
+
+    `index_unchanged` also rewrites the index (token map) of unchanged items: a lookup asks because it lacks them.
+    """
+    page = PreparedPage(hash_items={resource.hash_key: {}})
+    seen: dict[str, str] = {}
+    for item in items:
+        key, digest = item_key(item), content_hash(item)
+        if known.get(key) == digest or seen.get(key) == digest:
+            page.unchanged += 1
+            if index_unchanged and seen.get(key) != digest:
+                page.add_hashes(resource.index(item))  # known hash: it passed validation when first appended
+            continue
+        seen[key] = digest
+        page.hash_items[resource.hash_key][key] = digest
+        raw = orjson.dumps(item)
+        try:
+            resource.validate(item)
+        except ValueError as exc:
+            error = f"malformed {resource.name[:-1]}: {exc}"
+            page.dead_letters.append(
+                encode_dead_letter(stream=resource.stream, entry_id=None, payload=raw, error=error, deliveries=0)
+            )
+            continue
+        page.entries.append(raw)
+        page.add_hashes(resource.index(item))
+    return page
+
+
+# --- I/O: Gamma ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[Any]
+    next_after: str | None  # None: this was the last page of the pass
+
+
+@dataclass(frozen=True, slots=True)
+class GammaClient:
+    client: httpx.AsyncClient  # base_url = GAMMA_API_URL
+    http: HttpSettings
+    limiter: RateLimiter
+
+    async def get(self, path: str, params: Any, *, what: str) -> Any:
+        return await request_json(
+            self.client, "GET", path, settings=self.http, what=what, limiter=self.limiter, params=params
+        )
+
+
+def keyset_unavailable(exc: SourceError) -> bool:
+    """404/422, or 503 "keyset pagination is not configured": use the offset listing instead."""
+    match = re.search(r"HTTP (\d{3})", str(exc))
+    status = int(match.group(1)) if match else 0
+    return status in (404, 422) or (status == 503 and "not configured" in str(exc))
+
+
+async def fetch_page(gamma: GammaClient, name: str, position: Position, *, limit: int) -> Page:
+    closed = str(position.closed).lower()
+    what = f"gamma {name} {position.listing} closed={closed}"
+    if position.listing == "keyset":
+        params = {"limit": limit, "closed": closed} | ({"after_cursor": position.after} if position.after else {})
+        body = await gamma.get(f"/{name}/keyset", params, what=what)
+        if not isinstance(body, dict) or not isinstance(body.get(name), list):
+            raise TransientSourceError(f"{what}: reply has no {name!r} list")
+        return Page(body[name], str(body["next_cursor"]) if body.get("next_cursor") else None)
+    offset = int(position.after or 0)
+    params = {"limit": limit, "offset": offset, "closed": closed, "order": "id", "ascending": "true"}
+    body = await gamma.get(f"/{name}", params, what=what)
+    if not isinstance(body, list):
+        raise TransientSourceError(f"{what}: reply is not a list")
+    return Page(body, str(offset + len(body)) if body else None)
+
+
+async def fetch_by_ids(gamma: GammaClient, name: str, ids: Sequence[str], *, closed: bool) -> list[Any]:
+    """`GET /{name}?id=1&id=2&closed=...` (repeated keys; ≤ ID_BATCH ids keep the URL short)."""
+    closed_text = str(closed).lower()
+    params = [("id", i) for i in ids] + [("closed", closed_text), ("limit", str(len(ids)))]
+    body = await gamma.get(f"/{name}", params, what=f"gamma {name} by id closed={closed_text}")
+    return body if isinstance(body, list) else []
+
+
+async def probe_keyset(gamma: GammaClient, name: str) -> Listing:
+    """One unretried keyset request: does this Gamma serve keyset listings? Other failures propagate."""
+    await gamma.limiter.acquire()
+    try:
+        await request_json_once(
+            gamma.client, "GET", f"/{name}/keyset", what=f"gamma {name} keyset probe", params={"limit": 1}
+        )
+    except SourceError as exc:
+        if keyset_unavailable(exc):
+            log.warning("keyset listing unavailable; using offset listing", resource=name, error=str(exc))
+            return "offset"
+        raise
+    return "keyset"
+
+
+# --- I/O: Redis --------------------------------------------------------------------------------------------------
+
+
+async def read_known_hashes(redis: aioredis.Redis, hash_key: str, fields: Sequence[str]) -> dict[str, str | None]:
+    if not fields:
+        return {}
+    async with map_redis_errors(f"read {hash_key}"):
+        values = await redis.hmget(hash_key, list(fields))
+    return {f: (v.decode() if v is not None else None) for f, v in zip(fields, values, strict=True)}
+
+
+async def append_changed(
+    redis: aioredis.Redis,
+    resource: Resource,
+    items: Sequence[Any],
+    cursor: tuple[str | None, str] | None,
+    *,
+    index_unchanged: bool = False,
+) -> PreparedPage:
+    """Append the changed items of a page (and move the cursor, when given) in one script call."""
+    known = await read_known_hashes(redis, resource.hash_key, [item_key(item) for item in items])
+    page = prepare_page(resource, items, known, index_unchanged=index_unchanged)
+    moves = cursor is not None and cursor[0] != cursor[1]
+    if page.entries or page.dead_letters or moves or any(len(f) for f in page.hash_items.values()):
+        await append_with_cursor(
+            redis,
+            resource.stream,
+            page.entries,
+            {resource.cursor_key: cursor} if cursor is not None else {},
+            dead_letters=page.dead_letters,
+            hash_items=page.hash_items,
+        )
+    return page
+
+
+# --- the sync loop -----------------------------------------------------------------------------------------------
+
+
+class GammaSync:
+    """`step()` for poll_forever: one page of the full sync, then refresh passes over open items."""
+
+    def __init__(
+        self,
+        service: Service,
+        resource: Resource,
+        gamma: GammaClient,
+        *,
+        listing: Literal["keyset", "offset", "auto"],
+        page_limit: int,
+        refresh_s: float,
+    ) -> None:
+        self.service, self.resource, self.gamma = service, resource, gamma
+        self.listing: Listing | None = None if listing == "auto" else listing
+        self.auto = listing == "auto"
+        self.page_limit, self.refresh_s = page_limit, refresh_s
+        self.refresh: Position | None = None  # the open-items refresh pass in progress
+        self.refresh_due_at = 0.0  # monotonic; right away at start
+        # Ids listed open by the last complete pass of this process, and by the pass in progress: an id that
+        # leaves the open listing has closed, and is fetched once with closed=true to append its final state.
+        self.open_ids: set[str] = set()
+        self.pass_ids: set[str] = set()
+
+    async def step(self) -> bool:
+        state = (await read_cursor(self.service.redis, [self.resource.cursor_key]))[self.resource.cursor_key]
+        if state == SYNCED:
+            return await self.refresh_page()
+        return await self.sync_page(state)
+
+    async def mode(self) -> Listing:
+        if self.listing is None:
+            self.listing = await probe_keyset(self.gamma, self.resource.name)
+        return self.listing
+
+    async def sync_page(self, state: str | None) -> bool:
+        try:
+            position = Position.decode(state) if state else Position(await self.mode(), closed=False)
+        except ValueError as exc:
+            log.warning("unreadable position; restarting the full sync", resource=self.resource.name, error=str(exc))
+            position = Position(await self.mode(), closed=False)
+        if self.listing is not None and position.listing != self.listing:
+            position = position.start_of_pass(self.listing)
+        page = await self.fetch(position)
+        if page is None:  # keyset turned out unavailable: restart this pass on the offset listing
+            new_state = position.start_of_pass("offset").encode()
+            await append_changed(self.service.redis, self.resource, [], (state, new_state))
+            return True
+        new_state = sync_state_after(position, page.next_after)
+        written = await append_changed(self.service.redis, self.resource, page.items, (state, new_state))
+        self.report(written, page, position, next_position=new_state)
+        if not position.closed:
+            self.pass_ids.update(item_key(item) for item in page.items)
+            if page.next_after is None:
+                self.open_ids, self.pass_ids = self.pass_ids, set()
+        if new_state == SYNCED:
+            self.refresh_due_at = time.monotonic() + self.refresh_s
+            log.info("full sync done", resource=self.resource.name)
+            return False
+        return True
+
+    async def refresh_page(self) -> bool:
+        if self.refresh is None:
+            if time.monotonic() < self.refresh_due_at:
+                return False
+            self.refresh = Position(await self.mode(), closed=False)
+        position = self.refresh
+        page = await self.fetch(position)
+        if page is None:
+            self.refresh = Position("offset", closed=False)
+            return True
+        written = await append_changed(self.service.redis, self.resource, page.items, (SYNCED, SYNCED))
+        self.report(written, page, position, next_position="refresh")
+        self.pass_ids.update(item_key(item) for item in page.items)
+        if page.next_after is None:
+            closed_ids = sorted(self.open_ids - self.pass_ids)
+            await self.append_closed(closed_ids)
+            self.open_ids, self.pass_ids = self.pass_ids, set()
+            self.refresh = None
+            self.refresh_due_at = time.monotonic() + self.refresh_s
+            return False
+        self.refresh = Position(position.listing, position.closed, page.next_after)
+        return True
+
+    async def append_closed(self, ids: Sequence[str]) -> None:
+        """Append the final state of items that left the open listing; a failure retries the last page, then this."""
+        for start in range(0, len(ids), ID_BATCH):
+            items = await fetch_by_ids(self.gamma, self.resource.name, ids[start : start + ID_BATCH], closed=True)
+            written = await append_changed(self.service.redis, self.resource, items, (SYNCED, SYNCED))
+            self.service.count("appended", len(written.entries))
+            log.info("closed since last pass", resource=self.resource.name, ids=len(ids), appended=len(written.entries))
+
+    async def fetch(self, position: Position) -> Page | None:
+        """The page at `position`; None when auto mode learns here that keyset is unavailable."""
+        try:
+            return await fetch_page(self.gamma, self.resource.name, position, limit=self.page_limit)
+        except (PermanentSourceError, TransientSourceError) as exc:
+            if self.auto and position.listing == "keyset" and keyset_unavailable(exc):
+                log.warning("keyset listing failed; falling back to offset", resource=self.resource.name)
+                self.listing = "offset"
+                return None
+            raise
+
+    def report(self, written: PreparedPage, page: Page, position: Position, *, next_position: str) -> None:
+        self.service.count("pages")
+        self.service.count("appended", len(written.entries))
+        self.service.count("dead_letters", len(written.dead_letters))
+        log.info(
+            "page",
+            resource=self.resource.name,
+            position=position.encode(),
+            next=next_position,
+            items=len(page.items),
+            appended=len(written.entries),
+            unchanged=written.unchanged,
+            dead=len(written.dead_letters),
+        )

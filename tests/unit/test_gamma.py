@@ -1,0 +1,239 @@
+"""Pure Gamma logic: positions, JSON-string fields, validation, content hashes, page preparation, paging."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from common import keys
+from common.config import HttpSettings
+from common.errors import PermanentSourceError, TransientSourceError
+from common.http import RateLimiter
+from ingesters.gamma import (
+    SYNCED,
+    GammaClient,
+    Position,
+    Resource,
+    content_hash,
+    fetch_page,
+    item_key,
+    keyset_unavailable,
+    parse_json_list,
+    prepare_page,
+    sync_state_after,
+    validate_event,
+    validate_market,
+)
+from ingesters.polymarket_ingester import MARKETS, market_tokens, token_index
+
+TOKEN_A = "8851848546962572193739008211889046036776198486765606333032192644001246174440"
+TOKEN_B = "10181859819235412241349111952383458602722012323104397550162049365057126390549"
+
+
+def market(**changes: Any) -> dict[str, Any]:
+    data = {
+        "id": "1066851",
+        "question": 'Bitcoin "Up" or Down?',
+        "conditionId": "0x2e6af11e4b853b05ba7135239b21d77e808889b6ce1e735de856c94c4e5b5fce",
+        "outcomes": '["Up", "Down"]',
+        "outcomePrices": '["0.585", "0.415"]',
+        "clobTokenIds": f'["{TOKEN_A}", "{TOKEN_B}"]',
+        "volume": "92509.470055",
+        "closed": False,
+    }
+    return data | changes
+
+
+# --- positions -------------------------------------------------------------------------------------------------
+
+
+def test_position_round_trips_through_its_readable_text() -> None:
+    for position in (Position("keyset", False), Position("keyset", True, "WzEsIDJd"), Position("offset", True, "1500")):
+        assert Position.decode(position.encode()) == position
+    assert Position("offset", True, "1500").encode() == "offset closed=true after=1500"
+
+
+@pytest.mark.parametrize("text", ["", "17", "keyset closed=maybe after=", "offset closed=true after=abc", SYNCED])
+def test_position_refuses_text_it_did_not_write(text: str) -> None:
+    with pytest.raises(ValueError):
+        Position.decode(text)
+
+
+def test_sync_goes_open_pass_then_closed_pass_then_synced() -> None:
+    open_pass = Position("keyset", closed=False, after="c1")
+    assert sync_state_after(open_pass, "c2") == "keyset closed=false after=c2"
+    assert sync_state_after(open_pass, None) == "keyset closed=true after="
+    assert sync_state_after(Position("offset", closed=True, after="500"), None) == SYNCED
+    assert sync_state_after(Position("offset", closed=True, after="500"), "1000") == "offset closed=true after=1000"
+
+
+# --- JSON-string fields and validation -------------------------------------------------------------------------
+
+
+def test_parse_json_list_reads_gamma_encoded_strings() -> None:
+    assert parse_json_list('["Yes", "No"]', field_name="outcomes") == ["Yes", "No"]
+    assert parse_json_list(["Yes", "No"], field_name="outcomes") == ["Yes", "No"]
+    assert parse_json_list(None, field_name="outcomes") == []
+    assert parse_json_list("", field_name="outcomes") == []
+    with pytest.raises(ValueError, match="not JSON-encoded"):
+        parse_json_list("[Yes, No", field_name="outcomes")
+    with pytest.raises(ValueError, match="not a JSON-encoded list"):
+        parse_json_list('{"a": 1}', field_name="outcomes")
+
+
+def test_a_real_market_is_valid() -> None:
+    validate_market(market())
+    validate_market(market(id=1066851, clobTokenIds=None, outcomes=None))  # legacy market without tokens
+
+
+@pytest.mark.parametrize(
+    ("item", "reason"),
+    [
+        ([1, 2], "not an object"),
+        ({"question": "no id"}, "no id"),
+        (market(id=""), "no id"),
+        (market(clobTokenIds="8851,1018"), "clobTokenIds is not JSON-encoded"),
+        (market(clobTokenIds='{"a": 1}'), "clobTokenIds is not a JSON-encoded list"),
+        (market(clobTokenIds='[1.5, "x"]'), "decimal strings"),
+        (market(outcomes='["Up"]'), "2 clobTokenIds for 1 outcomes"),
+        (market(outcomePrices="0.5"), "outcomePrices"),
+        (market(conditionId=7), "conditionId"),
+    ],
+)
+def test_malformed_markets_are_refused_with_a_reason(item: Any, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        validate_market(item)
+
+
+def test_event_validation_checks_tags_and_markets() -> None:
+    validate_event({"id": "31000", "tags": [{"id": "2", "label": "Politics"}], "markets": [{"id": "1"}]})
+    validate_event({"id": "31000"})
+    with pytest.raises(ValueError, match="tags"):
+        validate_event({"id": "31000", "tags": "politics"})
+    with pytest.raises(ValueError, match="markets"):
+        validate_event({"id": "31000", "markets": [{"question": "no id"}]})
+
+
+def test_content_hash_ignores_key_order_but_not_values() -> None:
+    a = market()
+    b = dict(reversed(list(a.items())))
+    assert content_hash(a) == content_hash(b)
+    assert content_hash(a) != content_hash(market(volume="92510"))
+    assert item_key(a) == "1066851" and item_key({"id": 7}) == "7"
+    assert item_key("junk").startswith("invalid:")
+
+
+# --- token map -------------------------------------------------------------------------------------------------
+
+
+def test_token_index_maps_every_token_to_its_market_and_outcome() -> None:
+    index = token_index(market())[keys.MARKETS_BY_TOKEN]
+    assert orjson.loads(index[TOKEN_B]) == {
+        "market_id": "1066851",
+        "condition_id": market()["conditionId"],
+        "question": 'Bitcoin "Up" or Down?',
+        "outcome": "Down",
+        "outcome_index": 1,
+    }
+    assert orjson.loads(index[TOKEN_A])["outcome_index"] == 0
+    assert market_tokens(market(clobTokenIds="garbage")) == [] and market_tokens("junk") == []
+
+
+# --- page preparation ------------------------------------------------------------------------------------------
+
+
+def test_prepare_page_appends_changed_items_and_dead_letters_malformed_ones() -> None:
+    unchanged, changed, new = market(id="1"), market(id="2", volume="5"), market(id="3")
+    bad = market(id="4", clobTokenIds="not json")
+    known = {"1": content_hash(unchanged), "2": content_hash(market(id="2"))}
+    page = prepare_page(MARKETS, [unchanged, changed, new, bad, "junk", new], known)
+
+    assert [orjson.loads(e)["id"] for e in page.entries] == ["2", "3"]
+    assert page.entries[0] == orjson.dumps(changed)  # the Gamma object itself, unmodified
+    assert page.unchanged == 2  # "1", and "3" repeated within the page
+    letters = [orjson.loads(d) for d in page.dead_letters]
+    assert [(d["stream"], d["id"], d["deliveries"]) for d in letters] == [("stream:markets", None, 0)] * 2
+    assert orjson.loads(letters[0]["payload"]) == bad
+    assert "clobTokenIds is not JSON-encoded" in letters[0]["error"]
+    assert letters[1]["payload"] == '"junk"' and "not an object" in letters[1]["error"]
+    hashes = page.hash_items[keys.MARKETS_CONTENT_HASH]
+    assert set(hashes) == {"2", "3", "4", item_key("junk")}  # a malformed item is dead-lettered once
+    assert set(page.hash_items[keys.MARKETS_BY_TOKEN]) == {TOKEN_A, TOKEN_B}
+
+
+def test_prepare_page_can_rewrite_the_token_map_of_unchanged_markets() -> None:
+    item = market()
+    known = {"1066851": content_hash(item)}
+    assert keys.MARKETS_BY_TOKEN not in prepare_page(MARKETS, [item], known).hash_items
+    page = prepare_page(MARKETS, [item], known, index_unchanged=True)
+    assert page.entries == [] and set(page.hash_items[keys.MARKETS_BY_TOKEN]) == {TOKEN_A, TOKEN_B}
+
+
+def test_events_have_no_token_map() -> None:
+    events = Resource("events", keys.STREAM_EVENTS, keys.STATE_POLYMARKET_EVENTS_OFFSET, "h", validate_event)
+    page = prepare_page(events, [{"id": "1", "tags": []}], {})
+    assert len(page.entries) == 1 and set(page.hash_items) == {"h"}
+
+
+# --- paging over HTTP ------------------------------------------------------------------------------------------
+
+
+def test_keyset_unavailable_recognises_the_documented_refusals() -> None:
+    assert keyset_unavailable(PermanentSourceError("gamma: HTTP 404 not found"))
+    assert keyset_unavailable(PermanentSourceError("gamma: HTTP 422 offset is not allowed"))
+    assert keyset_unavailable(TransientSourceError("gamma: HTTP 503 keyset pagination is not configured"))
+    assert not keyset_unavailable(TransientSourceError("gamma: HTTP 503 Service Unavailable"))
+    assert not keyset_unavailable(TransientSourceError("gamma: timeout (ReadTimeout)"))
+
+
+def gamma_client(handler: Any) -> GammaClient:
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url="http://gamma")
+    return GammaClient(client, HttpSettings(max_attempts=1), RateLimiter(1000))
+
+
+async def test_keyset_pages_end_only_without_next_cursor() -> None:
+    seen: list[httpx.URL] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url)
+        if request.url.params.get("after_cursor") == "c1":
+            return httpx.Response(200, json={"markets": [market(id="3")]})
+        return httpx.Response(200, json={"markets": [market(id="1")], "next_cursor": "c1"})  # short but not last
+
+    gamma = gamma_client(handler)
+    first = await fetch_page(gamma, "markets", Position("keyset", True), limit=500)
+    last = await fetch_page(gamma, "markets", Position("keyset", True, first.next_after or ""), limit=500)
+    await gamma.client.aclose()
+    assert (first.next_after, last.next_after) == ("c1", None)
+    assert seen[0].path == "/markets/keyset" and seen[0].params["closed"] == "true"
+    assert "after_cursor" not in seen[0].params and "offset" not in seen[0].params
+
+
+async def test_offset_pages_end_on_an_empty_page_not_a_short_one() -> None:
+    rows = [market(id=str(i)) for i in range(5)]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        offset = int(request.url.params["offset"])
+        assert request.url.params["closed"] == "false" and request.url.params["order"] == "id"
+        return httpx.Response(200, json=rows[offset : offset + 2])  # the server caps the page at 2 rows
+
+    gamma = gamma_client(handler)
+    position, pages = Position("offset", False), 0
+    while True:
+        page = await fetch_page(gamma, "markets", position, limit=500)
+        pages += 1
+        if page.next_after is None:
+            break
+        position = Position("offset", False, page.next_after)
+    await gamma.client.aclose()
+    assert pages == 4 and position.after == "5"  # rows 0-1, 2-3, 4, then the empty page at 5
+
+
+async def test_a_reply_of_the_wrong_shape_is_transient() -> None:
+    gamma = gamma_client(lambda request: httpx.Response(200, json={"data": []}))
+    with pytest.raises(TransientSourceError, match="no 'events' list"):
+        await fetch_page(gamma, "events", Position("keyset", False), limit=500)
+    await gamma.client.aclose()
