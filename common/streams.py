@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,15 @@ async def run_script(redis: aioredis.Redis, name: str, keys_: Sequence[str], arg
         return await redis.evalsha(_SHAS[name], len(keys_), *keys_, *args)
 
 
+def join_lines(items: Iterable[bytes | str]) -> bytes:
+    """Items joined by newlines, for the scripts' one-argument lists; an item may not be empty or hold a newline."""
+    encoded = [item.encode() if isinstance(item, str) else item for item in items]
+    joined = b"\n".join(encoded)
+    if joined.count(b"\n") != max(0, len(encoded) - 1) or not all(encoded):
+        raise ValueError("stream payloads must be non-empty and contain no raw newline")
+    return joined
+
+
 # --- producers ---------------------------------------------------------------------------------------------
 
 
@@ -83,17 +92,13 @@ async def append_with_cursor(
     was lost. The caller then re-reads the cursor and goes on from there.
     """
     cursor_keys = list(cursor)
-    hash_keys = list(hash_items or {})
-    triplets = [
-        part
-        for index, hash_key in enumerate(hash_keys, start=1)
-        for field, value in (hash_items or {})[hash_key].items()
-        for part in (index, field, value)
-    ]
-    args: list[Any] = [len(cursor_keys), len(entries), len(dead_letters), len(triplets) // 3]
+    hashes = hash_items or {}
+    args: list[Any] = [len(cursor_keys)]
     args += [cursor[key][0] or "" for key in cursor_keys]
     args += [cursor[key][1] for key in cursor_keys]
-    args += [*entries, *dead_letters, *triplets]
+    args += [join_lines(entries), join_lines(dead_letters)]
+    args += [join_lines(part for pair in hashes[key].items() for part in pair) for key in hashes]
+    hash_keys = list(hashes)
     async with map_redis_errors(f"append to {stream}"):
         appended = await run_script(redis, "append_page", [stream, keys.STREAM_DLQ, *cursor_keys, *hash_keys], args)
     if appended == -1:
@@ -133,6 +138,15 @@ def _decode_entries(raw: Sequence[tuple[bytes, dict[bytes, bytes] | None]]) -> l
     return [(entry_id.decode(), (fields or {}).get(b"data")) for entry_id, fields in raw]
 
 
+def _data_field(fields: list[bytes] | None) -> bytes | None:
+    """The `data` value of a raw field list [name, value, ...]; None for an entry deleted while pending."""
+    if not fields:
+        return None
+    if fields[0] == b"data":
+        return fields[1]
+    return dict(zip(fields[::2], fields[1::2], strict=True)).get(b"data")
+
+
 class StreamConsumer:
     """One consumer (stable name) of one group on one stream."""
 
@@ -153,6 +167,10 @@ class StreamConsumer:
         self.settings = settings
         self.batch_max = batch_max
         self.failures_key = keys.failures_key(stream, group)
+        # The same connections, without redis-py's per-entry dict building for XREADGROUP replies: at tens of
+        # thousands of entries a second that parsing was a large share of a consumer's time.
+        self._raw = aioredis.Redis(connection_pool=redis.connection_pool)
+        self._raw.response_callbacks.pop("XREADGROUP", None)
         self._pending_start: str | None = "0"  # None once our own pending list has been re-read
         self._isolate = False  # after a failed batch, re-read pending one entry at a time to isolate poison
         self._claim_start = "0-0"
@@ -187,15 +205,25 @@ class StreamConsumer:
                 claimed = await self._claim_idle()
                 if claimed:
                     return claimed
-            reply = await self.redis.xreadgroup(
-                self.group, self.consumer, {self.stream: ">"}, count=self.batch_max, block=self.settings.block_ms
-            )
-        return [Entry(entry_id, data or b"", 1) for entry_id, data in _decode_entries(reply[0][1] if reply else [])]
+            raw = await self._xreadgroup(">", self.batch_max, block_ms=self.settings.block_ms)
+        return [Entry(entry_id, data or b"", 1) for entry_id, data in raw]
+
+    async def _xreadgroup(
+        self, start: str, count: int, *, block_ms: int | None = None
+    ) -> list[tuple[str, bytes | None]]:
+        args: list[Any] = ["XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count]
+        if block_ms is not None:
+            args += ["BLOCK", block_ms]
+        reply = await self._raw.execute_command(*args, "STREAMS", self.stream, start)
+        if not reply:
+            return []
+        # RESP3 (redis-py's default) replies with a map {stream: entries}, RESP2 with [[stream, entries]]
+        entries = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
+        return [(entry_id.decode(), _data_field(fields)) for entry_id, fields in entries]
 
     async def _read_own_pending(self) -> list[Entry] | None:
-        count = 1 if self._isolate else self.batch_max
-        reply = await self.redis.xreadgroup(self.group, self.consumer, {self.stream: self._pending_start}, count=count)
-        raw = _decode_entries(reply[0][1] if reply else [])
+        assert self._pending_start is not None
+        raw = await self._xreadgroup(self._pending_start, 1 if self._isolate else self.batch_max)
         if not raw:
             self._pending_start, self._isolate = None, False
             return None
@@ -280,13 +308,9 @@ class StreamConsumer:
         Returns (acked, emitted, dead_lettered). If the process dies before this line, the whole batch stays
         pending and is redone; after it, none of it is.
         """
-        outputs: Mapping[str, Sequence[bytes]] = ack if isinstance(ack, Mapping) else {entry_id: () for entry_id in ack}
-        args: list[Any] = [self.group, len(outputs)]
-        for entry_id, produced in outputs.items():
-            args += [entry_id, len(produced), *produced]
-        args.append(len(dead))
-        for entry, error in dead:
-            payload = encode_dead_letter(
+        outputs: Mapping[str, Sequence[bytes]] = ack if isinstance(ack, Mapping) else dict.fromkeys(ack, ())
+        dead_payloads = [
+            encode_dead_letter(
                 stream=self.stream,
                 entry_id=entry.id,
                 payload=entry.data,
@@ -294,7 +318,16 @@ class StreamConsumer:
                 deliveries=entry.deliveries,
                 group=self.group,
             )
-            args += [entry.id, payload]
+            for entry, error in dead
+        ]
+        args = [
+            self.group,
+            join_lines(outputs),
+            join_lines(str(len(produced)) for produced in outputs.values()),
+            join_lines(payload for produced in outputs.values() for payload in produced),
+            join_lines(entry.id for entry, _ in dead),
+            join_lines(dead_payloads),
+        ]
         script_keys = [self.stream, output_stream or f"{self.stream}:unused", keys.STREAM_DLQ, self.failures_key]
         async with map_redis_errors(f"finish batch on {self.stream}"):
             acked, emitted, dead_count = await asyncio.shield(run_script(self.redis, "finish_batch", script_keys, args))

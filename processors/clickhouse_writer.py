@@ -89,6 +89,7 @@ class TableWriter:
                 client, self.spec.table, self.spec.columns, rows, token,
                 column_types=self.column_types, max_attempts=self.ch.insert_max_attempts,
             )  # fmt: skip
+            self.service.count("insert_ms", round((time.perf_counter() - started) * 1000))  # batch start to insert done
         rejected_ids = {row_entries[index].id for index, _ in rejected}
         dead += [(row_entries[index], f"rejected by clickhouse: {reason}") for index, reason in rejected]
         await self.consumer.finish(ack=[entry.id for entry in row_entries if entry.id not in rejected_ids], dead=dead)

@@ -71,9 +71,6 @@ class Processor:
                 fills.append((entry, decode_order_event(entry.data)))
             except PoisonMessage as exc:
                 dead.append((entry, str(exc)))
-        for entry, event in fills:
-            if entry.id not in self.held:
-                self.held[entry.id] = (entry, event)
         emitted = await self.release(fills, dead)
         log.info(
             "batch",
@@ -94,6 +91,7 @@ class Processor:
             market = markets.get(token_of(event))
             waited_s = (now_ms - int(entry.id.split("-")[0])) / 1000
             if market is None and waited_s < self.settings.unknown_market_wait_s:
+                self.held.setdefault(entry.id, (entry, event))
                 continue
             unresolved += market is None
             ready[entry.id] = [encode_trade(derive_trade(event, market))]

@@ -1,42 +1,58 @@
 -- Append a page from a source and advance its cursor in one atomic step (DESIGN §3 rule 1).
 -- A crash can leave either nothing or everything; a retry of a call whose reply was lost is refused,
 -- because the cursor no longer holds the value the caller expects (compare-and-set).
+-- Lists travel as one argument each, items joined by "\n" (compact JSON never contains a raw newline): one
+-- big argument costs the client far less to send than thousands of small ones.
 --
--- KEYS[1]              stream that receives the entries (field `data`)
--- KEYS[2]              dead-letter stream that receives the page's malformed items (field `data`)
--- KEYS[3 .. 2+n]       cursor keys, plain strings
--- KEYS[3+n .. ]        hashes updated with the page (e.g. token -> market, market id -> content hash)
--- ARGV[1]  n: number of cursor keys
--- ARGV[2]  m: number of entries
--- ARGV[3]  d: number of dead letters
--- ARGV[4]  h: number of hash writes
--- then     n expected current cursor values ("" = key absent), n new cursor values,
---          m entry payloads, d dead-letter payloads,
---          h triplets: hash index (1 = KEYS[3+n]), field, value
--- Returns m, or -1 (and writes nothing) when a cursor does not hold its expected value.
+-- KEYS[1]            stream that receives the entries (field `data`)
+-- KEYS[2]            dead-letter stream that receives the page's malformed items (field `data`)
+-- KEYS[3 .. 2+n]     cursor keys, plain strings
+-- KEYS[3+n .. ]      hashes updated with the page (e.g. token -> market, market id -> content hash)
+-- ARGV[1]            n: number of cursor keys
+-- ARGV[2 .. 1+n]     expected current value of each cursor ("" = key absent)
+-- ARGV[2+n .. 1+2n]  new value of each cursor
+-- ARGV[2+2n]         entry payloads, joined by "\n"
+-- ARGV[3+2n]         dead-letter payloads, joined by "\n"
+-- ARGV[4+2n ..]      one per hash key: field, value, field, value, ... joined by "\n"
+-- Returns the number of entries appended, or -1 (and writes nothing) when a cursor does not hold its
+-- expected value.
 
-local n, m, d, h = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local base = 4
+local function split(joined)
+    local items, pos = {}, 1
+    if joined == '' then
+        return items
+    end
+    while true do
+        local newline = string.find(joined, '\n', pos, true)
+        if not newline then
+            items[#items + 1] = string.sub(joined, pos)
+            return items
+        end
+        items[#items + 1] = string.sub(joined, pos, newline - 1)
+        pos = newline + 1
+    end
+end
+
+local n = tonumber(ARGV[1])
 for i = 1, n do
-    local current = redis.call('GET', KEYS[2 + i]) or ''
-    if current ~= ARGV[base + i] then
+    if (redis.call('GET', KEYS[2 + i]) or '') ~= ARGV[1 + i] then
         return -1
     end
 end
 for i = 1, n do
-    redis.call('SET', KEYS[2 + i], ARGV[base + n + i])
+    redis.call('SET', KEYS[2 + i], ARGV[1 + n + i])
 end
-base = base + 2 * n
-for i = 1, m do
-    redis.call('XADD', KEYS[1], '*', 'data', ARGV[base + i])
+local entries = split(ARGV[2 + 2 * n])
+for _, payload in ipairs(entries) do
+    redis.call('XADD', KEYS[1], '*', 'data', payload)
 end
-base = base + m
-for i = 1, d do
-    redis.call('XADD', KEYS[2], '*', 'data', ARGV[base + i])
+for _, payload in ipairs(split(ARGV[3 + 2 * n])) do
+    redis.call('XADD', KEYS[2], '*', 'data', payload)
 end
-base = base + d
-for i = 1, h do
-    local at = base + 3 * (i - 1)
-    redis.call('HSET', KEYS[2 + n + tonumber(ARGV[at + 1])], ARGV[at + 2], ARGV[at + 3])
+for h = 1, #KEYS - 2 - n do
+    local pairs_ = split(ARGV[3 + 2 * n + h])
+    for i = 1, #pairs_, 2 do
+        redis.call('HSET', KEYS[2 + n + h], pairs_[i], pairs_[i + 1])
+    end
 end
-return m
+return #entries

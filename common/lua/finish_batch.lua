@@ -2,44 +2,61 @@
 -- produced, and move poison to the dead-letter stream. An input's outputs and dead letter are written only
 -- if this call's XACK removed it from the group's pending list, so a retried call (reply lost) or a second
 -- consumer that processed the same claimed entry adds nothing: no output is ever written twice.
+-- Lists travel as one argument each, items joined by "\n" (ids and compact JSON never contain a newline).
 --
 -- KEYS[1]  input stream
 -- KEYS[2]  output stream (unused when no entry has outputs)
 -- KEYS[3]  dead-letter stream
 -- KEYS[4]  failures hash of this stream and group (last error per entry id)
 -- ARGV[1]  group name
--- ARGV[2]  a: number of entries to ack; then per entry: id, k, k output payloads
--- then     d: number of dead letters; then per dead letter: id, payload
+-- ARGV[2]  ids to ack, joined by "\n"
+-- ARGV[3]  number of outputs of each of those ids, joined by "\n"
+-- ARGV[4]  all outputs in id order, joined by "\n"
+-- ARGV[5]  ids to dead-letter, joined by "\n"
+-- ARGV[6]  their dead-letter payloads, joined by "\n"
 -- Returns {acked, emitted, dead_lettered}.
+
+local function split(joined)
+    local items, pos = {}, 1
+    if joined == '' then
+        return items
+    end
+    while true do
+        local newline = string.find(joined, '\n', pos, true)
+        if not newline then
+            items[#items + 1] = string.sub(joined, pos)
+            return items
+        end
+        items[#items + 1] = string.sub(joined, pos, newline - 1)
+        pos = newline + 1
+    end
+end
 
 local group = ARGV[1]
 local has_failures = redis.call('EXISTS', KEYS[4]) == 1
 local acked, emitted, dead = 0, 0, 0
-local i = 2
-local a = tonumber(ARGV[i])
-for _ = 1, a do
-    local id, k = ARGV[i + 1], tonumber(ARGV[i + 2])
-    i = i + 2
-    local removed = redis.call('XACK', KEYS[1], group, id)
-    if removed == 1 then
+
+local ids, counts, outputs = split(ARGV[2]), split(ARGV[3]), split(ARGV[4])
+local next_output = 1
+for i, id in ipairs(ids) do
+    local k = tonumber(counts[i])
+    if redis.call('XACK', KEYS[1], group, id) == 1 then
         acked = acked + 1
-        for j = 1, k do
-            redis.call('XADD', KEYS[2], '*', 'data', ARGV[i + j])
+        for j = next_output, next_output + k - 1 do
+            redis.call('XADD', KEYS[2], '*', 'data', outputs[j])
         end
         emitted = emitted + k
         if has_failures then
             redis.call('HDEL', KEYS[4], id)
         end
     end
-    i = i + k
+    next_output = next_output + k
 end
-i = i + 1
-local d = tonumber(ARGV[i])
-for _ = 1, d do
-    local id, payload = ARGV[i + 1], ARGV[i + 2]
-    i = i + 2
+
+local dead_ids, dead_payloads = split(ARGV[5]), split(ARGV[6])
+for i, id in ipairs(dead_ids) do
     if redis.call('XACK', KEYS[1], group, id) == 1 then
-        redis.call('XADD', KEYS[3], '*', 'data', payload)
+        redis.call('XADD', KEYS[3], '*', 'data', dead_payloads[i])
         dead = dead + 1
         if has_failures then
             redis.call('HDEL', KEYS[4], id)

@@ -1,0 +1,112 @@
+"""Benchmark: trade processor fills/s and ClickHouse writer rows/s, each in one process on one core.
+
+    python bench/bench_processor_writer.py [--fills 200000] [--flow 1000000]
+
+Starts its own redis-server (AOF, appendfsync always) and embedded ClickHouse on free ports in a temp folder.
+1. processor: N fills already in `stream:order_events`, markets known; time `trade_processor --once`.
+2. writer: the resulting N trades + N order events; time `clickhouse_writer --once` (rows/s over both tables).
+3. flow (with --flow M): processor and writer running together while M fills are appended at full speed;
+   samples every stream's length and reports the maximum: trimming keeps Redis bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common import keys  # noqa: E402
+from common.config import ClickHouseSettings, StreamSettings  # noqa: E402
+from common.redis_client import make_redis  # noqa: E402
+from processors import clickhouse_writer, trade_processor  # noqa: E402
+from tests.fixtures.clickhouse_server import ClickHouseServer  # noqa: E402
+from tests.fixtures.redis_server import RedisServer, free_port  # noqa: E402
+from tests.integration.fills_world import make_fills, make_markets, publish_fills, publish_markets  # noqa: E402
+
+STREAMS = StreamSettings(block_ms=100, trim_interval_s=1.0)
+
+
+async def bench(fills_n: int, flow_n: int, workdir: Path) -> None:
+    redis_server = RedisServer(workdir / "redis", free_port())
+    (workdir / "redis").mkdir()
+    redis_server.start()
+    clickhouse = ClickHouseServer(workdir / "clickhouse", free_port())
+    clickhouse.start()
+    ch = ClickHouseSettings(host="127.0.0.1", port=clickhouse.port, database="bench", batch_size=50_000)
+    redis = make_redis(redis_server.settings)
+    try:
+        rng = random.Random(1)
+        markets = make_markets(rng, 200)
+        fills = make_fills(rng, markets, groups=fills_n // 3)
+        await publish_markets(redis, markets)
+        await publish_fills(redis, fills)
+        print(f"fills: {len(fills):,} (in stream:order_events)")
+
+        started = time.perf_counter()
+        await trade_processor.run(trade_processor.ProcessorSettings(), redis=redis_server.settings,
+                                  streams=STREAMS, once=True)  # fmt: skip
+        seconds = time.perf_counter() - started
+        print(f"processor: {len(fills) / seconds:,.0f} fills/s ({seconds:.2f} s)")
+
+        started = time.perf_counter()
+        await clickhouse_writer.run(clickhouse_writer.WriterSettings(), redis=redis_server.settings, clickhouse=ch,
+                                    streams=STREAMS, once=True)  # fmt: skip
+        seconds = time.perf_counter() - started
+        print(f"writer: {2 * len(fills) / seconds:,.0f} rows/s ({2 * len(fills):,} rows in {seconds:.2f} s)")
+        if flow_n:
+            await flow(redis, redis_server.settings, ch, rng, markets, flow_n)
+    finally:
+        await redis.aclose()
+        clickhouse.stop()
+        redis_server.stop()
+
+
+async def flow(redis, redis_settings, ch, rng, markets, total: int) -> None:
+    stop = asyncio.Event()
+    services = [
+        asyncio.create_task(trade_processor.run(trade_processor.ProcessorSettings(), redis=redis_settings,
+                                                streams=STREAMS, stop=stop)),
+        asyncio.create_task(clickhouse_writer.run(clickhouse_writer.WriterSettings(), redis=redis_settings,
+                                                  clickhouse=ch, streams=STREAMS, stop=stop)),
+    ]  # fmt: skip
+    max_len = dict.fromkeys(keys.STREAM_GROUPS, 0)
+    published = 0
+    started = time.perf_counter()
+    while published < total:
+        chunk = make_fills(rng, markets, groups=20_000 // 3)
+        await publish_fills(redis, chunk)
+        published += len(chunk)
+        for stream in max_len:
+            max_len[stream] = max(max_len[stream], await redis.xlen(stream))
+    while (await redis.xinfo_groups(keys.STREAM_TRADES) or [{}])[0].get("lag", 1) or await redis.xlen(
+        keys.STREAM_ORDER_EVENTS
+    ) > 50_000:
+        for stream in max_len:
+            max_len[stream] = max(max_len[stream], await redis.xlen(stream))
+        await asyncio.sleep(0.5)
+    seconds = time.perf_counter() - started
+    stop.set()
+    await asyncio.gather(*services)
+    info = await redis.info("memory")
+    print(f"flow: {published:,} fills through processor + writer in {seconds:.1f} s ({published / seconds:,.0f}/s)")
+    print("flow: max stream lengths " + ", ".join(f"{s}={n:,}" for s, n in max_len.items()))
+    print(f"flow: redis used_memory at the end {info['used_memory'] / 2**20:.1f} MiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fills", type=int, default=200_000)
+    parser.add_argument("--flow", type=int, default=0, help="fills to push through both services together")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as workdir:
+        asyncio.run(bench(args.fills, args.flow, Path(workdir)))
+
+
+if __name__ == "__main__":
+    main()
