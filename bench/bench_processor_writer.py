@@ -21,13 +21,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import keys  # noqa: E402
-from common.config import ClickHouseSettings, StreamSettings  # noqa: E402
-from common.redis_client import make_redis  # noqa: E402
-from processors import clickhouse_writer, trade_processor  # noqa: E402
-from tests.fixtures.clickhouse_server import ClickHouseServer  # noqa: E402
-from tests.fixtures.redis_server import RedisServer, free_port  # noqa: E402
-from tests.integration.fills_world import make_fills, make_markets, publish_fills, publish_markets  # noqa: E402
+from common import keys
+from common.config import ClickHouseSettings, StreamSettings
+from common.redis_client import make_redis
+from processors import clickhouse_writer, trade_processor
+from tests.fixtures.clickhouse_server import ClickHouseServer
+from tests.fixtures.redis_server import RedisServer, free_port
+from tests.integration.fills_world import make_fills, make_markets, publish_fills, publish_markets
 
 STREAMS = StreamSettings(block_ms=100, trim_interval_s=1.0)
 
