@@ -46,7 +46,7 @@ log = structlog.get_logger()
 class WriterSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", env_file=".env", extra="ignore", frozen=True)
 
-    clickhouse_writer_consumer: str = Field("clickhouse_writer-1", min_length=1)
+    clickhouse_writer_consumer: str = Field("clickhouse_writer", min_length=1)
 
 
 class TableWriter:

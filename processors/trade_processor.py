@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
 import time
 
 import structlog
@@ -39,7 +40,9 @@ log = structlog.get_logger()
 class ProcessorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", env_file=".env", extra="ignore", frozen=True)
 
-    trade_processor_consumer: str = Field("trade_processor-1", min_length=1)
+    # Stable consumer name of this worker, also its heartbeat name (`service:<name>`). Several workers need
+    # distinct names; empty means `trade_processor@<hostname>` (one worker per container).
+    trade_processor_consumer: str = "trade_processor"
     trade_processor_batch_max: int = Field(5000, ge=1)
     unknown_market_wait_s: float = Field(300.0, ge=0)
     held_check_interval_s: float = Field(1.0, gt=0)
@@ -56,7 +59,7 @@ class Processor:
             service.redis,
             stream=keys.STREAM_ORDER_EVENTS,
             group=keys.GROUP_TRADE_PROCESSOR,
-            consumer=settings.trade_processor_consumer,
+            consumer=service.name,
             settings=stream_settings,
             batch_max=settings.trade_processor_batch_max,
         )
@@ -147,7 +150,8 @@ async def run(
             service.stop.set()
             await held_task
 
-    return await run_worker("trade_processor", redis, body, stop=stop)
+    name = settings.trade_processor_consumer or f"trade_processor@{socket.gethostname()}"
+    return await run_worker(name, redis, body, stop=stop)
 
 
 async def start(args: argparse.Namespace) -> None:
