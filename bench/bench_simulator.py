@@ -34,8 +34,17 @@ def free_port() -> int:
 
 
 def start_simulator(port: int, history_fills: int) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "simulator", "--port", str(port), "--history-fills", str(history_fills),
-           "--log-level", "warning"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "simulator",
+        "--port",
+        str(port),
+        "--history-fills",
+        str(history_fills),
+        "--log-level",
+        "warning",
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)})
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -72,8 +81,9 @@ def bench_goldsky(client: httpx.Client, url: str, seconds: float) -> tuple[int, 
 
 def bench_rpc(client: httpx.Client, url: str, seconds: float, span: int) -> tuple[int, float]:
     def call(method: str, params: list[object]) -> object:
-        body = orjson.loads(client.post(url, json={"jsonrpc": "2.0", "id": 1, "method": method,
-                                                   "params": params}).content)
+        body = orjson.loads(
+            client.post(url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).content
+        )
         if "error" in body:
             raise RuntimeError(body["error"])
         return body["result"]

@@ -59,7 +59,7 @@ class SimulatorApp:
         path, method = scope["path"], scope["method"]
         if path.startswith(GAMMA_PREFIX + "/") and method == "GET":
             query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
-            await self._serve("gamma", send, lambda: self.gamma.handle(path[len(GAMMA_PREFIX):], query))
+            await self._serve("gamma", send, lambda: self.gamma.handle(path[len(GAMMA_PREFIX) :], query))
         elif path.rstrip("/") == GOLDSKY_PATH and method == "POST":
             body = await _read_body(receive)
             await self._serve("goldsky", send, lambda: self._goldsky(body))
@@ -163,8 +163,11 @@ class SimulatorApp:
                 raise ValueError(f"unknown truth fields {sorted(set(fields) - set(FILL_FIELDS))}")
             summary = truth_summary(self.world, self.config.faults.finalized_stall)
             count = self.world.count  # fixed now: live blocks appended while streaming are not included
-            chunks = truth_json_chunks(self.world, summary, offset, count - offset if limit is None else limit,
-                                       fields) if query.get("fills", "1") not in ("0", "false") else None
+            chunks = (
+                truth_json_chunks(self.world, summary, offset, count - offset if limit is None else limit, fields)
+                if query.get("fills", "1") not in ("0", "false")
+                else None
+            )
             first = next(chunks) if chunks is not None else orjson.dumps(summary)
         except ValueError as exc:
             await _respond(send, 400, orjson.dumps({"error": str(exc)}), JSON)
@@ -179,9 +182,14 @@ class SimulatorApp:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "config": self.config.to_dict(), "rate": self.clock.rate, "head_block": self.world.head_block,
-            "fills": self.world.count, "requests": dict(self.requests), "faults_injected": dict(self.faults.injected),
-            "live_blocks_produced": self.world.live_blocks_produced, "market_updates": self.clock.market_updates,
+            "config": self.config.to_dict(),
+            "rate": self.clock.rate,
+            "head_block": self.world.head_block,
+            "fills": self.world.count,
+            "requests": dict(self.requests),
+            "faults_injected": dict(self.faults.injected),
+            "live_blocks_produced": self.world.live_blocks_produced,
+            "market_updates": self.clock.market_updates,
             "now": time.time(),
         }
 
@@ -223,7 +231,12 @@ async def _respond(send: Any, status: int, body: bytes, headers: list[tuple[byte
 
 
 async def _drop(send: Any, partial: bytes) -> None:
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [*JSON, (b"content-length", str(len(partial) + 1024).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [*JSON, (b"content-length", str(len(partial) + 1024).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": partial, "more_body": True})
     raise SimulatedDrop("simulated dropped connection")

@@ -17,24 +17,41 @@ FIRST_EVENT_ID = 31_000
 CATALOGUE_START_S = 1_735_689_600  # 2025-01-01T00:00:00Z: markets are created from here on
 
 TAGS = (
-    ("2", "Politics", "politics"), ("21", "Crypto", "crypto"), ("1", "Sports", "sports"),
-    ("101970", "World", "world"), ("100328", "Économie & Finance", "economy"), ("596", "Culture", "culture"),
-    ("1401", "Tech <AI>", "tech"), ("235", "Bitcoin", "bitcoin"),
+    ("2", "Politics", "politics"),
+    ("21", "Crypto", "crypto"),
+    ("1", "Sports", "sports"),
+    ("101970", "World", "world"),
+    ("100328", "Économie & Finance", "economy"),
+    ("596", "Culture", "culture"),
+    ("1401", "Tech <AI>", "tech"),
+    ("235", "Bitcoin", "bitcoin"),
 )
 SERIES = (("3", "MLB", "mlb", "daily"), ("10345", "BTC Up or Down 15m", "btc-up-or-down-15m", "15m"))
 SUBJECTS = (
-    'Bitcoin', 'Ethereum', 'the "Fed"', 'Zoë Kravitz', 'São Paulo FC', 'Nvidia & AMD', 'Jürgen Klopp',
-    'the S&P 500', 'Москва', '東京 Tokyo', 'Real Madrid', "O'Brien", 'GPT-5 <beta>', 'Dogecoin',
+    "Bitcoin",
+    "Ethereum",
+    'the "Fed"',
+    "Zoë Kravitz",
+    "São Paulo FC",
+    "Nvidia & AMD",
+    "Jürgen Klopp",
+    "the S&P 500",
+    "Москва",
+    "東京 Tokyo",
+    "Real Madrid",
+    "O'Brien",
+    "GPT-5 <beta>",
+    "Dogecoin",
 )
 BINARY_TEMPLATES = (
-    ('Will {s} close above ${n}k on {d}?', ('Yes', 'No')),
-    ('{s} Up or Down - {d}, 12:00PM-12:15PM ET', ('Up', 'Down')),
-    ('Will {s} win "{d}" & advance?', ('Yes', 'No')),
-    ('{s} vs. Mets: who wins on {d}?', ('Nationals', 'Mets')),
-    ('Will {s} be < {n} by {d}?', ('Yes', 'No')),
+    ("Will {s} close above ${n}k on {d}?", ("Yes", "No")),
+    ("{s} Up or Down - {d}, 12:00PM-12:15PM ET", ("Up", "Down")),
+    ('Will {s} win "{d}" & advance?', ("Yes", "No")),
+    ("{s} vs. Mets: who wins on {d}?", ("Nationals", "Mets")),
+    ("Will {s} be < {n} by {d}?", ("Yes", "No")),
 )
-NEG_RISK_TITLES = ('Who will win the {d} "{s}" election?', 'Which company has the best AI model end of {d}?')
-CANDIDATES = ('Alice Müller', 'Bob "The Builder"', 'Chloé & Co', 'Dmitri <D>', 'Eve', 'Fumiko 藤田', 'Other')
+NEG_RISK_TITLES = ('Who will win the {d} "{s}" election?', "Which company has the best AI model end of {d}?")
+CANDIDATES = ("Alice Müller", 'Bob "The Builder"', "Chloé & Co", "Dmitri <D>", "Eve", "Fumiko 藤田", "Other")
 
 
 @dataclass
@@ -146,11 +163,20 @@ def _new_event(rng: random.Random, index: int, listing: str, size: int, created_
     event_id = str(FIRST_EVENT_ID + index * 7 + rng.randint(0, 6))
     tags = sorted(rng.sample(range(len(TAGS)), rng.randint(1, 3)))
     return Event(
-        index=index, id=event_id, title=title, slug=f"{slugify(title)}-{event_id}",
+        index=index,
+        id=event_id,
+        title=title,
+        slug=f"{slugify(title)}-{event_id}",
         description=f'Resolves "Yes" per the rules for {title} & official sources <see link>.',
-        market_indexes=[], tag_indexes=tags, series_index=rng.randrange(len(SERIES)) if rng.random() < 0.3 else None,
-        neg_risk=neg_risk, listing=listing, created_s=created_s, updated_s=created_s + rng.uniform(60, 3600),
-        end_s=created_s + rng.uniform(86_400, 90 * 86_400), closed=closed,
+        market_indexes=[],
+        tag_indexes=tags,
+        series_index=rng.randrange(len(SERIES)) if rng.random() < 0.3 else None,
+        neg_risk=neg_risk,
+        listing=listing,
+        created_s=created_s,
+        updated_s=created_s + rng.uniform(60, 3600),
+        end_s=created_s + rng.uniform(86_400, 90 * 86_400),
+        closed=closed,
         neg_risk_market_id=_hex32(rng) if neg_risk else "",
     )
 
@@ -168,11 +194,26 @@ def _new_market(rng: random.Random, index: int, event: Event, item: int, created
     tick = 0.001 if rng.random() < 0.2 else 0.01
     price = round(rng.uniform(0.05, 0.95), 2)
     return Market(
-        index=index, id=market_id, event_index=event.index, question=question,
-        slug=f"{slugify(question)}-{market_id}", condition_id=_hex32(rng), question_id=_hex32(rng),
-        outcomes=outcomes, token_ids=(_token_id(rng), _token_id(rng)), tick=tick, neg_risk=event.neg_risk,
-        listing=event.listing, created_s=created_s, updated_s=event.updated_s, end_s=event.end_s,
-        closed=event.closed, price=1.0 if event.closed else price, volume=round(rng.uniform(100, 2e6), 6),
-        liquidity=round(rng.uniform(0, 50_000), 4), fee_bps=rng.choice((0, 0, 0, 100, 200)),
-        group_item_title=group_item, neg_risk_market_id=event.neg_risk_market_id,
+        index=index,
+        id=market_id,
+        event_index=event.index,
+        question=question,
+        slug=f"{slugify(question)}-{market_id}",
+        condition_id=_hex32(rng),
+        question_id=_hex32(rng),
+        outcomes=outcomes,
+        token_ids=(_token_id(rng), _token_id(rng)),
+        tick=tick,
+        neg_risk=event.neg_risk,
+        listing=event.listing,
+        created_s=created_s,
+        updated_s=event.updated_s,
+        end_s=event.end_s,
+        closed=event.closed,
+        price=1.0 if event.closed else price,
+        volume=round(rng.uniform(100, 2e6), 6),
+        liquidity=round(rng.uniform(0, 50_000), 4),
+        fee_bps=rng.choice((0, 0, 0, 100, 200)),
+        group_item_title=group_item,
+        neg_risk_market_id=event.neg_risk_market_id,
     )

@@ -21,10 +21,20 @@ MAX_MAKERS = 8
 SHARE_UNIT = 10_000  # shares are multiples of 0.01 token (10,000 base units), so USDC legs stay integral
 
 FILL_COLUMNS: dict[str, tuple[type, tuple[int, ...]]] = {
-    "block": (np.int64, ()), "log_index": (np.int32, ()), "tx_index": (np.int32, ()), "group": (np.int64, ()),
-    "maker": (np.int32, ()), "taker": (np.int32, ()), "exchange": (np.uint8, ()), "token": (np.int32, ()),
-    "maker_buys": (np.bool_, ()), "maker_amount": (np.int64, ()), "taker_amount": (np.int64, ()),
-    "fee": (np.int64, ()), "order_hash": (np.uint8, (32,)), "visible_at": (np.float64, ()),
+    "block": (np.int64, ()),
+    "log_index": (np.int32, ()),
+    "tx_index": (np.int32, ()),
+    "group": (np.int64, ()),
+    "maker": (np.int32, ()),
+    "taker": (np.int32, ()),
+    "exchange": (np.uint8, ()),
+    "token": (np.int32, ()),
+    "maker_buys": (np.bool_, ()),
+    "maker_amount": (np.int64, ()),
+    "taker_amount": (np.int64, ()),
+    "fee": (np.int64, ()),
+    "order_hash": (np.uint8, (32,)),
+    "visible_at": (np.float64, ()),
 }
 
 
@@ -108,8 +118,9 @@ def _group_sizes(rng: np.random.Generator, n_fills: int) -> np.ndarray:
     return sizes.astype(np.int64)
 
 
-def _block_offsets(rng: np.random.Generator, sizes: np.ndarray, fills_per_block: float, bursts: int,
-                   burst_fills: int) -> np.ndarray:
+def _block_offsets(
+    rng: np.random.Generator, sizes: np.ndarray, fills_per_block: float, bursts: int, burst_fills: int
+) -> np.ndarray:
     """Block offset (0-based within the part) of each group; burst blocks hold >= burst_fills fills."""
     n_fills = int(sizes.sum())
     est_blocks = int(n_fills / fills_per_block * 1.3) + 16
@@ -127,8 +138,15 @@ def _block_offsets(rng: np.random.Generator, sizes: np.ndarray, fills_per_block:
     return np.searchsorted(cum_targets, starts, side="right").astype(np.int64)
 
 
-def generate_blocks(rng: np.random.Generator, catalogue: Catalogue, weights: np.ndarray, wallets: int,
-                    group_sizes: np.ndarray, block_offsets: np.ndarray, first_block: int) -> Batch:
+def generate_blocks(
+    rng: np.random.Generator,
+    catalogue: Catalogue,
+    weights: np.ndarray,
+    wallets: int,
+    group_sizes: np.ndarray,
+    block_offsets: np.ndarray,
+    first_block: int,
+) -> Batch:
     """Materialise groups (sizes, block offsets) into fill columns in log order."""
     groups = len(group_sizes)
     n = int(group_sizes.sum())
@@ -174,17 +192,27 @@ def generate_blocks(rng: np.random.Generator, catalogue: Catalogue, weights: np.
     fill_block = block[g]
     tx_index, log_index = _positions_in_block(block, group_sizes, g, starts)
     columns = {
-        "block": fill_block, "log_index": log_index, "tx_index": tx_index[g], "group": g.astype(np.int64),
-        "maker": maker, "taker": taker, "exchange": exchange[g], "token": token.astype(np.int32),
-        "maker_buys": buys, "maker_amount": maker_amount, "taker_amount": taker_amount, "fee": fee,
+        "block": fill_block,
+        "log_index": log_index,
+        "tx_index": tx_index[g],
+        "group": g.astype(np.int64),
+        "maker": maker,
+        "taker": taker,
+        "exchange": exchange[g],
+        "token": token.astype(np.int32),
+        "maker_buys": buys,
+        "maker_amount": maker_amount,
+        "taker_amount": taker_amount,
+        "fee": fee,
         "order_hash": np.frombuffer(rng.bytes(32 * n), np.uint8).reshape(n, 32),
         "visible_at": np.zeros(n, np.float64),
     }
     return Batch(columns=columns, tx_hash=np.frombuffer(rng.bytes(32 * groups), np.uint8).reshape(groups, 32))
 
 
-def _positions_in_block(block: np.ndarray, sizes: np.ndarray, g: np.ndarray,
-                        starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _positions_in_block(
+    block: np.ndarray, sizes: np.ndarray, g: np.ndarray, starts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Transaction index of each group and log index of each fill (2 transfer logs before each fill and an
     OrdersMatched log after each group, so OrderFilled log indexes are not contiguous)."""
     groups = len(sizes)
@@ -197,9 +225,19 @@ def _positions_in_block(block: np.ndarray, sizes: np.ndarray, g: np.ndarray,
     return tx_index, log_index
 
 
-def generate_part(seed: int, part: str, catalogue: Catalogue, weights: np.ndarray, wallets: int, n_fills: int,
-                  fills_per_block: float, bursts: int, burst_fills: int, anchor_block: int,
-                  ends_at_anchor: bool) -> Batch | None:
+def generate_part(
+    seed: int,
+    part: str,
+    catalogue: Catalogue,
+    weights: np.ndarray,
+    wallets: int,
+    n_fills: int,
+    fills_per_block: float,
+    bursts: int,
+    burst_fills: int,
+    anchor_block: int,
+    ends_at_anchor: bool,
+) -> Batch | None:
     """A history part: `ends_at_anchor` puts its last block at anchor_block, else it starts there."""
     rng = np.random.default_rng([seed, 1 if part == "v1" else 2])
     sizes = _group_sizes(rng, n_fills)
@@ -210,8 +248,9 @@ def generate_part(seed: int, part: str, catalogue: Catalogue, weights: np.ndarra
     return generate_blocks(rng, catalogue, weights, wallets, sizes, offsets, first_block)
 
 
-def generate_live_block(seed: int, catalogue: Catalogue, weights: np.ndarray, wallets: int, block: int,
-                        mean_fills: float) -> Batch | None:
+def generate_live_block(
+    seed: int, catalogue: Catalogue, weights: np.ndarray, wallets: int, block: int, mean_fills: float
+) -> Batch | None:
     """One live block's fills, a pure function of (seed, block, mean_fills)."""
     rng = np.random.default_rng([seed, 3, block])
     n_fills = int(rng.poisson(mean_fills)) if mean_fills > 0 else 0

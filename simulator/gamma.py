@@ -140,8 +140,11 @@ class GammaService:
         if kind == "markets":
             rows: list[Any] = self.listed_markets(now_s)
             tokens, conditions = set(_params(query, "clob_token_ids")), set(_params(query, "condition_ids"))
-            rows = [m for m in rows if (not tokens or tokens & set(m.token_ids))
-                    and (not conditions or m.condition_id in conditions)]
+            rows = [
+                m
+                for m in rows
+                if (not tokens or tokens & set(m.token_ids)) and (not conditions or m.condition_id in conditions)
+            ]
         else:
             rows = self.listed_events(now_s)
         return [r for r in rows if r.closed == closed and (not ids or r.id in ids) and (not slugs or r.slug in slugs)]

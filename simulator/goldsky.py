@@ -34,11 +34,24 @@ from simulator.world import World
 MAX_FIRST = 1000
 DEFAULT_FIRST = 100
 ENTITY_FIELDS = (
-    "id", "transactionHash", "timestamp", "orderHash", "maker", "taker", "makerAssetId", "takerAssetId",
-    "makerAmountFilled", "takerAmountFilled", "fee",
+    "id",
+    "transactionHash",
+    "timestamp",
+    "orderHash",
+    "maker",
+    "taker",
+    "makerAssetId",
+    "takerAssetId",
+    "makerAmountFilled",
+    "takerAmountFilled",
+    "fee",
 )
-NUMERIC_FIELDS = {"timestamp": "timestamp", "makerAmountFilled": "maker_amount", "takerAmountFilled": "taker_amount",
-                  "fee": "fee"}
+NUMERIC_FIELDS = {
+    "timestamp": "timestamp",
+    "makerAmountFilled": "maker_amount",
+    "takerAmountFilled": "taker_amount",
+    "fee": "fee",
+}
 SUFFIXES = ("_not_in", "_not", "_gte", "_gt", "_lte", "_lt", "_in")
 EMPTY_COLLECTIONS = ("ordersMatchedEvents", "orderbooks", "ordersMatchedGlobals", "marketDatas")
 CHUNK = 4096
@@ -171,17 +184,27 @@ class GoldskyService:
 
     def _meta(self, node: FieldNode, fragments: dict[str, Any]) -> dict[str, Any]:
         head = self.world.head_block
-        block = {"number": head, "hash": block_hash(self.world.seed, head), "timestamp": block_timestamp(head),
-                 "__typename": "_Block_"}
-        full = {"block": block, "deployment": "QmSimulatedOrderbookSubgraph0001", "hasIndexingErrors": False,
-                "__typename": "_Meta_"}
+        block = {
+            "number": head,
+            "hash": block_hash(self.world.seed, head),
+            "timestamp": block_timestamp(head),
+            "__typename": "_Block_",
+        }
+        full = {
+            "block": block,
+            "deployment": "QmSimulatedOrderbookSubgraph0001",
+            "hasIndexingErrors": False,
+            "__typename": "_Meta_",
+        }
         out: dict[str, Any] = {}
         for sub in self._fields(node.selection_set.selections if node.selection_set else (), fragments):
             key = sub.alias.value if sub.alias else sub.name.value
             value = full.get(sub.name.value)
             if sub.name.value == "block" and sub.selection_set is not None:
-                value = {(b.alias.value if b.alias else b.name.value): block.get(b.name.value)
-                         for b in self._fields(sub.selection_set.selections, fragments)}
+                value = {
+                    (b.alias.value if b.alias else b.name.value): block.get(b.name.value)
+                    for b in self._fields(sub.selection_set.selections, fragments)
+                }
             out[key] = value
         return out
 
@@ -238,8 +261,10 @@ class GoldskyService:
         for field, op, value in terms:
             if field == "_or":
                 bounds = [self._timestamp_bounds(branch) for branch in value]
-                lo, hi = max(lo, min((b[0] for b in bounds), default=0)), min(hi, max((b[1] for b in bounds),
-                                                                                     default=len(ts)))
+                lo, hi = (
+                    max(lo, min((b[0] for b in bounds), default=0)),
+                    min(hi, max((b[1] for b in bounds), default=len(ts))),
+                )
             elif field == "timestamp" and op in ("", "_gt", "_gte", "_lt", "_lte"):
                 if op in ("", "_gte", "_gt"):
                     lo = max(lo, int(np.searchsorted(ts, value, "right" if op == "_gt" else "left")))
@@ -291,8 +316,9 @@ class GoldskyService:
                 hi = min(hi, (bisect_left if op == "_lt" else bisect_right)(range(len(order)), value, lo, hi, key=key))
         return lo, max(lo, hi), rest
 
-    def _collect(self, order: np.ndarray, lo: int, hi: int, rest: list[Any], skip: int, first: int,
-                 descending: bool) -> np.ndarray:
+    def _collect(
+        self, order: np.ndarray, lo: int, hi: int, rest: list[Any], skip: int, first: int, descending: bool
+    ) -> np.ndarray:
         if not rest:
             if descending:
                 return order[max(lo, hi - skip - first) : max(lo, hi - skip)][::-1]

@@ -112,20 +112,42 @@ class RpcService:
         transactions: list[Any] = tx_hashes
         if full:
             transactions = [
-                {"hash": h, "blockNumber": hex(number), "transactionIndex": hex(i), "input": "0x", "value": "0x0",
-                 "to": self.world.address_hex(self.world.col("taker")[[j]])[0], "type": "0x2"}
-                for i, (h, j) in enumerate(zip(tx_hashes, (first + np.diff(np.append(first, hi)) - 1).tolist(),
-                                               strict=True))
+                {
+                    "hash": h,
+                    "blockNumber": hex(number),
+                    "transactionIndex": hex(i),
+                    "input": "0x",
+                    "value": "0x0",
+                    "to": self.world.address_hex(self.world.col("taker")[[j]])[0],
+                    "type": "0x2",
+                }
+                for i, (h, j) in enumerate(
+                    zip(tx_hashes, (first + np.diff(np.append(first, hi)) - 1).tolist(), strict=True)
+                )
             ]
         seed = self.world.seed
         return {
-            "number": hex(number), "hash": block_hash(seed, number), "parentHash": block_hash(seed, number - 1),
-            "timestamp": hex(block_timestamp(number)), "transactions": transactions, "uncles": [],
-            "miner": "0x0000000000000000000000000000000000000000", "difficulty": "0x1", "totalDifficulty": "0x0",
-            "gasLimit": hex(45_000_000), "gasUsed": hex(21_000 * len(tx_hashes)), "baseFeePerGas": "0x6fc23ac00",
-            "extraData": "0x", "nonce": "0x0000000000000000", "size": hex(1_000 + 500 * len(tx_hashes)),
-            "logsBloom": "0x" + "0" * 512, "sha3Uncles": "0x" + "0" * 64, "stateRoot": "0x" + "0" * 64,
-            "receiptsRoot": "0x" + "0" * 64, "transactionsRoot": "0x" + "0" * 64, "mixHash": "0x" + "0" * 64,
+            "number": hex(number),
+            "hash": block_hash(seed, number),
+            "parentHash": block_hash(seed, number - 1),
+            "timestamp": hex(block_timestamp(number)),
+            "transactions": transactions,
+            "uncles": [],
+            "miner": "0x0000000000000000000000000000000000000000",
+            "difficulty": "0x1",
+            "totalDifficulty": "0x0",
+            "gasLimit": hex(45_000_000),
+            "gasUsed": hex(21_000 * len(tx_hashes)),
+            "baseFeePerGas": "0x6fc23ac00",
+            "extraData": "0x",
+            "nonce": "0x0000000000000000",
+            "size": hex(1_000 + 500 * len(tx_hashes)),
+            "logsBloom": "0x" + "0" * 512,
+            "sha3Uncles": "0x" + "0" * 64,
+            "stateRoot": "0x" + "0" * 64,
+            "receiptsRoot": "0x" + "0" * 64,
+            "transactionsRoot": "0x" + "0" * 64,
+            "mixHash": "0x" + "0" * 64,
         }
 
     # --- logs ----------------------------------------------------------------------------------------------

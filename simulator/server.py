@@ -1,8 +1,8 @@
 """Run the simulator: `python -m pipeline simulator [flags]`, `python -m simulator [flags]`, or in a thread.
 
-    GAMMA_API_URL=http://HOST:PORT/gamma
-    GOLDSKY_URL=http://HOST:PORT/goldsky/subgraphs/orderbook-subgraph/0.0.1/gn
-    POLYGON_RPC_URL=http://HOST:PORT/rpc
+GAMMA_API_URL=http://HOST:PORT/gamma
+GOLDSKY_URL=http://HOST:PORT/goldsky/subgraphs/orderbook-subgraph/0.0.1/gn
+POLYGON_RPC_URL=http://HOST:PORT/rpc
 """
 
 from __future__ import annotations
@@ -38,8 +38,11 @@ class _HideSimulatedDrops(logging.Filter):
 
 
 def urls(base_url: str) -> dict[str, str]:
-    return {"GAMMA_API_URL": base_url + GAMMA_PREFIX, "GOLDSKY_URL": base_url + GOLDSKY_PATH,
-            "POLYGON_RPC_URL": base_url + RPC_PATH}
+    return {
+        "GAMMA_API_URL": base_url + GAMMA_PREFIX,
+        "GOLDSKY_URL": base_url + GOLDSKY_PATH,
+        "POLYGON_RPC_URL": base_url + RPC_PATH,
+    }
 
 
 @dataclass
@@ -73,8 +76,9 @@ class SimulatorHandle:
         response.raise_for_status()
         return orjson.loads(response.content)
 
-    def truth(self, fills: bool = True, offset: int = 0, limit: int | None = None,
-              fields: tuple[str, ...] | None = None) -> dict[str, Any]:
+    def truth(
+        self, fills: bool = True, offset: int = 0, limit: int | None = None, fields: tuple[str, ...] | None = None
+    ) -> dict[str, Any]:
         """GET /_sim/truth: the summary, plus fills [offset, offset+limit) with `fields` (default all)."""
         params: dict[str, Any] = {"fills": int(fills), "offset": offset}
         if limit is not None:
@@ -99,13 +103,23 @@ class SimulatorHandle:
 
 def _uvicorn_config(app: SimulatorApp, host: str, port: int, log_level: str) -> uvicorn.Config:
     logging.getLogger("uvicorn.error").addFilter(_HideSimulatedDrops())
-    return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on",
-                          loop="asyncio", http="h11", timeout_graceful_shutdown=1)
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        lifespan="on",
+        loop="asyncio",
+        http="h11",
+        timeout_graceful_shutdown=1,
+    )
 
 
 @contextlib.contextmanager
-def serve_in_thread(config: SimConfig, host: str = "127.0.0.1", port: int = 0,
-                    log_level: str = "warning") -> Iterator[SimulatorHandle]:
+def serve_in_thread(
+    config: SimConfig, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"
+) -> Iterator[SimulatorHandle]:
     """Build the world, serve it with uvicorn in a daemon thread, stop it on exit."""
     app = SimulatorApp(World(config))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -129,8 +143,9 @@ def serve_in_thread(config: SimConfig, host: str = "127.0.0.1", port: int = 0,
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = SimConfig()
-    p = argparse.ArgumentParser(prog="python -m pipeline simulator", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m pipeline simulator", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8545)
     p.add_argument("--seed", type=int, default=defaults.seed)
@@ -139,8 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--v2-fills", type=int, default=None, help="history fills at/after the cutover (default 20%%)")
     p.add_argument("--rate", type=float, default=None, help="live fills/s (0 = history only)")
     p.add_argument("--live", action="store_true", help="live mode; --rate defaults to 20")
-    p.add_argument("--faults", default="", help="e.g. 429=0.1,500=0.05,timeout=0.02,truncate=0.05,drop=0.02,"
-                   "graphql_error=0.05,rpc_error=0.05,slow_ms=50,finalized_stall=1,retry_after_s=1,rpc.429=0.2")
+    p.add_argument(
+        "--faults",
+        default="",
+        help="e.g. 429=0.1,500=0.05,timeout=0.02,truncate=0.05,drop=0.02,"
+        "graphql_error=0.05,rpc_error=0.05,slow_ms=50,finalized_stall=1,retry_after_s=1,rpc.429=0.2",
+    )
     p.add_argument("--fills-per-block", type=float, default=defaults.fills_per_block)
     p.add_argument("--burst-fills", type=int, default=defaults.burst_fills)
     p.add_argument("--bursts-per-part", type=int, default=defaults.bursts_per_part)
@@ -159,12 +178,22 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> SimConfig:
     rate = args.rate if args.rate is not None else (20.0 if args.live else 0.0)
     return SimConfig(
-        seed=args.seed, markets=args.markets, history_fills=args.history_fills, v2_fills=args.v2_fills, rate=rate,
-        fills_per_block=args.fills_per_block, burst_fills=args.burst_fills, bursts_per_part=args.bursts_per_part,
-        late_markets=args.late_markets, unlisted_markets=args.unlisted_markets,
-        late_listing_delay_s=args.late_listing_delay_s, max_block_range=args.max_block_range,
-        max_logs=args.max_logs, finalized_lag_blocks=args.finalized_lag_blocks,
-        live_block_interval_s=args.live_block_interval_s, faults=parse_faults(args.faults),
+        seed=args.seed,
+        markets=args.markets,
+        history_fills=args.history_fills,
+        v2_fills=args.v2_fills,
+        rate=rate,
+        fills_per_block=args.fills_per_block,
+        burst_fills=args.burst_fills,
+        bursts_per_part=args.bursts_per_part,
+        late_markets=args.late_markets,
+        unlisted_markets=args.unlisted_markets,
+        late_listing_delay_s=args.late_listing_delay_s,
+        max_block_range=args.max_block_range,
+        max_logs=args.max_logs,
+        finalized_lag_blocks=args.finalized_lag_blocks,
+        live_block_interval_s=args.live_block_interval_s,
+        faults=parse_faults(args.faults),
     )
 
 
@@ -187,8 +216,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     app = SimulatorApp(world)
     base_url = f"http://{args.host}:{args.port}"
-    log.info("world ready in %.2f s: %d fills, blocks %d..%d, %d markets", time.monotonic() - started,
-             world.count, world.first_block, world.head_block, len(world.catalogue.markets))
+    log.info(
+        "world ready in %.2f s: %d fills, blocks %d..%d, %d markets",
+        time.monotonic() - started,
+        world.count,
+        world.first_block,
+        world.head_block,
+        len(world.catalogue.markets),
+    )
     for name, url in urls(base_url).items():
         print(f"{name}={url}", flush=True)
     uvicorn.Server(_uvicorn_config(app, args.host, args.port, args.log_level.lower())).run()

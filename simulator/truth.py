@@ -54,14 +54,30 @@ def truth_summary(world: World, stalled: bool = False) -> dict[str, Any]:
     }
 
 
-FILL_FIELDS = ("id", "tx_hash", "order_hash", "exchange", "block_number", "log_index", "timestamp", "maker",
-               "taker", "maker_asset_id", "taker_asset_id", "maker_amount", "taker_amount", "fee", "sources",
-               "first_visible_at")
+FILL_FIELDS = (
+    "id",
+    "tx_hash",
+    "order_hash",
+    "exchange",
+    "block_number",
+    "log_index",
+    "timestamp",
+    "maker",
+    "taker",
+    "maker_asset_id",
+    "taker_asset_id",
+    "maker_amount",
+    "taker_amount",
+    "fee",
+    "sources",
+    "first_visible_at",
+)
 CHUNK_FILLS = 50_000
 
 
-def truth_fills(world: World, offset: int = 0, limit: int | None = None,
-                fields: tuple[str, ...] = FILL_FIELDS) -> list[dict[str, Any]]:
+def truth_fills(
+    world: World, offset: int = 0, limit: int | None = None, fields: tuple[str, ...] = FILL_FIELDS
+) -> list[dict[str, Any]]:
     """Per-fill truth in log order, shaped like the normalized order event (DESIGN §3)."""
     unknown = set(fields) - set(FILL_FIELDS)
     if unknown:
@@ -72,13 +88,20 @@ def truth_fills(world: World, offset: int = 0, limit: int | None = None,
     makers, takers = world.address_hex(world.col("maker")[idx]), world.address_hex(world.col("taker")[idx])
     maker_assets, taker_assets = world.asset_ids(idx)
     columns = {
-        "id": ids, "tx_hash": tx, "order_hash": order_hashes,
+        "id": ids,
+        "tx_hash": tx,
+        "order_hash": order_hashes,
         "exchange": [EXCHANGE_ADDRESSES[e] for e in world.col("exchange")[idx].tolist()],
-        "block_number": world.col("block")[idx].tolist(), "log_index": world.col("log_index")[idx].tolist(),
-        "timestamp": world.timestamps(idx).tolist(), "maker": makers, "taker": takers,
-        "maker_asset_id": maker_assets, "taker_asset_id": taker_assets,
+        "block_number": world.col("block")[idx].tolist(),
+        "log_index": world.col("log_index")[idx].tolist(),
+        "timestamp": world.timestamps(idx).tolist(),
+        "maker": makers,
+        "taker": takers,
+        "maker_asset_id": maker_assets,
+        "taker_asset_id": taker_assets,
         "maker_amount": world.col("maker_amount")[idx].tolist(),
-        "taker_amount": world.col("taker_amount")[idx].tolist(), "fee": world.col("fee")[idx].tolist(),
+        "taker_amount": world.col("taker_amount")[idx].tolist(),
+        "fee": world.col("fee")[idx].tolist(),
         "sources": [["goldsky", "chain"] if i < world.v1_count else ["chain"] for i in idx.tolist()],
         "first_visible_at": world.col("visible_at")[idx].tolist(),
     }
@@ -86,8 +109,13 @@ def truth_fills(world: World, offset: int = 0, limit: int | None = None,
     return [dict(zip(keys, row, strict=True)) for row in zip(*(columns[k] for k in keys), strict=True)]
 
 
-def truth_json_chunks(world: World, summary: dict[str, Any], offset: int = 0, limit: int | None = None,
-                      fields: tuple[str, ...] = FILL_FIELDS) -> Iterator[bytes]:
+def truth_json_chunks(
+    world: World,
+    summary: dict[str, Any],
+    offset: int = 0,
+    limit: int | None = None,
+    fields: tuple[str, ...] = FILL_FIELDS,
+) -> Iterator[bytes]:
     """The truth document with its fills, as JSON pieces of at most CHUNK_FILLS fills (bounded memory)."""
     end = world.count if limit is None else min(world.count, offset + limit)
     yield orjson.dumps(summary)[:-1] + b',"fills":['

@@ -57,12 +57,23 @@ class World:
     def _generate_history(self) -> None:
         cfg = self.config
         v2_fills = cfg.v2_fill_count()
-        common = dict(catalogue=self.catalogue, weights=self.weights, wallets=len(self.wallets),
-                      fills_per_block=cfg.fills_per_block, bursts=cfg.bursts_per_part, burst_fills=cfg.burst_fills)
-        v1 = generate_part(cfg.seed, "v1", n_fills=cfg.history_fills - v2_fills, anchor_block=CUTOVER_BLOCK - 1,
-                           ends_at_anchor=True, **common)
-        v2 = generate_part(cfg.seed, "v2", n_fills=v2_fills, anchor_block=CUTOVER_BLOCK, ends_at_anchor=False,
-                           **common)
+        common = dict(
+            catalogue=self.catalogue,
+            weights=self.weights,
+            wallets=len(self.wallets),
+            fills_per_block=cfg.fills_per_block,
+            bursts=cfg.bursts_per_part,
+            burst_fills=cfg.burst_fills,
+        )
+        v1 = generate_part(
+            cfg.seed,
+            "v1",
+            n_fills=cfg.history_fills - v2_fills,
+            anchor_block=CUTOVER_BLOCK - 1,
+            ends_at_anchor=True,
+            **common,
+        )
+        v2 = generate_part(cfg.seed, "v2", n_fills=v2_fills, anchor_block=CUTOVER_BLOCK, ends_at_anchor=False, **common)
         last_block = CUTOVER_BLOCK - 1
         for batch in (v1, v2):
             if batch is not None:

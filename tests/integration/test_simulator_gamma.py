@@ -10,32 +10,130 @@ import pytest
 
 # Types of every field of the reference's real Market example (reference §1.7), by JSON type.
 MARKET_FIELD_TYPES = {
-    **dict.fromkeys([
-        "id", "question", "conditionId", "slug", "resolutionSource", "endDate", "liquidity", "startDate", "image",
-        "icon", "description", "outcomes", "outcomePrices", "volume", "marketMakerAddress", "createdAt",
-        "updatedAt", "groupItemThreshold", "questionID", "endDateIso", "startDateIso", "clobTokenIds",
-        "acceptingOrdersTimestamp", "umaResolutionStatuses",
-    ], str),
-    **dict.fromkeys([
-        "active", "closed", "new", "featured", "archived", "restricted", "enableOrderBook", "hasReviewedDates",
-        "acceptingOrders", "negRisk", "ready", "funded", "cyom", "pagerDutyNotificationEnabled", "approved",
-        "automaticallyActive", "clearBookOnStart", "showGmpSeries", "showGmpOutcome", "manualActivation",
-        "negRiskOther", "pendingDeployment", "deploying", "rfqEnabled", "holdingRewardsEnabled", "feesEnabled",
-        "requiresTranslation",
-    ], bool),
-    **dict.fromkeys([
-        "orderPriceMinTickSize", "orderMinSize", "volumeNum", "liquidityNum", "volume24hr", "volume1wk",
-        "volume1mo", "volume1yr", "volume24hrClob", "volume1wkClob", "volume1moClob", "volume1yrClob",
-        "volumeClob", "liquidityClob", "competitive", "rewardsMinSize", "rewardsMaxSpread", "spread",
-        "lastTradePrice", "bestBid", "bestAsk",
-    ], (int, float)),
+    **dict.fromkeys(
+        [
+            "id",
+            "question",
+            "conditionId",
+            "slug",
+            "resolutionSource",
+            "endDate",
+            "liquidity",
+            "startDate",
+            "image",
+            "icon",
+            "description",
+            "outcomes",
+            "outcomePrices",
+            "volume",
+            "marketMakerAddress",
+            "createdAt",
+            "updatedAt",
+            "groupItemThreshold",
+            "questionID",
+            "endDateIso",
+            "startDateIso",
+            "clobTokenIds",
+            "acceptingOrdersTimestamp",
+            "umaResolutionStatuses",
+        ],
+        str,
+    ),
+    **dict.fromkeys(
+        [
+            "active",
+            "closed",
+            "new",
+            "featured",
+            "archived",
+            "restricted",
+            "enableOrderBook",
+            "hasReviewedDates",
+            "acceptingOrders",
+            "negRisk",
+            "ready",
+            "funded",
+            "cyom",
+            "pagerDutyNotificationEnabled",
+            "approved",
+            "automaticallyActive",
+            "clearBookOnStart",
+            "showGmpSeries",
+            "showGmpOutcome",
+            "manualActivation",
+            "negRiskOther",
+            "pendingDeployment",
+            "deploying",
+            "rfqEnabled",
+            "holdingRewardsEnabled",
+            "feesEnabled",
+            "requiresTranslation",
+        ],
+        bool,
+    ),
+    **dict.fromkeys(
+        [
+            "orderPriceMinTickSize",
+            "orderMinSize",
+            "volumeNum",
+            "liquidityNum",
+            "volume24hr",
+            "volume1wk",
+            "volume1mo",
+            "volume1yr",
+            "volume24hrClob",
+            "volume1wkClob",
+            "volume1moClob",
+            "volume1yrClob",
+            "volumeClob",
+            "liquidityClob",
+            "competitive",
+            "rewardsMinSize",
+            "rewardsMaxSpread",
+            "spread",
+            "lastTradePrice",
+            "bestBid",
+            "bestAsk",
+        ],
+        (int, float),
+    ),
 }
 # The reference's Event example (as nested in a market) and the full-event extras.
 EVENT_FIELD_TYPES = {
-    **dict.fromkeys(["id", "ticker", "slug", "title", "description", "startDate", "creationDate", "endDate",
-                     "image", "icon", "createdAt", "updatedAt"], str),
-    **dict.fromkeys(["active", "closed", "archived", "new", "featured", "restricted", "negRisk", "cyom",
-                     "enableNegRisk", "negRiskAugmented", "showAllOutcomes", "showMarketImages"], bool),
+    **dict.fromkeys(
+        [
+            "id",
+            "ticker",
+            "slug",
+            "title",
+            "description",
+            "startDate",
+            "creationDate",
+            "endDate",
+            "image",
+            "icon",
+            "createdAt",
+            "updatedAt",
+        ],
+        str,
+    ),
+    **dict.fromkeys(
+        [
+            "active",
+            "closed",
+            "archived",
+            "new",
+            "featured",
+            "restricted",
+            "negRisk",
+            "cyom",
+            "enableNegRisk",
+            "negRiskAugmented",
+            "showAllOutcomes",
+            "showMarketImages",
+        ],
+        bool,
+    ),
     **dict.fromkeys(["liquidity", "volume", "openInterest", "commentCount", "volume24hr"], (int, float)),
 }
 TAG_FIELD_TYPES = {"id": str, "label": str, "slug": str, "forceShow": bool, "createdAt": str, "updatedAt": str}
@@ -97,8 +195,9 @@ def test_markets_listing_applies_gammas_implicit_closed_false(sim) -> None:  # t
 
 
 def test_offset_listing_orders_by_requested_field(sim) -> None:  # type: ignore[no-untyped-def]
-    rows = httpx.get(f"{sim.gamma_url}/markets",
-                     params={"limit": 500, "order": "volumeNum", "ascending": "false"}).json()
+    rows = httpx.get(
+        f"{sim.gamma_url}/markets", params={"limit": 500, "order": "volumeNum", "ascending": "false"}
+    ).json()
     volumes = [m["volumeNum"] for m in rows]
     assert volumes == sorted(volumes, reverse=True) and len(rows) > 20
     default = httpx.get(f"{sim.gamma_url}/markets").json()
@@ -169,8 +268,10 @@ def test_events_carry_nested_markets_tags_series_and_numeric_volume(sim) -> None
 def test_lookup_by_token_id_finds_listed_but_never_unlisted_markets(sim) -> None:  # type: ignore[no-untyped-def]
     truth = sim.truth(fills=False)
     market = sim.world.catalogue.markets[0]
-    rows = httpx.get(f"{sim.gamma_url}/markets",
-                     params=[("clob_token_ids", market.token_ids[1]), ("closed", str(market.closed).lower())]).json()
+    rows = httpx.get(
+        f"{sim.gamma_url}/markets",
+        params=[("clob_token_ids", market.token_ids[1]), ("closed", str(market.closed).lower())],
+    ).json()
     assert [r["id"] for r in rows] == [market.id]
     for token in truth["unlisted_token_ids"] + truth["late_token_ids"]:
         for closed in ("true", "false"):

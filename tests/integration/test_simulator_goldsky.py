@@ -12,8 +12,10 @@ from gql.transport.httpx import HTTPXAsyncTransport
 
 from simulator.constants import CUTOVER_TIMESTAMP
 
-FIELDS = ("id transactionHash timestamp orderHash maker taker makerAssetId takerAssetId makerAmountFilled "
-          "takerAmountFilled fee")
+FIELDS = (
+    "id transactionHash timestamp orderHash maker taker makerAssetId takerAssetId makerAmountFilled "
+    "takerAmountFilled fee"
+)
 EXCHANGES_V1 = {"0x4bfb41d5b3570defd03c39a9a4d8de6bd8b8982e", "0xc5d563a36ae78145c45a50134d48a1215220f80a"}
 
 
@@ -23,8 +25,10 @@ def sim(simulator):  # type: ignore[no-untyped-def]
 
 
 def fills_query(where: str, first: int = 1000, order_by: str = "timestamp", extra: str = "") -> str:
-    return (f"{{ orderFilledEvents(first: {first}, orderBy: {order_by}, orderDirection: asc, where: {{{where}}}"
-            f"{extra}) {{ {FIELDS} }} }}")
+    return (
+        f"{{ orderFilledEvents(first: {first}, orderBy: {order_by}, orderDirection: asc, where: {{{where}}}"
+        f"{extra}) {{ {FIELDS} }} }}"
+    )
 
 
 def post(sim, query: str, variables: dict[str, object] | None = None) -> dict[str, object]:  # type: ignore[no-untyped-def]
@@ -72,8 +76,12 @@ async def test_first_above_1000_and_bad_input_are_graph_errors(sim) -> None:  # 
     async with Client(transport=HTTPXAsyncTransport(url=sim.goldsky_url)) as session:
         with pytest.raises(TransportQueryError, match="between 0 and 1000"):
             await session.execute(GraphQLRequest(fills_query('timestamp_gt: "0"', first=1001)))
-    for bad in ("{ orderFilledEvents { nope } }", "{ orderFilledEvents(where: {bogus_gt: 1}) { id } }",
-                "{ orderFilledEvents(first: 1", '{ orderFilledEvents(where: {timestamp_gt: "x"}) { id } }'):
+    for bad in (
+        "{ orderFilledEvents { nope } }",
+        "{ orderFilledEvents(where: {bogus_gt: 1}) { id } }",
+        "{ orderFilledEvents(first: 1",
+        '{ orderFilledEvents(where: {timestamp_gt: "x"}) { id } }',
+    ):
         body = post(sim, bad)
         assert set(body) == {"errors"} and isinstance(body["errors"][0]["message"], str)
 
@@ -99,7 +107,8 @@ def test_naive_timestamp_gt_cursor_misses_burst_fills_but_sticky_cursor_gets_all
         rows = post(sim, fills_query(f'timestamp: "{last_ts}", id_gt: "{last_id}"'))["data"]["orderFilledEvents"]
         if len(rows) < 1000:
             rows += post(sim, fills_query(f'timestamp_gt: "{last_ts}"', first=1000 - len(rows)))["data"][
-                "orderFilledEvents"]
+                "orderFilledEvents"
+            ]
         if not rows:
             break
         sticky |= {r["id"] for r in rows}
@@ -126,7 +135,8 @@ def test_where_filters_follow_graph_semantics(sim) -> None:  # type: ignore[no-u
     lo, hi = int(ts[100]), int(ts[400])
     for op_lo, op_hi, expected in (("gte", "lte", (ts >= lo) & (ts <= hi)), ("gt", "lt", (ts > lo) & (ts < hi))):
         rows = post(sim, fills_query(f'timestamp_{op_lo}: "{lo}", timestamp_{op_hi}: {hi}'))["data"][
-            "orderFilledEvents"]
+            "orderFilledEvents"
+        ]
         assert len(rows) == int(expected.sum())
         assert all(lo <= int(r["timestamp"]) <= hi for r in rows)
     rows = post(sim, fills_query(f'timestamp_in: ["{lo}", "{hi}"]'))["data"]["orderFilledEvents"]

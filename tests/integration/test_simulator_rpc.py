@@ -13,8 +13,9 @@ from eth_hash.auto import keccak
 from simulator.constants import CUTOVER_BLOCK, CUTOVER_TIMESTAMP, EXCHANGE_ADDRESSES
 
 V1_TOPIC = "0x" + keccak(b"OrderFilled(bytes32,address,address,uint256,uint256,uint256,uint256,uint256)").hex()
-V2_TOPIC = "0x" + keccak(
-    b"OrderFilled(bytes32,address,address,uint8,uint256,uint256,uint256,uint256,bytes32,bytes32)").hex()
+V2_TOPIC = (
+    "0x" + keccak(b"OrderFilled(bytes32,address,address,uint8,uint256,uint256,uint256,uint256,bytes32,bytes32)").hex()
+)
 V1_DATA = ["uint256"] * 5
 V2_DATA = ["uint8", "uint256", "uint256", "uint256", "uint256", "bytes32", "bytes32"]
 
@@ -38,10 +39,17 @@ def normalize(log: dict[str, Any]) -> dict[str, Any]:
         maker_asset, taker_asset = (0, token) if side == 0 else (token, 0)  # BUY -> maker pays USDC
     maker, taker = ("0x" + t[-40:] for t in log["topics"][2:4])
     return {
-        "id": f"{log['transactionHash']}_{log['topics'][1]}", "exchange": log["address"], "maker": maker,
-        "taker": taker, "block_number": int(log["blockNumber"], 16), "log_index": int(log["logIndex"], 16),
-        "maker_asset_id": str(maker_asset), "taker_asset_id": str(taker_asset), "maker_amount": maker_amount,
-        "taker_amount": taker_amount, "fee": fee,
+        "id": f"{log['transactionHash']}_{log['topics'][1]}",
+        "exchange": log["address"],
+        "maker": maker,
+        "taker": taker,
+        "block_number": int(log["blockNumber"], 16),
+        "log_index": int(log["logIndex"], 16),
+        "maker_asset_id": str(maker_asset),
+        "taker_asset_id": str(taker_asset),
+        "maker_amount": maker_amount,
+        "taker_amount": taker_amount,
+        "fee": fee,
     }
 
 
@@ -67,13 +75,16 @@ def test_chain_id_head_and_block_timestamps(sim) -> None:  # type: ignore[no-unt
 
 def test_batch_requests_answer_each_call_by_id(sim) -> None:  # type: ignore[no-untyped-def]
     blocks = [sim.world.first_block + i for i in range(5)]
-    batch = [{"jsonrpc": "2.0", "id": i, "method": "eth_getBlockByNumber", "params": [hex(b), False]}
-             for i, b in enumerate(blocks)]
+    batch = [
+        {"jsonrpc": "2.0", "id": i, "method": "eth_getBlockByNumber", "params": [hex(b), False]}
+        for i, b in enumerate(blocks)
+    ]
     batch.append({"jsonrpc": "2.0", "id": 99, "method": "eth_nope", "params": []})
     body = httpx.post(sim.rpc_url, json=batch).json()
     assert [r["id"] for r in body] == [0, 1, 2, 3, 4, 99]
     assert [int(r["result"]["timestamp"], 16) for r in body[:5]] == [
-        CUTOVER_TIMESTAMP + (b - CUTOVER_BLOCK) * 2 for b in blocks]
+        CUTOVER_TIMESTAMP + (b - CUTOVER_BLOCK) * 2 for b in blocks
+    ]
     assert body[5]["error"]["code"] == -32601
 
 
@@ -82,18 +93,39 @@ def test_logs_decode_to_the_worlds_fills_for_v1_and_v2(sim) -> None:  # type: ig
     head = int(rpc(sim.rpc_url, "eth_getBlockByNumber", "finalized", False)["number"], 16)
     seen: dict[str, dict[str, Any]] = {}
     for start in range(sim.world.first_block, head + 1, 2000):
-        logs = rpc(sim.rpc_url, "eth_getLogs", {"fromBlock": hex(start), "toBlock": hex(min(start + 1999, head)),
-                                                "address": EXCHANGE_ADDRESSES, "topics": [[V1_TOPIC, V2_TOPIC]]})
+        logs = rpc(
+            sim.rpc_url,
+            "eth_getLogs",
+            {
+                "fromBlock": hex(start),
+                "toBlock": hex(min(start + 1999, head)),
+                "address": EXCHANGE_ADDRESSES,
+                "topics": [[V1_TOPIC, V2_TOPIC]],
+            },
+        )
         for log in logs:
-            assert set(log) >= {"address", "topics", "data", "blockNumber", "blockHash", "transactionHash",
-                                "transactionIndex", "logIndex", "removed"}
+            assert set(log) >= {
+                "address",
+                "topics",
+                "data",
+                "blockNumber",
+                "blockHash",
+                "transactionHash",
+                "transactionIndex",
+                "logIndex",
+                "removed",
+            }
             event = normalize(log)
             assert event["id"] not in seen
             seen[event["id"]] = event
     assert set(seen) == set(truth)  # every fill, once, including both versions
     versions = {(e["block_number"] >= CUTOVER_BLOCK, e["exchange"]) for e in seen.values()}
-    assert versions == {(False, EXCHANGE_ADDRESSES[0]), (False, EXCHANGE_ADDRESSES[1]),
-                        (True, EXCHANGE_ADDRESSES[2]), (True, EXCHANGE_ADDRESSES[3])}
+    assert versions == {
+        (False, EXCHANGE_ADDRESSES[0]),
+        (False, EXCHANGE_ADDRESSES[1]),
+        (True, EXCHANGE_ADDRESSES[2]),
+        (True, EXCHANGE_ADDRESSES[3]),
+    }
     for fill_id, event in seen.items():
         expected = truth[fill_id]
         assert {k: expected[k] for k in event} == event
@@ -111,8 +143,9 @@ def test_topic_and_address_filters_select_versions(sim) -> None:  # type: ignore
     assert all(log["topics"][0] == V1_TOPIC for log in v1)
     neg_risk = rpc(sim.rpc_url, "eth_getLogs", {**span, "address": EXCHANGE_ADDRESSES[3].upper().replace("0X", "0x")})
     assert neg_risk and all(log["address"] == EXCHANGE_ADDRESSES[3] for log in neg_risk)
-    taker_rows = rpc(sim.rpc_url, "eth_getLogs", {**span, "topics": [None, None, None,
-                                                                      "0x" + "0" * 24 + EXCHANGE_ADDRESSES[2][2:]]})
+    taker_rows = rpc(
+        sim.rpc_url, "eth_getLogs", {**span, "topics": [None, None, None, "0x" + "0" * 24 + EXCHANGE_ADDRESSES[2][2:]]}
+    )
     assert taker_rows and all(normalize(log)["taker"] == EXCHANGE_ADDRESSES[2] for log in taker_rows)
 
 

@@ -22,8 +22,9 @@ def test_truth_pages_and_fields_match_the_full_document(simulator) -> None:  # t
     full = sim.truth()
     assert full["count"] == len(full["fills"]) == 4_000
     page = sim.truth(offset=1_000, limit=500, fields=("id", "first_visible_at"))
-    assert page["fills"] == [{"id": f["id"], "first_visible_at": f["first_visible_at"]}
-                             for f in full["fills"][1_000:1_500]]
+    assert page["fills"] == [
+        {"id": f["id"], "first_visible_at": f["first_visible_at"]} for f in full["fills"][1_000:1_500]
+    ]
     summary = sim.truth(fills=False)
     assert "fills" not in summary and summary["usdc_sum"] == full["usdc_sum"] > 0
     assert httpx.get(f"{sim.base_url}/_sim/truth", params={"fields": "nope"}).status_code == 400
@@ -31,8 +32,23 @@ def test_truth_pages_and_fields_match_the_full_document(simulator) -> None:  # t
 
 def test_export_truth_writes_the_same_world_as_the_server(tmp_path: Path) -> None:
     path = tmp_path / "truth.json"
-    assert main(["--seed", "12", "--markets", "20", "--history-fills", "4000", "--export-truth", str(path),
-                 "--log-level", "warning"]) == 0
+    assert (
+        main(
+            [
+                "--seed",
+                "12",
+                "--markets",
+                "20",
+                "--history-fills",
+                "4000",
+                "--export-truth",
+                str(path),
+                "--log-level",
+                "warning",
+            ]
+        )
+        == 0
+    )
     exported = orjson.loads(path.read_bytes())
     assert exported["count"] == len(exported["fills"]) == 4_000
     assert len({f["id"] for f in exported["fills"]}) == 4_000
@@ -43,9 +59,21 @@ def test_pipeline_cli_starts_the_simulator_on_the_given_port() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "simulator", "--port", str(port), "--history-fills", "2000",
-         "--log-level", "warning"],
-        cwd=ROOT, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "simulator",
+            "--port",
+            str(port),
+            "--history-fills",
+            "2000",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     try:
         deadline = time.monotonic() + 30
