@@ -23,14 +23,18 @@ class PipelineError(Exception):
 
 
 class SourceError(PipelineError):
-    """An upstream API call failed."""
+    """An upstream API call failed; `status` is the HTTP status when there was a response."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class TransientSourceError(SourceError):
     """Worth retrying after a pause; `retry_after_s` is the server's own hint when it gave one."""
 
-    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, status: int | None = None, retry_after_s: float | None = None) -> None:
+        super().__init__(message, status=status)
         self.retry_after_s = retry_after_s
 
 

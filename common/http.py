@@ -94,8 +94,8 @@ def _raise_for_status(response: httpx.Response, what: str) -> None:
     snippet = response.text[:200].replace("\n", " ")
     if status in RETRYABLE_STATUS:
         retry_after_s = parse_retry_after_s(response.headers.get("Retry-After"))
-        raise TransientSourceError(f"{what}: HTTP {status} {snippet}", retry_after_s=retry_after_s)
-    raise PermanentSourceError(f"{what}: HTTP {status} {snippet}")
+        raise TransientSourceError(f"{what}: HTTP {status} {snippet}", status=status, retry_after_s=retry_after_s)
+    raise PermanentSourceError(f"{what}: HTTP {status} {snippet}", status=status)
 
 
 async def request_json_once(client: httpx.AsyncClient, method: str, url: str, *, what: str, **kwargs: Any) -> Any:

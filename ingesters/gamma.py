@@ -221,9 +221,7 @@ class GammaClient:
 
 def keyset_unavailable(exc: SourceError) -> bool:
     """404/422, or 503 "keyset pagination is not configured": use the offset listing instead."""
-    match = re.search(r"HTTP (\d{3})", str(exc))
-    status = int(match.group(1)) if match else 0
-    return status in (404, 422) or (status == 503 and "not configured" in str(exc))
+    return exc.status in (404, 422) or (exc.status == 503 and "not configured" in str(exc))
 
 
 async def fetch_page(gamma: GammaClient, name: str, position: Position, *, limit: int) -> Page:

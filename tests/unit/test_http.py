@@ -75,3 +75,10 @@ async def test_rate_limiter_spaces_requests() -> None:
     for _ in range(11):
         await limiter.acquire()
     assert time.monotonic() - started >= 0.19  # 10 waits of 20 ms after the first token
+
+
+async def test_errors_carry_the_http_status() -> None:
+    client, _ = scripted([httpx.Response(503, text="keyset pagination is not configured")])
+    with pytest.raises(TransientSourceError) as info:
+        await request_json(client, "GET", "/markets/keyset", settings=HttpSettings(max_attempts=1), what="keyset")
+    assert info.value.status == 503
