@@ -102,13 +102,20 @@ def test_order_event_row_round_trips() -> None:
         ({"maker_amount": "12x"}, "invalid order event"),
         ({"taker_asset_id": "0"}, "exactly one asset id must be '0'"),
         ({"maker_asset_id": "5", "taker_asset_id": "7"}, "exactly one asset id must be '0'"),
-        ({"fee": -1}, "out of range"),
+        ({"fee": -1}, "Expected `int` >= 0"),
+        ({"taker_asset_id": "12ab"}, "Expected `str` matching regex"),
         ({"id": "0xwrong"}, "id is not"),
     ],
 )
 def test_poison_fills_are_rejected_with_a_reason(overrides: dict, reason: str) -> None:
     with pytest.raises(PoisonMessage, match=reason):
         order_event_row(order_event(**overrides), NOW)
+
+
+def test_amount_beyond_uint64_is_poison() -> None:
+    payload = order_event(maker_amount=123456789).replace(b"123456789", str(2**64).encode())
+    with pytest.raises(PoisonMessage, match="maker_amount beyond UInt64"):
+        order_event_row(payload, NOW)
 
 
 def test_fill_with_a_missing_field_is_poison() -> None:
