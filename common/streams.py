@@ -348,6 +348,7 @@ async def run_consumer(
     on_error: Callable[[BaseException], None] | None = None,
     on_success: Callable[[], None] | None = None,
     once: bool = False,
+    max_in_flight: int = 1,
 ) -> None:
     """Read batches and hand them to `handle` (which must call `consumer.finish`) until `stop` is set.
 
@@ -356,24 +357,41 @@ async def run_consumer(
     - Any other exception: log it with the traceback, record it as the entries' last error and re-read them one
       at a time; an entry that keeps failing reaches `max_deliveries` and goes to the dead-letter stream while
       the others go through.
+    `max_in_flight > 1` reads and handles the next batch while earlier ones are finishing in Redis (the processor
+    does; `finish` writes each output once whatever the overlap). Keep 1 where a batch must be the consumer's
+    only pending one (the ClickHouse writer). On stop, the batches in hand are finished before returning.
     `once=True` returns when there is nothing left to read (tests and burst runs).
     """
     await consumer.ensure_group()
     read_backoff = Backoff(base_s=0.2, max_s=10.0)
-    while not stop.is_set():
-        try:
-            batch = await consumer.read()
-            read_backoff.reset()
-        except TransientSinkError as exc:
-            _report(on_error, exc)
-            log.warning("read failed; retrying", stream=consumer.stream, error=str(exc))
-            await sleep_unless_stopped(stop, read_backoff.next_delay_s())
-            continue
-        if not batch:
-            if once and consumer._pending_start is None:
-                return
-            continue
-        await _handle_batch(consumer, handle, batch, stop=stop, on_error=on_error, on_success=on_success)
+    in_flight: set[asyncio.Task[None]] = set()
+    try:
+        while not stop.is_set():
+            if len(in_flight) >= max_in_flight:
+                await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            try:
+                batch = await consumer.read()
+                read_backoff.reset()
+            except TransientSinkError as exc:
+                _report(on_error, exc)
+                log.warning("read failed; retrying", stream=consumer.stream, error=str(exc))
+                await sleep_unless_stopped(stop, read_backoff.next_delay_s())
+                continue
+            if not batch:
+                if in_flight:
+                    await asyncio.wait(in_flight)
+                elif once and consumer._pending_start is None:
+                    return
+                continue
+            task = asyncio.create_task(
+                _handle_batch(consumer, handle, batch, stop=stop, on_error=on_error, on_success=on_success)
+            )
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+    finally:
+        if in_flight:
+            await asyncio.gather(*in_flight)
 
 
 async def _handle_batch(

@@ -145,6 +145,7 @@ async def run(
                 on_error=service.degraded,
                 on_success=service.healthy,
                 once=once,
+                max_in_flight=2,  # decode and derive the next batch while Redis runs the last one's script
             )
         finally:
             service.stop.set()
