@@ -468,11 +468,14 @@ async def safe_trim_id(redis: aioredis.Redis, stream: str, required_groups: Sequ
         return None
     floor: list[str] = []
     for group in groups:
+        after_last_delivered = _next_id(_text(group["last-delivered-id"]))
         if int(group["pending"]) > 0:
+            # Acks may land between XINFO and XPENDING; an emptied pending list means "up to last delivered",
+            # and that id, read first, can only be lower than the truth: still safe.
             summary = await redis.xpending(stream, group["name"])
-            floor.append(_text(summary["min"]))
+            floor.append(_text(summary["min"]) if summary["min"] is not None else after_last_delivered)
         else:
-            floor.append(_next_id(_text(group["last-delivered-id"])))
+            floor.append(after_last_delivered)
     return min(floor, key=_id_key)
 
 
