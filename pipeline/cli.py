@@ -13,6 +13,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "embedded-clickhouse": ("pipeline.embedded_clickhouse", "serve chDB over ClickHouse's HTTP interface"),
     "embedded-redis": ("pipeline.embedded_redis", "start redis-server with AOF under data/redis"),
     "simulator": ("simulator.server", "serve the Gamma, Goldsky and Polygon RPC stand-ins on localhost"),
+    "run": ("pipeline.run", "everything under supervisord against Polymarket, embedded servers if needed"),
+    "demo": ("pipeline.demo", "the same with the simulator as every source: live fills, trades in seconds"),
+    "status": ("pipeline.ops_status", "the dashboard's view in the terminal: streams, groups, services, tables"),
+    "reset": ("pipeline.ops_reset", "delete streams and state (and optionally ClickHouse rows); asks first"),
+    "dlq": ("pipeline.ops_dlq", "dead letters: list, retry (re-deliver) or purge"),
+    "replay": ("pipeline.ops_replay", "re-derive missing trades for a time range from order_filled_events"),
+    "verify": ("pipeline.ops_verify", "reconcile trades against a source for a range; exit 1 on a gap"),
+    "backfill": ("pipeline.ops_backfill", "backfill goldsky|chain for a range with N workers, with progress"),
 }
 
 

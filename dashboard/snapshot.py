@@ -1,0 +1,341 @@
+"""One read of the whole pipeline: Redis (streams, groups, cursors, heartbeats, DLQ) and ClickHouse (counts).
+
+`collect_status(redis, clickhouse)` is the only code that knows where each number lives; `/api/status`,
+`/metrics`, the page and `python -m pipeline status` all show what it returns. It never raises for an
+unreachable Redis or ClickHouse: the status says which one is down. ClickHouse runs in a worker thread with
+short timeouts and at most one query in flight; when it is slow or down, the last answer is returned, marked
+stale. Rates and cursor ages need two reads: `dashboard.history.Observer` adds them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+import structlog
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
+from redis import exceptions as redis_errors
+
+from common import keys
+from common.clickhouse import make_client
+from common.config import ClickHouseSettings
+from common.errors import TransientSinkError
+from dashboard.models import (
+    ClickHouseStatus,
+    ConsumerStatus,
+    CursorStatus,
+    DeadLetterView,
+    DlqStatus,
+    GroupStatus,
+    PipelineStatus,
+    Reachability,
+    ServiceStatus,
+    StreamStatus,
+    TableStatus,
+    TradeView,
+    UnresolvedStatus,
+)
+
+log = structlog.get_logger()
+
+KNOWN_SERVICES = (
+    "polymarket_ingester",
+    "polymarket_events_ingester",
+    "goldsky_ingester",
+    "chain_ingester",
+    "trade_processor",
+    "clickhouse_writer",
+)
+TABLES = ("markets", "events", "order_filled_events", "trades")
+LATEST_TRADES = 20
+LATEST_DEAD_LETTERS = 10
+CHAIN_HEAD_FIELD = "gauge:safe_head"  # not published yet by the chain ingester (see add_chain_distance)
+REDIS_ERRORS = (redis_errors.RedisError, OSError, TransientSinkError)
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _float(value: Any) -> float | None:
+    try:
+        number = float(_text(value))
+    except (TypeError, ValueError):
+        return None
+    return number or None
+
+
+# --- pure: Redis replies to the model ------------------------------------------------------------------------
+
+
+def service_status(name: str, fields: dict[bytes, bytes], *, now: float, dead_after_s: float) -> ServiceStatus:
+    """A heartbeat hash as a state: dead when the heartbeat is older than `dead_after_s`, absent when missing."""
+    if not fields:
+        return ServiceStatus(name=name, state="absent")
+    values = {_text(k): _text(v) for k, v in fields.items()}
+    reported = values.get("state", "")
+    heartbeat_at = _float(values.get("heartbeat_at"))
+    age_s = max(0.0, now - heartbeat_at) if heartbeat_at else None
+    if reported == "stopped":
+        state = "stopped"
+    elif age_s is None or age_s > dead_after_s:
+        state = "dead"
+    else:
+        state = reported if reported in ("running", "degraded", "starting", "stopping") else "running"
+    counters = {k.removeprefix("count:"): int(float(v)) for k, v in values.items() if k.startswith("count:")}
+    pid = values.get("pid", "")
+    return ServiceStatus(
+        name=name, state=state, reported_state=reported, heartbeat_at=heartbeat_at, heartbeat_age_s=age_s,
+        started_at=_float(values.get("started_at")), pid=int(pid) if pid.isdigit() else None,
+        last_error=values.get("last_error", ""), last_error_at=_float(values.get("last_error_at")), counters=counters,
+    )  # fmt: skip
+
+
+def group_status(info: dict[str, Any], consumers: list[dict[str, Any]]) -> GroupStatus:
+    lag = info.get("lag")
+    return GroupStatus(
+        name=_text(info["name"]),
+        exists=True,
+        lag=int(lag) if lag is not None else None,
+        pending=int(info.get("pending") or 0),
+        last_delivered_id=_text(info.get("last-delivered-id") or ""),
+        consumers=[
+            ConsumerStatus(name=_text(c["name"]), pending=int(c.get("pending") or 0),
+                           idle_s=round(int(c.get("idle") or 0) / 1000, 3))
+            for c in consumers
+        ],
+    )  # fmt: skip
+
+
+def dead_letter_view(entry_id: bytes, fields: dict[bytes, bytes]) -> DeadLetterView:
+    try:
+        letter = orjson.loads(fields.get(b"data", b"{}"))
+    except orjson.JSONDecodeError:
+        letter = {"error": "unparseable dead letter"}
+    return DeadLetterView(
+        id=_text(entry_id), stream=str(letter.get("stream") or ""), group=str(letter.get("group") or ""),
+        entry_id=letter.get("id"), error=str(letter.get("error") or "")[:500],
+        deliveries=int(letter.get("deliveries") or 0), time=letter.get("time"),
+    )  # fmt: skip
+
+
+def cursor_status(key: str, value: str, *, now: float) -> CursorStatus:
+    """Goldsky's cursor is a time: how far behind the source it is, is now minus it."""
+    behind_s = None
+    if key == keys.STATE_GOLDSKY_LAST_TIMESTAMP and value.isdigit():
+        behind_s = round(max(0.0, now - int(value)), 1)
+    return CursorStatus(key=key, value=value[:200], behind_s=behind_s)
+
+
+def is_instance_of(name: str, service: str) -> bool:
+    """`trade_processor`, `trade_processor-2` and `trade_processor@host` are all workers of `trade_processor`."""
+    return name == service or name.startswith((f"{service}-", f"{service}@"))
+
+
+# --- Redis ---------------------------------------------------------------------------------------------------
+
+
+async def _scan(redis: aioredis.Redis, pattern: str) -> list[str]:
+    return sorted({_text(key) async for key in redis.scan_iter(match=pattern, count=500)})
+
+
+async def read_streams(redis: aioredis.Redis) -> list[StreamStatus]:
+    async with redis.pipeline(transaction=False) as pipe:
+        for stream in keys.STREAM_GROUPS:
+            pipe.xlen(stream)
+            pipe.xinfo_groups(stream)
+        replies = await pipe.execute(raise_on_error=False)
+    streams = []
+    for index, stream in enumerate(keys.STREAM_GROUPS):
+        length, infos = replies[2 * index], replies[2 * index + 1]
+        infos = infos if isinstance(infos, list) else []  # no such key: the stream does not exist yet
+        groups = [group_status(info, await redis.xinfo_consumers(stream, info["name"])) for info in infos]
+        found = {group.name for group in groups}
+        groups += [GroupStatus(name=name, exists=False) for name in keys.STREAM_GROUPS[stream] if name not in found]
+        streams.append(StreamStatus(name=stream, length=int(length) if isinstance(length, int) else 0, groups=groups))
+    return streams
+
+
+async def read_services(redis: aioredis.Redis, *, now: float, dead_after_s: float) -> list[ServiceStatus]:
+    found = [key.removeprefix("service:") for key in await _scan(redis, keys.service_key("*"))]
+    names = [name for name in KNOWN_SERVICES if not any(is_instance_of(f, name) for f in found)] + found
+    async with redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.hgetall(keys.service_key(name))
+        hashes = await pipe.execute()
+    return [service_status(n, h, now=now, dead_after_s=dead_after_s) for n, h in zip(names, hashes, strict=True)]
+
+
+async def read_cursors(redis: aioredis.Redis, *, now: float) -> list[CursorStatus]:
+    names = await _scan(redis, "state:*")
+    values = await redis.mget(names) if names else []
+    return [cursor_status(k, _text(v), now=now) for k, v in zip(names, values, strict=True) if v is not None]
+
+
+async def add_chain_distance(redis: aioredis.Redis, cursors: list[CursorStatus]) -> None:
+    """Blocks between the chain cursor and the safe head, if the chain ingester publishes its head.
+
+    It would be the heartbeat field `gauge:safe_head` of `service:chain_ingester`; absent, only the cursor shows.
+    """
+    head = await redis.hget(keys.service_key("chain_ingester"), CHAIN_HEAD_FIELD)
+    for cursor in cursors:
+        if cursor.key == keys.STATE_CHAIN_LAST_BLOCK and head is not None and cursor.value.isdigit():
+            cursor.behind_blocks = max(0, int(float(_text(head))) - int(cursor.value))
+
+
+async def read_dlq(redis: aioredis.Redis) -> DlqStatus:
+    length = await redis.xlen(keys.STREAM_DLQ)
+    latest = await redis.xrevrange(keys.STREAM_DLQ, count=LATEST_DEAD_LETTERS)
+    return DlqStatus(length=int(length), latest=[dead_letter_view(i, f) for i, f in latest])
+
+
+async def read_questions(redis: aioredis.Redis, token_ids: list[str]) -> dict[str, str]:
+    """Market question per token, from the processor's own token map (`markets:by_token`)."""
+    if not token_ids:
+        return {}
+    refs = await redis.hmget(keys.MARKETS_BY_TOKEN, token_ids)
+    questions = {}
+    for token, ref in zip(token_ids, refs, strict=True):
+        try:
+            questions[token] = str(orjson.loads(ref).get("question") or "") if ref else ""
+        except (orjson.JSONDecodeError, AttributeError):
+            questions[token] = ""
+    return questions
+
+
+# --- ClickHouse ----------------------------------------------------------------------------------------------
+
+
+def query_clickhouse(client: Client, database: str) -> tuple[ClickHouseStatus, list[str]]:
+    """Table counts, newest trade, trades without a market, the latest taker-side trades (and their tokens)."""
+    counts = dict(
+        client.query(
+            "SELECT name, total_rows FROM system.tables WHERE database = {db:String} AND name IN {names:Array(String)}",
+            parameters={"db": database, "names": list(TABLES)},
+        ).result_rows
+    )
+    status = ClickHouseStatus(ok=True, checked_at=time.time(), tables=[
+        TableStatus(name=t, rows=int(counts.get(t) or 0)) for t in TABLES
+    ])  # fmt: skip
+    if "trades" not in counts:
+        return status, []
+    newest, unresolved = client.query(
+        f"SELECT toUnixTimestamp(max(timestamp)), countIf(market_id = '') FROM {database}.trades"
+    ).result_rows[0]
+    status.trades_without_market = int(unresolved)
+    if not status.tables[TABLES.index("trades")].rows:
+        return status, []
+    status.newest_trade_at = float(newest)
+    rows = client.query(
+        "SELECT id, toUnixTimestamp(timestamp), market_id, token_id, outcome, maker_direction, price, "
+        f"toString(usd_amount) FROM {database}.trades WHERE is_taker_side = 1 AND timestamp >= "
+        f"toDateTime({int(newest)}) - 3600 ORDER BY timestamp DESC, id LIMIT {LATEST_TRADES}"
+    ).result_rows
+    status.latest_trades = [
+        TradeView(id=r[0], timestamp=float(r[1]), market_id=r[2], question="", outcome=r[4], side=r[5],
+                  price=float(r[6]), usd_amount=r[7])
+        for r in rows
+    ]  # fmt: skip
+    return status, [r[3] for r in rows]
+
+
+class ClickHouseReader:
+    """The ClickHouse half of a status read: short timeouts, one query in flight, the last answer cached."""
+
+    def __init__(self, settings: ClickHouseSettings, *, timeout_s: float = 2.0, refresh_s: float = 0.0) -> None:
+        self.settings = settings.model_copy(
+            update={"connect_timeout_s": min(timeout_s, 1.0), "send_receive_timeout_s": timeout_s}
+        )
+        self.timeout_s = timeout_s
+        self.refresh_s = refresh_s
+        self._client: Client | None = None
+        self._inflight: asyncio.Future[tuple[ClickHouseStatus, list[str]]] | None = None
+        self._last: tuple[ClickHouseStatus, list[str]] | None = None
+        self._last_at = 0.0
+
+    def _query(self) -> tuple[ClickHouseStatus, list[str]]:
+        try:
+            if self._client is None:
+                self._client = make_client(self.settings, database="default")
+            return query_clickhouse(self._client, self.settings.database)
+        except (ClickHouseError, OSError) as exc:
+            self._client = None
+            raise TransientSinkError(f"clickhouse: {str(exc)[:300]}") from None
+        except TransientSinkError:
+            self._client = None
+            raise
+
+    async def read(self) -> tuple[ClickHouseStatus, list[str]]:
+        """The current numbers, or the last ones marked stale with the reason ClickHouse did not answer."""
+        if self._last is not None and self._last[0].ok and time.monotonic() - self._last_at < self.refresh_s:
+            return self._last
+        if self._inflight is None or self._inflight.done():
+            self._inflight = asyncio.ensure_future(asyncio.to_thread(self._query))
+        try:
+            result = await asyncio.wait_for(asyncio.shield(self._inflight), self.timeout_s)
+        except TimeoutError:
+            return self._stale(f"clickhouse did not answer within {self.timeout_s} s")
+        except TransientSinkError as exc:
+            return self._stale(str(exc))
+        self._last, self._last_at = result, time.monotonic()
+        return result
+
+    def _stale(self, error: str) -> tuple[ClickHouseStatus, list[str]]:
+        if self._last is None:
+            return ClickHouseStatus(ok=False, error=error), []
+        cached = self._last[0].model_copy(update={"ok": False, "error": error, "stale": True})
+        return cached, self._last[1]
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+# --- the whole read -----------------------------------------------------------------------------------------
+
+
+async def read_redis(redis: aioredis.Redis, status: PipelineStatus, *, dead_after_s: float) -> None:
+    now = status.generated_at
+    status.streams = await read_streams(redis)
+    status.services = await read_services(redis, now=now, dead_after_s=dead_after_s)
+    status.cursors = await read_cursors(redis, now=now)
+    await add_chain_distance(redis, status.cursors)
+    status.dlq = await read_dlq(redis)
+    processors = [s for s in status.services if is_instance_of(s.name, "trade_processor")]
+    status.unresolved = UnresolvedStatus(
+        emitted_without_market=sum(s.counters.get("unresolved_markets", 0) for s in processors),
+        lookups_pending=int(await redis.scard(keys.TOKEN_LOOKUPS)),
+    )
+
+
+async def collect_status(
+    redis: aioredis.Redis, clickhouse: ClickHouseReader, *, dead_after_s: float = 15.0, redis_budget_s: float = 3.0
+) -> PipelineStatus:
+    """Everything the dashboard shows, read now; Redis and ClickHouse are read concurrently.
+
+    The Redis half gives up after `redis_budget_s` (a Redis that accepts connections but does not answer).
+    """
+    status = PipelineStatus(
+        generated_at=time.time(), redis=Reachability(ok=True), clickhouse=ClickHouseStatus(ok=False)
+    )
+    ch_read = asyncio.ensure_future(clickhouse.read())
+    try:
+        await asyncio.wait_for(read_redis(redis, status, dead_after_s=dead_after_s), redis_budget_s)
+    except (TimeoutError, *REDIS_ERRORS) as exc:
+        status.redis = Reachability(ok=False, error=f"redis: {type(exc).__name__}: {str(exc)[:300]}")
+        status.streams, status.services, status.cursors = [], [], []
+    status.clickhouse, tokens = await ch_read
+    status.unresolved.trades_without_market = status.clickhouse.trades_without_market
+    if status.redis.ok and status.clickhouse.latest_trades:
+        try:
+            questions = await read_questions(redis, tokens)
+            for trade, token in zip(status.clickhouse.latest_trades, tokens, strict=True):
+                trade.question = questions.get(token, "")
+        except REDIS_ERRORS as exc:
+            log.warning("market questions unavailable", error=str(exc))
+    return status

@@ -1,0 +1,187 @@
+"""`python -m pipeline dlq list|retry|purge`: look at, re-deliver or drop dead letters (`stream:dlq`).
+
+A dead letter records the original stream, the entry id, the payload, the group that gave up on it, the reason
+and the delivery count. Ingesters dead-letter malformed source items (no entry id, group "").
+
+retry: re-appends the original payload to its original stream, as a new entry, and deletes the dead letter(s),
+in one Lua script (a crash leaves either both or neither). A new entry reaches *every* group of that stream, so
+retry only re-delivers an entry that every group of its stream gave up on (`stream:order_events` is read by the
+trade processor and the writer: when only one of them dead-lettered a fill, the other already stored its part,
+and re-adding it would store that part twice). Such partial entries are skipped with the reason, unless
+`--force`. All dead letters of the same original entry are retried together and deleted together. Ingester
+dead letters are never retried: the item was malformed at the source (fix the source and re-ingest; `purge`).
+purge: deletes the selected dead letters (asks unless `--yes`).
+Select with `--id DLQ_ID` (repeatable) or `--all`, narrowed by `--stream` and `--group`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from dataclasses import dataclass
+
+import orjson
+import redis.asyncio as aioredis
+from rich.table import Table
+from rich.text import Text
+
+from common import keys
+from common.redis_client import make_redis, map_redis_errors
+from pipeline.ops_common import confirm, console, fail, iso, make_parser, run_command, settings
+
+# KEYS: the original stream, stream:dlq; ARGV: payload, dead letter ids. Nothing happens unless every dead letter
+# is still there (a concurrent retry or purge got there first).
+RETRY_SCRIPT = """
+for i = 2, #ARGV do
+    if #redis.call('XRANGE', KEYS[2], ARGV[i], ARGV[i]) == 0 then return false end
+end
+local id = redis.call('XADD', KEYS[1], '*', 'data', ARGV[1])
+redis.call('XDEL', KEYS[2], unpack(ARGV, 2))
+return id
+"""
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: str
+    stream: str
+    group: str
+    entry_id: str | None
+    payload: str
+    error: str
+    deliveries: int
+    time: float | None
+
+
+def parse_dead_letter(entry_id: bytes, fields: dict[bytes, bytes]) -> DeadLetter:
+    try:
+        letter = orjson.loads(fields.get(b"data", b"{}"))
+    except orjson.JSONDecodeError:
+        letter = {"error": "unparseable dead letter", "payload": fields.get(b"data", b"").decode(errors="replace")}
+    return DeadLetter(
+        id=entry_id.decode(), stream=str(letter.get("stream") or ""), group=str(letter.get("group") or ""),
+        entry_id=letter.get("id"), payload=str(letter.get("payload") or ""), error=str(letter.get("error") or ""),
+        deliveries=int(letter.get("deliveries") or 0), time=letter.get("time"),
+    )  # fmt: skip
+
+
+async def read_dlq(redis: aioredis.Redis) -> list[DeadLetter]:
+    return [parse_dead_letter(i, f) for i, f in await redis.xrange(keys.STREAM_DLQ)]
+
+
+def select(letters: list[DeadLetter], args: argparse.Namespace) -> list[DeadLetter]:
+    wanted = set(getattr(args, "id", None) or [])
+    return [
+        letter
+        for letter in letters
+        if (args.all or letter.id in wanted)
+        and (not args.stream or letter.stream == args.stream)
+        and (args.group is None or letter.group == args.group)
+    ]
+
+
+def retry_plan(
+    selected: list[DeadLetter], every: list[DeadLetter], *, force: bool
+) -> tuple[list[list[DeadLetter]], list[str]]:
+    """Dead letters grouped by original entry, each group safe to re-add once; and why the others are skipped."""
+    by_entry: dict[tuple[str, str], list[DeadLetter]] = defaultdict(list)
+    for letter in every:
+        if letter.entry_id:
+            by_entry[(letter.stream, letter.entry_id)].append(letter)
+    plans, skipped, seen = [], [], set()
+    for letter in selected:
+        if not letter.entry_id or letter.stream not in keys.STREAM_GROUPS:
+            skipped.append(f"{letter.id}: malformed at the source (no stream entry to re-deliver); purge it instead")
+            continue
+        key = (letter.stream, letter.entry_id)
+        if key in seen:
+            continue
+        seen.add(key)
+        gave_up = {other.group for other in by_entry[key]}
+        others = sorted(set(keys.STREAM_GROUPS[letter.stream]) - gave_up)
+        if others and not force:
+            skipped.append(f"{letter.id}: {', '.join(others)} already processed entry {letter.entry_id} of "
+                           f"{letter.stream}; re-adding would deliver it twice (--force to do it anyway)")  # fmt: skip
+            continue
+        plans.append(by_entry[key])
+    return plans, skipped
+
+
+async def retry(redis: aioredis.Redis, args: argparse.Namespace) -> int:
+    every = await read_dlq(redis)
+    plans, skipped = retry_plan(select(every, args), every, force=args.force)
+    script = redis.register_script(RETRY_SCRIPT)
+    retried = 0
+    for letters in plans:
+        first = letters[0]
+        new_id = await script(keys=[first.stream, keys.STREAM_DLQ], args=[first.payload, *(x.id for x in letters)])
+        if new_id is None:
+            skipped.append(f"{first.id}: gone from the DLQ meanwhile (retried or purged by someone else)")
+            continue
+        retried += 1
+        console.print(f"retried {first.stream} entry {first.entry_id} as {new_id.decode()} "
+                      f"({len(letters)} dead letter(s) removed)", markup=False)  # fmt: skip
+    for reason in skipped:
+        console.print(f"skipped {reason}", markup=False)
+    console.print(f"dlq retry: {retried} entr{'y' if retried == 1 else 'ies'} re-delivered, {len(skipped)} skipped")
+    return 0 if not skipped else 1
+
+
+async def purge(redis: aioredis.Redis, args: argparse.Namespace) -> int:
+    chosen = select(await read_dlq(redis), args)
+    if not chosen:
+        return fail("dlq purge: nothing selected")
+    if not confirm(f"Delete {len(chosen)} dead letter(s)?", yes=args.yes):
+        return fail("dlq purge: nothing deleted")
+    deleted = int(await redis.xdel(keys.STREAM_DLQ, *(letter.id for letter in chosen)))
+    console.print(f"dlq purge: {deleted} dead letter(s) deleted")
+    return 0
+
+
+async def list_letters(redis: aioredis.Redis, args: argparse.Namespace) -> int:
+    letters = select(await read_dlq(redis), argparse.Namespace(**{**vars(args), "all": True}))[-args.limit :]
+    if args.json:
+        print(orjson.dumps([letter.__dict__ for letter in letters], option=orjson.OPT_INDENT_2).decode())
+        return 0
+    table = Table(title=f"stream:dlq ({await redis.xlen(keys.STREAM_DLQ)} entries)", title_justify="left")
+    for column in ("dlq id", "time", "stream", "group", "entry", "deliveries", "error"):
+        table.add_column(column, overflow="fold")
+    for x in letters:
+        cells = (x.id, iso(x.time), x.stream, x.group or "(ingester)", x.entry_id or "–", str(x.deliveries), x.error)
+        table.add_row(*(Text(cell) for cell in cells))
+    console.print(table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = make_parser("dlq", __doc__)
+    actions = parser.add_subparsers(dest="action", required=True)
+    for name in ("list", "retry", "purge"):
+        sub = actions.add_parser(name)
+        sub.add_argument("--stream", help="only dead letters from this stream")
+        sub.add_argument("--group", help="only dead letters of this group ('' for ingesters)")
+        if name == "list":
+            sub.add_argument("--limit", type=int, default=50, help="show the newest N (default 50)")
+            sub.add_argument("--json", action="store_true")
+            continue
+        sub.add_argument("--id", action="append", help="a dead letter's id in stream:dlq (repeatable)")
+        sub.add_argument("--all", action="store_true", help="every dead letter (after --stream/--group)")
+        sub.add_argument("--force" if name == "retry" else "--yes", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.action != "list" and not (args.all or args.id):
+        return fail("dlq: choose dead letters with --id or --all", 2)
+    action = {"list": list_letters, "retry": retry, "purge": purge}[args.action]
+
+    async def body() -> int:
+        redis = make_redis(settings()[0])
+        try:
+            async with map_redis_errors(f"dlq {args.action}"):
+                return await action(redis, args)
+        finally:
+            await redis.aclose()
+
+    return run_command("dlq", body)

@@ -1,0 +1,181 @@
+"""`python -m pipeline replay --from T --to T`: re-derive the trades of a time range that are missing from ClickHouse.
+
+Fills come from `order_filled_events` (`--source clickhouse`, default) or from what is left of
+`stream:order_events` (`--source stream`; the writer trims acked entries, so this is recent history only). Each
+fill whose id is not in `trades` for that range goes through the trade processor's own derivation
+(`processors.trades.derive_trade`, markets from `markets:by_token`) and the writer's own row conversion, and is
+inserted in batches of sorted ids, each with an `insert_deduplication_token` derived from its ids.
+
+Idempotent: only missing ids are inserted, so replaying a complete range inserts nothing and leaves `count()` of
+`trades` unchanged; a retried batch carries the same token. It refuses to run while trades are in flight (the
+processor or the writer has lag or pending entries): the writer could then insert a trade replay also inserts
+(`--force` to run anyway). `--dry-run` only counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from common import keys
+from common.clickhouse import describe_columns, insert_rows_isolating_rejects, make_client
+from common.errors import PoisonMessage, TransientSinkError
+from common.events import OrderEvent, decode_order_event
+from common.redis_client import make_redis, map_redis_errors
+from dashboard.snapshot import read_streams
+from pipeline.ops_common import chunks, console, fail, make_parser, parse_time, run_command, settings
+from processors.rows import TRADE_COLUMNS, trade_row
+from processors.trades import MarketRef, decode_market_ref, derive_trade, encode_trade, token_of
+
+FILL_COLUMNS = tuple(OrderEvent.__struct_fields__)
+BATCH_ROWS = 10_000
+IN_FLIGHT = ((keys.STREAM_ORDER_EVENTS, keys.GROUP_TRADE_PROCESSOR), (keys.STREAM_TRADES, keys.GROUP_CLICKHOUSE_WRITER))
+
+
+def fills_from_rows(rows: Sequence[Sequence[Any]]) -> list[OrderEvent]:
+    events = []
+    for row in rows:
+        values = dict(zip(FILL_COLUMNS, row, strict=True))
+        values["timestamp"] = int(values["timestamp"].timestamp())
+        events.append(OrderEvent(**values))
+    return events
+
+
+def missing_fills_in_clickhouse(client: Client, start_ts: int, end_ts: int) -> list[OrderEvent]:
+    """Fills of `order_filled_events` in [start, end] whose id is not in `trades` (each id once)."""
+    rows = client.query(
+        f"SELECT {', '.join(FILL_COLUMNS)} FROM order_filled_events "
+        "WHERE timestamp BETWEEN toDateTime({a:UInt32}) AND toDateTime({b:UInt32}) AND id NOT IN "
+        "(SELECT id FROM trades WHERE timestamp BETWEEN toDateTime({a:UInt32}) AND toDateTime({b:UInt32})) "
+        "ORDER BY id LIMIT 1 BY id",
+        parameters={"a": start_ts, "b": end_ts},
+    ).result_rows
+    return fills_from_rows(rows)
+
+
+def ids_in_trades(client: Client, ids: Sequence[str]) -> set[str]:
+    present: set[str] = set()
+    for batch in chunks(list(ids), BATCH_ROWS):
+        rows = client.query("SELECT DISTINCT id FROM trades WHERE id IN {ids:Array(String)}",
+                            parameters={"ids": list(batch)}).result_rows  # fmt: skip
+        present.update(row[0] for row in rows)
+    return present
+
+
+async def fills_in_stream(redis: aioredis.Redis, start_ts: int, end_ts: int) -> list[OrderEvent]:
+    """Decodable fills left in `stream:order_events` with a timestamp in [start, end] (each id once)."""
+    found: dict[str, OrderEvent] = {}
+    after = "-"
+    while True:
+        page = await redis.xrange(keys.STREAM_ORDER_EVENTS, min=after, count=5000)
+        for _, fields in page:
+            try:
+                event = decode_order_event(fields.get(b"data", b""))
+            except PoisonMessage:
+                continue
+            if start_ts <= event.timestamp <= end_ts:
+                found.setdefault(event.id, event)
+        if len(page) < 5000:
+            return sorted(found.values(), key=lambda e: e.id)
+        after = "(" + page[-1][0].decode()
+
+
+async def markets_for(redis: aioredis.Redis, fills: list[OrderEvent]) -> dict[str, MarketRef]:
+    tokens = sorted({token_of(event) for event in fills})
+    markets: dict[str, MarketRef] = {}
+    for batch in chunks(tokens, 5000):
+        for token, ref in zip(batch, await redis.hmget(keys.MARKETS_BY_TOKEN, list(batch)), strict=True):
+            if ref is not None:
+                markets[token] = decode_market_ref(ref)
+    return markets
+
+
+def replay_token(ids: Sequence[str]) -> str:
+    digest = hashlib.sha1(orjson.dumps(list(ids))).hexdigest()
+    return f"replay:trades:{ids[0]}:{len(ids)}:{digest}"
+
+
+async def insert_trades(client: Client, fills: list[OrderEvent], markets: dict[str, MarketRef]) -> tuple[int, int]:
+    """Insert the trades of `fills` in batches of sorted ids; returns (inserted, rejected)."""
+    types = await asyncio.to_thread(describe_columns, client, "trades")
+    column_types = [types[column] for column in TRADE_COLUMNS]
+    ingested_at = datetime.now(UTC)
+    ordered = sorted(fills, key=lambda e: e.id)
+    inserted = rejected = 0
+    for start in range(0, len(ordered), BATCH_ROWS):
+        batch = ordered[start : start + BATCH_ROWS]
+        rows = [trade_row(encode_trade(derive_trade(e, markets.get(token_of(e)))), ingested_at) for e in batch]
+        refused = await insert_rows_isolating_rejects(
+            client, "trades", TRADE_COLUMNS, rows, replay_token([e.id for e in batch]), column_types=column_types
+        )
+        for index, reason in refused:
+            console.print(f"rejected {batch[index].id}: {reason}", markup=False)
+        inserted, rejected = inserted + len(rows) - len(refused), rejected + len(refused)
+    return inserted, rejected
+
+
+async def trades_in_flight(redis: aioredis.Redis) -> list[str]:
+    busy = []
+    for stream in await read_streams(redis):
+        for group in stream.groups:
+            if (stream.name, group.name) in IN_FLIGHT and ((group.lag or 0) + group.pending) > 0:
+                busy.append(f"{stream.name}/{group.name}: lag {group.lag}, pending {group.pending}")
+    return busy
+
+
+async def find_missing(client: Client, redis: aioredis.Redis, args: argparse.Namespace) -> list[OrderEvent]:
+    if args.source == "clickhouse":
+        return await asyncio.to_thread(missing_fills_in_clickhouse, client, args.start, args.end)
+    candidates = await fills_in_stream(redis, args.start, args.end)
+    present = await asyncio.to_thread(ids_in_trades, client, [e.id for e in candidates])
+    return [event for event in candidates if event.id not in present]
+
+
+async def replay(args: argparse.Namespace) -> int:
+    redis_settings, ch = settings()
+    client = await asyncio.to_thread(make_client, ch)
+    redis = make_redis(redis_settings)
+    started = time.monotonic()
+    try:
+        async with map_redis_errors("replay"):
+            busy = await trades_in_flight(redis)
+            if busy and not args.force and not args.dry_run:
+                return fail("replay: trades are in flight (" + "; ".join(busy) + "); wait or use --force")
+            missing = await find_missing(client, redis, args)
+            markets = await markets_for(redis, missing)
+        console.print(f"replay: {len(missing):,} fill(s) in range without a trade; "
+                      f"{len(markets):,} market(s) known", markup=False)  # fmt: skip
+        if args.dry_run or not missing:
+            return 0
+        inserted, rejected = await insert_trades(client, missing, markets)
+    except ClickHouseError as exc:
+        raise TransientSinkError(f"clickhouse: {str(exc)[:300]}") from None
+    finally:
+        await redis.aclose()
+        client.close()
+    console.print(f"replay: inserted {inserted:,} trade(s), {rejected} rejected, "
+                  f"in {time.monotonic() - started:.1f} s", markup=False)  # fmt: skip
+    return 0 if not rejected else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser("replay", __doc__)
+    parser.add_argument("--from", dest="start", type=parse_time, required=True, help="unix seconds or ISO time")
+    parser.add_argument("--to", dest="end", type=parse_time, required=True, help="inclusive")
+    parser.add_argument("--source", choices=("clickhouse", "stream"), default="clickhouse")
+    parser.add_argument("--dry-run", action="store_true", help="count what is missing, insert nothing")
+    parser.add_argument("--force", action="store_true", help="run even while trades are in flight")
+    args = parser.parse_args(argv)
+    if args.end < args.start:
+        return fail("replay: --to is before --from", 2)
+    return run_command("replay", lambda: replay(args))

@@ -1,0 +1,126 @@
+"""`python -m pipeline status`: the dashboard's view in the terminal (the same `collect_status` read).
+
+Reads twice, `--sample-s` apart, so counter rates can be shown (`--sample-s 0`: one read, no rates).
+`--json` prints the `/api/status` document instead of tables. Exit 1 when Redis cannot be reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from rich.table import Table
+from rich.text import Text
+
+from common.redis_client import make_redis
+from dashboard.app import load_config, redact
+from dashboard.history import Observer
+from dashboard.models import PipelineStatus
+from dashboard.snapshot import ClickHouseReader, collect_status
+from pipeline.ops_common import console, iso, make_parser, run_command
+
+STATE_STYLE = {"running": "", "degraded": "yellow", "dead": "bold red", "stopped": "dim", "absent": "dim"}
+
+
+def texts(*values: str) -> list[Text]:
+    """Table cells as plain text: names and errors come from the pipeline and may contain `[markup]`."""
+    return [Text(value) for value in values]
+
+
+def _n(value: int | None) -> str:
+    return "–" if value is None else f"{value:,}"
+
+
+def _s(value: float | None) -> str:
+    return "–" if value is None else f"{value:,.1f} s"
+
+
+def services_table(status: PipelineStatus) -> Table:
+    table = Table(title="Services", title_justify="left")
+    for column in ("service", "state", "heartbeat", "rates /s", "totals", "last error"):
+        table.add_column(column, overflow="fold")
+    for s in status.services:
+        style = STATE_STYLE.get(s.state, "")
+        rates = ", ".join(f"{k} {v:,.1f}" for k, v in sorted(s.rates.items()) if v)
+        totals = ", ".join(f"{k} {v:,}" for k, v in sorted(s.counters.items()))
+        error = f"{s.last_error} ({iso(s.last_error_at)})" if s.last_error else ""
+        table.add_row(*texts(s.name, s.state, _s(s.heartbeat_age_s), rates, totals, error), style=style)
+    return table
+
+
+def streams_table(status: PipelineStatus) -> Table:
+    table = Table(title="Streams and consumer groups", title_justify="left")
+    for column in ("stream", "length", "group", "lag", "pending", "consumers"):
+        table.add_column(column, justify="right" if column in ("length", "lag", "pending") else "left")
+    for stream in status.streams:
+        for index, group in enumerate(stream.groups):
+            consumers = ", ".join(f"{c.name} ({c.pending})" for c in group.consumers) if group.exists else "not created"
+            table.add_row(*texts(stream.name if index == 0 else "", _n(stream.length) if index == 0 else "",
+                                 group.name, _n(group.lag), _n(group.pending), consumers))  # fmt: skip
+    table.add_row("stream:dlq", _n(status.dlq.length), "", "", "", "")
+    return table
+
+
+def cursors_table(status: PipelineStatus) -> Table:
+    table = Table(title="Cursors", title_justify="left")
+    for column in ("key", "value", "behind source"):
+        table.add_column(column, overflow="fold")
+    for cursor in status.cursors:
+        table.add_row(*texts(cursor.key, cursor.value, _s(cursor.behind_s)))
+    return table
+
+
+def clickhouse_table(status: PipelineStatus) -> Table:
+    ch = status.clickhouse
+    state = "up" if ch.ok else f"DOWN ({ch.error})" + (f", numbers from {iso(ch.checked_at)}" if ch.stale else "")
+    table = Table(title=Text(f"ClickHouse: {state}"), title_justify="left")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for t in ch.tables:
+        table.add_row(t.name, _n(t.rows))
+    return table
+
+
+def print_status(status: PipelineStatus) -> None:
+    if not status.redis.ok:
+        console.print(f"Redis is down: {status.redis.error}", style="bold red", markup=False)
+    for table in (services_table(status), streams_table(status), cursors_table(status), clickhouse_table(status)):
+        console.print(table)
+    ch, u = status.clickhouse, status.unresolved
+    console.print(f"newest trade: {iso(ch.newest_trade_at)}; unresolved markets: {_n(u.trades_without_market)} "
+                  f"trades without a market, {u.lookups_pending} tokens being looked up")  # fmt: skip
+    for letter in status.dlq.latest[:5]:
+        where = f"{letter.stream} {letter.group or '(ingester)'}"
+        console.print(f"dead letter {letter.id} from {where}: {letter.error}", markup=False)
+
+
+async def read_status(sample_s: float) -> PipelineStatus:
+    config = load_config()
+    redis = make_redis(config.redis.model_copy(update={"socket_timeout_s": 2.0}))
+    reader = ClickHouseReader(config.clickhouse, timeout_s=3.0)
+    observer = Observer()
+    try:
+        status = observer.observe(await collect_status(redis, reader, dead_after_s=config.service.dead_after_s))
+        if sample_s > 0 and status.redis.ok:
+            await asyncio.sleep(sample_s)
+            status = observer.observe(await collect_status(redis, reader, dead_after_s=config.service.dead_after_s))
+        return status
+    finally:
+        await redis.aclose()
+        reader.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser("status", __doc__)
+    parser.add_argument("--json", action="store_true", help="print the /api/status JSON document")
+    parser.add_argument("--sample-s", type=float, default=1.0, help="seconds between the two reads (rates)")
+    args = parser.parse_args(argv)
+
+    async def body() -> int:
+        status = await read_status(args.sample_s)
+        if args.json:
+            print(redact(status.model_dump_json(indent=2).encode(), load_config().secrets).decode())
+        else:
+            print_status(status)
+        return 0 if status.redis.ok else 1
+
+    return run_command("status", body)

@@ -1,0 +1,171 @@
+"""`python -m pipeline verify --from T --to T [--source clickhouse|goldsky|chain]`: are all fills of a range trades?
+
+Reads the fill ids of the time range [FROM, TO] at a source and the `trades` rows of that range, and reports:
+  missing     fills at the source without a row in `trades` (a gap: `replay` refills it from ClickHouse)
+  extra       rows in `trades` that the source does not have (for goldsky/chain: only rows with that `source`,
+              since the other source serves fills of its own)
+  duplicates  rows of `trades` in the range beyond one per id (count() - uniqExact(id), without FINAL)
+Sources: `clickhouse` (default): `order_filled_events`, the raw fills as the writer stored them; `goldsky`: the
+subgraph at GOLDSKY_URL, paged like the ingester; `chain`: eth_getLogs at POLYGON_RPC_URL over the blocks whose
+time is in the range (found by binary search, from CHAIN_START_BLOCK to the safe head). Uses the ingesters' own
+request, paging and normalization code. Exit 1 when anything is missing, extra or duplicated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from common.clickhouse import make_client
+from common.errors import PoisonMessage, TransientSinkError
+from common.events import decode_order_event
+from common.http import RateLimiter
+from common.http import make_client as make_http_client
+from ingesters import chain_ingester, goldsky_ingester
+from ingesters.chain_logs import RangeTooLarge, SpanSizer, blocks_needing_timestamps, get_logs_filter, normalize_logs
+from ingesters.goldsky_pages import build_request, is_second_complete, normalize_fill, plan_page, start_cursor
+from pipeline.ops_common import console, fail, make_parser, parse_time, run_command, settings
+
+SHOW = 20
+
+
+@dataclass(frozen=True)
+class SourceFills:
+    ids: set[str]
+    malformed: int = 0
+
+
+def clickhouse_fills(client: Client, start_ts: int, end_ts: int) -> SourceFills:
+    rows = client.query(
+        "SELECT DISTINCT id FROM order_filled_events "
+        "WHERE timestamp BETWEEN toDateTime({a:UInt32}) AND toDateTime({b:UInt32})",
+        parameters={"a": start_ts, "b": end_ts},
+    ).result_rows
+    return SourceFills({row[0] for row in rows})
+
+
+def trades_in_range(client: Client, start_ts: int, end_ts: int, source: str | None) -> tuple[set[str], int]:
+    """Ids of `trades` in the range (only `source`'s when given), and the rows beyond one per id."""
+    where = "timestamp BETWEEN toDateTime({a:UInt32}) AND toDateTime({b:UInt32})"
+    params = {"a": start_ts, "b": end_ts}
+    duplicates = client.query(f"SELECT count() - uniqExact(id) FROM trades WHERE {where}", parameters=params)
+    by_source = " AND source = {s:String}" if source else ""
+    rows = client.query(f"SELECT DISTINCT id FROM trades WHERE {where}{by_source}",
+                        parameters={**params, "s": source or ""}).result_rows  # fmt: skip
+    return {row[0] for row in rows}, int(duplicates.result_rows[0][0])
+
+
+async def goldsky_fills(start_ts: int, end_ts: int) -> SourceFills:
+    """Every fill the subgraph has in [start, end], paged exactly as the ingester pages (sticky on bursts)."""
+    config = goldsky_ingester.load_config()
+    size = config.goldsky.page_size
+    ids: set[str] = set()
+    malformed = 0
+    async with make_http_client(config.http) as http:
+        subgraph = goldsky_ingester.Subgraph(http, RateLimiter(config.goldsky.rate_limit_per_s), config)
+        cursor, known_complete = start_cursor(start_ts), None
+        while True:
+            complete = is_second_complete(cursor, start_ts, known_complete)
+            rows = await subgraph.fetch_page(build_request(cursor, second_complete=complete, last_ts=end_ts,
+                                                           page_size=size))  # fmt: skip
+            page = plan_page(rows, cursor=cursor, second_complete=complete, page_size=size)
+            for raw in page.rows:
+                try:
+                    event = normalize_fill(raw)
+                except PoisonMessage:
+                    malformed += 1
+                    continue
+                if start_ts <= event.timestamp <= end_ts:
+                    ids.add(event.id)
+            known_complete = page.cursor if page.second_complete else None
+            if page.exhausted:
+                return SourceFills(ids, malformed)
+            cursor = page.cursor
+
+
+async def first_block_at_or_after(node: chain_ingester.Node, ts: int, low: int, high: int) -> int:
+    """The first block in [low, high] whose time is >= ts (high + 1 when none): block times never decrease."""
+    while low <= high:
+        middle = (low + high) // 2
+        if (await node.block_timestamps({middle}))[middle] >= ts:
+            high = middle - 1
+        else:
+            low = middle + 1
+    return low
+
+
+async def chain_fills(start_ts: int, end_ts: int) -> SourceFills:
+    """Every OrderFilled log of the exchanges in the blocks of [start, end], up to the safe head."""
+    config = chain_ingester.load_config()
+    ids: set[str] = set()
+    malformed = 0
+    async with make_http_client(config.http) as http:
+        node = chain_ingester.make_node(http, config)
+        safe = await node.safe_head()
+        first = await first_block_at_or_after(node, start_ts, config.chain.start_block, safe)
+        last = await first_block_at_or_after(node, end_ts + 1, first, safe) - 1
+        sizer = SpanSizer(config.chain.initial_span_blocks, config.chain.max_span_blocks)
+        block = first
+        while block <= last:
+            to_block = min(last, block + sizer.span - 1)
+            try:
+                logs = await node.call("eth_getLogs", [get_logs_filter(block, to_block)])
+            except RangeTooLarge as exc:
+                sizer.too_large(exc.error, block, to_block - block + 1)
+                continue
+            sizer.succeeded()
+            entries, dead = normalize_logs(logs, await node.block_timestamps(blocks_needing_timestamps(logs)))
+            ids.update(decode_order_event(entry).id for entry in entries)
+            malformed += len(dead)
+            block = to_block + 1
+    return SourceFills(ids, malformed)
+
+
+def report(label: str, ids: set[str]) -> None:
+    shown = ", ".join(sorted(ids)[:SHOW]) + (" …" if len(ids) > SHOW else "")
+    console.print(f"  {label:<11} {len(ids):>9,}" + (f"  {shown}" if ids else ""), markup=False, soft_wrap=True)
+
+
+async def verify(args: argparse.Namespace) -> int:
+    ch = settings()[1]
+    client = await asyncio.to_thread(make_client, ch)
+    try:
+        fetch: dict[str, Callable[[], Awaitable[SourceFills]]] = {
+            "clickhouse": lambda: asyncio.to_thread(clickhouse_fills, client, args.start, args.end),
+            "goldsky": lambda: goldsky_fills(args.start, args.end),
+            "chain": lambda: chain_fills(args.start, args.end),
+        }
+        source = await fetch[args.source]()
+        only = None if args.source == "clickhouse" else args.source
+        trades, duplicates = await asyncio.to_thread(trades_in_range, client, args.start, args.end, only)
+        every_trade = trades if only is None else (await asyncio.to_thread(trades_in_range, client, args.start,
+                                                                           args.end, None))[0]  # fmt: skip
+    except ClickHouseError as exc:
+        raise TransientSinkError(f"clickhouse: {str(exc)[:300]}") from None
+    finally:
+        client.close()
+    missing, extra = source.ids - every_trade, trades - source.ids
+    console.print(f"verify {args.source} [{args.start}, {args.end}]: {len(source.ids):,} fill(s) at the source, "
+                  f"{len(every_trade):,} trade id(s)", markup=False)  # fmt: skip
+    report("missing", missing)
+    report("extra", extra)
+    console.print(f"  {'duplicates':<11} {duplicates:>9,}", markup=False)
+    if source.malformed:
+        console.print(f"  {'malformed':<11} {source.malformed:>9,}  (at the source; dead-lettered by the ingester)")
+    return 1 if missing or extra or duplicates else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser("verify", __doc__)
+    parser.add_argument("--from", dest="start", type=parse_time, required=True, help="unix seconds or ISO time")
+    parser.add_argument("--to", dest="end", type=parse_time, required=True, help="inclusive")
+    parser.add_argument("--source", choices=("clickhouse", "goldsky", "chain"), default="clickhouse")
+    args = parser.parse_args(argv)
+    if args.end < args.start:
+        return fail("verify: --to is before --from", 2)
+    return run_command("verify", lambda: verify(args))
