@@ -210,3 +210,38 @@ async def test_volume_view_counts_each_match_once_and_candles_follow_prices(redi
     assert (high, low) == (pytest.approx(max(prices)), pytest.approx(min(prices)))
     assert open_ == pytest.approx(prices[0]) and close == pytest.approx(prices[-1])
     client.close()
+
+
+async def test_stream_lengths_stay_bounded_while_fills_flow(redis_settings, redis_client, ch_settings):
+    """Trimming keeps pace: with 50,000 fills flowing at ~5,000/s, no stream holds more than a fraction of them,
+    and once they are through the streams are empty again. (The 1,000,000-fill run is in
+    bench/bench_processor_writer.py --flow.)"""
+    rng = random.Random(21)
+    markets = make_markets(rng, 20)
+    await publish_markets(redis_client, markets)
+    stop = asyncio.Event()
+    streams = FAST_STREAMS.model_copy(update={"trim_interval_s": 0.1})
+    services = [
+        asyncio.create_task(trade_processor.run(processor_settings(), redis=redis_settings, streams=streams,
+                                                stop=stop)),
+        asyncio.create_task(clickhouse_writer.run(clickhouse_writer.WriterSettings(), redis=redis_settings,
+                                                  clickhouse=ch_settings, streams=streams, stop=stop)),
+    ]  # fmt: skip
+    published, longest = 0, 0
+    try:
+        while published < 50_000:
+            chunk = make_fills(rng, markets, groups=150)
+            await publish_fills(redis_client, chunk)
+            published += len(chunk)
+            for stream in (keys.STREAM_ORDER_EVENTS, keys.STREAM_TRADES):
+                longest = max(longest, await redis_client.xlen(stream))
+            await asyncio.sleep(0.1)
+        for stream in (keys.STREAM_ORDER_EVENTS, keys.STREAM_TRADES):
+            await _until(lambda stream=stream: redis_client.xlen(stream), lambda n: n == 0, timeout_s=60)
+    finally:
+        stop.set()
+        await asyncio.gather(*services)
+    assert longest < published * 0.4, f"a stream reached {longest:,} entries of {published:,}"
+    client = make_client(ch_settings)
+    assert client.command("SELECT count() FROM trades") == published
+    client.close()
