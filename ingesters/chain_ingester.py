@@ -1,0 +1,238 @@
+"""Polygon `eth_getLogs` for the v1 and v2 exchanges' `OrderFilled` -> `stream:order_events` (the live source).
+
+Writes: `stream:order_events` (normalized fills, `source="chain"`, with exchange, block and log index),
+`stream:dlq` (undecodable logs, with the raw log and the reason), and the cursor `state:chain_last_block`: the
+last block whose logs are all in the stream (next range starts at +1; absent: CHAIN_START_BLOCK, default the
+v2 genesis). Only blocks at or below `finalized` are read (head - CHAIN_CONFIRMATIONS when CHAIN_USE_FINALIZED
+is false or the node lacks the tag), so a reorg never reaches the stream. A backfill (`backfill()`,
+`--backfill FROM TO --workers N`) pages block ranges concurrently, each with its own
+`state:chain_backfill:<first>-<last>:last_block` (see `ingesters/ranges.py`).
+
+Each range's logs, dead letters and the new cursor are one `append_with_cursor` call (compare-and-set): a crash
+before it re-reads the range, after it loses nothing. Block timestamps come from batched `eth_getBlockByNumber`
+(one POST, a JSON array) through a bounded cache. The range grows while calls pass and shrinks on the
+range-too-large errors providers give (`chain_logs.classify_rpc_error`). POLYGON_RPC_URL carries an API key: it
+is never logged; requests are named by method.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import structlog
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common import keys
+from common.config import HttpSettings, RedisSettings, SourceSettings, load
+from common.errors import ConfigError, PermanentSourceError, TransientSourceError
+from common.exchanges import V2_GENESIS_BLOCK
+from common.http import RateLimiter, make_client, request_json
+from common.service import Service, poll_forever, run_worker
+from common.streams import append_with_cursor, read_cursor
+from ingesters.chain_logs import (
+    RangeTooLarge,
+    SpanSizer,
+    block_batch,
+    blocks_needing_timestamps,
+    get_logs_filter,
+    hex_quantity,
+    normalize_logs,
+    parse_block_batch,
+    rpc_result,
+)
+from ingesters.ranges import BoundedCache, ProgressCallback, backfill_key, main_with_backfill, plan_backfill, run_parts
+
+NAME = "chain_ingester"
+log = structlog.get_logger()
+
+
+class ChainSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CHAIN_", env_file=".env", extra="ignore", frozen=True)
+
+    start_block: int = Field(V2_GENESIS_BLOCK, ge=0)  # first block ingested when no cursor is stored
+    use_finalized: bool = True
+    confirmations: int = Field(64, ge=0)  # depth below head when `finalized` is off or unsupported
+    initial_span_blocks: int = Field(1000, ge=1)
+    max_span_blocks: int = Field(10_000, ge=1)
+    block_batch_size: int = Field(100, ge=1, le=1000)  # eth_getBlockByNumber calls per batch POST
+    block_cache_size: int = Field(50_000, ge=1)
+    rate_limit_per_s: float = Field(25.0, gt=0)
+    poll_interval_s: float = Field(2.0, gt=0)
+    backfill_workers: int = Field(4, ge=1, le=64)
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    chain: ChainSettings
+    source: SourceSettings
+    http: HttpSettings
+    redis: RedisSettings
+
+
+def load_config() -> ChainConfig:
+    source = load(SourceSettings)
+    if not source.polygon_rpc_url.get_secret_value().startswith(("http://", "https://")):
+        raise ConfigError("POLYGON_RPC_URL: must be an http(s) URL (value hidden: it may hold an API key)")
+    return ChainConfig(load(ChainSettings), source, load(HttpSettings), load(RedisSettings))
+
+
+@dataclass
+class Node:
+    """The JSON-RPC side, shared by every range of a process: client, rate limit, block timestamp cache."""
+
+    client: httpx.AsyncClient
+    limiter: RateLimiter
+    config: ChainConfig
+    timestamps: BoundedCache[int, int]
+    finalized_supported: bool = True
+
+    async def post(self, body: Any, what: str) -> Any:
+        url = self.config.source.polygon_rpc_url.get_secret_value()
+        return await request_json(
+            self.client, "POST", url, settings=self.config.http, what=what, limiter=self.limiter, json=body
+        )
+
+    async def call(self, method: str, params: list[Any]) -> Any:
+        reply = await self.post({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}, method)
+        return rpc_result(reply, method)
+
+    async def safe_head(self) -> int:
+        """`finalized`, or head minus CHAIN_CONFIRMATIONS when that is configured or the tag is unsupported."""
+        if self.config.chain.use_finalized and self.finalized_supported:
+            try:
+                block = await self.call("eth_getBlockByNumber", ["finalized", False])
+                if isinstance(block, dict):
+                    return hex_quantity(block.get("number"), "finalized block number")
+            except PermanentSourceError as exc:
+                log.warning("node has no finalized tag; using head minus confirmations", error=str(exc))
+            self.finalized_supported = False
+        head = hex_quantity(await self.call("eth_blockNumber", []), "eth_blockNumber")
+        return head - self.config.chain.confirmations
+
+    async def block_timestamps(self, blocks: set[int]) -> dict[int, int]:
+        """Timestamps of `blocks`, from the cache or batched eth_getBlockByNumber POSTs."""
+        missing = sorted(b for b in blocks if self.timestamps.get(b) is None)
+        size = self.config.chain.block_batch_size
+        for start in range(0, len(missing), size):
+            chunk = missing[start : start + size]
+            replies = await self.post(block_batch(chunk), "eth_getBlockByNumber batch")
+            timestamps, failures = parse_block_batch(replies, chunk)
+            for number, timestamp in timestamps.items():  # keep what arrived: a retry asks only for the rest
+                self.timestamps.put(number, timestamp)
+            if failures:
+                raise failures[0]
+        return {b: t for b in blocks if (t := self.timestamps.get(b)) is not None}
+
+
+@dataclass
+class BlockRangeIngester:
+    """Ingests blocks `[first_block, last_block]` (`last_block` None: follow the safe head) into the stream."""
+
+    service: Service
+    node: Node
+    first_block: int
+    last_block: int | None
+    cursor_key: str = keys.STATE_CHAIN_LAST_BLOCK
+    done: int = 0  # blocks of the range behind the cursor, for progress
+    sizer: SpanSizer = field(default_factory=lambda: SpanSizer(1000, 10_000))
+    safe: int = -1  # the safe head last seen; it only grows, so it is asked again only once reached
+
+    def close_ahead(self) -> None:
+        """Nothing is fetched ahead here: ranges are cheap to ask for compared with their timestamps."""
+
+    async def step(self) -> bool:
+        stored = (await read_cursor(self.service.redis, [self.cursor_key]))[self.cursor_key]
+        last_done = int(stored) if stored is not None else self.first_block - 1
+        if last_done >= self.safe:
+            self.safe = await self.node.safe_head()
+        safe = self.safe
+        end = safe if self.last_block is None else min(safe, self.last_block)
+        if last_done >= end:
+            return False
+        from_block, to_block = last_done + 1, min(end, last_done + self.sizer.span)
+        try:
+            logs = await self.node.call("eth_getLogs", [get_logs_filter(from_block, to_block)])
+        except RangeTooLarge as exc:
+            self.sizer.too_large(exc.error, from_block, to_block - from_block + 1)
+            self.service.count("range_too_large")
+            log.info("range too large; shrinking", blocks=to_block - from_block + 1, next_blocks=self.sizer.span)
+            return True
+        self.sizer.succeeded()
+        if not isinstance(logs, list):
+            raise TransientSourceError(f"eth_getLogs: expected a list, got {type(logs).__name__}")
+        timestamps = await self.node.block_timestamps(blocks_needing_timestamps(logs))
+        entries, dead = normalize_logs(logs, timestamps)
+        # A crash before this line re-reads the range; the script writes all of it or nothing.
+        await append_with_cursor(
+            self.service.redis,
+            keys.STREAM_ORDER_EVENTS,
+            entries,
+            {self.cursor_key: (stored, str(to_block))},
+            dead_letters=dead,
+        )
+        for counter, n in (("fills", len(entries)), ("dead_letters", len(dead)), ("ranges", 1)):
+            self.service.count(counter, n)
+        self.done = to_block - self.first_block + 1
+        log.info("range", first=from_block, last=to_block, fills=len(entries), dead=len(dead), safe_head=safe)
+        return to_block < end
+
+
+def make_node(client: httpx.AsyncClient, config: ChainConfig) -> Node:
+    settings = config.chain
+    return Node(client, RateLimiter(settings.rate_limit_per_s), config, BoundedCache(settings.block_cache_size))
+
+
+def range_ingester(service: Service, node: Node, first: int, last: int | None, key: str) -> BlockRangeIngester:
+    settings = node.config.chain
+    sizer = SpanSizer(min(settings.initial_span_blocks, settings.max_span_blocks), settings.max_span_blocks)
+    return BlockRangeIngester(service, node, first, last, key, sizer=sizer)
+
+
+async def run(config: ChainConfig, *, once: bool = False, stop: asyncio.Event | None = None) -> Service:
+    """Follow the safe head from the stored cursor (or CHAIN_START_BLOCK); `once`: up to the safe head now."""
+
+    async def body(service: Service) -> None:
+        async with make_client(config.http) as client:
+            node = make_node(client, config)
+            ingester = range_ingester(service, node, config.chain.start_block, None, keys.STATE_CHAIN_LAST_BLOCK)
+            await poll_forever(service, ingester.step, interval_s=config.chain.poll_interval_s, once=once)
+
+    return await run_worker(NAME, config.redis, body, stop=stop)
+
+
+async def backfill(
+    config: ChainConfig, *, from_block: int, to_block: int, workers: int, progress: ProgressCallback | None = None
+) -> int:
+    """Ingest blocks `[from_block, to_block]` (capped at the safe head) as `workers` concurrent ranges."""
+    if to_block < from_block or workers < 1:
+        raise ConfigError(f"backfill: need FROM <= TO and workers >= 1 (got {from_block}, {to_block}, {workers})")
+
+    async def body(service: Service) -> None:
+        ranges = await plan_backfill(service, "chain", from_block, to_block, workers)
+        async with make_client(config.http) as client:
+            node = make_node(client, config)
+            parts = [range_ingester(service, node, a, b, backfill_key("chain", a, b, "last_block")) for a, b in ranges]
+            await run_parts(service, parts, to_block - from_block + 1, progress)
+
+    service = await run_worker(f"{NAME}_backfill", config.redis, body)
+    return service.counters["fills"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    async def live(once: bool) -> None:
+        await run(load_config(), once=once)
+
+    async def backfill_blocks(first: int, last: int, workers: int | None) -> None:
+        config = load_config()
+        await backfill(config, from_block=first, to_block=last, workers=workers or config.chain.backfill_workers)
+
+    description = "Polygon OrderFilled logs (v1 and v2 exchanges, finalized blocks) -> stream:order_events."
+    return main_with_backfill(NAME, description, "blocks", argv, live=live, backfill=backfill_blocks)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

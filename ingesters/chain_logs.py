@@ -1,0 +1,273 @@
+"""`OrderFilled` logs of the v1 and v2 exchanges -> OrderEvent, JSON-RPC error classification, range sizing. No I/O.
+
+ABIs (reference §6):
+    v1 OrderFilled(bytes32 indexed orderHash, address indexed maker, address indexed taker, uint256 makerAssetId,
+                   uint256 takerAssetId, uint256 makerAmountFilled, uint256 takerAmountFilled, uint256 fee)
+    v2 OrderFilled(bytes32 indexed orderHash, address indexed maker, address indexed taker, uint8 side,
+                   uint256 tokenId, uint256 makerAmountFilled, uint256 takerAmountFilled, uint256 fee,
+                   bytes32 builder, bytes32 metadata)
+v2 maps to the v1 shape by the maker order's side: BUY(0) -> maker pays USDC ("0") for tokenId; SELL(1) -> the
+reverse. The fill id is `<tx_hash>_<order_hash>`, the subgraph's, so both sources agree on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+from eth_abi import decode
+from eth_hash.auto import keccak
+
+from common import keys
+from common.errors import PermanentSourceError, PoisonMessage, SourceError, TransientSourceError
+from common.events import OrderEvent, encode_order_event, fill_id, validate_order_event
+from common.exchanges import V1_EXCHANGES, V2_EXCHANGES
+from common.streams import encode_dead_letter
+
+V1_SIGNATURE = "OrderFilled(bytes32,address,address,uint256,uint256,uint256,uint256,uint256)"
+V2_SIGNATURE = "OrderFilled(bytes32,address,address,uint8,uint256,uint256,uint256,uint256,bytes32,bytes32)"
+V1_TOPIC = "0x" + keccak(V1_SIGNATURE.encode()).hex()
+V2_TOPIC = "0x" + keccak(V2_SIGNATURE.encode()).hex()
+V1_DATA_TYPES = ("uint256", "uint256", "uint256", "uint256", "uint256")
+V2_DATA_TYPES = ("uint8", "uint256", "uint256", "uint256", "uint256", "bytes32", "bytes32")
+
+EXCHANGES = V1_EXCHANGES + V2_EXCHANGES  # lowercase (common.exchanges), as nodes return log addresses
+
+RpcErrorKind = Literal["range", "transient", "permanent"]
+# Messages public providers give when an eth_getLogs span or result set is too big (Infura, Alchemy, QuickNode,
+# Ankr, Chainstack, polygon-rpc, Erigon/Geth caps).
+RANGE_HINTS = (
+    "block range",
+    "range too large",
+    "range is too large",
+    "range is too wide",
+    "range too wide",
+    "query returned more than",
+    "response size exceeded",
+    "response size should not",
+    "too many results",
+    "too many logs",
+    "limit exceeded",
+    "exceed maximum block range",
+    "exceeds max results",
+    "is limited to",
+)
+RATE_HINTS = ("rate limit", "rate-limit", "too many requests", "request rate", "daily request", "capacity", "quota")
+PERMANENT_CODES = frozenset({-32600, -32601, -32602, -32700})
+
+
+def get_logs_filter(from_block: int, to_block: int) -> dict[str, Any]:
+    return {
+        "fromBlock": hex(from_block),
+        "toBlock": hex(to_block),
+        "address": list(EXCHANGES),
+        "topics": [[V1_TOPIC, V2_TOPIC]],
+    }
+
+
+def _hex_int(value: Any, name: str) -> int:
+    if not isinstance(value, str) or not value.startswith("0x"):
+        raise PoisonMessage(f"log field {name}={value!r} is not a hex quantity")
+    return int(value, 16)
+
+
+def _topic_address(topic: str) -> str:
+    if len(topic) != 66:
+        raise PoisonMessage(f"address topic {topic!r} is not 32 bytes")
+    return "0x" + topic[-40:].lower()
+
+
+def _decode_data(data: Any, types: tuple[str, ...]) -> tuple[Any, ...]:
+    try:
+        return decode(types, bytes.fromhex(str(data).removeprefix("0x")))
+    except Exception as exc:  # eth-abi raises many decoding error types; all mean the same here
+        raise PoisonMessage(f"undecodable log data ({type(exc).__name__}: {exc})") from None
+
+
+def decode_order_filled(log: Mapping[str, Any], timestamp: int) -> OrderEvent:
+    """One eth_getLogs entry (v1 or v2 OrderFilled) + its block's timestamp -> OrderEvent, or PoisonMessage."""
+    try:
+        topics = [str(t).lower() for t in log["topics"]]
+        tx_hash, address = str(log["transactionHash"]).lower(), str(log["address"]).lower()
+        block_number, log_index = _hex_int(log["blockNumber"], "blockNumber"), _hex_int(log["logIndex"], "logIndex")
+        data = log["data"]
+    except KeyError as exc:
+        raise PoisonMessage(f"log without field {exc.args[0]}") from None
+    if len(topics) != 4 or topics[0] not in (V1_TOPIC, V2_TOPIC):
+        raise PoisonMessage(f"not an OrderFilled log (topics {topics[:1]}, {len(topics)} topics)")
+    if topics[0] == V1_TOPIC:
+        maker_asset, taker_asset, maker_amount, taker_amount, fee = _decode_data(data, V1_DATA_TYPES)
+    else:
+        side, token_id, maker_amount, taker_amount, fee, _builder, _metadata = _decode_data(data, V2_DATA_TYPES)
+        if side not in (0, 1):
+            raise PoisonMessage(f"v2 OrderFilled with side {side} (expected BUY=0 or SELL=1)")
+        maker_asset, taker_asset = (0, token_id) if side == 0 else (token_id, 0)
+    order_hash = topics[1]
+    event = OrderEvent(
+        id=fill_id(tx_hash, order_hash),
+        source="chain",
+        exchange=address,
+        block_number=block_number,
+        log_index=log_index,
+        tx_hash=tx_hash,
+        order_hash=order_hash,
+        timestamp=timestamp,
+        maker=_topic_address(topics[2]),
+        taker=_topic_address(topics[3]),
+        maker_asset_id=str(maker_asset),
+        taker_asset_id=str(taker_asset),
+        maker_amount=maker_amount,
+        taker_amount=taker_amount,
+        fee=fee,
+    )
+    validate_order_event(event)
+    return event
+
+
+def blocks_needing_timestamps(logs: Sequence[Mapping[str, Any]]) -> set[int]:
+    """Blocks of `logs` whose timestamp the logs don't carry (newer nodes add `blockTimestamp` to each log)."""
+    return {position[0] for position in map(log_position, logs) if position[0] >= 0} - {
+        log_position(log)[0] for log in logs if isinstance(log.get("blockTimestamp"), str)
+    }
+
+
+def normalize_logs(logs: Sequence[Mapping[str, Any]], timestamps: Mapping[int, int]) -> tuple[list[bytes], list[bytes]]:
+    """Logs (any order) -> (encoded events in (block, log index) order, `stream:dlq` entries with the reason)."""
+    entries, dead = [], []
+    for log in sorted(logs, key=log_position):
+        if log.get("removed") is True:
+            continue  # a reorged-out log; finalized ranges don't have them
+        try:
+            block = log_position(log)[0]
+            stamp = log.get("blockTimestamp")
+            timestamp = int(stamp, 16) if isinstance(stamp, str) else timestamps.get(block)
+            if timestamp is None:
+                raise PoisonMessage(f"no timestamp for block {block}")
+            entries.append(encode_order_event(decode_order_filled(log, timestamp)))
+        except (PoisonMessage, ValueError) as exc:
+            payload = orjson.dumps(log, default=str)
+            dead.append(
+                encode_dead_letter(
+                    stream=keys.STREAM_ORDER_EVENTS, entry_id=None, payload=payload, error=str(exc), deliveries=0
+                )
+            )
+    return entries, dead
+
+
+def log_position(log: Mapping[str, Any]) -> tuple[int, int]:
+    """(block, log index) for ordering; a log without them sorts first (and is dead-lettered on decode)."""
+    try:
+        return (int(log["blockNumber"], 16), int(log["logIndex"], 16))
+    except (KeyError, TypeError, ValueError):
+        return (-1, -1)
+
+
+def classify_rpc_error(error: Mapping[str, Any]) -> RpcErrorKind:
+    """A JSON-RPC `error` object -> what to do: shrink the range, retry later, or give up."""
+    message = str(error.get("message", "")).lower()
+    code = error.get("code")
+    if any(hint in message for hint in RATE_HINTS):
+        return "transient"
+    if any(hint in message for hint in RANGE_HINTS):
+        return "range"
+    if code == -32005:  # Infura's "limit exceeded" family without a telling message
+        return "range"
+    return "permanent" if code in PERMANENT_CODES else "transient"
+
+
+class RangeTooLarge(TransientSourceError):
+    """The node refused an eth_getLogs span or result size; `error` is its JSON-RPC error object."""
+
+    def __init__(self, error: Mapping[str, Any]) -> None:
+        super().__init__(f"eth_getLogs: range too large: {error.get('message')}")
+        self.error = error
+
+
+def rpc_result(reply: Any, method: str) -> Any:
+    """A JSON-RPC response object -> its result, or the classified error."""
+    if not isinstance(reply, dict) or ("result" not in reply and "error" not in reply):
+        raise TransientSourceError(f"{method}: malformed JSON-RPC response")
+    error = reply.get("error")
+    if error is None:
+        return reply["result"]
+    error = error if isinstance(error, Mapping) else {"message": str(error)}
+    kind = classify_rpc_error(error)
+    if kind == "range":
+        raise RangeTooLarge(error)
+    text = f"{method}: RPC error {error.get('code')}: {str(error.get('message'))[:200]}"
+    raise TransientSourceError(text) if kind == "transient" else PermanentSourceError(text)
+
+
+def hex_quantity(value: Any, what: str) -> int:
+    """A JSON-RPC quantity ("0x1a") -> int; anything else is a bad reply, worth asking again."""
+    try:
+        return int(value, 16)
+    except (TypeError, ValueError):
+        raise TransientSourceError(f"{what}: expected a hex quantity, got {str(value)[:40]!r}") from None
+
+
+def block_batch(blocks: Sequence[int]) -> list[dict[str, Any]]:
+    """One batch POST body: eth_getBlockByNumber for each block, without transactions, id = block number."""
+    return [{"jsonrpc": "2.0", "id": b, "method": "eth_getBlockByNumber", "params": [hex(b), False]} for b in blocks]
+
+
+def parse_block_batch(replies: Any, blocks: Sequence[int]) -> tuple[dict[int, int], list[SourceError]]:
+    """A batch reply -> (timestamp per block that came back, one error per block that didn't)."""
+    if not isinstance(replies, list):  # one error for the whole batch (e.g. batches not allowed)
+        rpc_result(replies, "eth_getBlockByNumber batch")
+        raise TransientSourceError("eth_getBlockByNumber batch: expected a JSON array")
+    by_id = {reply.get("id"): reply for reply in replies if isinstance(reply, dict)}
+    timestamps: dict[int, int] = {}
+    failures: list[SourceError] = []
+    for number in blocks:
+        try:
+            block = rpc_result(by_id.get(number), "eth_getBlockByNumber")
+            if not isinstance(block, Mapping):
+                raise TransientSourceError(f"eth_getBlockByNumber: block {number} not available")
+            timestamps[number] = hex_quantity(block.get("timestamp"), "eth_getBlockByNumber timestamp")
+        except SourceError as exc:
+            failures.append(exc)
+    return timestamps, failures
+
+
+def suggested_span(error: Mapping[str, Any], from_block: int) -> int | None:
+    """The span a provider suggests in its error (Infura's `data: {from, to}`), when it does."""
+    data = error.get("data")
+    if isinstance(data, Mapping) and isinstance(data.get("to"), str):
+        try:
+            to_block = int(data["to"], 16)
+        except ValueError:
+            return None
+        return to_block - from_block + 1 if to_block >= from_block else None
+    return None
+
+
+@dataclass
+class SpanSizer:
+    """Blocks per eth_getLogs call: doubles while calls go through, shrinks on a range-too-large error.
+
+    The smallest span that failed caps growth (so the size doesn't oscillate around a provider's limit) until
+    `forget_after` calls in a row succeed; dense stretches of chain fail by result count, not span, and pass.
+    """
+
+    span: int
+    max_span: int
+    forget_after: int = 50
+    ceiling: int | None = None
+    successes: int = 0
+
+    def succeeded(self) -> None:
+        self.successes += 1
+        if self.ceiling is not None and self.successes >= self.forget_after:
+            self.ceiling = None
+        limit = self.max_span if self.ceiling is None else min(self.max_span, self.ceiling - 1)
+        self.span = max(1, min(limit, self.span * 2))
+
+    def too_large(self, error: Mapping[str, Any], from_block: int, tried_span: int) -> None:
+        """Shrink below `tried_span`: to the provider's own hint when it gives one, else to half."""
+        self.successes = 0
+        self.ceiling = tried_span if self.ceiling is None else min(self.ceiling, tried_span)
+        hint = suggested_span(error, from_block)
+        self.span = hint if hint is not None and 0 < hint < tried_span else max(1, tried_span // 2)

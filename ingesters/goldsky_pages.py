@@ -1,0 +1,220 @@
+"""Goldsky `orderFilledEvents` paging with a sticky `(timestamp, id)` cursor, and fill normalization. No I/O.
+
+Cursor `(T, ID)` means: every fill of the range with `(timestamp, id) <= (T, ID)` has been written (ids compare
+as strings, as the subgraph orders them). `ID == ""` means none of second T yet. Two query shapes walk the range:
+
+- open  (second T known complete): `where: {timestamp_gt: T, timestamp_lte: END}`;
+- sticky (second T may have more): `where: {timestamp: T, id_gt: ID}`, both operators graph-node supports
+  (reference §2.3-2.4; no `or`, which older graph-node versions and the simulator reject).
+
+A full open page that spans several seconds drops its last second (it may continue on the next page) and stays
+open; a full page holding one second only goes sticky at that second until a short page finishes it. This is
+correct for any burst size and costs one request per page outside bursts. After a restart the completeness of
+second T is unknown, so the first query is sticky (a repeat finds nothing new, never a duplicate).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any
+
+import orjson
+
+from common import keys
+from common.errors import PermanentSourceError, PoisonMessage, TransientSourceError
+from common.events import OrderEvent, decode_order_event, encode_order_event, validate_order_event
+from common.streams import encode_dead_letter
+
+MAX_PAGE_SIZE = 1000  # graph-node's GRAPH_GRAPHQL_MAX_FIRST default
+
+FIELDS = (
+    "id transactionHash timestamp orderHash maker taker makerAssetId takerAssetId"
+    " makerAmountFilled takerAmountFilled fee"
+)
+FILLS_QUERY = (
+    "query Fills($first: Int!, $where: OrderFilledEvent_filter!) {"
+    " orderFilledEvents(first: $first, orderBy: timestamp, orderDirection: asc, where: $where) {"
+    f" {FIELDS} }} }}"
+)
+
+# GraphQL error texts worth a retry: Goldsky's rate limit, indexers catching up or failing over, timeouts.
+TRANSIENT_GRAPHQL_HINTS = (
+    "allowance",
+    "rate limit",
+    "too many requests",
+    "indexing",
+    "indexed up to",
+    "not yet",
+    "timeout",
+    "timed out",
+    "unavailable",
+    "overloaded",
+    "try again",
+    "bad indexers",
+    "store error",
+    "internal error",
+    "database",
+    "connection",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    timestamp: int
+    last_id: str
+
+    def key(self) -> tuple[int, str]:
+        return (self.timestamp, self.last_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """What to write from one response and where the range stands afterwards."""
+
+    rows: list[dict[str, Any]]  # in (timestamp, id) order; the page's items to normalize and write
+    cursor: Cursor  # the cursor after `rows`
+    second_complete: bool  # True when every fill of second `cursor.timestamp` is in or before `rows`
+    exhausted: bool  # True when nothing more was available up to the range end at query time
+
+
+def start_cursor(first_ts: int) -> Cursor:
+    """The cursor before any fill of a range starting at `first_ts` (second `first_ts - 1` counts as complete)."""
+    return Cursor(first_ts - 1, "")
+
+
+def parse_cursor(timestamp: str | None, last_id: str | None, first_ts: int) -> Cursor:
+    """Stored strings -> Cursor; absent keys mean the start of the range."""
+    if timestamp is None or timestamp == "":
+        return start_cursor(first_ts)
+    return Cursor(int(timestamp), last_id or "")
+
+
+def is_second_complete(cursor: Cursor, first_ts: int, known_complete: Cursor | None) -> bool:
+    """Whether to query open: the last page said so, or the cursor is still before the range."""
+    return cursor.timestamp < first_ts or cursor == known_complete
+
+
+def build_where(cursor: Cursor, *, second_complete: bool, last_ts: int | None) -> dict[str, str]:
+    if not second_complete:
+        return {"timestamp": str(cursor.timestamp), "id_gt": cursor.last_id}
+    where = {"timestamp_gt": str(cursor.timestamp)}
+    if last_ts is not None:
+        where["timestamp_lte"] = str(last_ts)
+    return where
+
+
+def build_request(
+    cursor: Cursor, *, second_complete: bool, last_ts: int | None, page_size: int = MAX_PAGE_SIZE
+) -> dict[str, Any]:
+    """The JSON body of the next page's GraphQL POST."""
+    where = build_where(cursor, second_complete=second_complete, last_ts=last_ts)
+    return {"query": FILLS_QUERY, "variables": {"first": page_size, "where": where}, "operationName": "Fills"}
+
+
+def _order_key(row: Mapping[str, Any]) -> tuple[int, str]:
+    """(timestamp, id) of a row; rows without a usable one sort first and never move the cursor."""
+    try:
+        return (int(row["timestamp"]), str(row["id"]).lower())
+    except (KeyError, TypeError, ValueError):
+        return (-1, "")
+
+
+def plan_page(rows: Sequence[dict[str, Any]], *, cursor: Cursor, second_complete: bool, page_size: int) -> Page:
+    """Decide which rows of a response to write and the cursor that follows them."""
+    keyed = sorted(((_order_key(row), row) for row in rows), key=itemgetter(0))
+    ordered = [row for _, row in keyed]
+    full = len(rows) >= page_size
+    valid = [key for key, _ in keyed if key[0] >= 0]
+    if not valid:
+        if full:
+            raise PermanentSourceError("goldsky: a full page without one usable (timestamp, id); cannot page on")
+        return Page(ordered, cursor, True, second_complete)
+    last_second = valid[-1][0]
+    if not full:
+        # Short sticky page: second T is finished, go open. Short open page: the range is drained for now.
+        after = Cursor(*valid[-1])
+        return Page(ordered, after, True, second_complete)
+    if second_complete and valid[0][0] != last_second:
+        # Full page over several seconds: keep the whole seconds, fetch the last one again next time.
+        kept = [row for key, row in keyed if key[0] < last_second]
+        done = max(key for key in valid if key[0] < last_second)
+        return Page(kept, Cursor(*done), True, False)
+    # Full page inside one second (a burst): go (or stay) sticky on it.
+    return Page(ordered, Cursor(*valid[-1]), False, False)
+
+
+def normalize_fill(raw: Mapping[str, Any]) -> OrderEvent:
+    """One subgraph `OrderFilledEvent` -> OrderEvent; anything malformed raises PoisonMessage with the reason."""
+    event = build_fill(raw)
+    validate_order_event(event)
+    return event
+
+
+def build_fill(raw: Mapping[str, Any]) -> OrderEvent:
+    """The OrderEvent fields from a subgraph item, not validated yet (missing or non-numeric: PoisonMessage)."""
+    try:
+        event = OrderEvent(
+            id=str(raw["id"]).lower(),
+            source="goldsky",
+            exchange="",
+            block_number=0,
+            log_index=None,
+            tx_hash=str(raw["transactionHash"]).lower(),
+            order_hash=str(raw["orderHash"]).lower(),
+            timestamp=int(raw["timestamp"]),
+            maker=str(raw["maker"]).lower(),
+            taker=str(raw["taker"]).lower(),
+            maker_asset_id=str(raw["makerAssetId"]),
+            taker_asset_id=str(raw["takerAssetId"]),
+            maker_amount=int(raw["makerAmountFilled"]),
+            taker_amount=int(raw["takerAmountFilled"]),
+            fee=int(raw["fee"]),
+        )
+    except KeyError as exc:
+        raise PoisonMessage(f"goldsky fill {raw.get('id')!r}: missing field {exc.args[0]}") from None
+    except (TypeError, ValueError) as exc:
+        raise PoisonMessage(f"goldsky fill {raw.get('id')!r}: {exc}") from None
+    return event
+
+
+def normalize_rows(rows: Sequence[dict[str, Any]]) -> tuple[list[bytes], list[bytes]]:
+    """Rows -> (encoded events, `stream:dlq` entries carrying the raw item and the reason)."""
+    entries, dead = [], []
+    for raw in rows:
+        try:
+            data = encode_order_event(build_fill(raw))
+            decode_order_event(data)  # validate_order_event's checks, on the bytes we write (one encode, not two)
+            entries.append(data)
+        except PoisonMessage as exc:
+            payload = orjson.dumps(raw, default=str)
+            dead.append(
+                encode_dead_letter(
+                    stream=keys.STREAM_ORDER_EVENTS, entry_id=None, payload=payload, error=str(exc), deliveries=0
+                )
+            )
+    return entries, dead
+
+
+def graphql_error(errors: Any) -> TransientSourceError | PermanentSourceError:
+    """The exception for a response's `errors`: rate limits, indexing and timeouts retry; anything else stops."""
+    messages = [str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in (errors or [])]
+    text = "; ".join(messages)[:300] or "empty errors list"
+    lowered = text.lower()
+    if any(hint in lowered for hint in TRANSIENT_GRAPHQL_HINTS):
+        retry_after_s = 10.0 if "allowance" in lowered else None  # "limits reset every 10 seconds"
+        return TransientSourceError(f"goldsky GraphQL: {text}", retry_after_s=retry_after_s)
+    return PermanentSourceError(f"goldsky GraphQL: {text}")
+
+
+def extract_rows(body: Any) -> list[dict[str, Any]]:
+    """`{"data": {"orderFilledEvents": [...]}}` -> the rows; GraphQL errors and odd shapes raise SourceErrors."""
+    if not isinstance(body, dict):
+        raise TransientSourceError(f"goldsky: unexpected response type {type(body).__name__}")
+    if body.get("errors"):
+        raise graphql_error(body["errors"])
+    rows = (body.get("data") or {}).get("orderFilledEvents")
+    if not isinstance(rows, list):
+        raise TransientSourceError("goldsky: response without data.orderFilledEvents")
+    return [row if isinstance(row, dict) else {"value": row} for row in rows]

@@ -1,0 +1,206 @@
+"""OrderFilled log decoding (logs built here with eth-abi), RPC error classification, range sizing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from eth_abi import encode
+from eth_hash.auto import keccak
+
+from common.errors import PermanentSourceError, PoisonMessage, TransientSourceError
+from common.exchanges import V1_EXCHANGES as EXCHANGES_V1
+from common.exchanges import V2_EXCHANGES as EXCHANGES_V2
+from ingesters.chain_logs import (
+    V1_TOPIC,
+    V2_TOPIC,
+    RangeTooLarge,
+    SpanSizer,
+    block_batch,
+    classify_rpc_error,
+    decode_order_filled,
+    get_logs_filter,
+    hex_quantity,
+    log_position,
+    parse_block_batch,
+    rpc_result,
+)
+from ingesters.ranges import BoundedCache
+
+TX = "0x" + "AA" * 32
+ORDER = "0x" + "0b" * 32
+MAKER = "0x" + "12" * 20
+TAKER = "0x" + "Ef" * 20
+TOKEN = 10181859819235412241349111952383458602722012323104397550162049365057126390549
+
+
+def topic(address: str) -> str:
+    return "0x" + "0" * 24 + address[2:]
+
+
+def v1_log(maker_asset: int, taker_asset: int, **override: Any) -> dict[str, Any]:
+    data = encode(["uint256"] * 5, [maker_asset, taker_asset, 5_000_000, 10_000_000, 25])
+    log = {
+        "address": EXCHANGES_V1[1].upper().replace("0X", "0x"),
+        "topics": [V1_TOPIC, ORDER, topic(MAKER), topic(TAKER)],
+        "data": "0x" + data.hex(),
+        "blockNumber": hex(84_000_000),
+        "transactionHash": TX,
+        "logIndex": "0x1f",
+        "removed": False,
+    }
+    return {**log, **override}
+
+
+def v2_log(side: int, **override: Any) -> dict[str, Any]:
+    types = ["uint8", "uint256", "uint256", "uint256", "uint256", "bytes32", "bytes32"]
+    data = encode(types, [side, TOKEN, 7_000_000, 3_000_000, 11, b"\x01" * 32, b"\x00" * 32])
+    log = v1_log(0, TOKEN, address=EXCHANGES_V2[0], topics=[V2_TOPIC, ORDER, topic(MAKER), topic(TAKER)])
+    return {**log, "data": "0x" + data.hex(), **override}
+
+
+def test_topics_are_the_keccak_of_the_signatures() -> None:
+    sig = "OrderFilled(bytes32,address,address,uint256,uint256,uint256,uint256,uint256)"
+    assert keccak(sig.encode()).hex() == V1_TOPIC[2:]
+    assert V1_TOPIC == "0xd0a08e8c493f9c94f29311604c9de1b4e8c8d4c06bd0c789af57f2d65bfec0f6"
+    assert V2_TOPIC != V1_TOPIC and len(V2_TOPIC) == 66
+
+
+def test_v1_log_decodes_to_the_normalized_event() -> None:
+    event = decode_order_filled(v1_log(0, TOKEN), timestamp=1_777_000_000)
+    assert event.id == f"{TX.lower()}_{ORDER}" and event.source == "chain"
+    assert event.exchange == EXCHANGES_V1[1] and event.block_number == 84_000_000 and event.log_index == 31
+    assert (event.maker, event.taker) == (MAKER, TAKER.lower())
+    assert (event.maker_asset_id, event.taker_asset_id) == ("0", str(TOKEN))
+    assert (event.maker_amount, event.taker_amount, event.fee, event.timestamp) == (
+        5_000_000,
+        10_000_000,
+        25,
+        1_777_000_000,
+    )
+
+
+@pytest.mark.parametrize(("side", "maker_asset", "taker_asset"), [(0, "0", str(TOKEN)), (1, str(TOKEN), "0")])
+def test_v2_side_maps_to_the_v1_asset_shape(side: int, maker_asset: str, taker_asset: str) -> None:
+    event = decode_order_filled(v2_log(side), timestamp=1_777_400_000)
+    assert (event.maker_asset_id, event.taker_asset_id) == (maker_asset, taker_asset)
+    assert (event.maker_amount, event.taker_amount, event.fee) == (7_000_000, 3_000_000, 11)
+    assert event.exchange == EXCHANGES_V2[0]
+
+
+@pytest.mark.parametrize(
+    ("log", "reason"),
+    [
+        (v1_log(0, TOKEN, data="0x1234"), "undecodable"),
+        (v1_log(TOKEN, TOKEN), "exactly one asset id"),
+        (v1_log(0, 0), "exactly one asset id"),
+        (v2_log(2), "side 2"),
+        (v1_log(0, TOKEN, topics=[V1_TOPIC, ORDER, topic(MAKER)]), "not an OrderFilled"),
+        (v1_log(0, TOKEN, topics=["0x" + "00" * 32, ORDER, topic(MAKER), topic(TAKER)]), "not an OrderFilled"),
+        ({k: v for k, v in v1_log(0, TOKEN).items() if k != "transactionHash"}, "transactionHash"),
+        (v1_log(0, TOKEN, logIndex=None), "logIndex"),
+    ],
+)
+def test_malformed_log_is_poison_with_a_reason(log: dict[str, Any], reason: str) -> None:
+    with pytest.raises(PoisonMessage, match=reason):
+        decode_order_filled(log, timestamp=1)
+
+
+def test_amount_over_uint64_is_poison() -> None:
+    data = encode(["uint256"] * 5, [0, TOKEN, 2**80, 1, 0])
+    with pytest.raises(PoisonMessage, match="maker_amount"):
+        decode_order_filled(v1_log(0, TOKEN, data="0x" + data.hex()), timestamp=1)
+
+
+def test_filter_covers_both_versions_and_all_four_exchanges() -> None:
+    flt = get_logs_filter(10, 20)
+    assert flt["fromBlock"] == "0xa" and flt["toBlock"] == "0x14"
+    assert set(flt["address"]) == set(EXCHANGES_V1 + EXCHANGES_V2)
+    assert all(a == a.lower() for a in flt["address"])
+    assert flt["topics"] == [[V1_TOPIC, V2_TOPIC]]
+    assert log_position(v1_log(0, TOKEN)) == (84_000_000, 31)
+    assert log_position({"blockNumber": None}) == (-1, -1)
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        ({"code": -32005, "message": "query returned more than 10000 results. Try with this block range"}, "range"),
+        ({"code": -32005, "message": "block range is too large (max 2000 blocks)"}, "range"),
+        ({"code": -32602, "message": "Log response size exceeded. You can make eth_getLogs requests with..."}, "range"),
+        ({"code": -32000, "message": "exceed maximum block range: 3500"}, "range"),
+        ({"code": -32602, "message": "eth_getLogs block range too large, range: 5001, max: 5000"}, "range"),
+        ({"code": -32005, "message": "limit exceeded"}, "range"),
+        ({"code": -32005, "message": "project ID request rate exceeded"}, "transient"),
+        ({"code": 429, "message": "Too Many Requests"}, "transient"),
+        ({"code": -32603, "message": "internal error"}, "transient"),
+        ({"code": -32000, "message": "header not found"}, "transient"),
+        ({"code": -32601, "message": "the method eth_getLogs does not exist/is not available"}, "permanent"),
+        ({"code": -32602, "message": "invalid argument 0: hex string without 0x prefix"}, "permanent"),
+    ],
+)
+def test_rpc_errors_are_classified(error: dict[str, Any], kind: str) -> None:
+    assert classify_rpc_error(error) == kind
+
+
+def test_span_halves_on_range_errors_and_grows_back_below_the_failed_size() -> None:
+    sizer = SpanSizer(span=1000, max_span=10_000)
+    sizer.succeeded()
+    assert sizer.span == 2000
+    sizer.succeeded()
+    sizer.too_large({"code": -32005, "message": "block range is too large"}, from_block=100, tried_span=4000)
+    assert sizer.span == 2000
+    for _ in range(5):
+        sizer.succeeded()
+    assert sizer.span == 3999  # capped below the span that failed
+    sizer.too_large({"code": -32005, "message": "x", "data": {"from": hex(100), "to": hex(349)}}, 100, 3999)
+    assert sizer.span == 250  # the provider's own hint
+    for _ in range(60):
+        sizer.succeeded()
+    assert sizer.span == 10_000  # the cap is forgotten after a long run of successes
+
+
+def test_span_never_drops_below_one() -> None:
+    sizer = SpanSizer(span=1, max_span=10)
+    sizer.too_large({"message": "range too large"}, from_block=5, tried_span=1)
+    assert sizer.span == 1
+
+
+def test_bounded_cache_evicts_least_recently_used() -> None:
+    cache: BoundedCache[int, int] = BoundedCache(2)
+    cache.put(1, 10)
+    cache.put(2, 20)
+    assert cache.get(1) == 10
+    cache.put(3, 30)
+    assert (cache.get(2), cache.get(1), cache.get(3), len(cache)) == (None, 10, 30, 2)
+
+
+def test_block_batch_reply_keeps_what_arrived_and_reports_the_rest() -> None:
+    body = block_batch([10, 11, 12])
+    assert [item["params"] for item in body] == [["0xa", False], ["0xb", False], ["0xc", False]]
+    replies = [
+        {"jsonrpc": "2.0", "id": 12, "result": {"number": "0xc", "timestamp": "0x64"}},  # out of order is fine
+        {"jsonrpc": "2.0", "id": 10, "result": {"number": "0xa", "timestamp": "0x62"}},
+        {"jsonrpc": "2.0", "id": 11, "error": {"code": -32603, "message": "internal error"}},
+    ]
+    timestamps, failures = parse_block_batch(replies, [10, 11, 12])
+    assert timestamps == {10: 0x62, 12: 0x64}
+    assert len(failures) == 1 and isinstance(failures[0], TransientSourceError)
+
+
+def test_a_batch_refused_as_a_whole_raises_the_classified_error() -> None:
+    with pytest.raises(PermanentSourceError, match="-32600"):
+        parse_block_batch(
+            {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "batch not allowed"}}, [1]
+        )
+
+
+def test_rpc_result_maps_errors_to_what_the_caller_does() -> None:
+    assert rpc_result({"jsonrpc": "2.0", "id": 1, "result": "0x10"}, "eth_blockNumber") == "0x10"
+    with pytest.raises(RangeTooLarge):
+        rpc_result({"id": 1, "error": {"code": -32005, "message": "query returned more than 10000 results"}}, "x")
+    with pytest.raises(TransientSourceError, match="malformed"):
+        rpc_result({"id": 1}, "eth_getLogs")
+    assert hex_quantity("0x1f", "n") == 31
+    with pytest.raises(TransientSourceError):
+        hex_quantity(None, "eth_blockNumber")
