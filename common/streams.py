@@ -39,7 +39,8 @@ from common.redis_client import map_redis_errors
 log = structlog.get_logger()
 
 _LUA_DIR = Path(__file__).with_name("lua")
-_SCRIPTS = {name: (_LUA_DIR / f"{name}.lua").read_text() for name in ("append_page", "finish_batch")}
+_PRELUDE = (_LUA_DIR / "prelude.lua").read_text()
+_SCRIPTS = {name: _PRELUDE + (_LUA_DIR / f"{name}.lua").read_text() for name in ("append_page", "finish_batch")}
 _SHAS = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in _SCRIPTS.items()}
 
 # failures hash entries outlive a crash but not forever

@@ -1,7 +1,7 @@
 -- Append a page from a source and advance its cursor in one atomic step (DESIGN §3 rule 1).
 -- A crash can leave either nothing or everything; a retry of a call whose reply was lost is refused,
 -- because the cursor no longer holds the value the caller expects (compare-and-set).
--- Lists travel as one argument each, items joined by "\n" (compact JSON never contains a raw newline): one
+-- split() comes from prelude.lua. Lists travel as one argument each, items joined by "\n" (compact JSON never contains a raw newline): one
 -- big argument costs the client far less to send than thousands of small ones.
 --
 -- KEYS[1]            stream that receives the entries (field `data`)
@@ -16,22 +16,6 @@
 -- ARGV[4+2n ..]      one per hash key: field, value, field, value, ... joined by "\n"
 -- Returns the number of entries appended, or -1 (and writes nothing) when a cursor does not hold its
 -- expected value.
-
-local function split(joined)
-    local items, pos = {}, 1
-    if joined == '' then
-        return items
-    end
-    while true do
-        local newline = string.find(joined, '\n', pos, true)
-        if not newline then
-            items[#items + 1] = string.sub(joined, pos)
-            return items
-        end
-        items[#items + 1] = string.sub(joined, pos, newline - 1)
-        pos = newline + 1
-    end
-end
 
 local n = tonumber(ARGV[1])
 for i = 1, n do

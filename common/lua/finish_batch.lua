@@ -2,7 +2,7 @@
 -- produced, and move poison to the dead-letter stream. An input's outputs and dead letter are written only
 -- if this call's XACK removed it from the group's pending list, so a retried call (reply lost) or a second
 -- consumer that processed the same claimed entry adds nothing: no output is ever written twice.
--- Lists travel as one argument each, items joined by "\n" (ids and compact JSON never contain a newline).
+-- split() comes from prelude.lua. Lists travel as one argument each, items joined by "\n" (ids and compact JSON never contain a newline).
 --
 -- KEYS[1]  input stream
 -- KEYS[2]  output stream (unused when no entry has outputs)
@@ -15,22 +15,6 @@
 -- ARGV[5]  ids to dead-letter, joined by "\n"
 -- ARGV[6]  their dead-letter payloads, joined by "\n"
 -- Returns {acked, emitted, dead_lettered}.
-
-local function split(joined)
-    local items, pos = {}, 1
-    if joined == '' then
-        return items
-    end
-    while true do
-        local newline = string.find(joined, '\n', pos, true)
-        if not newline then
-            items[#items + 1] = string.sub(joined, pos)
-            return items
-        end
-        items[#items + 1] = string.sub(joined, pos, newline - 1)
-        pos = newline + 1
-    end
-end
 
 local group = ARGV[1]
 local has_failures = redis.call('EXISTS', KEYS[4]) == 1
