@@ -18,5 +18,13 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
+# Everything under supervisord (embedded Redis/ClickHouse unless configured); Ctrl-C stops it all. docs/operations.md
+run: $(STAMP)
+	$(PY) -m pipeline run --no-bootstrap
+
+# The same against the simulator: live fills, trades in ClickHouse within seconds
+demo: $(STAMP)
+	$(PY) -m pipeline demo --no-bootstrap
+
 clean:
 	rm -rf $(VENV) .pytest_cache

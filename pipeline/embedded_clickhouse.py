@@ -39,6 +39,8 @@ import orjson
 import structlog
 import uvicorn
 
+from common.config import ClickHouseSettings, load
+from common.errors import ConfigError
 from common.log import configure_logging
 from pipeline.chdb_http import READ_WORDS, ClickHouseError, Engine, Job, Outcome, SqlShape, analyze_sql
 
@@ -381,14 +383,22 @@ def _raw_headers(reply: Reply) -> list[tuple[bytes, bytes]]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Defaults come from CLICKHOUSE_PORT, CLICKHOUSE_DATA_DIR, CLICKHOUSE_USER and CLICKHOUSE_PASSWORD, so a
+    process manager passes the password in the environment, never on the command line (`ps` shows that)."""
+    settings = load(ClickHouseSettings)
     parser = argparse.ArgumentParser(prog="python -m pipeline embedded-clickhouse", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1, local only)")
-    parser.add_argument("--port", type=int, default=8123, help="HTTP port (default: 8123)")
-    parser.add_argument("--data-dir", default="data/clickhouse", help="chDB data folder (default: data/clickhouse)")
-    parser.add_argument("--user", default="default", help="the one user name accepted (default: default)")
-    parser.add_argument("--password", default=None, help="require this password (default: none)")
+    parser.add_argument("--port", type=int, default=settings.port, help="HTTP port (default: CLICKHOUSE_PORT, 8123)")
+    parser.add_argument(
+        "--data-dir", default=settings.data_dir, help="chDB data folder (default: CLICKHOUSE_DATA_DIR, data/clickhouse)"
+    )
+    parser.add_argument("--user", default=settings.user, help="the one user name accepted (default: CLICKHOUSE_USER)")
+    parser.add_argument("--password", default=None, help="require this password (default: CLICKHOUSE_PASSWORD, none)")
     parser.add_argument("--threads", type=int, default=8, help="queries run at once (default: 8)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.password is None and settings.password is not None:
+        args.password = settings.password.get_secret_value() or None
+    return args
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -460,7 +470,11 @@ def serve(engine: Engine, sock: socket.socket, args: argparse.Namespace) -> None
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except ConfigError as exc:
+        print(f"embedded-clickhouse: {exc}", file=sys.stderr)
+        return 2
     configure_logging("embedded_clickhouse")
     try:
         sock = bind_socket(args.host, args.port)
