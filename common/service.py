@@ -143,6 +143,10 @@ async def run_worker(
     return service
 
 
+# On stop, a step in progress gets this long to finish its page; then it is cancelled (see _step_or_stop).
+STOP_GRACE_S = 5.0
+
+
 async def poll_forever(
     service: Service,
     step: Callable[[], Awaitable[bool]],
@@ -153,20 +157,22 @@ async def poll_forever(
 ) -> None:
     """Call `step` until the service stops; `step` returns True when more work is ready right away.
 
-    An unreachable source or sink degrades the service and backs off (never a crash loop); a permanent source
-    error backs off longer, because retrying at once cannot help. CursorMoved means another writer moved the
-    cursor: `step` re-reads it on its next call. `once=True` returns when `step` reports nothing left.
+    An unreachable source or sink degrades the service and backs off (never a crash loop), at least as long as
+    the server's Retry-After; a permanent source error backs off longer, because retrying at once cannot help.
+    CursorMoved means another writer moved the cursor: `step` re-reads it on its next call. `once=True` returns
+    when `step` reports nothing left.
     """
     backoff = Backoff(base_s=1.0, max_s=max_backoff_s)
     while not service.stop.is_set():
         try:
-            more = await step()
+            more = await _step_or_stop(service, step)
         except CursorMoved as exc:
             log.warning("cursor moved under us; re-reading it", error=str(exc))
             continue
         except (SourceError, TransientSinkError) as exc:
             service.degraded(exc)
             delay_s = backoff.next_delay_s() * (5 if isinstance(exc, PermanentSourceError) else 1)
+            delay_s = max(delay_s, getattr(exc, "retry_after_s", None) or 0.0)
             log.warning("step failed; backing off", error=str(exc), delay_s=round(delay_s, 2))
             await sleep_unless_stopped(service.stop, delay_s)
             continue
@@ -176,6 +182,30 @@ async def poll_forever(
             if once:
                 return
             await sleep_unless_stopped(service.stop, interval_s)
+
+
+async def _step_or_stop(service: Service, step: Callable[[], Awaitable[bool]]) -> bool:
+    """Run one step; if the service is told to stop meanwhile, give it STOP_GRACE_S, then cancel it.
+
+    A step may be deep in HTTP retries with long backoffs when SIGTERM comes; waiting them out would outlast
+    supervisord's patience. Cancelling is safe: a page and its cursor are one compare-and-set script, so the
+    page was either written with its cursor or not at all, and the next start goes on from the cursor in Redis.
+    """
+    task = asyncio.ensure_future(step())
+    stopped = asyncio.ensure_future(service.stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            await asyncio.wait({task}, timeout=STOP_GRACE_S)
+        if not task.done():
+            log.info("stopping: abandoning the step in progress", grace_s=STOP_GRACE_S)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return False
+        return task.result()
+    finally:
+        stopped.cancel()
 
 
 def service_arguments(description: str, argv: list[str] | None) -> argparse.Namespace:

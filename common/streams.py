@@ -363,8 +363,15 @@ async def run_consumer(
     only pending one (the ClickHouse writer). On stop, the batches in hand are finished before returning.
     `once=True` returns when there is nothing left to read (tests and burst runs).
     """
-    await consumer.ensure_group()
     read_backoff = Backoff(base_s=0.2, max_s=10.0)
+    while not stop.is_set():  # Redis may not be up yet when a service starts: wait for it, don't crash
+        try:
+            await consumer.ensure_group()
+            break
+        except TransientSinkError as exc:
+            _report(on_error, exc)
+            log.warning("cannot create consumer group yet; retrying", stream=consumer.stream, error=str(exc))
+            await sleep_unless_stopped(stop, read_backoff.next_delay_s())
     in_flight: set[asyncio.Task[None]] = set()
     try:
         while not stop.is_set():

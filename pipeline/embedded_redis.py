@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from common.config import RedisSettings, load
 from common.errors import ConfigError
@@ -63,6 +65,7 @@ def is_reachable(settings: RedisSettings) -> bool:
         password=settings.password.get_secret_value() if settings.password else None,
         socket_timeout=1,
         socket_connect_timeout=1,
+        retry=Retry(NoBackoff(), 0),  # a probe: one try, not redis-py's default retries with backoff
     )
     try:
         return bool(client.ping())

@@ -120,6 +120,7 @@ async def migrate_when_reachable(service: Service, ch: ClickHouseSettings) -> No
     while not service.stop.is_set():
         try:
             await asyncio.to_thread(apply_migrations, ch)
+            service.healthy()
             return
         except TransientSinkError as exc:
             service.degraded(exc)

@@ -12,9 +12,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from common import keys
-from common.config import RedisSettings, load
+from common.config import RedisSettings, StreamSettings, load
 from common.errors import TransientSourceError
+from common.redis_client import make_redis
 from common.service import Service, poll_forever, run_worker, service_main
+from common.streams import Entry, StreamConsumer, run_consumer
 from tests.integration.slow_consumer import STREAM
 
 
@@ -110,3 +112,48 @@ async def test_stop_wakes_a_long_sleep_promptly(redis_settings) -> None:
 
 async def _nothing() -> bool:
     return False
+
+
+async def test_stop_abandons_a_step_stuck_in_retries_after_the_grace(redis_settings, monkeypatch) -> None:
+    monkeypatch.setattr("common.service.STOP_GRACE_S", 0.3)
+    cancelled = asyncio.Event()
+
+    async def stuck_step() -> bool:
+        try:
+            await asyncio.sleep(60)  # e.g. request_json backing off between retries of an unreachable source
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return False
+
+    async def body(service: Service) -> None:
+        asyncio.get_running_loop().call_later(0.1, service.stop.set)
+        await poll_forever(service, stuck_step, interval_s=1)
+
+    started = time.monotonic()
+    await run_worker("stuck", redis_settings, body)
+    assert time.monotonic() - started < 2
+    assert cancelled.is_set()
+
+
+async def test_consumer_waits_for_redis_instead_of_crashing(redis_server, redis_client) -> None:
+    await redis_client.xadd(STREAM, {"data": "1"})
+    redis_server.kill()
+    stop = asyncio.Event()
+    seen: list[bytes] = []
+    consumer_redis = make_redis(redis_server.settings)
+    consumer = StreamConsumer(consumer_redis, stream=STREAM, group="g", consumer="c",
+                              settings=StreamSettings(block_ms=50), batch_max=10)  # fmt: skip
+
+    async def handle(batch: list[Entry]) -> None:
+        seen.extend(entry.data for entry in batch)
+        await consumer.finish(ack=[entry.id for entry in batch])
+        stop.set()
+
+    task = asyncio.create_task(run_consumer(consumer, handle, stop=stop))
+    await asyncio.sleep(0.5)
+    assert not task.done()  # still trying, not crashed
+    redis_server.start()
+    await asyncio.wait_for(task, timeout=15)
+    assert seen == [b"1"]
+    await consumer_redis.aclose()
