@@ -10,19 +10,16 @@ dead consumers with XAUTOCLAIM. An entry delivered more than `max_deliveries` ti
 its last error. `finish()` acks a batch, appends its outputs and its poison in one script (see
 lua/finish_batch.lua for why nothing is ever emitted twice). `run_consumer()` is the loop around them.
 
-Trimming: `trim_acked()` removes only entries below the oldest one some group still needs (MINID), never by
-length: a blind MAXLEN deletes pending entries and loses them.
+Trimming lives in `common.trimming`; the scripts' plumbing in `common.lua_scripts`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -34,35 +31,13 @@ from common import keys
 from common.backoff import Backoff, sleep_unless_stopped
 from common.config import StreamSettings
 from common.errors import CursorMoved, TransientSinkError
+from common.lua_scripts import join_lines, run_script
 from common.redis_client import map_redis_errors
 
 log = structlog.get_logger()
 
-_LUA_DIR = Path(__file__).with_name("lua")
-_PRELUDE = (_LUA_DIR / "prelude.lua").read_text()
-_SCRIPTS = {name: _PRELUDE + (_LUA_DIR / f"{name}.lua").read_text() for name in ("append_page", "finish_batch")}
-_SHAS = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in _SCRIPTS.items()}
-
 # failures hash entries outlive a crash but not forever
 FAILURES_TTL_S = 7 * 24 * 3600
-
-
-async def run_script(redis: aioredis.Redis, name: str, keys_: Sequence[str], args: Sequence[Any]) -> Any:
-    """EVALSHA, loading the script on first use (or after a Redis restart without it)."""
-    try:
-        return await redis.evalsha(_SHAS[name], len(keys_), *keys_, *args)
-    except redis_errors.NoScriptError:
-        await redis.script_load(_SCRIPTS[name])
-        return await redis.evalsha(_SHAS[name], len(keys_), *keys_, *args)
-
-
-def join_lines(items: Iterable[bytes | str]) -> bytes:
-    """Items joined by newlines, for the scripts' one-argument lists; an item may not be empty or hold a newline."""
-    encoded = [item.encode() if isinstance(item, str) else item for item in items]
-    joined = b"\n".join(encoded)
-    if joined.count(b"\n") != max(0, len(encoded) - 1) or not all(encoded):
-        raise ValueError("stream payloads must be non-empty and contain no raw newline")
-    return joined
 
 
 # --- producers ---------------------------------------------------------------------------------------------
@@ -446,58 +421,3 @@ async def _handle_batch(
 def _report(on_error: Callable[[BaseException], None] | None, exc: BaseException) -> None:
     if on_error is not None:
         on_error(exc)
-
-
-# --- trimming ----------------------------------------------------------------------------------------------
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _next_id(stream_id: str) -> str:
-    ms, seq = stream_id.split("-")
-    return f"{ms}-{int(seq) + 1}"
-
-
-def _id_key(stream_id: str) -> tuple[int, int]:
-    ms, seq = stream_id.split("-")
-    return int(ms), int(seq)
-
-
-async def safe_trim_id(redis: aioredis.Redis, stream: str, required_groups: Sequence[str] = ()) -> str | None:
-    """The lowest id some group still needs: its oldest pending entry, else the first it has not been given.
-
-    None when the stream has no group, or lacks one of `required_groups`: nothing tells us what is safe to drop.
-    """
-    groups = await redis.xinfo_groups(stream)
-    names = {_text(group["name"]) for group in groups}
-    if not groups or not names.issuperset(required_groups):
-        return None
-    floor: list[str] = []
-    for group in groups:
-        after_last_delivered = _next_id(_text(group["last-delivered-id"]))
-        if int(group["pending"]) > 0:
-            # Acks may land between XINFO and XPENDING; an emptied pending list means "up to last delivered",
-            # and that id, read first, can only be lower than the truth: still safe.
-            summary = await redis.xpending(stream, group["name"])
-            floor.append(_text(summary["min"]) if summary["min"] is not None else after_last_delivered)
-        else:
-            floor.append(after_last_delivered)
-    return min(floor, key=_id_key)
-
-
-async def trim_acked(redis: aioredis.Redis, stream: str, required_groups: Sequence[str] = ()) -> int:
-    """Remove entries every group has acked (XTRIM MINID); returns how many were removed.
-
-    Pass the groups that must exist first (keys.STREAM_GROUPS): a group created later starts from the oldest
-    entry left, so trimming before it exists would lose entries for it.
-    """
-    async with map_redis_errors(f"trim {stream}"):
-        if not await redis.exists(stream):
-            return 0
-        floor = await safe_trim_id(redis, stream, required_groups)
-        if floor is None:
-            return 0
-        # Exact, not `~`: cheap enough at our batch sizes, and lengths on the dashboard stay truthful.
-        return int(await redis.xtrim(stream, minid=floor, approximate=False))

@@ -37,7 +37,8 @@ from common.clickhouse import (
 from common.config import ClickHouseSettings, RedisSettings, StreamSettings, load
 from common.errors import PoisonMessage, TransientSinkError
 from common.service import Service, run_worker, service_main
-from common.streams import Entry, StreamConsumer, run_consumer, trim_acked
+from common.streams import Entry, StreamConsumer, run_consumer
+from common.trimming import trim_acked
 from processors.rows import TABLES, Row, TableSpec
 
 log = structlog.get_logger()

@@ -11,7 +11,8 @@ import redis.asyncio as aioredis
 from common import keys
 from common.config import StreamSettings
 from common.errors import CursorMoved
-from common.streams import Entry, StreamConsumer, append_with_cursor, read_cursor, run_consumer, trim_acked
+from common.streams import Entry, StreamConsumer, append_with_cursor, read_cursor, run_consumer
+from common.trimming import trim_acked
 
 STREAM = "stream:test"
 CURSOR = "state:test_cursor"

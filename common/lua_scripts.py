@@ -1,0 +1,38 @@
+"""The Lua scripts of `lua/`, loaded once, and the one way to pass them lists.
+
+Each script gets `prelude.lua` in front (Redis scripts cannot import one another). Lists travel as a single
+argument, items joined by newlines: redis-py packs one large argument far faster than thousands of small ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+
+_LUA_DIR = Path(__file__).with_name("lua")
+_PRELUDE = (_LUA_DIR / "prelude.lua").read_text()
+_SCRIPTS = {name: _PRELUDE + (_LUA_DIR / f"{name}.lua").read_text() for name in ("append_page", "finish_batch")}
+_SHAS = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in _SCRIPTS.items()}
+
+
+async def run_script(redis: aioredis.Redis, name: str, keys_: Sequence[str], args: Sequence[Any]) -> Any:
+    """EVALSHA, loading the script on first use (or after a Redis restart without it)."""
+    try:
+        return await redis.evalsha(_SHAS[name], len(keys_), *keys_, *args)
+    except redis_errors.NoScriptError:
+        await redis.script_load(_SCRIPTS[name])
+        return await redis.evalsha(_SHAS[name], len(keys_), *keys_, *args)
+
+
+def join_lines(items: Iterable[bytes | str]) -> bytes:
+    """Items joined by newlines, for the scripts' one-argument lists; an item may not be empty or hold a newline."""
+    encoded = [item.encode() if isinstance(item, str) else item for item in items]
+    joined = b"\n".join(encoded)
+    if joined.count(b"\n") != max(0, len(encoded) - 1) or not all(encoded):
+        raise ValueError("stream payloads must be non-empty and contain no raw newline")
+    return joined
