@@ -46,6 +46,17 @@ EVENTS_CONTENT_HASH = "events:content_hash"
 FAILURES_PREFIX = "failures:"
 
 
+# The services of DESIGN §1, by the names their heartbeats (service:<name>) and supervisord programs carry.
+SERVICES = (
+    "polymarket_ingester",
+    "polymarket_events_ingester",
+    "goldsky_ingester",
+    "chain_ingester",
+    "trade_processor",
+    "clickhouse_writer",
+)
+
+
 def service_key(name: str) -> str:
     """Hash with a service's heartbeat, state and counters."""
     return f"service:{name}"

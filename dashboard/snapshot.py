@@ -42,14 +42,7 @@ from dashboard.models import (
 
 log = structlog.get_logger()
 
-KNOWN_SERVICES = (
-    "polymarket_ingester",
-    "polymarket_events_ingester",
-    "goldsky_ingester",
-    "chain_ingester",
-    "trade_processor",
-    "clickhouse_writer",
-)
+KNOWN_SERVICES = keys.SERVICES
 TABLES = ("markets", "events", "order_filled_events", "trades")
 LATEST_TRADES = 20
 LATEST_DEAD_LETTERS = 10

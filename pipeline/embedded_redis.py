@@ -59,9 +59,11 @@ def write_config(data_dir: Path, *, bind: str, port: int, password: str | None) 
 
 
 def is_reachable(settings: RedisSettings) -> bool:
+    """PING answered within a second, without retries (a silent port costs one second, not fifteen)."""
     client = redis.Redis(
         host=settings.host,
         port=settings.port,
+        db=settings.db,
         password=settings.password.get_secret_value() if settings.password else None,
         socket_timeout=1,
         socket_connect_timeout=1,

@@ -19,14 +19,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import httpx
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from common.config import ClickHouseSettings, RedisSettings, SourceSettings, load
 from dashboard.settings import DashboardSettings
 from pipeline.demo_simulator import DemoSimulatorSettings
-from pipeline.embedded_redis import find_redis_server
+from pipeline.embedded_redis import find_redis_server, is_reachable
 from simulator.server import urls as simulator_urls
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", "::", ""})
@@ -104,27 +101,8 @@ def clickhouse_answers(settings: ClickHouseSettings) -> bool:
     return response.status_code == 200 and response.content.startswith(b"Ok.")
 
 
-def redis_answers(settings: RedisSettings) -> bool:
-    """PING answered, within a second and without retries (a silent port costs one second, not fifteen)."""
-    client = redis.Redis(
-        host=settings.host,
-        port=settings.port,
-        db=settings.db,
-        password=settings.password.get_secret_value() if settings.password else None,
-        socket_timeout=PING_TIMEOUT_S,
-        socket_connect_timeout=PING_TIMEOUT_S,
-        retry=Retry(NoBackoff(), 0),
-    )
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
-    finally:
-        client.close()
-
-
 def need_embedded_redis(settings: RedisSettings) -> bool:
-    if redis_answers(settings):
+    if is_reachable(settings):
         return False
     where = f"{settings.host}:{settings.port}"
     if not is_local(settings.host):

@@ -20,7 +20,8 @@ import httpx
 
 from common.clickhouse import apply_migrations
 from common.errors import ConfigError, TransientSinkError
-from pipeline.launch_plan import LaunchError, Plan, clickhouse_answers, make_plan, redis_answers
+from pipeline.embedded_redis import is_reachable
+from pipeline.launch_plan import LaunchError, Plan, clickhouse_answers, make_plan
 from pipeline.supervisor_control import CONFIG_NAME, SERVERS, Supervisor, SupervisorError, program_names
 
 POLL_S = 0.25
@@ -92,7 +93,7 @@ def wait_for_servers(supervisor: Supervisor, plan: Plan, deadline: float, stoppi
             raise LaunchError(f"not ready after the start timeout: {', '.join(sorted(pending))} ({last_error})")
         supervisor.check_alive()
         supervisor.fail_if_fatal(servers)
-        if "redis" in pending and redis_answers(plan.redis):
+        if "redis" in pending and is_reachable(plan.redis):
             pending.discard("redis")
         if "clickhouse" in pending and clickhouse_answers(plan.clickhouse):
             pending.discard("clickhouse")

@@ -26,19 +26,13 @@ import httpx
 import pytest
 import yaml
 
+from common import keys
 from pipeline.supervisor_control import process_identity, program_names
 from tests.fixtures.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKOUT_PARTS = ("common", "ingesters", "processors", "dashboard", "pipeline", "simulator", "supervisord.conf")
-SEED_SERVICES = (
-    "polymarket_ingester",
-    "polymarket_events_ingester",
-    "goldsky_ingester",
-    "chain_ingester",
-    "trade_processor",
-    "clickhouse_writer",
-)
+SEED_SERVICES = keys.SERVICES
 SETTING_PREFIXES = ("REDIS_", "CLICKHOUSE_", "DASHBOARD_", "SIMULATOR_", "PIPELINE_", "LOG_", "HTTP_", "CHAIN_")
 SETTING_NAMES = ("GAMMA_API_URL", "GOLDSKY_URL", "POLYGON_RPC_URL", "GOLDSKY_START_TIMESTAMP", "GOLDSKY_END_TIMESTAMP")
 T = TypeVar("T")
