@@ -57,9 +57,19 @@ def make_client(settings: ClickHouseSettings, *, database: str | None = None) ->
             send_receive_timeout=settings.send_receive_timeout_s,
             settings={"async_insert": 0},
             autogenerate_session_id=False,
+            compress=compression(settings),
         )
     except (OperationalError, DatabaseError) as exc:
         raise TransientSinkError(f"clickhouse {settings.host}:{settings.port} unreachable: {exc}") from None
+
+
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def compression(settings: ClickHouseSettings) -> str | bool:
+    if settings.compress == "auto":
+        return False if settings.host in LOOPBACK_HOSTS else "lz4"
+    return False if settings.compress == "none" else settings.compress
 
 
 def batch_token(stream: str, ids: Sequence[str]) -> str:

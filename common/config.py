@@ -43,6 +43,8 @@ class ClickHouseSettings(BaseSettings):
     password: SecretStr | None = None
     database: str = Field("polymarket", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     secure: bool = False
+    # auto: none on loopback (compressing for a local socket only burns CPU), lz4 to a remote server
+    compress: Literal["auto", "none", "lz4", "zstd", "gzip"] = "auto"
     connect_timeout_s: float = Field(10.0, gt=0)
     send_receive_timeout_s: float = Field(300.0, gt=0)
     batch_size: int = Field(50_000, ge=1)

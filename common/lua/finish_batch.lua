@@ -21,6 +21,18 @@ local has_failures = redis.call('EXISTS', KEYS[4]) == 1
 local acked, emitted, dead = 0, 0, 0
 
 local ids, counts, outputs = split(ARGV[2]), split(ARGV[3]), split(ARGV[4])
+if #outputs == 0 then
+    -- nothing to emit (the writer's case): one XACK per thousand ids instead of one per id
+    for first = 1, #ids, 1000 do
+        acked = acked + redis.call('XACK', KEYS[1], group, unpack(ids, first, math.min(first + 999, #ids)))
+    end
+    if has_failures then
+        for _, id in ipairs(ids) do
+            redis.call('HDEL', KEYS[4], id)
+        end
+    end
+    ids = {}
+end
 local next_output = 1
 for i, id in ipairs(ids) do
     local k = tonumber(counts[i])
