@@ -47,7 +47,9 @@ class ClickHouseSettings(BaseSettings):
     compress: Literal["auto", "none", "lz4", "zstd", "gzip"] = "auto"
     connect_timeout_s: float = Field(10.0, gt=0)
     send_receive_timeout_s: float = Field(300.0, gt=0)
-    batch_size: int = Field(50_000, ge=1)
+    # Rows per insert; each of the four tables holds at most one batch in memory (20,000 rows keep the writer
+    # under ~200 MB RSS; ClickHouse asks for 10,000–100,000 rows per insert).
+    batch_size: int = Field(20_000, ge=1)
     flush_interval_s: float = Field(1.0, gt=0)
     insert_max_attempts: int = Field(5, ge=1)
     # Used by the embedded server (`python -m pipeline embedded-clickhouse`).
