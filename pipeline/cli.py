@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("pipeline.ops_replay", "re-derive missing trades for a time range from order_filled_events"),
     "verify": ("pipeline.ops_verify", "reconcile trades against a source for a range; exit 1 on a gap"),
     "backfill": ("pipeline.ops_backfill", "backfill goldsky|chain for a range with N workers, with progress"),
+    "bench": ("pipeline.bench", "end-to-end throughput, latency and memory against the simulator, into bench/results"),
+    "chaos": ("pipeline.chaos", "SIGKILL every service kind under upstream faults, then check against the truth"),
 }
 
 

@@ -184,9 +184,7 @@ def test_events_have_no_token_map() -> None:
 def test_keyset_unavailable_recognises_the_documented_refusals() -> None:
     assert keyset_unavailable(PermanentSourceError("gamma: HTTP 404 not found", status=404))
     assert keyset_unavailable(PermanentSourceError("gamma: HTTP 422 offset is not allowed", status=422))
-    assert keyset_unavailable(
-        TransientSourceError("gamma: HTTP 503 keyset pagination is not configured", status=503)
-    )
+    assert keyset_unavailable(TransientSourceError("gamma: HTTP 503 keyset pagination is not configured", status=503))
     assert not keyset_unavailable(TransientSourceError("gamma: HTTP 503 Service Unavailable", status=503))
     assert not keyset_unavailable(TransientSourceError("gamma: timeout (ReadTimeout)"))
 

@@ -1,0 +1,244 @@
+"""`python -m pipeline bench [--quick]`: end-to-end throughput, latency and memory, every service its own process.
+
+    python -m pipeline bench --quick      # 250,000 history fills, 30 s of live fills: under 3 minutes
+    python -m pipeline bench              # 2,000,000 history fills, 2 minutes of live fills at 1,000/s
+
+Starts the simulator, Redis, the embedded ClickHouse and the six services as separate processes (pipeline/fleet.py,
+the supervisord layout) in a temp folder, then:
+1. throughput: the simulator's history (v1 fills through Goldsky, v2 through the chain RPC) into `trades`. Prints
+   fills/s end to end (fills / (last `ingested_at` - services started)) and per stage: ingest (entries added to
+   `stream:order_events`), processor (entries added to `stream:trades`), writer (rows in `trades`), each as the
+   whole run's average and the best 5-second window. Samples every process's RSS (VmHWM, across restarts) and
+   Redis `used_memory`, and the longest each stream got.
+2. latency: live fills at `--live-rate` for `--live-s`, ingesters polling every second; per fill, ClickHouse's
+   `ingested_at` minus the fill's `first_visible_at` at the simulator (block production time; the simulator's
+   `finalized` is its latest block, so the figure excludes the source's finality lag). p50/p95/p99.
+3. checks both phases against the simulator's truth (pipeline/truth_check.py).
+Writes `bench/results/<UTC time>-<quick|full>.json` and `.md`, `latest.md` and `latest-<quick|full>.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common import keys
+from pipeline.bench_report import machine, percentile, write_results
+from pipeline.fleet import (
+    SERVICE_DEFAULTS,
+    SERVICE_MODULES,
+    Fleet,
+    entries_added,
+    load_average,
+    table_count,
+    wait_converged,
+)
+from pipeline.truth_check import check_against_truth, fetch_truth
+
+SAMPLE_INTERVAL_S = 0.5
+WINDOW_S = 5.0
+MODES = {  # history fills, live seconds
+    "quick": (250_000, 30.0),
+    "full": (2_000_000, 120.0),
+}
+
+
+@dataclass
+class Sample:
+    at: float  # wall clock, unix s
+    ingested: int  # stream:order_events entries added
+    processed: int  # stream:trades entries added
+    written: int  # rows in trades (-1: ClickHouse did not answer)
+
+
+@dataclass
+class Sampler:
+    """Progress, memory and stream lengths, sampled every SAMPLE_INTERVAL_S while a phase runs."""
+
+    fleet: Fleet
+    samples: list[Sample] = field(default_factory=list)
+    redis_used_mb: float = 0.0
+    redis_peak_mb: float = 0.0
+    max_stream_len: dict[str, int] = field(default_factory=lambda: dict.fromkeys(keys.STREAM_GROUPS, 0))
+
+    def sample(self) -> Sample:
+        self.fleet.sample_rss()
+        client = self.fleet.redis()
+        try:
+            memory = client.info("memory")
+            self.redis_used_mb = max(self.redis_used_mb, memory["used_memory"] / 2**20)
+            self.redis_peak_mb = max(self.redis_peak_mb, memory["used_memory_peak"] / 2**20)
+            for stream in self.max_stream_len:
+                self.max_stream_len[stream] = max(self.max_stream_len[stream], int(client.xlen(stream)))
+            ingested = entries_added(client, keys.STREAM_ORDER_EVENTS)
+            processed = entries_added(client, keys.STREAM_TRADES)
+        finally:
+            client.close()
+        sample = Sample(time.time(), ingested, processed, table_count(self.fleet, "trades"))
+        self.samples.append(sample)
+        return sample
+
+    def reached(self, attr: str, total: int) -> float | None:
+        return next((s.at for s in self.samples if getattr(s, attr) >= total), None)
+
+    def best_window(self, attr: str) -> float:
+        """The highest rate over any WINDOW_S of samples, per second."""
+        best, j = 0.0, 0
+        for i, sample in enumerate(self.samples):
+            while self.samples[j].at < sample.at - WINDOW_S:
+                j += 1
+            span = sample.at - self.samples[j].at
+            if span >= WINDOW_S / 2 and i > j:
+                best = max(best, (getattr(sample, attr) - getattr(self.samples[j], attr)) / span)
+        return best
+
+
+def throughput_phase(fleet: Fleet, expected: int, timeout_s: float, log) -> dict[str, Any]:
+    sampler = Sampler(fleet)
+    cpu_before = fleet.cpu_seconds()
+    started = time.time()
+    fleet.start_services()
+    give_up = time.monotonic() + timeout_s
+    while True:
+        sample = sampler.sample()
+        if sample.written >= expected and sample.processed >= expected:
+            break
+        if time.monotonic() > give_up:
+            raise TimeoutError(f"throughput: only {sample.written:,} of {expected:,} rows after {timeout_s:.0f} s")
+        if len(sampler.samples) % 10 == 0:
+            log(f"  ingested {sample.ingested:,}  processed {sample.processed:,}  written {sample.written:,}")
+        time.sleep(SAMPLE_INTERVAL_S)
+    wait_converged(fleet, expected, 120.0, tick=sampler.sample)
+    last_row = float(fleet.ch("SELECT toUnixTimestamp64Milli(max(ingested_at)) FROM trades").strip()) / 1000
+    cpu = {name: round(s - cpu_before[name], 1) for name, s in fleet.cpu_seconds().items()}
+    stages = {}
+    for stage, attr in (("ingest", "ingested"), ("processor", "processed"), ("writer", "written")):
+        done = last_row if stage == "writer" else (sampler.reached(attr, expected) or last_row)
+        stages[stage] = {
+            "fills": expected,
+            "seconds": round(done - started, 2),
+            "fills_per_s": round(expected / (done - started)),
+            "best_5s_fills_per_s": round(sampler.best_window(attr)),
+        }
+    return {
+        "fills": expected,
+        "seconds": round(last_row - started, 2),
+        "fills_per_s": round(expected / (last_row - started)),
+        "stages": stages,
+        "cpu_s": cpu,  # per process, from services start to drained (includes the convergence checks' tail)
+        "memory": memory_figures(fleet, sampler),
+    }
+
+
+def memory_figures(fleet: Fleet, sampler: Sampler) -> dict[str, Any]:
+    return {
+        "peak_rss_mb": {name: round(fleet.peak_rss_mb(name), 1) for name in fleet.programs},
+        "redis_used_memory_max_mb": round(sampler.redis_used_mb, 1),
+        "redis_used_memory_peak_mb": round(sampler.redis_peak_mb, 1),
+        "max_stream_len": sampler.max_stream_len,
+    }
+
+
+def latency_phase(fleet: Fleet, rate: float, seconds: float, log) -> dict[str, Any]:
+    before = fetch_truth(fleet)
+    fleet.sim("POST", "/_sim/config", json={"rate": rate})
+    sampler = Sampler(fleet)
+    stop_at = time.monotonic() + seconds
+    while time.monotonic() < stop_at:
+        sampler.sample()
+        time.sleep(SAMPLE_INTERVAL_S)
+    fleet.sim("POST", "/_sim/config", json={"rate": 0})
+    after = fetch_truth(fleet)
+    wait_converged(fleet, int(after["count"]), 120.0)
+    first, last = int(before["count"]), int(after["count"])
+    params = {"offset": first, "limit": last - first, "fields": "id,first_visible_at"}
+    truth = fleet.sim("GET", "/_sim/truth", params=params)
+    visible = {fill["id"]: float(fill["first_visible_at"]) for fill in truth["fills"]}
+    rows = fleet.ch(
+        f"SELECT id, toUnixTimestamp64Milli(ingested_at) FROM trades WHERE block_number > {int(before['head_block'])}"
+    )
+    latencies = []
+    for line in rows.splitlines():
+        fill_id, ingested_ms = line.split("\t")
+        if fill_id in visible:
+            latencies.append(int(ingested_ms) / 1000 - visible[fill_id])
+    latencies.sort()
+    log(f"  {len(latencies):,} live fills of {last - first:,} matched")
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "fills": last - first,
+        "measured": len(latencies),
+        "p50_s": round(percentile(latencies, 50), 3),
+        "p95_s": round(percentile(latencies, 95), 3),
+        "p99_s": round(percentile(latencies, 99), 3),
+        "max_s": round(latencies[-1], 3) if latencies else None,
+        "peak_rss_mb": {name: round(fleet.peak_rss_mb(name), 1) for name in SERVICE_MODULES},
+    }
+
+
+def run_bench(
+    mode: str, history: int, live_s: float, rate: float, workdir: Path, env: dict[str, str], log=print
+) -> dict[str, Any]:
+    sim_args = ["--history-fills", str(history), "--unlisted-markets", "0"]
+    sim_args += ["--finalized-lag-blocks", "0", "--live-block-interval-s", "0.5"]
+    result: dict[str, Any] = {"mode": mode, "machine": machine(), "load_average_start": load_average()}
+    result["settings"] = {"simulator": " ".join(sim_args)}
+    with Fleet(workdir, simulator_args=sim_args, service_env=env) as fleet:
+        result["settings"]["services"] = SERVICE_DEFAULTS | fleet.service_env
+        fleet.start_servers()
+        truth = fetch_truth(fleet)
+        log(f"bench ({mode}): {truth['count']:,} history fills ({truth['per_source']['goldsky']:,} via Goldsky), "
+            f"load {load_average()}")  # fmt: skip
+        result["throughput"] = throughput_phase(fleet, int(truth["count"]), 1800.0, log)
+        result["throughput"]["load_average_end"] = load_average()
+        verdict = check_against_truth(fleet, truth)
+        result["throughput"]["check"] = verdict.summary()
+        log(f"  throughput: {result['throughput']['fills_per_s']:,} fills/s end to end; {verdict.summary()}")
+        result["latency"] = latency_phase(fleet, rate, live_s, log)
+        result["latency"]["load_average_end"] = load_average()
+        final = check_against_truth(fleet)
+        result["final_check"] = final.summary() if final.ok else "; ".join(final.problems)
+    result["load_average_end"] = load_average()
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m pipeline bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--quick", action="store_true", help="250,000 fills and 30 s of live fills (under 3 minutes)")
+    p.add_argument("--fills", type=int, help="history fills (default 2,000,000; --quick 250,000)")
+    p.add_argument("--live-s", type=float, help="seconds of live fills (default 120; --quick 30)")
+    p.add_argument("--live-rate", type=float, default=1000.0, help="live fills/s")
+    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="a service setting (repeatable)")
+    p.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "bench" / "results"))
+    p.add_argument("--workdir", help="keep data and logs here (default: a temp folder, removed afterwards)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    mode = "quick" if args.quick else "full"
+    history, live_s = MODES[mode]
+    history = args.fills or history
+    live_s = args.live_s if args.live_s is not None else live_s
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
+    try:
+        env = dict(item.split("=", 1) for item in args.env)
+        result = run_bench(mode, history, live_s, args.live_rate, workdir, env)
+    except (TimeoutError, RuntimeError) as exc:
+        print(f"bench: {exc} (logs in {workdir})", file=sys.stderr)
+        return 1
+    paths = write_results(result, Path(args.out))
+    print(paths["summary"])
+    print(f"written: {', '.join(str(p) for k, p in paths.items() if k != 'summary')}")
+    if not args.workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0

@@ -1,0 +1,125 @@
+"""The benchmark's machine description and its results as JSON and a markdown table (`bench/results/`)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import math
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from pipeline.fleet import SERVICE_MODULES
+
+TARGET_FILLS_PER_S = 50_000
+TARGET_P50_S, TARGET_P99_S = 1.5, 3.0
+TARGET_RSS_MB = 200
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as cpuinfo:
+        cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "ram_gb": round(mem_gb, 1),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile of sorted `values` (nan when empty)."""
+    if not values:
+        return math.nan
+    rank = max(1, math.ceil(pct / 100 * len(values)))
+    return values[rank - 1]
+
+
+def verdict(ok: bool) -> str:
+    return "meets" if ok else "MISSES"
+
+
+def markdown(result: dict[str, Any], stamp: str) -> str:
+    m, tp, lat = result["machine"], result["throughput"], result["latency"]
+    mem = tp["memory"]
+    services_peak = max(mem["peak_rss_mb"][s] for s in SERVICE_MODULES)
+    lines = [
+        f"## Benchmark {stamp} ({result['mode']})",
+        "",
+        f"Machine: {m['nproc']} cores, {m['cpu']}, {m['ram_gb']} GB RAM, Python {m['python']}, Linux {m['kernel']}; "
+        f"load average (1/5/15 min) {result['load_average_start']} at start, {result['load_average_end']} at end "
+        "(the machine is shared: figures are floors).",
+        "",
+        "| what | figure | target |",
+        "|---|---|---|",
+        f"| end to end, {tp['fills']:,} history fills into `trades` | **{tp['fills_per_s']:,} fills/s** "
+        f"({tp['seconds']} s) | ≥ {TARGET_FILLS_PER_S:,} ({verdict(tp['fills_per_s'] >= TARGET_FILLS_PER_S)}) |",
+    ]
+    for stage, figures in tp["stages"].items():
+        lines.append(
+            f"| stage: {stage} | {figures['fills_per_s']:,} fills/s average, {figures['best_5s_fills_per_s']:,} "
+            "best 5 s | |"
+        )
+    lines += [
+        f"| latency, {lat['rate']:,.0f} fills/s for {lat['seconds']:.0f} s ({lat['measured']:,} fills), "
+        f"source → `ingested_at` | p50 **{lat['p50_s']} s**, p95 {lat['p95_s']} s, p99 **{lat['p99_s']} s** "
+        f"(max {lat['max_s']} s) | p50 ≤ {TARGET_P50_S}, p99 ≤ {TARGET_P99_S} "
+        f"({verdict(lat['p50_s'] <= TARGET_P50_S and lat['p99_s'] <= TARGET_P99_S)}) |",
+        f"| peak RSS per service (throughput run) | max {services_peak:.0f} MB | ≤ {TARGET_RSS_MB} MB "
+        f"({verdict(services_peak <= TARGET_RSS_MB)}) |",
+    ]
+    for name, mb in mem["peak_rss_mb"].items():
+        lines.append(f"| &nbsp;&nbsp;{name} | {mb:.0f} MB, {tp['cpu_s'][name]:.1f} CPU-s in the throughput run | |")
+    streams = ", ".join(f"`{s}` {n:,}" for s, n in mem["max_stream_len"].items())
+    lines += [
+        f"| Redis `used_memory` (max sampled / `used_memory_peak`) | {mem['redis_used_memory_max_mb']:.0f} MB / "
+        f"{mem['redis_used_memory_peak_mb']:.0f} MB | bounded by trimming |",
+        f"| longest streams | {streams} | |",
+        f"| truth check | throughput: {tp['check']}; after latency: {result['final_check']} | 0 lost, 0 duplicated |",
+        "",
+        f"Simulator: `{result['settings']['simulator']}` (latency excludes the source's finality lag: the "
+        "simulator's `finalized` is its latest block). Service knobs: "
+        + ", ".join(f"`{k}={v}`" for k, v in sorted(result["settings"]["services"].items()))
+        + ".",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def summary(result: dict[str, Any]) -> str:
+    tp, lat = result["throughput"], result["latency"]
+    stages = ", ".join(f"{s} {f['fills_per_s']:,}/s" for s, f in tp["stages"].items())
+    services_peak = max(tp["memory"]["peak_rss_mb"][s] for s in SERVICE_MODULES)
+    return (
+        f"throughput: {tp['fills_per_s']:,} fills/s end to end ({tp['fills']:,} fills in {tp['seconds']} s; {stages})\n"
+        f"latency: p50 {lat['p50_s']} s, p95 {lat['p95_s']} s, p99 {lat['p99_s']} s ({lat['measured']:,} fills at "
+        f"{lat['rate']:,.0f}/s)\n"
+        f"memory: peak RSS per service max {services_peak:.0f} MB; Redis used_memory max "
+        f"{tp['memory']['redis_used_memory_max_mb']:.0f} MB\n"
+        f"check: {result['final_check']}\n"
+        f"load average: {result['load_average_start']} at start, {result['load_average_end']} at end"
+    )
+
+
+def write_results(result: dict[str, Any], out: Path) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    base = out / f"{stamp}-{result['mode']}"
+    text = markdown(result, stamp)
+    json_path, md_path, latest = base.with_suffix(".json"), base.with_suffix(".md"), out / "latest.md"
+    latest_of_mode = out / f"latest-{result['mode']}.md"
+    json_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    for path in (md_path, latest, latest_of_mode):
+        path.write_text(text)
+    return {
+        "json": json_path,
+        "md": md_path,
+        "latest": latest,
+        "latest_of_mode": latest_of_mode,
+        "summary": summary(result),
+    }
