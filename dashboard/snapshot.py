@@ -88,8 +88,12 @@ def service_status(name: str, fields: dict[bytes, bytes], *, now: float, dead_af
     )  # fmt: skip
 
 
-def group_status(info: dict[str, Any], consumers: list[dict[str, Any]]) -> GroupStatus:
+def group_status(info: dict[str, Any], consumers: list[dict[str, Any]], last_generated_id: str = "") -> GroupStatus:
+    """`last_generated_id` is the stream's: a group that has been given it has no lag, whatever XINFO says (after
+    an AOF reload Redis 7.0 can report a stale `lag` for a group that has read everything)."""
     lag = info.get("lag")
+    if last_generated_id and _text(info.get("last-delivered-id") or "") == last_generated_id:
+        lag = 0
     return GroupStatus(
         name=_text(info["name"]),
         exists=True,
@@ -141,12 +145,14 @@ async def read_streams(redis: aioredis.Redis) -> list[StreamStatus]:
         for stream in keys.STREAM_GROUPS:
             pipe.xlen(stream)
             pipe.xinfo_groups(stream)
+            pipe.xinfo_stream(stream)
         replies = await pipe.execute(raise_on_error=False)
     streams = []
     for index, stream in enumerate(keys.STREAM_GROUPS):
-        length, infos = replies[2 * index], replies[2 * index + 1]
+        length, infos, info_stream = replies[3 * index : 3 * index + 3]
         infos = infos if isinstance(infos, list) else []  # no such key: the stream does not exist yet
-        groups = [group_status(info, await redis.xinfo_consumers(stream, info["name"])) for info in infos]
+        last_id = _text(info_stream.get("last-generated-id") or "") if isinstance(info_stream, dict) else ""
+        groups = [group_status(info, await redis.xinfo_consumers(stream, info["name"]), last_id) for info in infos]
         found = {group.name for group in groups}
         groups += [GroupStatus(name=name, exists=False) for name in keys.STREAM_GROUPS[stream] if name not in found]
         streams.append(StreamStatus(name=stream, length=int(length) if isinstance(length, int) else 0, groups=groups))
