@@ -182,7 +182,7 @@ async def insert_rows_isolating_rejects(
     """
     try:
         await insert_batch(
-            client, table, columns, list(map(list, zip(*rows, strict=True))), token,
+            client, table, columns, list(zip(*rows, strict=True)), token,
             column_types=column_types, max_attempts=max_attempts,
         )  # fmt: skip
         return []
