@@ -22,7 +22,7 @@ from eth_hash.auto import keccak
 
 from common import keys
 from common.errors import PermanentSourceError, PoisonMessage, SourceError, TransientSourceError
-from common.events import OrderEvent, encode_order_event, fill_id, validate_order_event
+from common.events import OrderEvent, encode_valid_order_event, fill_id, validate_order_event
 from common.exchanges import V1_EXCHANGES, V2_EXCHANGES
 from common.streams import encode_dead_letter
 
@@ -87,7 +87,14 @@ def _decode_data(data: Any, types: tuple[str, ...]) -> tuple[Any, ...]:
 
 
 def decode_order_filled(log: Mapping[str, Any], timestamp: int) -> OrderEvent:
-    """One eth_getLogs entry (v1 or v2 OrderFilled) + its block's timestamp -> OrderEvent, or PoisonMessage."""
+    """One eth_getLogs entry (v1 or v2 OrderFilled) + its block timestamp -> validated OrderEvent, or PoisonMessage."""
+    event = build_order_filled(log, timestamp)
+    validate_order_event(event)
+    return event
+
+
+def build_order_filled(log: Mapping[str, Any], timestamp: int) -> OrderEvent:
+    """The OrderEvent fields of a log, decoded but not validated yet (malformed log: PoisonMessage)."""
     try:
         topics = [str(t).lower() for t in log["topics"]]
         tx_hash, address = str(log["transactionHash"]).lower(), str(log["address"]).lower()
@@ -105,7 +112,7 @@ def decode_order_filled(log: Mapping[str, Any], timestamp: int) -> OrderEvent:
             raise PoisonMessage(f"v2 OrderFilled with side {side} (expected BUY=0 or SELL=1)")
         maker_asset, taker_asset = (0, token_id) if side == 0 else (token_id, 0)
     order_hash = topics[1]
-    event = OrderEvent(
+    return OrderEvent(
         id=fill_id(tx_hash, order_hash),
         source="chain",
         exchange=address,
@@ -122,8 +129,6 @@ def decode_order_filled(log: Mapping[str, Any], timestamp: int) -> OrderEvent:
         taker_amount=taker_amount,
         fee=fee,
     )
-    validate_order_event(event)
-    return event
 
 
 def blocks_needing_timestamps(logs: Sequence[Mapping[str, Any]]) -> set[int]:
@@ -145,7 +150,7 @@ def normalize_logs(logs: Sequence[Mapping[str, Any]], timestamps: Mapping[int, i
             timestamp = int(stamp, 16) if isinstance(stamp, str) else timestamps.get(block)
             if timestamp is None:
                 raise PoisonMessage(f"no timestamp for block {block}")
-            entries.append(encode_order_event(decode_order_filled(log, timestamp)))
+            entries.append(encode_valid_order_event(build_order_filled(log, timestamp)))
         except (PoisonMessage, ValueError) as exc:
             payload = orjson.dumps(log, default=str)
             dead.append(
