@@ -26,8 +26,8 @@ from common.config import ClickHouseSettings, StreamSettings
 from common.redis_client import make_redis
 from processors import clickhouse_writer, trade_processor
 from tests.fixtures.clickhouse_server import ClickHouseServer
+from tests.fixtures.fills_world import make_fills, make_markets, publish_fills, publish_markets
 from tests.fixtures.redis_server import RedisServer, free_port
-from tests.integration.fills_world import make_fills, make_markets, publish_fills, publish_markets
 
 STREAMS = StreamSettings(block_ms=100, trim_interval_s=1.0)
 

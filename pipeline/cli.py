@@ -10,19 +10,25 @@ import sys
 
 # command -> (module, help); each module exposes `main(argv: list[str] | None) -> int`
 COMMANDS: dict[str, tuple[str, str]] = {
-    "embedded-clickhouse": ("pipeline.embedded_clickhouse", "serve chDB over ClickHouse's HTTP interface"),
-    "embedded-redis": ("pipeline.embedded_redis", "start redis-server with AOF under data/redis"),
+    "embedded-clickhouse": ("pipeline.embedded.clickhouse_server", "serve chDB over ClickHouse's HTTP interface"),
+    "embedded-redis": ("pipeline.embedded.redis_server", "start redis-server with AOF under data/redis"),
     "simulator": ("simulator.server", "serve the Gamma, Goldsky and Polygon RPC stand-ins on localhost"),
-    "run": ("pipeline.run", "everything under supervisord against Polymarket, embedded servers if needed"),
-    "demo": ("pipeline.demo", "the same with the simulator as every source: live fills, trades in seconds"),
-    "status": ("pipeline.ops_status", "the dashboard's view in the terminal: streams, groups, services, tables"),
-    "reset": ("pipeline.ops_reset", "delete streams and state (and optionally ClickHouse rows); asks first"),
-    "dlq": ("pipeline.ops_dlq", "dead letters: list, retry (re-deliver) or purge"),
-    "replay": ("pipeline.ops_replay", "re-derive missing trades for a time range from order_filled_events"),
-    "verify": ("pipeline.ops_verify", "reconcile trades against a source for a range; exit 1 on a gap"),
-    "backfill": ("pipeline.ops_backfill", "backfill goldsky|chain for a range with N workers, with progress"),
-    "bench": ("pipeline.bench", "end-to-end throughput, latency and memory against the simulator, into bench/results"),
-    "chaos": ("pipeline.chaos", "SIGKILL every service kind under upstream faults, then check against the truth"),
+    "run": ("pipeline.launch.run", "everything under supervisord against Polymarket, embedded servers if needed"),
+    "demo": ("pipeline.launch.demo", "the same with the simulator as every source: live fills, trades in seconds"),
+    "status": ("pipeline.ops.status", "the dashboard's view in the terminal: streams, groups, services, tables"),
+    "reset": ("pipeline.ops.reset", "delete streams and state (and optionally ClickHouse rows); asks first"),
+    "dlq": ("pipeline.ops.dlq", "dead letters: list, retry (re-deliver) or purge"),
+    "replay": ("pipeline.ops.replay", "re-derive missing trades for a time range from order_filled_events"),
+    "verify": ("pipeline.ops.verify", "reconcile trades against a source for a range; exit 1 on a gap"),
+    "backfill": ("pipeline.ops.backfill", "backfill goldsky|chain for a range with N workers, with progress"),
+    "bench": (
+        "pipeline.harness.bench",
+        "end-to-end throughput, latency and memory against the simulator, into bench/results",
+    ),
+    "chaos": (
+        "pipeline.harness.chaos",
+        "SIGKILL every service kind under upstream faults, then check against the truth",
+    ),
 }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.chaos import DEFAULT_FAULTS, VICTIMS, run_chaos
+from pipeline.harness.chaos import DEFAULT_FAULTS, VICTIMS, run_chaos
 
 
 @pytest.mark.chaos

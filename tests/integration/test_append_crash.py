@@ -9,13 +9,13 @@ import time
 
 import redis.asyncio as aioredis
 
-from tests.integration.crash_producer import CURSOR, STREAM
+from tests.fixtures.crash_producer import CURSOR, STREAM
 
 TOTAL = 20_000
 
 
 def start_producer(port: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "tests.integration.crash_producer", str(port), str(TOTAL)])
+    return subprocess.Popen([sys.executable, "-m", "tests.fixtures.crash_producer", str(port), str(TOTAL)])
 
 
 async def test_producer_killed_ten_times_ends_with_every_item_once(redis_server, redis_client: aioredis.Redis) -> None:

@@ -22,7 +22,7 @@ from common.config import ClickHouseSettings, StreamSettings
 from dashboard.app import DashboardConfig, create_app
 from dashboard.settings import DashboardSettings
 from processors import clickhouse_writer, trade_processor
-from tests.integration.fills_world import make_fills, publish_fills
+from tests.fixtures.fills_world import make_fills, publish_fills
 from tests.integration.test_dashboard_world import (  # noqa: F401  (fixtures)
     ch_settings_fixture,
     dashboard_world_fixture,

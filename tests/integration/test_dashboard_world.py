@@ -31,8 +31,8 @@ from common.events import OrderEvent
 from dashboard.app import DashboardConfig, create_app
 from dashboard.settings import DashboardSettings
 from processors import clickhouse_writer, trade_processor
-from tests.integration import fills_world
-from tests.integration.fills_world import make_fills, make_markets, publish_fills
+from tests.fixtures import fills_world
+from tests.fixtures.fills_world import make_fills, make_markets, publish_fills
 
 FAST_STREAMS = StreamSettings(block_ms=50, claim_min_idle_ms=5000, claim_interval_s=1.0, max_deliveries=3,
                               trim_interval_s=0.2)  # fmt: skip

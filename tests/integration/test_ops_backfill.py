@@ -18,7 +18,8 @@ from common import keys
 from common.clickhouse import make_client
 from common.config import ClickHouseSettings
 from common.events import decode_order_event
-from pipeline import ops_backfill, ops_verify
+from pipeline.ops import backfill as ops_backfill
+from pipeline.ops import verify as ops_verify
 from processors import clickhouse_writer, trade_processor
 from tests.integration.test_dashboard_world import FAST_STREAMS, run_command, set_pipeline_env
 

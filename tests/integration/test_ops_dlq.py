@@ -11,8 +11,8 @@ import random
 from common import keys
 from common.events import encode_order_event
 from common.streams import encode_dead_letter
-from pipeline import ops_dlq
-from tests.integration.fills_world import make_fills
+from pipeline.ops import dlq as ops_dlq
+from tests.fixtures.fills_world import make_fills
 from tests.integration.test_dashboard_world import (  # noqa: F401  (fixtures)
     ch_settings_fixture,
     dashboard_world_fixture,

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import random
 
-from pipeline import ops_replay, ops_verify
-from tests.integration.fills_world import make_fills, publish_fills
+from pipeline.ops import replay as ops_replay
+from pipeline.ops import verify as ops_verify
+from tests.fixtures.fills_world import make_fills, publish_fills
 from tests.integration.test_dashboard_world import (  # noqa: F401  (fixtures)
     ch_settings_fixture,
     dashboard_world_fixture,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 
 from common import keys
-from pipeline import ops_reset
+from pipeline.ops import reset as ops_reset
 from tests.integration.test_dashboard_world import (  # noqa: F401  (fixtures)
     ch_settings_fixture,
     dashboard_world_fixture,
@@ -46,7 +46,7 @@ async def test_reset_deletes_streams_and_state_and_truncates_tables(dashboard_wo
     for table in ("markets", "events", "order_filled_events", "trades"):
         assert world.query(f"SELECT count() FROM {table}") == 0
     # the pipeline starts over cleanly: the same fills give the same trades
-    from tests.integration.fills_world import publish_fills
+    from tests.fixtures.fills_world import publish_fills
     from tests.integration.test_dashboard_world import publish_markets_with_questions
 
     await publish_markets_with_questions(world.redis, world.markets)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 
 from common import keys
-from pipeline import ops_status
+from pipeline.ops import status as ops_status
 from tests.integration.test_dashboard_world import (  # noqa: F401  (fixtures)
     ch_settings_fixture,
     dashboard_world_fixture,

@@ -15,7 +15,7 @@ from common.clickhouse import make_client
 from common.config import ClickHouseSettings, StreamSettings
 from common.events import encode_order_event
 from processors import clickhouse_writer, trade_processor
-from tests.integration.fills_world import (
+from tests.fixtures.fills_world import (
     expected_trade,
     make_fills,
     make_markets,

@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 from common import keys
 from common.clickhouse import make_client
 from common.config import ClickHouseSettings
-from tests.integration.fills_world import expected_trade, make_fills, make_markets, publish_fills, publish_markets
+from tests.fixtures.fills_world import expected_trade, make_fills, make_markets, publish_fills, publish_markets
 
 SERVICES = {"trade_processor": "processors.trade_processor", "clickhouse_writer": "processors.clickhouse_writer"}
 

@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from common import keys
-from pipeline.supervisor_control import process_identity, program_names
+from pipeline.launch.supervisor import process_identity, program_names
 from tests.fixtures.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -179,7 +179,7 @@ def service_states(env: dict[str, str]) -> dict[str, dict[str, Any]]:
 
 
 def healthcheck(root: Path, env: dict[str, str], service: str) -> tuple[int, str]:
-    argv = [sys.executable, "-m", "pipeline.healthcheck", service]
+    argv = [sys.executable, "-m", "pipeline.launch.healthcheck", service]
     done = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, timeout=30)
     return done.returncode, done.stderr.strip()
 
@@ -203,7 +203,9 @@ def configured_modules() -> set[tuple[str, ...]]:
         for argv in (service.get("command"), (service.get("healthcheck") or {}).get("test")):
             if argv and "-m" in argv:
                 module_and_args = tuple(argv[argv.index("-m") + 1 :])
-                commands.add(module_and_args[:1] if module_and_args[0] == "pipeline.healthcheck" else module_and_args)
+                commands.add(
+                    module_and_args[:1] if module_and_args[0] == "pipeline.launch.healthcheck" else module_and_args
+                )
     return commands
 
 
@@ -211,7 +213,7 @@ def test_every_configured_command_names_a_module_that_starts_with_help() -> None
     commands = configured_modules()
     modules = {command[0] for command in commands}
     assert modules >= {"ingesters.polymarket_ingester", "processors.trade_processor", "dashboard.app", "pipeline"}
-    assert {"pipeline.healthcheck", "pipeline.demo_simulator"} <= modules
+    assert {"pipeline.launch.healthcheck", "pipeline.launch.demo_simulator"} <= modules
     runs = {
         command: subprocess.Popen(
             [sys.executable, "-m", *command, "--help"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT

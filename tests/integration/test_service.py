@@ -17,7 +17,7 @@ from common.errors import TransientSourceError
 from common.redis_client import make_redis
 from common.service import Service, poll_forever, run_worker, service_main
 from common.streams import Entry, StreamConsumer, run_consumer
-from tests.integration.slow_consumer import STREAM
+from tests.fixtures.slow_consumer import STREAM
 
 
 async def test_heartbeat_records_state_counters_and_final_stop(redis_settings, redis_client: aioredis.Redis) -> None:
@@ -64,7 +64,7 @@ async def test_sigterm_finishes_the_batch_in_hand(redis_server, redis_client: ai
     for i in range(5):
         await redis_client.xadd(STREAM, {"data": str(i)})
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.integration.slow_consumer", str(redis_server.port)], stdout=subprocess.PIPE
+        [sys.executable, "-m", "tests.fixtures.slow_consumer", str(redis_server.port)], stdout=subprocess.PIPE
     )
     assert process.stdout is not None
     while process.stdout.readline().strip() != b"batch started":  # log lines come first

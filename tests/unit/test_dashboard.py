@@ -22,8 +22,8 @@ from dashboard.models import (
     TableStatus,
 )
 from dashboard.snapshot import cursor_status, group_status, is_instance_of, service_status
-from pipeline.ops_common import parse_time
-from pipeline.ops_dlq import DeadLetter, retry_plan, select
+from pipeline.ops.common import parse_time
+from pipeline.ops.dlq import DeadLetter, retry_plan, select
 
 NOW = 1_800_000_000.0
 

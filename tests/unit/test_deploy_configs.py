@@ -116,7 +116,7 @@ def test_compose_has_one_container_per_service_plus_redis_and_clickhouse() -> No
         assert service["stop_grace_period"]
         assert "container_name" not in service
     for name in SERVICES.keys() - {"dashboard"}:
-        assert services[name]["healthcheck"]["test"][1:] == ["python", "-m", "pipeline.healthcheck", name]
+        assert services[name]["healthcheck"]["test"][1:] == ["python", "-m", "pipeline.launch.healthcheck", name]
 
 
 def test_compose_redis_is_durable_and_clickhouse_is_the_official_server() -> None:

@@ -7,10 +7,10 @@ import random
 from collections import Counter
 from decimal import Decimal
 
-from pipeline.bench_report import percentile
-from pipeline.chaos import VICTIMS, ChaosResult, kill_schedule, verdict_line
-from pipeline.fleet import _stream_id, read_cpu_s, read_status_kb
-from pipeline.truth_check import Verdict, problems_of
+from pipeline.harness.bench_report import percentile
+from pipeline.harness.chaos import VICTIMS, ChaosResult, kill_schedule, verdict_line
+from pipeline.harness.fleet import _stream_id, read_cpu_s, read_status_kb
+from pipeline.harness.truth_check import Verdict, problems_of
 
 
 def make_verdict(**changes) -> Verdict:

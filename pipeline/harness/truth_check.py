@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from common import keys
-from pipeline.fleet import Fleet
+from pipeline.harness.fleet import Fleet
 
 SCALE = Decimal(1_000_000)
 

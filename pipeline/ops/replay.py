@@ -33,7 +33,7 @@ from common.errors import PoisonMessage, TransientSinkError
 from common.events import OrderEvent, decode_order_event
 from common.redis_client import make_redis, map_redis_errors
 from dashboard.snapshot import read_streams
-from pipeline.ops_common import chunks, console, fail, make_parser, parse_time, run_command, settings
+from pipeline.ops.common import chunks, console, fail, make_parser, parse_time, run_command, settings
 from processors.rows import TRADE_COLUMNS, trade_row
 from processors.trades import MarketRef, decode_market_ref, derive_trade, encode_trade, token_of
 

@@ -2,7 +2,7 @@
 
 On a machine with only Python 3.11+, the first run creates `.venv` and installs requirements.txt into it (the
 Makefile's stamp, `.venv/.requirements-installed`, says when that is done), then re-runs itself with the venv's
-interpreter. From there `pipeline.launcher` decides embedded or configured Redis/ClickHouse, starts supervisord
+interpreter. From there `pipeline.launch.launcher` decides embedded or configured Redis/ClickHouse, starts supervisord
 (supervisord.conf), waits for the servers and the migrations, prints the dashboard URL and follows the logs until
 Ctrl-C, which stops everything. This module imports only the standard library: it must run before the venv exists.
 """
@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".venv"
 STAMP = VENV / ".requirements-installed"  # the Makefile's stamp too
 REQUIREMENTS = ROOT / "requirements.txt"
@@ -89,7 +89,7 @@ def main_for(command: str, argv: list[str]) -> int:
         except (OSError, subprocess.CalledProcessError) as exc:
             print(f"pipeline {command}: could not prepare .venv: {exc}", file=sys.stderr)
             return 1
-    from pipeline.launcher import launch  # needs the requirements: imported only now
+    from pipeline.launch.launcher import launch  # needs the requirements: imported only now
 
     return launch(command, args, root=ROOT, python=sys.executable)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.fleet import SERVICE_MODULES
+from pipeline.harness.fleet import SERVICE_MODULES
 
 TARGET_FILLS_PER_S = 50_000
 TARGET_P50_S, TARGET_P99_S = 1.5, 3.0

@@ -24,7 +24,7 @@ from common.config import ClickHouseSettings, ServiceSettings, load
 from common.errors import TransientSinkError
 from common.redis_client import make_redis, map_redis_errors
 from dashboard.snapshot import TABLES, read_services
-from pipeline.ops_common import chunks, confirm, console, fail, make_parser, run_command, settings
+from pipeline.ops.common import chunks, confirm, console, fail, make_parser, run_command, settings
 
 PATTERNS = ("state:*", "markets:*", "events:*", "failures:*", "service:*")
 

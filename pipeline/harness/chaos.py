@@ -3,11 +3,12 @@
     python -m pipeline chaos [--fills 300000] [--kills 20] [--kill-interval-s 3] [--seed 1]
                              [--faults 429=0.05,500=0.05,timeout=0.02,truncate=0.03]
 
-Starts the simulator, Redis, the embedded ClickHouse and the six services as separate processes (pipeline/fleet.py).
+Starts the simulator, Redis, the embedded ClickHouse and the six services as separate processes
+(pipeline/harness/fleet.py).
 Half of the fills are history (v1 through Goldsky, v2 through the chain), the other half are produced live while a
 service is SIGKILLed every few seconds, so kills land while data flows. Victims rotate so every kind is hit (the four
 ingesters, the processor, the writer, Redis and ClickHouse); each is restarted (the servers on the same port and data
-folder) and must recover by itself. Then the live source stops, the pipeline drains, and `pipeline.truth_check`
+folder) and must recover by itself. Then the live source stops, the pipeline drains, and `pipeline.harness.truth_check`
 compares ClickHouse with the simulator's truth. One verdict line; exit code 0 on PASS, 1 on FAIL.
 
 The simulator serves `finalized` = latest (lag 0), so the last live blocks are ingestible once production stops.
@@ -24,8 +25,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.fleet import SERVICE_MODULES, Fleet, load_average, wait_converged
-from pipeline.truth_check import Verdict, check_against_truth, fetch_truth
+from pipeline.harness.fleet import SERVICE_MODULES, Fleet, load_average, wait_converged
+from pipeline.harness.truth_check import Verdict, check_against_truth, fetch_truth
 
 VICTIMS = (*SERVICE_MODULES, "redis", "clickhouse")
 DEFAULT_FAULTS = "429=0.05,500=0.05,timeout=0.02,truncate=0.03"

@@ -1,4 +1,4 @@
-"""The body of `python -m pipeline run`/`demo` once the interpreter has the requirements (see pipeline/run.py).
+"""The body of `python -m pipeline run`/`demo` once the interpreter has the requirements (see pipeline/launch/run.py).
 
 Order: plan (fail fast on bad settings and held ports) → supervisord with the servers → Redis and ClickHouse answer
 → migrations → the services → every program RUNNING → the dashboard URL → follow logs/<program>.out until
@@ -20,9 +20,9 @@ import httpx
 
 from common.clickhouse import apply_migrations
 from common.errors import ConfigError, TransientSinkError
-from pipeline.embedded_redis import is_reachable
-from pipeline.launch_plan import LaunchError, Plan, clickhouse_answers, make_plan
-from pipeline.supervisor_control import CONFIG_NAME, SERVERS, Supervisor, SupervisorError, program_names
+from pipeline.embedded.redis_server import is_reachable
+from pipeline.launch.plan import LaunchError, Plan, clickhouse_answers, make_plan
+from pipeline.launch.supervisor import CONFIG_NAME, SERVERS, Supervisor, SupervisorError, program_names
 
 POLL_S = 0.25
 RUNNING_GRACE_S = 20.0  # after the servers: how long programs may stay STARTING before we report them

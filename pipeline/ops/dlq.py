@@ -27,7 +27,7 @@ from rich.text import Text
 
 from common import keys
 from common.redis_client import make_redis, map_redis_errors
-from pipeline.ops_common import confirm, console, fail, iso, make_parser, run_command, settings
+from pipeline.ops.common import confirm, console, fail, iso, make_parser, run_command, settings
 
 # KEYS: the original stream, stream:dlq; ARGV: payload, dead letter ids. Nothing happens unless every dead letter
 # is still there (a concurrent retry or purge got there first).

@@ -16,7 +16,7 @@ from dashboard.app import load_config, redact
 from dashboard.history import Observer
 from dashboard.models import PipelineStatus
 from dashboard.snapshot import ClickHouseReader, collect_status
-from pipeline.ops_common import console, iso, make_parser, run_command
+from pipeline.ops.common import console, iso, make_parser, run_command
 
 STATE_STYLE = {"running": "", "degraded": "yellow", "dead": "bold red", "stopped": "dim", "absent": "dim"}
 

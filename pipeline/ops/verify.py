@@ -29,7 +29,7 @@ from common.http import make_client as make_http_client
 from ingesters import chain_ingester, goldsky_ingester
 from ingesters.chain_logs import RangeTooLarge, SpanSizer, blocks_needing_timestamps, get_logs_filter, normalize_logs
 from ingesters.goldsky_pages import build_request, is_second_complete, normalize_fill, plan_page, start_cursor
-from pipeline.ops_common import console, fail, make_parser, parse_time, run_command, settings
+from pipeline.ops.common import console, fail, make_parser, parse_time, run_command, settings
 
 SHOW = 20
 

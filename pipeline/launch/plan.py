@@ -22,8 +22,8 @@ import httpx
 
 from common.config import ClickHouseSettings, RedisSettings, SourceSettings, load
 from dashboard.settings import DashboardSettings
-from pipeline.demo_simulator import DemoSimulatorSettings
-from pipeline.embedded_redis import find_redis_server, is_reachable
+from pipeline.embedded.redis_server import find_redis_server, is_reachable
+from pipeline.launch.demo_simulator import DemoSimulatorSettings
 from simulator.server import urls as simulator_urls
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", "::", ""})

@@ -1,6 +1,6 @@
 """What every operator command shares: settings, connections, confirmation, and a time argument.
 
-Each `pipeline/ops_*.py` module is one `python -m pipeline <command>`; its `main(argv) -> int` parses flags,
+Each `pipeline/ops/*.py` module is one `python -m pipeline <command>`; its `main(argv) -> int` parses flags,
 loads settings from the environment (exit 2 with one line on a bad one) and runs one coroutine.
 """
 

@@ -3,8 +3,8 @@
     python -m pipeline bench --quick      # 250,000 history fills, 30 s of live fills: under 3 minutes
     python -m pipeline bench              # 2,000,000 history fills, 2 minutes of live fills at 1,000/s
 
-Starts the simulator, Redis, the embedded ClickHouse and the six services as separate processes (pipeline/fleet.py,
-the supervisord layout) in a temp folder, then:
+Starts the simulator, Redis, the embedded ClickHouse and the six services as separate processes
+(pipeline/harness/fleet.py, the supervisord layout) in a temp folder, then:
 1. throughput: the simulator's history (v1 fills through Goldsky, v2 through the chain RPC) into `trades`. Prints
    fills/s end to end (fills / (last `ingested_at` - services started)) and per stage: ingest (entries added to
    `stream:order_events`), processor (entries added to `stream:trades`), writer (rows in `trades`), each as the
@@ -13,7 +13,7 @@ the supervisord layout) in a temp folder, then:
 2. latency: live fills at `--live-rate` for `--live-s`, ingesters polling every second; per fill, ClickHouse's
    `ingested_at` minus the fill's `first_visible_at` at the simulator (block production time; the simulator's
    `finalized` is its latest block, so the figure excludes the source's finality lag). p50/p95/p99.
-3. checks both phases against the simulator's truth (pipeline/truth_check.py).
+3. checks both phases against the simulator's truth (pipeline/harness/truth_check.py).
 Writes `bench/results/<UTC time>-<quick|full>.json` and `.md`, `latest.md` and `latest-<quick|full>.md`.
 """
 
@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from common import keys
-from pipeline.bench_report import machine, percentile, write_results
-from pipeline.fleet import (
+from pipeline.harness.bench_report import machine, percentile, write_results
+from pipeline.harness.fleet import (
     SERVICE_DEFAULTS,
     SERVICE_MODULES,
     Fleet,
@@ -39,7 +39,7 @@ from pipeline.fleet import (
     table_count,
     wait_converged,
 )
-from pipeline.truth_check import check_against_truth, fetch_truth
+from pipeline.harness.truth_check import check_against_truth, fetch_truth
 
 SAMPLE_INTERVAL_S = 0.5
 WINDOW_S = 5.0
@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--live-s", type=float, help="seconds of live fills (default 120; --quick 30)")
     p.add_argument("--live-rate", type=float, default=1000.0, help="live fills/s")
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="a service setting (repeatable)")
-    p.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "bench" / "results"))
+    p.add_argument("--out", default=str(Path(__file__).resolve().parents[2] / "bench" / "results"))
     p.add_argument("--workdir", help="keep data and logs here (default: a temp folder, removed afterwards)")
     return p
 

@@ -29,7 +29,7 @@ import redis
 
 from common import keys
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVERS = ("simulator", "redis", "clickhouse")
 SERVICE_MODULES = {
     "polymarket_ingester": "ingesters.polymarket_ingester",

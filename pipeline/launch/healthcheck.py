@@ -1,4 +1,4 @@
-"""Container healthcheck for a service: `python -m pipeline.healthcheck <service>` exits 0 while it lives.
+"""Container healthcheck for a service: `python -m pipeline.launch.healthcheck <service>` exits 0 while it lives.
 
 Alive means its heartbeat hash `service:<name>` was written less than SERVICE_DEAD_AFTER_S ago and does not say
 `stopped`. A degraded service (source unreachable, backing off) is alive: it is doing what it should, and the
@@ -56,7 +56,7 @@ def check(service: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.healthcheck", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.launch.healthcheck", description=__doc__.splitlines()[0])
     parser.add_argument("service", help="service name, e.g. polymarket_ingester")
     args = parser.parse_args(argv)
     try:

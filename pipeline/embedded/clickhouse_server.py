@@ -42,7 +42,7 @@ import uvicorn
 from common.config import ClickHouseSettings, load
 from common.errors import ConfigError
 from common.log import configure_logging
-from pipeline.chdb_http import READ_WORDS, ClickHouseError, Engine, Job, Outcome, SqlShape, analyze_sql
+from pipeline.embedded.chdb_http import READ_WORDS, ClickHouseError, Engine, Job, Outcome, SqlShape, analyze_sql
 
 try:  # zstd ships with clickhouse-connect (backports.zstd on Python < 3.14)
     from backports import zstd

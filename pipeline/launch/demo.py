@@ -1,10 +1,10 @@
-"""`python -m pipeline demo`: `run` with the simulator as every source (see pipeline/run.py)."""
+"""`python -m pipeline demo`: `run` with the simulator as every source (see pipeline/launch/run.py)."""
 
 from __future__ import annotations
 
 import sys
 
-from pipeline.run import main_for
+from pipeline.launch.run import main_for
 
 
 def main(argv: list[str] | None = None) -> int:

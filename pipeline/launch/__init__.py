@@ -1,0 +1,1 @@
+"""Starting the whole pipeline: run, demo, the launch plan, supervisord control and the container health check."""
