@@ -27,6 +27,7 @@ from common.backoff import Backoff, sleep_unless_stopped
 from common.config import LogSettings, RedisSettings, ServiceSettings, load
 from common.errors import ConfigError, CursorMoved, PermanentSourceError, SourceError, TransientSinkError
 from common.log import configure_logging
+from common.payloads import Heartbeat, encode_heartbeat
 from common.redis_client import make_redis, map_redis_errors
 
 log = structlog.get_logger()
@@ -68,22 +69,16 @@ class Service:
     def healthy(self) -> None:
         self.state = "running"
 
-    def heartbeat_fields(self) -> dict[str, str]:
-        fields = {
-            "state": self.state,
-            "pid": str(os.getpid()),
-            "host": socket.gethostname(),
-            "started_at": f"{self.started_at:.3f}",
-            "heartbeat_at": f"{time.time():.3f}",
-            "last_error": self.last_error,
-            "last_error_at": f"{self.last_error_at:.3f}",
-        }
-        fields.update({f"count:{name}": str(value) for name, value in self.counters.items()})
-        return fields
+    def heartbeat(self) -> Heartbeat:
+        return Heartbeat(
+            state=self.state, pid=os.getpid(), host=socket.gethostname(), started_at=self.started_at,
+            heartbeat_at=time.time(), last_error=self.last_error, last_error_at=self.last_error_at,
+            counters=dict(self.counters),
+        )  # fmt: skip
 
     async def write_heartbeat(self) -> None:
         async with map_redis_errors("heartbeat"):
-            await self.redis.hset(keys.service_key(self.name), mapping=self.heartbeat_fields())
+            await self.redis.hset(keys.service_key(self.name), mapping=encode_heartbeat(self.heartbeat()))
 
     async def heartbeat_forever(self) -> None:
         while not self.stop.is_set():

@@ -22,7 +22,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import redis.asyncio as aioredis
 import structlog
 from redis import exceptions as redis_errors
@@ -32,6 +31,7 @@ from common.backoff import Backoff, sleep_unless_stopped
 from common.config import StreamSettings
 from common.errors import CursorMoved, TransientSinkError
 from common.lua_scripts import join_lines, run_script
+from common.payloads import encode_dead_letter
 from common.redis_client import map_redis_errors
 
 log = structlog.get_logger()
@@ -80,24 +80,6 @@ async def append_with_cursor(
     if appended == -1:
         raise CursorMoved(f"cursor {', '.join(cursor_keys)} moved; re-read it and continue from there")
     return int(appended)
-
-
-def encode_dead_letter(
-    *, stream: str, entry_id: str | None, payload: bytes | str, error: str, deliveries: int, group: str = ""
-) -> bytes:
-    """A `stream:dlq` entry: where it came from, the original payload, why it failed, and when."""
-    text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
-    return orjson.dumps(
-        {
-            "stream": stream,
-            "group": group,
-            "id": entry_id,
-            "payload": text,
-            "error": error,
-            "deliveries": deliveries,
-            "time": round(time.time(), 3),
-        }
-    )
 
 
 # --- consumers ---------------------------------------------------------------------------------------------

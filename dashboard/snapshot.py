@@ -13,7 +13,6 @@ import asyncio
 import time
 from typing import Any
 
-import orjson
 import redis.asyncio as aioredis
 import structlog
 from clickhouse_connect.driver.client import Client
@@ -23,7 +22,8 @@ from redis import exceptions as redis_errors
 from common import keys
 from common.clickhouse import make_client
 from common.config import ClickHouseSettings
-from common.errors import TransientSinkError
+from common.errors import PoisonMessage, TransientSinkError
+from common.payloads import decode_dead_letter, decode_heartbeat, decode_market_ref
 from dashboard.models import (
     ClickHouseStatus,
     ConsumerStatus,
@@ -54,14 +54,6 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _float(value: Any) -> float | None:
-    try:
-        number = float(_text(value))
-    except (TypeError, ValueError):
-        return None
-    return number or None
-
-
 # --- pure: Redis replies to the model ------------------------------------------------------------------------
 
 
@@ -69,22 +61,19 @@ def service_status(name: str, fields: dict[bytes, bytes], *, now: float, dead_af
     """A heartbeat hash as a state: dead when the heartbeat is older than `dead_after_s`, absent when missing."""
     if not fields:
         return ServiceStatus(name=name, state="absent")
-    values = {_text(k): _text(v) for k, v in fields.items()}
-    reported = values.get("state", "")
-    heartbeat_at = _float(values.get("heartbeat_at"))
-    age_s = max(0.0, now - heartbeat_at) if heartbeat_at else None
+    heartbeat = decode_heartbeat(fields)
+    reported = heartbeat.state
+    age_s = max(0.0, now - heartbeat.heartbeat_at) if heartbeat.heartbeat_at else None
     if reported == "stopped":
         state = "stopped"
     elif age_s is None or age_s > dead_after_s:
         state = "dead"
     else:
         state = reported if reported in ("running", "degraded", "starting", "stopping") else "running"
-    counters = {k.removeprefix("count:"): int(float(v)) for k, v in values.items() if k.startswith("count:")}
-    pid = values.get("pid", "")
     return ServiceStatus(
-        name=name, state=state, reported_state=reported, heartbeat_at=heartbeat_at, heartbeat_age_s=age_s,
-        started_at=_float(values.get("started_at")), pid=int(pid) if pid.isdigit() else None,
-        last_error=values.get("last_error", ""), last_error_at=_float(values.get("last_error_at")), counters=counters,
+        name=name, state=state, reported_state=reported, heartbeat_at=heartbeat.heartbeat_at or None,
+        heartbeat_age_s=age_s, started_at=heartbeat.started_at or None, pid=heartbeat.pid or None,
+        last_error=heartbeat.last_error, last_error_at=heartbeat.last_error_at or None, counters=heartbeat.counters,
     )  # fmt: skip
 
 
@@ -109,14 +98,10 @@ def group_status(info: dict[str, Any], consumers: list[dict[str, Any]], last_gen
 
 
 def dead_letter_view(entry_id: bytes, fields: dict[bytes, bytes]) -> DeadLetterView:
-    try:
-        letter = orjson.loads(fields.get(b"data", b"{}"))
-    except orjson.JSONDecodeError:
-        letter = {"error": "unparseable dead letter"}
+    letter = decode_dead_letter(fields.get(b"data"))
     return DeadLetterView(
-        id=_text(entry_id), stream=str(letter.get("stream") or ""), group=str(letter.get("group") or ""),
-        entry_id=letter.get("id"), error=str(letter.get("error") or "")[:500],
-        deliveries=int(letter.get("deliveries") or 0), time=letter.get("time"),
+        id=_text(entry_id), stream=letter.stream, group=letter.group, entry_id=letter.entry_id,
+        error=letter.error[:500], deliveries=letter.deliveries, time=letter.time,
     )  # fmt: skip
 
 
@@ -200,8 +185,8 @@ async def read_questions(redis: aioredis.Redis, token_ids: list[str]) -> dict[st
     questions = {}
     for token, ref in zip(token_ids, refs, strict=True):
         try:
-            questions[token] = str(orjson.loads(ref).get("question") or "") if ref else ""
-        except (orjson.JSONDecodeError, AttributeError):
+            questions[token] = decode_market_ref(ref).question if ref else ""
+        except PoisonMessage:
             questions[token] = ""
     return questions
 

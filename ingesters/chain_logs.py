@@ -22,9 +22,14 @@ from eth_hash.auto import keccak
 
 from common import keys
 from common.errors import PermanentSourceError, PoisonMessage, SourceError, TransientSourceError
-from common.events import OrderEvent, encode_valid_order_event, fill_id, validate_order_event
 from common.exchanges import V1_EXCHANGES, V2_EXCHANGES
-from common.streams import encode_dead_letter
+from common.payloads import (
+    OrderEvent,
+    encode_dead_letter,
+    encode_valid_order_event,
+    fill_id,
+    validate_order_event,
+)
 
 V1_SIGNATURE = "OrderFilled(bytes32,address,address,uint256,uint256,uint256,uint256,uint256)"
 V2_SIGNATURE = "OrderFilled(bytes32,address,address,uint8,uint256,uint256,uint256,uint256,bytes32,bytes32)"

@@ -35,9 +35,10 @@ import structlog
 from common.config import HttpSettings
 from common.errors import PermanentSourceError, SourceError, TransientSourceError
 from common.http import RateLimiter, request_json, request_json_once
+from common.payloads import encode_dead_letter
 from common.redis_client import map_redis_errors
 from common.service import Service
-from common.streams import append_with_cursor, encode_dead_letter, read_cursor
+from common.streams import append_with_cursor, read_cursor
 
 log = structlog.get_logger()
 

@@ -24,8 +24,7 @@ import orjson
 
 from common import keys
 from common.errors import PermanentSourceError, PoisonMessage, TransientSourceError
-from common.events import OrderEvent, encode_valid_order_event, validate_order_event
-from common.streams import encode_dead_letter
+from common.payloads import OrderEvent, encode_dead_letter, encode_valid_order_event, validate_order_event
 
 MAX_PAGE_SIZE = 1000  # graph-node's GRAPH_GRAPHQL_MAX_FIRST default
 

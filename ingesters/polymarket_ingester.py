@@ -2,8 +2,8 @@
 
 Writes: `stream:markets` (each entry the Gamma market object as compact JSON, unmodified), `stream:dlq`
 (malformed markets, with the raw object and the reason), `markets:content_hash` (market id -> digest of the
-content last appended), `markets:by_token` (token id -> {market_id, condition_id, question, outcome,
-outcome_index}), the cursor `state:polymarket_offset`, heartbeat `service:polymarket_ingester`.
+content last appended), `markets:by_token` (token id -> MarketRef JSON: market_id, condition_id,
+outcome, outcome_index, question), the cursor `state:polymarket_offset`, heartbeat `service:polymarket_ingester`.
 Reads and empties: `markets:token_lookups` (SET of token ids the trade processor could not resolve).
 
 Cursor: see `ingesters/gamma.py` (`keyset closed=false after=<next_cursor>`, `offset closed=true after=1500`, or
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 from typing import Any, Literal
 
-import orjson
 import structlog
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +30,7 @@ from common import keys
 from common.config import HttpSettings, RedisSettings, SourceSettings, load
 from common.errors import PermanentSourceError
 from common.http import RateLimiter, make_client
+from common.payloads import MarketRef, encode_market_ref
 from common.redis_client import map_redis_errors
 from common.service import Service, poll_forever, run_worker, service_main
 from ingesters.gamma import (
@@ -71,11 +71,19 @@ def market_tokens(market: Any) -> list[str]:
 def token_index(market: dict[str, Any]) -> HashItems:
     """`markets:by_token` fields of one validated market: every clobTokenIds[i] -> its market and outcome i."""
     outcomes = parse_json_list(market.get("outcomes"), field_name="outcomes")
-    base = {"market_id": str(market["id"]), "condition_id": market.get("conditionId") or ""}
-    base["question"] = market.get("question") or ""
+    market_id, condition_id = str(market["id"]), str(market.get("conditionId") or "")
+    question = str(market.get("question") or "")
     return {
         keys.MARKETS_BY_TOKEN: {
-            token: orjson.dumps(base | {"outcome": str(outcomes[i]) if i < len(outcomes) else "", "outcome_index": i})
+            token: encode_market_ref(
+                MarketRef(
+                    market_id=market_id,
+                    condition_id=condition_id,
+                    question=question,
+                    outcome_index=i,
+                    outcome=str(outcomes[i]) if i < len(outcomes) else "",
+                )
+            )
             for i, token in enumerate(market_tokens(market))
         }
     }

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import msgspec
 import redis.asyncio as aioredis
 import structlog
 
 from common import keys
+from common.errors import PoisonMessage
+from common.payloads import MarketRef, decode_market_ref
 from common.redis_client import map_redis_errors
-from processors.trades import MarketRef, decode_market_ref
 
 log = structlog.get_logger()
 
@@ -36,7 +36,7 @@ class MarketsCache:
                     continue
                 try:
                     found[token] = self._remember(token, decode_market_ref(value))
-                except msgspec.DecodeError as exc:
+                except PoisonMessage as exc:
                     log.error("bad markets:by_token value", token=token, error=str(exc))
             await self.request_lookups(token for token in missing if token not in found)
         return found

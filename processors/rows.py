@@ -13,13 +13,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import msgspec
 import orjson
 
 from common import keys
 from common.errors import PoisonMessage
-from common.events import decode_order_event
-from processors.trades import decode_trade
+from common.payloads import decode_order_event, decode_trade
 
 Row = tuple[Any, ...]
 
@@ -170,10 +168,7 @@ TRADE_COLUMNS = (
 
 
 def trade_row(data: bytes, ingested_at: datetime) -> Row:
-    try:
-        t = decode_trade(data)
-    except msgspec.DecodeError as exc:
-        raise PoisonMessage(f"invalid trade: {exc}") from exc
+    t = decode_trade(data)
     return (
         t.id, t.timestamp, t.block_number, t.tx_hash, t.log_index, t.order_hash, t.source, t.exchange, t.market_id,
         t.condition_id, t.token_id, t.outcome, t.outcome_index, t.maker, t.taker, t.maker_direction,

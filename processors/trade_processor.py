@@ -28,11 +28,11 @@ from common import keys
 from common.backoff import sleep_unless_stopped
 from common.config import RedisSettings, StreamSettings, load
 from common.errors import PoisonMessage, TransientSinkError
-from common.events import OrderEvent, decode_order_event
+from common.payloads import OrderEvent, decode_order_event, encode_trade
 from common.service import Service, run_worker, service_main
 from common.streams import Entry, StreamConsumer, run_consumer
 from processors.markets_cache import MarketsCache
-from processors.trades import derive_trade, encode_trade, token_of
+from processors.trades import derive_trade, token_of
 
 log = structlog.get_logger()
 

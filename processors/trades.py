@@ -9,55 +9,11 @@
 
 from __future__ import annotations
 
-import msgspec
-
-from common.events import OrderEvent
 from common.exchanges import ALL_EXCHANGES
+from common.payloads import MarketRef, OrderEvent, Trade
 
 USDC = "0"
 UNKNOWN_OUTCOME_INDEX = -1
-
-
-class MarketRef(msgspec.Struct, frozen=True, kw_only=True):
-    """What a trade needs of its market; the value of the `markets:by_token` hash."""
-
-    market_id: str
-    condition_id: str
-    outcome: str
-    outcome_index: int
-    question: str = ""
-
-
-class Trade(msgspec.Struct, frozen=True, kw_only=True):
-    """A `stream:trades` entry; amounts are exact decimal strings, `fee` the raw integer."""
-
-    id: str
-    timestamp: int
-    block_number: int
-    tx_hash: str
-    log_index: int | None
-    order_hash: str
-    source: str
-    exchange: str
-    market_id: str
-    condition_id: str
-    token_id: str
-    outcome: str
-    outcome_index: int
-    maker: str
-    taker: str
-    maker_direction: str
-    taker_direction: str
-    price: float
-    usd_amount: str
-    token_amount: str
-    fee: int
-    is_taker_side: int
-
-
-_market_decoder = msgspec.json.Decoder(MarketRef)
-_trade_encoder = msgspec.json.Encoder()
-_trade_decoder = msgspec.json.Decoder(Trade)
 
 
 def token_of(event: OrderEvent) -> str:
@@ -98,15 +54,3 @@ def derive_trade(event: OrderEvent, market: MarketRef | None) -> Trade:
         fee=event.fee,
         is_taker_side=int(event.taker.lower() in ALL_EXCHANGES),
     )
-
-
-def encode_trade(trade: Trade) -> bytes:
-    return _trade_encoder.encode(trade)
-
-
-def decode_trade(data: bytes) -> Trade:
-    return _trade_decoder.decode(data)
-
-
-def decode_market_ref(data: bytes) -> MarketRef:
-    return _market_decoder.decode(data)

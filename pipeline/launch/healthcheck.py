@@ -18,6 +18,7 @@ import redis
 from common import keys
 from common.config import RedisSettings, ServiceSettings, load
 from common.errors import ConfigError
+from common.payloads import decode_heartbeat
 from processors.trade_processor import ProcessorSettings
 
 
@@ -47,10 +48,11 @@ def check(service: str) -> str:
         client.close()
     if not fields:
         return f"no heartbeat under {keys.service_key(name)}"
-    age_s = time.time() - float(fields.get(b"heartbeat_at", b"0"))
+    heartbeat = decode_heartbeat(fields)
+    age_s = time.time() - heartbeat.heartbeat_at
     if age_s > load(ServiceSettings).dead_after_s:
         return f"{name}: last heartbeat {age_s:.0f} s ago"
-    if fields.get(b"state") == b"stopped":
+    if heartbeat.state == "stopped":
         return f"{name}: stopped"
     return ""
 

@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import argparse
 from collections import defaultdict
-from dataclasses import dataclass
+from typing import NamedTuple
 
+import msgspec
 import orjson
 import redis.asyncio as aioredis
 from rich.table import Table
 from rich.text import Text
 
 from common import keys
+from common.payloads import DeadLetter, decode_dead_letter
 from common.redis_client import make_redis, map_redis_errors
 from pipeline.ops.common import confirm, console, fail, iso, make_parser, run_command, settings
 
@@ -41,66 +43,48 @@ return id
 """
 
 
-@dataclass(frozen=True)
-class DeadLetter:
-    id: str
-    stream: str
-    group: str
-    entry_id: str | None
-    payload: str
-    error: str
-    deliveries: int
-    time: float | None
+class DlqEntry(NamedTuple):
+    id: str  # of the dead letter in stream:dlq
+    letter: DeadLetter
 
 
-def parse_dead_letter(entry_id: bytes, fields: dict[bytes, bytes]) -> DeadLetter:
-    try:
-        letter = orjson.loads(fields.get(b"data", b"{}"))
-    except orjson.JSONDecodeError:
-        letter = {"error": "unparseable dead letter", "payload": fields.get(b"data", b"").decode(errors="replace")}
-    return DeadLetter(
-        id=entry_id.decode(), stream=str(letter.get("stream") or ""), group=str(letter.get("group") or ""),
-        entry_id=letter.get("id"), payload=str(letter.get("payload") or ""), error=str(letter.get("error") or ""),
-        deliveries=int(letter.get("deliveries") or 0), time=letter.get("time"),
-    )  # fmt: skip
+async def read_dlq(redis: aioredis.Redis) -> list[DlqEntry]:
+    entries = await redis.xrange(keys.STREAM_DLQ)
+    return [DlqEntry(dlq_id.decode(), decode_dead_letter(fields.get(b"data"))) for dlq_id, fields in entries]
 
 
-async def read_dlq(redis: aioredis.Redis) -> list[DeadLetter]:
-    return [parse_dead_letter(i, f) for i, f in await redis.xrange(keys.STREAM_DLQ)]
-
-
-def select(letters: list[DeadLetter], args: argparse.Namespace) -> list[DeadLetter]:
+def select(entries: list[DlqEntry], args: argparse.Namespace) -> list[DlqEntry]:
     wanted = set(getattr(args, "id", None) or [])
     return [
-        letter
-        for letter in letters
-        if (args.all or letter.id in wanted)
-        and (not args.stream or letter.stream == args.stream)
-        and (args.group is None or letter.group == args.group)
+        entry
+        for entry in entries
+        if (args.all or entry.id in wanted)
+        and (not args.stream or entry.letter.stream == args.stream)
+        and (args.group is None or entry.letter.group == args.group)
     ]
 
 
 def retry_plan(
-    selected: list[DeadLetter], every: list[DeadLetter], *, force: bool
-) -> tuple[list[list[DeadLetter]], list[str]]:
+    selected: list[DlqEntry], every: list[DlqEntry], *, force: bool
+) -> tuple[list[list[DlqEntry]], list[str]]:
     """Dead letters grouped by original entry, each group safe to re-add once; and why the others are skipped."""
-    by_entry: dict[tuple[str, str], list[DeadLetter]] = defaultdict(list)
-    for letter in every:
-        if letter.entry_id:
-            by_entry[(letter.stream, letter.entry_id)].append(letter)
+    by_entry: dict[tuple[str, str], list[DlqEntry]] = defaultdict(list)
+    for entry in every:
+        if entry.letter.entry_id:
+            by_entry[(entry.letter.stream, entry.letter.entry_id)].append(entry)
     plans, skipped, seen = [], [], set()
-    for letter in selected:
+    for dlq_id, letter in selected:
         if not letter.entry_id or letter.stream not in keys.STREAM_GROUPS:
-            skipped.append(f"{letter.id}: malformed at the source (no stream entry to re-deliver); purge it instead")
+            skipped.append(f"{dlq_id}: malformed at the source (no stream entry to re-deliver); purge it instead")
             continue
         key = (letter.stream, letter.entry_id)
         if key in seen:
             continue
         seen.add(key)
-        gave_up = {other.group for other in by_entry[key]}
+        gave_up = {other.letter.group for other in by_entry[key]}
         others = sorted(set(keys.STREAM_GROUPS[letter.stream]) - gave_up)
         if others and not force:
-            skipped.append(f"{letter.id}: {', '.join(others)} already processed entry {letter.entry_id} of "
+            skipped.append(f"{dlq_id}: {', '.join(others)} already processed entry {letter.entry_id} of "
                            f"{letter.stream}; re-adding would deliver it twice (--force to do it anyway)")  # fmt: skip
             continue
         plans.append(by_entry[key])
@@ -112,15 +96,15 @@ async def retry(redis: aioredis.Redis, args: argparse.Namespace) -> int:
     plans, skipped = retry_plan(select(every, args), every, force=args.force)
     script = redis.register_script(RETRY_SCRIPT)
     retried = 0
-    for letters in plans:
-        first = letters[0]
-        new_id = await script(keys=[first.stream, keys.STREAM_DLQ], args=[first.payload, *(x.id for x in letters)])
+    for entries in plans:
+        first_id, first = entries[0]
+        new_id = await script(keys=[first.stream, keys.STREAM_DLQ], args=[first.payload, *(x.id for x in entries)])
         if new_id is None:
-            skipped.append(f"{first.id}: gone from the DLQ meanwhile (retried or purged by someone else)")
+            skipped.append(f"{first_id}: gone from the DLQ meanwhile (retried or purged by someone else)")
             continue
         retried += 1
         console.print(f"retried {first.stream} entry {first.entry_id} as {new_id.decode()} "
-                      f"({len(letters)} dead letter(s) removed)", markup=False)  # fmt: skip
+                      f"({len(entries)} dead letter(s) removed)", markup=False)  # fmt: skip
     for reason in skipped:
         console.print(f"skipped {reason}", markup=False)
     console.print(f"dlq retry: {retried} entr{'y' if retried == 1 else 'ies'} re-delivered, {len(skipped)} skipped")
@@ -133,21 +117,22 @@ async def purge(redis: aioredis.Redis, args: argparse.Namespace) -> int:
         return fail("dlq purge: nothing selected")
     if not confirm(f"Delete {len(chosen)} dead letter(s)?", yes=args.yes):
         return fail("dlq purge: nothing deleted")
-    deleted = int(await redis.xdel(keys.STREAM_DLQ, *(letter.id for letter in chosen)))
+    deleted = int(await redis.xdel(keys.STREAM_DLQ, *(entry.id for entry in chosen)))
     console.print(f"dlq purge: {deleted} dead letter(s) deleted")
     return 0
 
 
 async def list_letters(redis: aioredis.Redis, args: argparse.Namespace) -> int:
-    letters = select(await read_dlq(redis), argparse.Namespace(**{**vars(args), "all": True}))[-args.limit :]
+    entries = select(await read_dlq(redis), argparse.Namespace(**{**vars(args), "all": True}))[-args.limit :]
     if args.json:
-        print(orjson.dumps([letter.__dict__ for letter in letters], option=orjson.OPT_INDENT_2).decode())
+        listed = [{"id": dlq_id, **msgspec.structs.asdict(letter)} for dlq_id, letter in entries]
+        print(orjson.dumps(listed, option=orjson.OPT_INDENT_2).decode())
         return 0
     table = Table(title=f"stream:dlq ({await redis.xlen(keys.STREAM_DLQ)} entries)", title_justify="left")
     for column in ("dlq id", "time", "stream", "group", "entry", "deliveries", "error"):
         table.add_column(column, overflow="fold")
-    for x in letters:
-        cells = (x.id, iso(x.time), x.stream, x.group or "(ingester)", x.entry_id or "–", str(x.deliveries), x.error)
+    for dlq_id, x in entries:
+        cells = (dlq_id, iso(x.time), x.stream, x.group or "(ingester)", x.entry_id or "–", str(x.deliveries), x.error)
         table.add_row(*(Text(cell) for cell in cells))
     console.print(table)
     return 0

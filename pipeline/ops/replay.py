@@ -30,12 +30,12 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from common import keys
 from common.clickhouse import describe_columns, insert_rows_isolating_rejects, make_client
 from common.errors import PoisonMessage, TransientSinkError
-from common.events import OrderEvent, decode_order_event
+from common.payloads import MarketRef, OrderEvent, decode_market_ref, decode_order_event, encode_trade
 from common.redis_client import make_redis, map_redis_errors
 from dashboard.snapshot import read_streams
 from pipeline.ops.common import chunks, console, fail, make_parser, parse_time, run_command, settings
 from processors.rows import TRADE_COLUMNS, trade_row
-from processors.trades import MarketRef, decode_market_ref, derive_trade, encode_trade, token_of
+from processors.trades import derive_trade, token_of
 
 FILL_COLUMNS = tuple(OrderEvent.__struct_fields__)
 BATCH_ROWS = 10_000

@@ -23,9 +23,9 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from common.clickhouse import make_client
 from common.errors import PoisonMessage, TransientSinkError
-from common.events import decode_order_event
 from common.http import RateLimiter
 from common.http import make_client as make_http_client
+from common.payloads import decode_order_event
 from ingesters import chain_ingester, goldsky_ingester
 from ingesters.chain_logs import RangeTooLarge, SpanSizer, blocks_needing_timestamps, get_logs_filter, normalize_logs
 from ingesters.goldsky_pages import build_request, is_second_complete, normalize_fill, plan_page, start_cursor

@@ -27,7 +27,7 @@ from fastapi import FastAPI
 from common import keys
 from common.clickhouse import make_client
 from common.config import ClickHouseSettings, RedisSettings, StreamSettings
-from common.events import OrderEvent
+from common.payloads import OrderEvent
 from dashboard.app import DashboardConfig, create_app
 from dashboard.settings import DashboardSettings
 from processors import clickhouse_writer, trade_processor

@@ -27,9 +27,9 @@ from pydantic import SecretStr
 
 from common import keys
 from common.config import HttpSettings, RedisSettings, SourceSettings
-from common.events import OrderEvent, decode_order_event
 from common.exchanges import V1_EXCHANGES, V2_EXCHANGES
 from common.http import RateLimiter
+from common.payloads import OrderEvent, decode_order_event
 from common.service import Service, poll_forever, run_worker
 from ingesters import chain_ingester, goldsky_ingester
 from ingesters.chain_ingester import ChainConfig, ChainSettings, Node

@@ -17,7 +17,7 @@ import pytest
 from common import keys
 from common.clickhouse import make_client
 from common.config import ClickHouseSettings
-from common.events import decode_order_event
+from common.payloads import decode_order_event
 from pipeline.ops import backfill as ops_backfill
 from pipeline.ops import verify as ops_verify
 from processors import clickhouse_writer, trade_processor

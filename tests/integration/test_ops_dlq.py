@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import random
 
+import orjson
+
 from common import keys
-from common.events import encode_order_event
-from common.streams import encode_dead_letter
+from common.payloads import encode_dead_letter, encode_order_event
 from pipeline.ops import dlq as ops_dlq
 from tests.fixtures.fills_world import make_fills
 from tests.integration.test_dashboard_world import (  # noqa: F401  (fixtures)
@@ -70,3 +71,19 @@ async def test_purge_by_id_and_selection_flags(dashboard_world, monkeypatch, cap
     assert [i.decode() for i, _ in await world.redis.xrange(keys.STREAM_DLQ)] == [first]
     assert await run_command(ops_dlq.main, "purge", "--id", first, "--yes") == 0
     assert await world.redis.xlen(keys.STREAM_DLQ) == 0 and second
+
+
+async def test_list_json_shows_every_dead_letter_even_an_unreadable_one(dashboard_world, monkeypatch, capsys):
+    world = dashboard_world
+    set_pipeline_env(monkeypatch, world.redis_settings, world.ch)
+    good = await dead_letter(world.redis, group=keys.GROUP_TRADE_PROCESSOR, entry_id="1-1", payload=b'{"a": 1}')
+    broken = (await world.redis.xadd(keys.STREAM_DLQ, {"data": b"{written by hand"})).decode()
+    assert await run_command(ops_dlq.main, "list", "--json") == 0
+    listed = orjson.loads(capsys.readouterr().out)
+    assert [letter["id"] for letter in listed] == [good, broken]
+    assert listed[0] | {"time": None} == {
+        "id": good, "stream": keys.STREAM_ORDER_EVENTS, "group": keys.GROUP_TRADE_PROCESSOR, "entry_id": "1-1",
+        "payload": '{"a": 1}', "error": "boom in trade-processor", "deliveries": 3, "time": None,
+    }  # fmt: skip
+    assert listed[0]["time"] > 0
+    assert listed[1]["payload"] == "{written by hand" and listed[1]["error"].startswith("unparseable dead letter")

@@ -13,7 +13,7 @@ import pytest
 from common import keys
 from common.clickhouse import make_client
 from common.config import ClickHouseSettings, StreamSettings
-from common.events import encode_order_event
+from common.payloads import encode_order_event
 from processors import clickhouse_writer, trade_processor
 from tests.fixtures.fills_world import (
     expected_trade,

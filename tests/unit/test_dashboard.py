@@ -8,6 +8,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from common import keys
+from common.payloads import DeadLetter, encode_dead_letter
 from dashboard.app import MASK, redact
 from dashboard.history import Observer, compute_rates
 from dashboard.metrics import render_metrics
@@ -21,9 +22,9 @@ from dashboard.models import (
     StreamStatus,
     TableStatus,
 )
-from dashboard.snapshot import cursor_status, group_status, is_instance_of, service_status
+from dashboard.snapshot import cursor_status, dead_letter_view, group_status, is_instance_of, service_status
 from pipeline.ops.common import parse_time
-from pipeline.ops.dlq import DeadLetter, retry_plan, select
+from pipeline.ops.dlq import DlqEntry, retry_plan, select
 
 NOW = 1_800_000_000.0
 
@@ -53,6 +54,24 @@ def test_missing_heartbeat_is_absent_and_counters_are_parsed() -> None:
     status = service_status("x", heartbeat(**{"count:fills": "12", "count:rows_trades": "3"}), now=NOW, dead_after_s=15)
     assert status.counters == {"fills": 12, "rows_trades": 3} and status.pid == 7
     assert status.heartbeat_age_s == pytest.approx(1.0)
+
+
+def test_heartbeat_with_unreadable_values_still_shows_the_service() -> None:
+    status = service_status("x", heartbeat(heartbeat_at="soon", pid="x", **{"count:fills": "?"}), now=NOW,
+                            dead_after_s=15)  # fmt: skip
+    assert (status.state, status.reported_state, status.heartbeat_at, status.pid) == ("dead", "running", None, None)
+    assert status.counters == {"fills": 0} and status.started_at == NOW - 100
+
+
+def test_dead_letter_view_shows_the_letter_and_survives_a_malformed_one() -> None:
+    data = encode_dead_letter(stream=keys.STREAM_TRADES, entry_id="9-1", payload=b"{}", error="x" * 600,
+                              deliveries=6, group=keys.GROUP_CLICKHOUSE_WRITER)  # fmt: skip
+    view = dead_letter_view(b"5-0", {b"data": data})
+    assert (view.id, view.stream, view.group, view.entry_id, view.deliveries) == (
+        "5-0", keys.STREAM_TRADES, keys.GROUP_CLICKHOUSE_WRITER, "9-1", 6)  # fmt: skip
+    assert view.error == "x" * 500 and view.time is not None
+    broken = dead_letter_view(b"6-0", {b"data": b"{not json"})
+    assert broken.id == "6-0" and broken.error.startswith("unparseable dead letter") and broken.entry_id is None
 
 
 def service(at: float, started: float = NOW - 100, state: str = "running", **counters: int) -> ServiceStatus:
@@ -146,9 +165,9 @@ def test_times_are_unix_seconds_or_iso(text: str, ts: int) -> None:
     assert parse_time(text) == ts
 
 
-def letter(dlq_id: str, group: str, entry_id: str | None, stream: str = keys.STREAM_ORDER_EVENTS) -> DeadLetter:
-    return DeadLetter(id=dlq_id, stream=stream, group=group, entry_id=entry_id, payload="{}", error="e",
-                      deliveries=1, time=None)  # fmt: skip
+def letter(dlq_id: str, group: str, entry_id: str | None, stream: str = keys.STREAM_ORDER_EVENTS) -> DlqEntry:
+    return DlqEntry(dlq_id, DeadLetter(stream=stream, group=group, entry_id=entry_id, payload="{}", error="e",
+                                       deliveries=1, time=None))  # fmt: skip
 
 
 def test_retry_plan_only_redelivers_what_every_group_of_the_stream_gave_up_on() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from common.errors import PermanentSourceError, PoisonMessage, TransientSourceError
-from common.events import fill_id
+from common.payloads import fill_id
 from ingesters.goldsky_pages import (
     Cursor,
     build_request,

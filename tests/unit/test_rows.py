@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from common.errors import PoisonMessage
-from common.events import OrderEvent, encode_order_event, fill_id
+from common.payloads import OrderEvent, encode_order_event, fill_id
 from processors.rows import (
     EVENT_COLUMNS,
     MARKET_COLUMNS,

@@ -6,9 +6,9 @@ from decimal import Decimal
 
 import pytest
 
-from common.events import OrderEvent, fill_id
 from common.exchanges import CTF_EXCHANGE_V1, NEG_RISK_CTF_EXCHANGE_V2
-from processors.trades import MarketRef, derive_trade, micros_to_decimal
+from common.payloads import MarketRef, OrderEvent, fill_id
+from processors.trades import derive_trade, micros_to_decimal
 
 TOKEN = "8851848546962572193739008211889046036776198486765606333032192644001246174440"
 MARKET = MarketRef(market_id="1066851", condition_id="0x2e6a", outcome="Up", outcome_index=0, question="BTC up?")

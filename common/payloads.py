@@ -1,0 +1,272 @@
+"""Every payload that crosses Redis (DESIGN §3), each a msgspec Struct with its encoder and decoder.
+
+- `OrderEvent`, a `stream:order_events` entry: what both fill sources write. `id` is `<tx_hash>_<order_hash>`
+  (the subgraph's own id), so the same fill seen by the Goldsky ingester and by the chain ingester has the same
+  id. Amounts and fees are integers in 6-decimal base units; asset ids are decimal strings with "0" meaning USDC.
+- `Trade`, a `stream:trades` entry: a fill with its market, as the trade processor derives it.
+- `MarketRef`, a value of the `markets:by_token` hash: what a trade needs of its market.
+- `DeadLetter`, a `stream:dlq` entry: where it came from, the original payload, why it failed, and when.
+- `Heartbeat`, the `service:<name>` hash: state, times, last error and `count:*` counters.
+
+The JSON field and hash field names are product surface (operators read them with redis-cli): renaming one
+is a format change. Decoders of stream entries raise PoisonMessage with the reason; the decoders of what only
+people look at (dead letters, heartbeats) never raise, so one bad value cannot hide the rest of a page.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from typing import Annotated, Literal, TypeVar
+
+import msgspec
+
+from common.errors import PoisonMessage
+
+T = TypeVar("T")
+
+_encoder = msgspec.json.Encoder()
+
+
+def _decode_or_poison(decoder: msgspec.json.Decoder[T], data: bytes, what: str) -> T:
+    try:
+        return decoder.decode(data)
+    except msgspec.DecodeError as exc:  # ValidationError included
+        raise PoisonMessage(f"invalid {what}: {exc}") from None
+
+
+# --- order events ------------------------------------------------------------------------------------------
+
+UINT64_MAX = 2**64 - 1
+
+# Type, sign and shape checks run inside msgspec's decoder (C), not per field in Python: this is the hot path.
+# (msgspec cannot bound an int above int64, so the upper bound is checked in check_order_event.)
+UInt64 = Annotated[int, msgspec.Meta(ge=0)]
+AssetId = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,78}$")]
+
+
+_UINT64_FIELDS = ("maker_amount", "taker_amount", "fee", "block_number", "timestamp")
+
+
+class OrderEvent(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    source: Literal["goldsky", "chain"]
+    exchange: str  # lowercase contract address, "" when the source doesn't say
+    block_number: UInt64  # 0 when the source doesn't say (the subgraph)
+    log_index: UInt64 | None
+    tx_hash: str
+    order_hash: str
+    timestamp: UInt64  # unix seconds (block time)
+    maker: str
+    taker: str
+    maker_asset_id: AssetId
+    taker_asset_id: AssetId
+    maker_amount: UInt64
+    taker_amount: UInt64
+    fee: UInt64
+
+
+_order_event_decoder = msgspec.json.Decoder(OrderEvent)
+
+
+def fill_id(tx_hash: str, order_hash: str) -> str:
+    return f"{tx_hash.lower()}_{order_hash.lower()}"
+
+
+def encode_order_event(event: OrderEvent) -> bytes:
+    return _encoder.encode(event)
+
+
+def decode_order_event(data: bytes) -> OrderEvent:
+    """Decode and validate; anything malformed raises PoisonMessage with the reason."""
+    event = _decode_or_poison(_order_event_decoder, data, "order event")  # types, ranges, asset id shape
+    check_order_event(event)
+    return event
+
+
+def encode_valid_order_event(event: OrderEvent) -> bytes:
+    """The bytes to append for an event built in Python (the ingesters), validated on those very bytes by the
+    decoder's checks and then the rules: one encode, whatever is found raises PoisonMessage."""
+    data = _encoder.encode(event)
+    try:
+        _order_event_decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise PoisonMessage(f"invalid order event {event.id}: {exc}") from None
+    check_order_event(event)
+    return data
+
+
+def validate_order_event(event: OrderEvent) -> None:
+    """Full validation of an event built in Python, when its bytes are not needed."""
+    encode_valid_order_event(event)
+
+
+def check_order_event(event: OrderEvent) -> None:
+    """The rules no type can say: exactly one asset is USDC, and the id is `<tx_hash>_<order_hash>`."""
+    if max(event.maker_amount, event.taker_amount, event.fee, event.block_number, event.timestamp) > UINT64_MAX:
+        too_big = [name for name in _UINT64_FIELDS if getattr(event, name) > UINT64_MAX]
+        raise PoisonMessage(f"invalid order event {event.id}: {', '.join(too_big)} beyond UInt64")
+    if (event.maker_asset_id == "0") == (event.taker_asset_id == "0"):
+        raise PoisonMessage(f"invalid order event {event.id}: exactly one asset id must be '0' (USDC)")
+    if event.id != f"{event.tx_hash}_{event.order_hash}":
+        raise PoisonMessage(f"invalid order event {event.id}: id is not <tx_hash>_<order_hash>")
+
+
+# --- trades ------------------------------------------------------------------------------------------------
+
+
+class Trade(msgspec.Struct, frozen=True, kw_only=True):
+    """A `stream:trades` entry; amounts are exact decimal strings, `fee` the raw integer."""
+
+    id: str
+    timestamp: int
+    block_number: int
+    tx_hash: str
+    log_index: int | None
+    order_hash: str
+    source: str
+    exchange: str
+    market_id: str
+    condition_id: str
+    token_id: str
+    outcome: str
+    outcome_index: int
+    maker: str
+    taker: str
+    maker_direction: str
+    taker_direction: str
+    price: float
+    usd_amount: str
+    token_amount: str
+    fee: int
+    is_taker_side: int
+
+
+_trade_decoder = msgspec.json.Decoder(Trade)
+
+
+def encode_trade(trade: Trade) -> bytes:
+    return _encoder.encode(trade)
+
+
+def decode_trade(data: bytes) -> Trade:
+    return _decode_or_poison(_trade_decoder, data, "trade")
+
+
+# --- market refs -------------------------------------------------------------------------------------------
+
+
+class MarketRef(msgspec.Struct, frozen=True, kw_only=True):
+    """What a trade needs of its market; the value of the `markets:by_token` hash, keyed by token id."""
+
+    market_id: str
+    condition_id: str
+    outcome: str
+    outcome_index: int
+    question: str = ""
+
+
+_market_ref_decoder = msgspec.json.Decoder(MarketRef)
+
+
+def encode_market_ref(market: MarketRef) -> bytes:
+    return _encoder.encode(market)
+
+
+def decode_market_ref(data: bytes) -> MarketRef:
+    return _decode_or_poison(_market_ref_decoder, data, "market ref")
+
+
+# --- dead letters ------------------------------------------------------------------------------------------
+
+
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+    """A `stream:dlq` entry. `entry_id` (JSON `id`) is the original entry's id: None for a source item an
+    ingester found malformed (group "" then); `time` is unix seconds."""
+
+    stream: str = ""
+    group: str = ""
+    entry_id: str | None = msgspec.field(default=None, name="id")
+    payload: str = ""
+    error: str = ""
+    deliveries: int = 0
+    time: float | None = None
+
+
+_dead_letter_decoder = msgspec.json.Decoder(DeadLetter)
+
+
+def encode_dead_letter(
+    *, stream: str, entry_id: str | None, payload: bytes | str, error: str, deliveries: int, group: str = ""
+) -> bytes:
+    """A dead letter of `payload` (bytes are shown as UTF-8 text), stamped with the time now."""
+    text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
+    letter = DeadLetter(stream=stream, group=group, entry_id=entry_id, payload=text, error=error,
+                        deliveries=deliveries, time=round(time.time(), 3))  # fmt: skip
+    return _encoder.encode(letter)
+
+
+def decode_dead_letter(data: bytes | None) -> DeadLetter:
+    """Never raises: a dead letter that cannot be read comes back as its raw text, with the reason as its error."""
+    try:
+        return _dead_letter_decoder.decode(data or b"{}")
+    except msgspec.DecodeError as exc:
+        return DeadLetter(error=f"unparseable dead letter: {exc}", payload=(data or b"").decode("utf-8", "replace"))
+
+
+# --- heartbeats --------------------------------------------------------------------------------------------
+
+COUNTER_PREFIX = "count:"
+
+
+class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
+    """The `service:<name>` hash. Times are unix seconds, 0 for never or unknown; `pid` 0 for unknown.
+
+    `counters` are the `count:<name>` fields: totals since `started_at`, so a rate is a difference.
+    """
+
+    state: str = ""
+    pid: int = 0
+    host: str = ""
+    started_at: float = 0.0
+    heartbeat_at: float = 0.0
+    last_error: str = ""
+    last_error_at: float = 0.0
+    counters: dict[str, int] = {}
+
+
+def encode_heartbeat(heartbeat: Heartbeat) -> dict[str, str]:
+    """The hash fields to HSET."""
+    fields = {
+        "state": heartbeat.state,
+        "pid": str(heartbeat.pid),
+        "host": heartbeat.host,
+        "started_at": f"{heartbeat.started_at:.3f}",
+        "heartbeat_at": f"{heartbeat.heartbeat_at:.3f}",
+        "last_error": heartbeat.last_error,
+        "last_error_at": f"{heartbeat.last_error_at:.3f}",
+    }
+    fields.update({f"{COUNTER_PREFIX}{name}": str(value) for name, value in heartbeat.counters.items()})
+    return fields
+
+
+def _number(text: str | None) -> float:
+    try:
+        number = float(text or 0)
+    except ValueError:
+        return 0.0
+    return number if math.isfinite(number) else 0.0
+
+
+def decode_heartbeat(fields: Mapping[bytes, bytes]) -> Heartbeat:
+    """Never raises: a value that does not parse reads as unknown, so one bad field cannot hide the service."""
+    values = {key.decode("utf-8", "replace"): value.decode("utf-8", "replace") for key, value in fields.items()}
+    pid = values.get("pid", "")
+    return Heartbeat(
+        state=values.get("state", ""), pid=int(pid) if pid.isdigit() else 0, host=values.get("host", ""),
+        started_at=_number(values.get("started_at")), heartbeat_at=_number(values.get("heartbeat_at")),
+        last_error=values.get("last_error", ""), last_error_at=_number(values.get("last_error_at")),
+        counters={name.removeprefix(COUNTER_PREFIX): int(_number(value))
+                  for name, value in values.items() if name.startswith(COUNTER_PREFIX)},
+    )  # fmt: skip
