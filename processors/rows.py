@@ -1,7 +1,9 @@
 """Stream entries to ClickHouse rows, one pure function per table (DESIGN §4).
 
 Each `*_row(data, ingested_at)` returns a tuple in the order of its table's COLUMNS, or raises PoisonMessage
-with the reason; the writer dead-letters that entry and inserts the rest of its batch. Gamma's JSON-encoded
+with the reason; the writer dead-letters that entry and inserts the rest of its batch. The columns come from
+the row's own shape, so they cannot drift from the values: the fields of the stream's struct
+(`common.payloads`) for fills and trades, a NamedTuple per row for markets and events. Gamma's JSON-encoded
 strings (`outcomes`, `outcomePrices`, `clobTokenIds`) become arrays; the full source object is kept in `raw`.
 """
 
@@ -11,13 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
+from msgspec.structs import astuple
 
 from common import keys
 from common.errors import PoisonMessage
-from common.payloads import decode_order_event, decode_trade
+from common.payloads import OrderEvent, Trade, decode_order_event, decode_trade
 
 Row = tuple[Any, ...]
 
@@ -76,105 +79,142 @@ def load_object(data: bytes) -> dict[str, Any]:
     return obj
 
 
-MARKET_COLUMNS = (
-    "id", "question", "condition_id", "slug", "outcomes", "outcome_prices", "clob_token_ids", "volume",
-    "liquidity", "active", "closed", "archived", "neg_risk", "start_date", "end_date", "created_at", "updated_at",
-    "event_ids", "raw", "ingested_at",
-)  # fmt: skip
+class MarketRow(NamedTuple):
+    """A row of `markets`: the field names are the table's columns, in its order."""
+
+    id: str
+    question: str
+    condition_id: str
+    slug: str
+    outcomes: list[str]
+    outcome_prices: list[float]
+    clob_token_ids: list[str]
+    volume: float
+    liquidity: float
+    active: bool
+    closed: bool
+    archived: bool
+    neg_risk: bool
+    start_date: datetime | None
+    end_date: datetime | None
+    created_at: datetime | None
+    updated_at: datetime
+    event_ids: list[str]
+    raw: str
+    ingested_at: datetime
 
 
-def market_row(data: bytes, ingested_at: datetime) -> Row:
+MARKET_COLUMNS = MarketRow._fields
+
+
+def market_row(data: bytes, ingested_at: datetime) -> MarketRow:
     market = load_object(data)
-    return (
-        str(market["id"]),
-        str(market.get("question") or ""),
-        str(market.get("conditionId") or ""),
-        str(market.get("slug") or ""),
-        [str(item) for item in json_list(market.get("outcomes"), "outcomes")],
-        [number(item, "outcomePrices") for item in json_list(market.get("outcomePrices"), "outcomePrices")],
-        [str(item) for item in json_list(market.get("clobTokenIds"), "clobTokenIds")],
-        number(market.get("volume", market.get("volumeNum")), "volume"),
-        number(market.get("liquidity", market.get("liquidityNum")), "liquidity"),
-        bool(market.get("active")),
-        bool(market.get("closed")),
-        bool(market.get("archived")),
-        bool(market.get("negRisk")),
-        parse_time(market.get("startDate")),
-        parse_time(market.get("endDate")),
-        parse_time(market.get("createdAt")),
-        parse_time(market.get("updatedAt")) or ingested_at,
-        [str(event["id"]) for event in market.get("events") or [] if isinstance(event, dict) and "id" in event],
-        data.decode(),
-        ingested_at,
+    return MarketRow(
+        id=str(market["id"]),
+        question=str(market.get("question") or ""),
+        condition_id=str(market.get("conditionId") or ""),
+        slug=str(market.get("slug") or ""),
+        outcomes=[str(item) for item in json_list(market.get("outcomes"), "outcomes")],
+        outcome_prices=[
+            number(item, "outcomePrices") for item in json_list(market.get("outcomePrices"), "outcomePrices")
+        ],
+        clob_token_ids=[str(item) for item in json_list(market.get("clobTokenIds"), "clobTokenIds")],
+        volume=number(market.get("volume", market.get("volumeNum")), "volume"),
+        liquidity=number(market.get("liquidity", market.get("liquidityNum")), "liquidity"),
+        active=bool(market.get("active")),
+        closed=bool(market.get("closed")),
+        archived=bool(market.get("archived")),
+        neg_risk=bool(market.get("negRisk")),
+        start_date=parse_time(market.get("startDate")),
+        end_date=parse_time(market.get("endDate")),
+        created_at=parse_time(market.get("createdAt")),
+        updated_at=parse_time(market.get("updatedAt")) or ingested_at,
+        event_ids=[
+            str(event["id"]) for event in market.get("events") or [] if isinstance(event, dict) and "id" in event
+        ],
+        raw=data.decode(),
+        ingested_at=ingested_at,
     )
 
 
-EVENT_COLUMNS = (
-    "id", "title", "slug", "ticker", "active", "closed", "archived", "featured", "restricted", "neg_risk", "volume",
-    "liquidity", "open_interest", "start_date", "end_date", "created_at", "updated_at", "tag_labels", "tag_slugs",
-    "market_ids", "raw", "ingested_at",
-)  # fmt: skip
+class EventRow(NamedTuple):
+    """A row of `events`: the field names are the table's columns, in its order."""
+
+    id: str
+    title: str
+    slug: str
+    ticker: str
+    active: bool
+    closed: bool
+    archived: bool
+    featured: bool
+    restricted: bool
+    neg_risk: bool
+    volume: float
+    liquidity: float
+    open_interest: float
+    start_date: datetime | None
+    end_date: datetime | None
+    created_at: datetime | None
+    updated_at: datetime
+    tag_labels: list[str]
+    tag_slugs: list[str]
+    market_ids: list[str]
+    raw: str
+    ingested_at: datetime
 
 
-def event_row(data: bytes, ingested_at: datetime) -> Row:
+EVENT_COLUMNS = EventRow._fields
+
+
+def event_row(data: bytes, ingested_at: datetime) -> EventRow:
     event = load_object(data)
     tags = [tag for tag in event.get("tags") or [] if isinstance(tag, dict)]
     markets = [market for market in event.get("markets") or [] if isinstance(market, dict)]
-    return (
-        str(event["id"]),
-        str(event.get("title") or ""),
-        str(event.get("slug") or ""),
-        str(event.get("ticker") or ""),
-        bool(event.get("active")),
-        bool(event.get("closed")),
-        bool(event.get("archived")),
-        bool(event.get("featured")),
-        bool(event.get("restricted")),
-        bool(event.get("negRisk")),
-        number(event.get("volume"), "volume"),
-        number(event.get("liquidity"), "liquidity"),
-        number(event.get("openInterest"), "openInterest"),
-        parse_time(event.get("startDate")),
-        parse_time(event.get("endDate")),
-        parse_time(event.get("createdAt")),
-        parse_time(event.get("updatedAt")) or ingested_at,
-        [str(tag.get("label") or "") for tag in tags],
-        [str(tag.get("slug") or "") for tag in tags],
-        [str(market["id"]) for market in markets if "id" in market],
-        data.decode(),
-        ingested_at,
+    return EventRow(
+        id=str(event["id"]),
+        title=str(event.get("title") or ""),
+        slug=str(event.get("slug") or ""),
+        ticker=str(event.get("ticker") or ""),
+        active=bool(event.get("active")),
+        closed=bool(event.get("closed")),
+        archived=bool(event.get("archived")),
+        featured=bool(event.get("featured")),
+        restricted=bool(event.get("restricted")),
+        neg_risk=bool(event.get("negRisk")),
+        volume=number(event.get("volume"), "volume"),
+        liquidity=number(event.get("liquidity"), "liquidity"),
+        open_interest=number(event.get("openInterest"), "openInterest"),
+        start_date=parse_time(event.get("startDate")),
+        end_date=parse_time(event.get("endDate")),
+        created_at=parse_time(event.get("createdAt")),
+        updated_at=parse_time(event.get("updatedAt")) or ingested_at,
+        tag_labels=[str(tag.get("label") or "") for tag in tags],
+        tag_slugs=[str(tag.get("slug") or "") for tag in tags],
+        market_ids=[str(market["id"]) for market in markets if "id" in market],
+        raw=data.decode(),
+        ingested_at=ingested_at,
     )
 
 
-ORDER_EVENT_COLUMNS = (
-    "id", "source", "exchange", "block_number", "log_index", "tx_hash", "order_hash", "timestamp", "maker", "taker",
-    "maker_asset_id", "taker_asset_id", "maker_amount", "taker_amount", "fee", "ingested_at",
-)  # fmt: skip
+# The stream structs' fields are the tables' columns, in their order, then `ingested_at`.
+ORDER_EVENT_COLUMNS = (*OrderEvent.__struct_fields__, "ingested_at")
+TRADE_COLUMNS = (*Trade.__struct_fields__, "ingested_at")
+_USD_AMOUNT_AT = TRADE_COLUMNS.index("usd_amount")
+_TOKEN_AMOUNT_AT = TRADE_COLUMNS.index("token_amount")
 
 
 def order_event_row(data: bytes, ingested_at: datetime) -> Row:
-    e = decode_order_event(data)
-    return (
-        e.id, e.source, e.exchange, e.block_number, e.log_index, e.tx_hash, e.order_hash, e.timestamp, e.maker,
-        e.taker, e.maker_asset_id, e.taker_asset_id, e.maker_amount, e.taker_amount, e.fee, ingested_at,
-    )  # fmt: skip
-
-
-TRADE_COLUMNS = (
-    "id", "timestamp", "block_number", "tx_hash", "log_index", "order_hash", "source", "exchange", "market_id",
-    "condition_id", "token_id", "outcome", "outcome_index", "maker", "taker", "maker_direction", "taker_direction",
-    "price", "usd_amount", "token_amount", "fee", "is_taker_side", "ingested_at",
-)  # fmt: skip
+    return (*astuple(decode_order_event(data)), ingested_at)
 
 
 def trade_row(data: bytes, ingested_at: datetime) -> Row:
-    t = decode_trade(data)
-    return (
-        t.id, t.timestamp, t.block_number, t.tx_hash, t.log_index, t.order_hash, t.source, t.exchange, t.market_id,
-        t.condition_id, t.token_id, t.outcome, t.outcome_index, t.maker, t.taker, t.maker_direction,
-        t.taker_direction, t.price, Decimal(t.usd_amount), Decimal(t.token_amount), t.fee, t.is_taker_side,
-        ingested_at,
-    )  # fmt: skip
+    row = list(astuple(decode_trade(data)))
+    # exact decimal strings on the stream, Decimal(18, 6) in the table
+    row[_USD_AMOUNT_AT] = Decimal(row[_USD_AMOUNT_AT])
+    row[_TOKEN_AMOUNT_AT] = Decimal(row[_TOKEN_AMOUNT_AT])
+    row.append(ingested_at)
+    return tuple(row)
 
 
 TABLES = (

@@ -2,23 +2,48 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import orjson
 import pytest
 
+from common.clickhouse import load_migrations
 from common.errors import PoisonMessage
-from common.payloads import OrderEvent, encode_order_event, fill_id
+from common.payloads import MarketRef, OrderEvent, decode_order_event, encode_order_event, encode_trade, fill_id
 from processors.rows import (
     EVENT_COLUMNS,
     MARKET_COLUMNS,
     ORDER_EVENT_COLUMNS,
+    TABLES,
+    TRADE_COLUMNS,
+    TableSpec,
     event_row,
     market_row,
     order_event_row,
+    trade_row,
 )
+from processors.trades import derive_trade
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
+
+
+def migration_columns() -> dict[str, tuple[str, ...]]:
+    """Table -> its column names, in order, as the migrations create them."""
+    tables = {}
+    for migration in load_migrations(database="db"):
+        for statement in migration.statements:
+            if found := re.search(r"CREATE TABLE IF NOT EXISTS db\.(\w+)\s*\((.*?)\)\s*ENGINE", statement, re.DOTALL):
+                lines = (line.strip() for line in found.group(2).splitlines())
+                tables[found.group(1)] = tuple(line.split()[0] for line in lines if line)
+    return tables
+
+
+@pytest.mark.parametrize("spec", TABLES, ids=lambda spec: spec.table)
+def test_row_columns_are_the_columns_of_the_table_in_its_order(spec: TableSpec) -> None:
+    assert spec.columns == migration_columns()[spec.table]
+
 
 # The reference's real market object (reference §1.7), trimmed to the fields the row uses.
 MARKET = {
@@ -123,3 +148,18 @@ def test_fill_with_a_missing_field_is_poison() -> None:
     del payload["taker_amount"]
     with pytest.raises(PoisonMessage, match="taker_amount"):
         order_event_row(orjson.dumps(payload), NOW)
+
+
+def test_trade_row_is_the_trade_in_column_order_with_decimal_amounts() -> None:
+    event = decode_order_event(order_event(maker_amount=5_850_000, taker_amount=10_000_001, fee=3))
+    trade = derive_trade(event, MarketRef(market_id="7", condition_id="0x2e", outcome="Up", outcome_index=0))
+    row = dict(zip(TRADE_COLUMNS, trade_row(encode_trade(trade), NOW), strict=True))
+    assert row["usd_amount"] == Decimal("5.850000") and row["token_amount"] == Decimal("10.000001")
+    assert (row["id"], row["market_id"], row["token_id"], row["fee"]) == (event.id, "7", "123", 3)
+    assert row["log_index"] is None
+    assert row["price"] == trade.price and row["maker_direction"] == "BUY" and row["ingested_at"] == NOW
+
+
+def test_malformed_trade_is_poison() -> None:
+    with pytest.raises(PoisonMessage, match="invalid trade"):
+        trade_row(b'{"id": "x"}', NOW)
