@@ -25,11 +25,10 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from common import keys
-from common.clickhouse import describe_columns, insert_rows_isolating_rejects, make_client
-from common.errors import PoisonMessage, TransientSinkError
+from common.clickhouse import describe_columns, insert_rows_isolating_rejects, make_client, map_clickhouse_errors
+from common.errors import PoisonMessage
 from common.events import OrderEvent, decode_order_event
 from common.redis_client import make_redis, map_redis_errors
 from dashboard.snapshot import read_streams
@@ -53,21 +52,23 @@ def fills_from_rows(rows: Sequence[Sequence[Any]]) -> list[OrderEvent]:
 
 def missing_fills_in_clickhouse(client: Client, start_ts: int, end_ts: int) -> list[OrderEvent]:
     """Fills of `order_filled_events` in [start, end] whose id is not in `trades` (each id once)."""
-    rows = client.query(
-        f"SELECT {', '.join(FILL_COLUMNS)} FROM order_filled_events "
-        "WHERE timestamp BETWEEN toDateTime({a:UInt32}) AND toDateTime({b:UInt32}) AND id NOT IN "
-        "(SELECT id FROM trades WHERE timestamp BETWEEN toDateTime({a:UInt32}) AND toDateTime({b:UInt32})) "
-        "ORDER BY id LIMIT 1 BY id",
-        parameters={"a": start_ts, "b": end_ts},
-    ).result_rows
+    with map_clickhouse_errors("read missing fills"):
+        rows = client.query(
+            f"SELECT {', '.join(FILL_COLUMNS)} FROM order_filled_events "
+            "WHERE timestamp BETWEEN toDateTime({a:UInt32}) AND toDateTime({b:UInt32}) AND id NOT IN "
+            "(SELECT id FROM trades WHERE timestamp BETWEEN toDateTime({a:UInt32}) AND toDateTime({b:UInt32})) "
+            "ORDER BY id LIMIT 1 BY id",
+            parameters={"a": start_ts, "b": end_ts},
+        ).result_rows
     return fills_from_rows(rows)
 
 
 def ids_in_trades(client: Client, ids: Sequence[str]) -> set[str]:
     present: set[str] = set()
     for batch in chunks(list(ids), BATCH_ROWS):
-        rows = client.query("SELECT DISTINCT id FROM trades WHERE id IN {ids:Array(String)}",
-                            parameters={"ids": list(batch)}).result_rows  # fmt: skip
+        with map_clickhouse_errors("read trade ids"):
+            rows = client.query("SELECT DISTINCT id FROM trades WHERE id IN {ids:Array(String)}",
+                                parameters={"ids": list(batch)}).result_rows  # fmt: skip
         present.update(row[0] for row in rows)
     return present
 
@@ -115,8 +116,9 @@ async def insert_trades(client: Client, fills: list[OrderEvent], markets: dict[s
     for start in range(0, len(ordered), BATCH_ROWS):
         batch = ordered[start : start + BATCH_ROWS]
         rows = [trade_row(encode_trade(derive_trade(e, markets.get(token_of(e)))), ingested_at) for e in batch]
+        token = replay_token([e.id for e in batch])
         refused = await insert_rows_isolating_rejects(
-            client, "trades", TRADE_COLUMNS, rows, replay_token([e.id for e in batch]), column_types=column_types
+            client, "trades", TRADE_COLUMNS, rows, token, column_types=column_types
         )
         for index, reason in refused:
             console.print(f"rejected {batch[index].id}: {reason}", markup=False)
@@ -158,8 +160,6 @@ async def replay(args: argparse.Namespace) -> int:
         if args.dry_run or not missing:
             return 0
         inserted, rejected = await insert_trades(client, missing, markets)
-    except ClickHouseError as exc:
-        raise TransientSinkError(f"clickhouse: {str(exc)[:300]}") from None
     finally:
         await redis.aclose()
         client.close()
