@@ -16,18 +16,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 import redis.asyncio as aioredis
 from clickhouse_connect.driver.client import Client
 
 from common import keys
-from common.clickhouse import describe_columns, insert_rows_isolating_rejects, make_client, map_clickhouse_errors
+from common.clickhouse import (
+    batch_token,
+    describe_columns,
+    insert_rows_isolating_rejects,
+    make_client,
+    map_clickhouse_errors,
+)
 from common.errors import PoisonMessage
 from common.events import OrderEvent, decode_order_event
 from common.redis_client import make_redis, map_redis_errors
@@ -38,6 +42,7 @@ from processors.trades import MarketRef, decode_market_ref, derive_trade, encode
 
 FILL_COLUMNS = tuple(OrderEvent.__struct_fields__)
 BATCH_ROWS = 10_000
+REPLAY_SOURCE = "replay:trades"  # the tokens' namespace: trade ids, where the writer's tokens hold stream ids
 IN_FLIGHT = ((keys.STREAM_ORDER_EVENTS, keys.GROUP_TRADE_PROCESSOR), (keys.STREAM_TRADES, keys.GROUP_CLICKHOUSE_WRITER))
 
 
@@ -101,13 +106,12 @@ async def markets_for(redis: aioredis.Redis, fills: list[OrderEvent]) -> dict[st
     return markets
 
 
-def replay_token(ids: Sequence[str]) -> str:
-    digest = hashlib.sha1(orjson.dumps(list(ids))).hexdigest()
-    return f"replay:trades:{ids[0]}:{len(ids)}:{digest}"
-
-
 async def insert_trades(client: Client, fills: list[OrderEvent], markets: dict[str, MarketRef]) -> tuple[int, int]:
-    """Insert the trades of `fills` in batches of sorted ids; returns (inserted, rejected)."""
+    """Insert the trades of `fills` in batches of sorted ids; returns (inserted, rejected).
+
+    A batch's token is derived from its trade ids alone (not from the time of the run), so a batch retried after
+    a lost reply, or by a second run over the same gap, is dropped by the table's dedup log.
+    """
     types = await asyncio.to_thread(describe_columns, client, "trades")
     column_types = [types[column] for column in TRADE_COLUMNS]
     ingested_at = datetime.now(UTC)
@@ -116,7 +120,7 @@ async def insert_trades(client: Client, fills: list[OrderEvent], markets: dict[s
     for start in range(0, len(ordered), BATCH_ROWS):
         batch = ordered[start : start + BATCH_ROWS]
         rows = [trade_row(encode_trade(derive_trade(e, markets.get(token_of(e)))), ingested_at) for e in batch]
-        token = replay_token([e.id for e in batch])
+        token = batch_token(REPLAY_SOURCE, [e.id for e in batch])
         refused = await insert_rows_isolating_rejects(
             client, "trades", TRADE_COLUMNS, rows, token, column_types=column_types
         )
