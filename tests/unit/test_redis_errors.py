@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from redis._parsers.base import BaseParser
 
-from common.errors import SinkCommandError, TransientSinkError
+from common.errors import SinkCommandError, SinkError, TransientSinkError
 from common.redis_client import map_redis_errors
 
 # error replies as redis-server sends them; redis-py's own parser turns each into the exception it raises
@@ -27,22 +27,18 @@ BUGS = [
 ]
 
 
-@pytest.mark.parametrize("reply", NOT_NOW)
-async def test_replies_that_mean_not_now_become_transient(reply: str) -> None:
-    with pytest.raises(TransientSinkError) as raised:
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [(reply, TransientSinkError) for reply in NOT_NOW] + [(reply, SinkCommandError) for reply in BUGS],
+)
+async def test_not_now_replies_are_transient_and_wrong_commands_are_command_errors(
+    reply: str, expected: type[SinkError]
+) -> None:
+    with pytest.raises(SinkError) as raised:
         async with map_redis_errors("append"):
             raise BaseParser.parse_error(reply)
-    assert raised.value.sink == "redis"
-    assert str(raised.value).startswith("redis append: ")
-
-
-@pytest.mark.parametrize("reply", BUGS)
-async def test_replies_that_mean_a_wrong_command_become_command_errors(reply: str) -> None:
-    with pytest.raises(SinkCommandError) as raised:
-        async with map_redis_errors("append"):
-            raise BaseParser.parse_error(reply)
-    assert raised.value.sink == "redis"
-    assert not isinstance(raised.value, TransientSinkError)
+    assert type(raised.value) is expected
+    assert raised.value.sink == "redis" and str(raised.value).startswith("redis append: ")
 
 
 async def test_socket_errors_and_timeouts_become_transient() -> None:
