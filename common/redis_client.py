@@ -38,7 +38,7 @@ TRANSIENT_REPLIES = (
 )
 
 
-def is_transient(exc: redis_errors.RedisError | OSError) -> bool:
+def _is_transient(exc: redis_errors.RedisError | OSError) -> bool:
     """True for connection loss, timeouts and the replies that mean the server cannot take the command now."""
     if isinstance(exc, (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError, *TRANSIENT_REPLIES)):
         return True
@@ -53,6 +53,6 @@ async def map_redis_errors(what: str) -> AsyncIterator[None]:
         yield
     except (redis_errors.RedisError, OSError) as exc:
         message = f"redis {what}: {type(exc).__name__}: {exc}"
-        if is_transient(exc):
+        if _is_transient(exc):
             raise TransientSinkError(message, sink="redis") from None
         raise SinkCommandError(message, sink="redis") from None
