@@ -3,30 +3,28 @@
 Inserts are synchronous (`async_insert=0`, which ClickHouse 26.2+ no longer defaults to) so "insert returned"
 means "rows are in the table", and every batch carries an `insert_deduplication_token` derived from the stream
 ids it holds: a batch re-sent after a crash or a timeout is recognised and dropped by the table's dedup log.
+clickhouse-connect's exceptions are translated here, once (`map_clickhouse_errors()`, and the inserts' own
+rejected-or-transient split), so callers only see `common.errors`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import structlog
 from clickhouse_connect import get_client
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import (
-    ClickHouseError,
-    DatabaseError,
-    DataError,
-    OperationalError,
-    ProgrammingError,
-)
+from clickhouse_connect.driver.exceptions import ClickHouseError, DataError, ProgrammingError
 
 from common.backoff import compute_backoff_s
 from common.config import ClickHouseSettings
@@ -43,9 +41,20 @@ REJECTED_DATA_CODES = frozenset({6, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 76, 
 INSERT_SETTINGS = {"async_insert": 0, "insert_deduplicate": 1}
 
 
+@contextlib.contextmanager
+def map_clickhouse_errors(what: str) -> Iterator[None]:
+    """clickhouse-connect's errors (and socket errors) become TransientSinkError(sink="clickhouse"): the server is
+    down, restarting, or not migrated yet; the caller retries later or reports ClickHouse as down. Inserts tell
+    rejected data apart themselves (`insert_columns`)."""
+    try:
+        yield
+    except (ClickHouseError, OSError) as exc:
+        raise TransientSinkError(f"clickhouse {what}: {str(exc)[:500]}", sink="clickhouse") from None
+
+
 def make_client(settings: ClickHouseSettings, *, database: str | None = None) -> Client:
     """A clickhouse-connect client (HTTP); raises TransientSinkError when the server cannot be reached."""
-    try:
+    with map_clickhouse_errors(f"{settings.host}:{settings.port} unreachable"):
         return get_client(
             host=settings.host,
             port=settings.port,
@@ -59,8 +68,20 @@ def make_client(settings: ClickHouseSettings, *, database: str | None = None) ->
             autogenerate_session_id=False,
             compress=compression(settings),
         )
-    except (OperationalError, DatabaseError) as exc:
-        raise TransientSinkError(f"clickhouse {settings.host}:{settings.port} unreachable: {exc}") from None
+
+
+def ping(settings: ClickHouseSettings, *, timeout_s: float) -> None:
+    """ClickHouse's (and the embedded server's) `/ping` answers `Ok.` within `timeout_s`, else TransientSinkError.
+
+    The message names the failure's kind only (HTTP status or exception class), never the address.
+    """
+    url = f"{'https' if settings.secure else 'http'}://{settings.host}:{settings.port}/ping"
+    try:
+        response = httpx.get(url, timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        raise TransientSinkError(f"clickhouse ping: {type(exc).__name__}", sink="clickhouse") from None
+    if response.status_code != 200 or not response.content.startswith(b"Ok."):
+        raise TransientSinkError(f"clickhouse ping: HTTP {response.status_code}", sink="clickhouse")
 
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -72,12 +93,16 @@ def compression(settings: ClickHouseSettings) -> str | bool:
     return False if settings.compress == "none" else settings.compress
 
 
-def batch_token(stream: str, ids: Sequence[str]) -> str:
-    """The dedup token of a batch: a digest of its stream and the exact ids it holds, in order."""
-    digest = hashlib.sha1(stream.encode())
+def batch_token(source: str, ids: Sequence[str]) -> str:
+    """The dedup token of a batch: a digest of where its ids come from and the exact ids it holds, in order.
+
+    The one token scheme of the project: the writer passes a stream and its entry ids, `replay` its namespace and
+    trade ids. It depends on nothing else (no clock), so the same batch sent again gets the same token.
+    """
+    digest = hashlib.sha1(source.encode())
     for entry_id in ids:
         digest.update(b"," + entry_id.encode())
-    return f"{stream}:{ids[0] if ids else ''}:{len(ids)}:{digest.hexdigest()}"
+    return f"{source}:{ids[0] if ids else ''}:{len(ids)}:{digest.hexdigest()}"
 
 
 def _is_rejection(exc: Exception) -> bool:
@@ -111,8 +136,10 @@ def insert_columns(
         )
     except (ClickHouseError, TypeError, ValueError, OverflowError) as exc:
         if _is_rejection(exc):
-            raise RejectedRowsError(f"clickhouse rejected rows for {table}: {str(exc)[:500]}") from None
-        raise TransientSinkError(f"clickhouse insert into {table} failed: {str(exc)[:500]}") from None
+            raise RejectedRowsError(
+                f"clickhouse rejected rows for {table}: {str(exc)[:500]}", sink="clickhouse"
+            ) from None
+        raise TransientSinkError(f"clickhouse insert into {table}: {str(exc)[:500]}", sink="clickhouse") from None
 
 
 @dataclass(frozen=True)
@@ -124,10 +151,8 @@ class InsertResult:
 
 def describe_columns(client: Client, table: str) -> dict[str, str]:
     """Column name -> ClickHouse type of `table`."""
-    try:
+    with map_clickhouse_errors(f"describe {table}"):
         return {row[0]: row[1] for row in client.query(f"DESCRIBE TABLE {table}").result_rows}
-    except ClickHouseError as exc:
-        raise TransientSinkError(f"clickhouse describe {table} failed: {str(exc)[:300]}") from None
 
 
 async def insert_batch(
@@ -232,7 +257,7 @@ def apply_migrations(settings: ClickHouseSettings) -> list[int]:
     """
     database = settings.database
     client = make_client(settings, database="default")
-    try:
+    with contextlib.closing(client), map_clickhouse_errors("migrations failed"):
         client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
         client.command(
             f"CREATE TABLE IF NOT EXISTS {database}.schema_migrations "
@@ -256,7 +281,3 @@ def apply_migrations(settings: ClickHouseSettings) -> list[int]:
             log.info("applied migration", version=migration.version, name=migration.name)
             done.append(migration.version)
         return done
-    except (ClickHouseError, OSError) as exc:
-        raise TransientSinkError(f"clickhouse migrations failed: {str(exc)[:500]}") from None
-    finally:
-        client.close()

@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from common.config import RedisSettings
-from common.errors import TransientSinkError
+from common.errors import SinkCommandError, TransientSinkError
 
 
 def make_redis(settings: RedisSettings) -> aioredis.Redis:
@@ -26,10 +26,33 @@ def make_redis(settings: RedisSettings) -> aioredis.Redis:
     )
 
 
+# Replies that mean "not now", not "this command is wrong": out of memory (OOM), a read-only replica (READONLY), a
+# failover or resharding under way (MASTERDOWN is a ClusterDownError, TRYAGAIN, CLUSTERDOWN). LOADING arrives as
+# BusyLoadingError, a ConnectionError. redis-py has no class for BUSY (a script running too long): its code stays
+# at the start of the message.
+TRANSIENT_REPLIES = (
+    redis_errors.OutOfMemoryError,
+    redis_errors.ReadOnlyError,
+    redis_errors.TryAgainError,
+    redis_errors.ClusterDownError,
+)
+
+
+def _is_transient(exc: redis_errors.RedisError | OSError) -> bool:
+    """True for connection loss, timeouts and the replies that mean the server cannot take the command now."""
+    if isinstance(exc, (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError, *TRANSIENT_REPLIES)):
+        return True
+    return isinstance(exc, redis_errors.ResponseError) and str(exc).startswith("BUSY ")
+
+
 @contextlib.asynccontextmanager
 async def map_redis_errors(what: str) -> AsyncIterator[None]:
-    """Connection loss and timeouts become TransientSinkError; the caller backs off and retries."""
+    """Every redis-py error becomes a SinkError(sink="redis"): TransientSinkError when the server is unreachable
+    or cannot take the command now (the caller keeps its data pending and retries), SinkCommandError otherwise."""
     try:
         yield
-    except (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.BusyLoadingError) as exc:
-        raise TransientSinkError(f"redis {what}: {type(exc).__name__}: {exc}") from None
+    except (redis_errors.RedisError, OSError) as exc:
+        message = f"redis {what}: {type(exc).__name__}: {exc}"
+        if _is_transient(exc):
+            raise TransientSinkError(message, sink="redis") from None
+        raise SinkCommandError(message, sink="redis") from None

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import structlog
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
@@ -40,15 +39,16 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from common.clickhouse import ping
 from common.config import ClickHouseSettings, LogSettings, RedisSettings, ServiceSettings, SourceSettings, load
-from common.errors import ConfigError
+from common.errors import ConfigError, SinkError
 from common.log import configure_logging
-from common.redis_client import make_redis
+from common.redis_client import make_redis, map_redis_errors
 from dashboard.history import Observer
 from dashboard.metrics import render_metrics
 from dashboard.models import ClickHouseStatus, History, PipelineStatus, Reachability
 from dashboard.settings import DashboardSettings
-from dashboard.snapshot import REDIS_ERRORS, ClickHouseReader, collect_status
+from dashboard.snapshot import ClickHouseReader, collect_status
 
 log = structlog.get_logger()
 
@@ -133,21 +133,20 @@ class Dashboard:
         checks = await asyncio.gather(self._ping_redis(), self._ping_clickhouse())
         return dict(zip(("redis", "clickhouse"), checks, strict=True))
 
+    # /ready answers without authentication: a reason names the kind of error, never an address
     async def _ping_redis(self) -> str:
         try:
-            await asyncio.wait_for(self.redis.ping(), 1.0)
+            async with map_redis_errors("ping"):
+                await asyncio.wait_for(self.redis.ping(), 1.0)
             return "ok"
-        except (TimeoutError, *REDIS_ERRORS) as exc:
+        except SinkError as exc:
             return f"unreachable: {type(exc).__name__}"
 
     async def _ping_clickhouse(self) -> str:
-        ch = self.config.clickhouse
-        url = f"{'https' if ch.secure else 'http'}://{ch.host}:{ch.port}/ping"
         try:
-            async with httpx.AsyncClient(timeout=1.0) as client:
-                response = await client.get(url)
-            return "ok" if response.status_code == 200 else f"unhealthy: HTTP {response.status_code}"
-        except httpx.HTTPError as exc:
+            await asyncio.to_thread(ping, self.config.clickhouse, timeout_s=1.0)
+            return "ok"
+        except SinkError as exc:
             return f"unreachable: {type(exc).__name__}"
 
     async def close(self) -> None:

@@ -16,14 +16,13 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import ClickHouseError
-from redis import exceptions as redis_errors
 
 from common import keys
-from common.clickhouse import make_client
+from common.clickhouse import make_client, map_clickhouse_errors
 from common.config import ClickHouseSettings
-from common.errors import PoisonMessage, TransientSinkError
+from common.errors import PoisonMessage, SinkError
 from common.payloads import decode_dead_letter, decode_heartbeat, decode_market_ref
+from common.redis_client import map_redis_errors
 from dashboard.models import (
     ClickHouseStatus,
     ConsumerStatus,
@@ -47,7 +46,6 @@ TABLES = ("markets", "events", "order_filled_events", "trades")
 LATEST_TRADES = 20
 LATEST_DEAD_LETTERS = 10
 CHAIN_HEAD_FIELD = "gauge:safe_head"  # not published yet by the chain ingester (see add_chain_distance)
-REDIS_ERRORS = (redis_errors.RedisError, OSError, TransientSinkError)
 
 
 def _text(value: Any) -> str:
@@ -245,12 +243,10 @@ class ClickHouseReader:
         try:
             if self._client is None:
                 self._client = make_client(self.settings, database="default")
-            return query_clickhouse(self._client, self.settings.database)
-        except (ClickHouseError, OSError) as exc:
-            self._client = None
-            raise TransientSinkError(f"clickhouse: {str(exc)[:300]}") from None
-        except TransientSinkError:
-            self._client = None
+            with map_clickhouse_errors("status"):
+                return query_clickhouse(self._client, self.settings.database)
+        except SinkError:
+            self._client = None  # reconnect next time: the server may have restarted
             raise
 
     async def read(self) -> tuple[ClickHouseStatus, list[str]]:
@@ -263,7 +259,7 @@ class ClickHouseReader:
             result = await asyncio.wait_for(asyncio.shield(self._inflight), self.timeout_s)
         except TimeoutError:
             return self._stale(f"clickhouse did not answer within {self.timeout_s} s")
-        except TransientSinkError as exc:
+        except SinkError as exc:
             return self._stale(str(exc))
         self._last, self._last_at = result, time.monotonic()
         return result
@@ -309,17 +305,20 @@ async def collect_status(
     )
     ch_read = asyncio.ensure_future(clickhouse.read())
     try:
-        await asyncio.wait_for(read_redis(redis, status, dead_after_s=dead_after_s), redis_budget_s)
-    except (TimeoutError, *REDIS_ERRORS) as exc:
-        status.redis = Reachability(ok=False, error=f"redis: {type(exc).__name__}: {str(exc)[:300]}")
+        async with asyncio.timeout(redis_budget_s), map_redis_errors("status"):
+            await read_redis(redis, status, dead_after_s=dead_after_s)
+    except (TimeoutError, SinkError) as exc:
+        error = str(exc)[:300] if isinstance(exc, SinkError) else f"redis did not answer within {redis_budget_s} s"
+        status.redis = Reachability(ok=False, error=error)
         status.streams, status.services, status.cursors = [], [], []
     status.clickhouse, tokens = await ch_read
     status.unresolved.trades_without_market = status.clickhouse.trades_without_market
     if status.redis.ok and status.clickhouse.latest_trades:
         try:
-            questions = await read_questions(redis, tokens)
+            async with map_redis_errors("market questions"):
+                questions = await read_questions(redis, tokens)
             for trade, token in zip(status.clickhouse.latest_trades, tokens, strict=True):
                 trade.question = questions.get(token, "")
-        except REDIS_ERRORS as exc:
+        except SinkError as exc:
             log.warning("market questions unavailable", error=str(exc))
     return status

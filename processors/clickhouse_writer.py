@@ -35,7 +35,7 @@ from common.clickhouse import (
     make_client,
 )
 from common.config import ClickHouseSettings, RedisSettings, StreamSettings, load
-from common.errors import PoisonMessage, TransientSinkError
+from common.errors import PoisonMessage, SinkError, TransientSinkError
 from common.service import Service, run_worker, service_main
 from common.streams import Entry, StreamConsumer, run_consumer
 from common.trimming import trim_acked
@@ -126,7 +126,7 @@ class TableWriter:
         self.last_read_at = time.monotonic()
 
     def on_error(self, exc: BaseException) -> None:
-        if isinstance(exc, TransientSinkError) and "clickhouse" in str(exc):
+        if isinstance(exc, SinkError) and exc.sink == "clickhouse":
             self.client = None  # reconnect: the server may have restarted
         self.service.degraded(exc)
 

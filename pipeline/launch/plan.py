@@ -18,9 +18,9 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import httpx
-
+from common.clickhouse import ping
 from common.config import ClickHouseSettings, RedisSettings, SourceSettings, load
+from common.errors import TransientSinkError
 from dashboard.settings import DashboardSettings
 from pipeline.embedded.redis_server import find_redis_server, is_reachable
 from pipeline.launch.demo_simulator import DemoSimulatorSettings
@@ -88,17 +88,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def clickhouse_url(settings: ClickHouseSettings) -> str:
-    return f"{'https' if settings.secure else 'http'}://{settings.host}:{settings.port}"
-
-
 def clickhouse_answers(settings: ClickHouseSettings) -> bool:
-    """ClickHouse's (and the embedded server's) `/ping` answers `Ok.`."""
     try:
-        response = httpx.get(clickhouse_url(settings) + "/ping", timeout=PING_TIMEOUT_S)
-    except httpx.HTTPError:
+        ping(settings, timeout_s=PING_TIMEOUT_S)
+    except TransientSinkError:
         return False
-    return response.status_code == 200 and response.content.startswith(b"Ok.")
+    return True
 
 
 def need_embedded_redis(settings: RedisSettings) -> bool:

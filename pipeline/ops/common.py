@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from rich.console import Console
 
 from common.config import ClickHouseSettings, LogSettings, RedisSettings, load
-from common.errors import ConfigError, SourceError, TransientSinkError
+from common.errors import ConfigError, SinkError, SourceError
 from common.log import configure_logging
 
 console = Console(highlight=False)
@@ -60,7 +60,7 @@ def run_command(name: str, body: Callable[[], Awaitable[int]], *, log_to_file: b
     except ConfigError as exc:
         errors.print(f"{name}: {exc}", markup=False)
         return 2
-    except (TransientSinkError, SourceError) as exc:
+    except (SinkError, SourceError) as exc:
         errors.print(f"{name}: {exc}", markup=False)
         return 1
     except KeyboardInterrupt:

@@ -27,20 +27,10 @@ from rich.table import Table
 from rich.text import Text
 
 from common import keys
+from common.dead_letters import retry_dead_letters
 from common.payloads import DeadLetter, decode_dead_letter
 from common.redis_client import make_redis, map_redis_errors
 from pipeline.ops.common import confirm, console, fail, iso, make_parser, run_command, settings
-
-# KEYS: the original stream, stream:dlq; ARGV: payload, dead letter ids. Nothing happens unless every dead letter
-# is still there (a concurrent retry or purge got there first).
-RETRY_SCRIPT = """
-for i = 2, #ARGV do
-    if #redis.call('XRANGE', KEYS[2], ARGV[i], ARGV[i]) == 0 then return false end
-end
-local id = redis.call('XADD', KEYS[1], '*', 'data', ARGV[1])
-redis.call('XDEL', KEYS[2], unpack(ARGV, 2))
-return id
-"""
 
 
 class DlqEntry(NamedTuple):
@@ -94,16 +84,15 @@ def retry_plan(
 async def retry(redis: aioredis.Redis, args: argparse.Namespace) -> int:
     every = await read_dlq(redis)
     plans, skipped = retry_plan(select(every, args), every, force=args.force)
-    script = redis.register_script(RETRY_SCRIPT)
     retried = 0
     for entries in plans:
         first_id, first = entries[0]
-        new_id = await script(keys=[first.stream, keys.STREAM_DLQ], args=[first.payload, *(x.id for x in entries)])
+        new_id = await retry_dead_letters(redis, first.stream, first.payload, [entry.id for entry in entries])
         if new_id is None:
             skipped.append(f"{first_id}: gone from the DLQ meanwhile (retried or purged by someone else)")
             continue
         retried += 1
-        console.print(f"retried {first.stream} entry {first.entry_id} as {new_id.decode()} "
+        console.print(f"retried {first.stream} entry {first.entry_id} as {new_id} "
                       f"({len(entries)} dead letter(s) removed)", markup=False)  # fmt: skip
     for reason in skipped:
         console.print(f"skipped {reason}", markup=False)

@@ -16,20 +16,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 import redis.asyncio as aioredis
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from common import keys
-from common.clickhouse import describe_columns, insert_rows_isolating_rejects, make_client
-from common.errors import PoisonMessage, TransientSinkError
+from common.clickhouse import (
+    batch_token,
+    describe_columns,
+    insert_rows_isolating_rejects,
+    make_client,
+    map_clickhouse_errors,
+)
+from common.errors import PoisonMessage
 from common.payloads import MarketRef, OrderEvent, decode_market_ref, decode_order_event, encode_trade
 from common.redis_client import make_redis, map_redis_errors
 from dashboard.snapshot import read_streams
@@ -39,6 +42,7 @@ from processors.trades import derive_trade, token_of
 
 FILL_COLUMNS = tuple(OrderEvent.__struct_fields__)
 BATCH_ROWS = 10_000
+REPLAY_SOURCE = "replay:trades"  # the tokens' namespace: trade ids, where the writer's tokens hold stream ids
 IN_FLIGHT = ((keys.STREAM_ORDER_EVENTS, keys.GROUP_TRADE_PROCESSOR), (keys.STREAM_TRADES, keys.GROUP_CLICKHOUSE_WRITER))
 
 
@@ -53,21 +57,23 @@ def fills_from_rows(rows: Sequence[Sequence[Any]]) -> list[OrderEvent]:
 
 def missing_fills_in_clickhouse(client: Client, start_ts: int, end_ts: int) -> list[OrderEvent]:
     """Fills of `order_filled_events` in [start, end] whose id is not in `trades` (each id once)."""
-    rows = client.query(
-        f"SELECT {', '.join(FILL_COLUMNS)} FROM order_filled_events "
-        "WHERE timestamp BETWEEN toDateTime({a:UInt32}) AND toDateTime({b:UInt32}) AND id NOT IN "
-        "(SELECT id FROM trades WHERE timestamp BETWEEN toDateTime({a:UInt32}) AND toDateTime({b:UInt32})) "
-        "ORDER BY id LIMIT 1 BY id",
-        parameters={"a": start_ts, "b": end_ts},
-    ).result_rows
+    with map_clickhouse_errors("read missing fills"):
+        rows = client.query(
+            f"SELECT {', '.join(FILL_COLUMNS)} FROM order_filled_events "
+            "WHERE timestamp BETWEEN toDateTime({a:UInt32}) AND toDateTime({b:UInt32}) AND id NOT IN "
+            "(SELECT id FROM trades WHERE timestamp BETWEEN toDateTime({a:UInt32}) AND toDateTime({b:UInt32})) "
+            "ORDER BY id LIMIT 1 BY id",
+            parameters={"a": start_ts, "b": end_ts},
+        ).result_rows
     return fills_from_rows(rows)
 
 
 def ids_in_trades(client: Client, ids: Sequence[str]) -> set[str]:
     present: set[str] = set()
     for batch in chunks(list(ids), BATCH_ROWS):
-        rows = client.query("SELECT DISTINCT id FROM trades WHERE id IN {ids:Array(String)}",
-                            parameters={"ids": list(batch)}).result_rows  # fmt: skip
+        with map_clickhouse_errors("read trade ids"):
+            rows = client.query("SELECT DISTINCT id FROM trades WHERE id IN {ids:Array(String)}",
+                                parameters={"ids": list(batch)}).result_rows  # fmt: skip
         present.update(row[0] for row in rows)
     return present
 
@@ -100,13 +106,12 @@ async def markets_for(redis: aioredis.Redis, fills: list[OrderEvent]) -> dict[st
     return markets
 
 
-def replay_token(ids: Sequence[str]) -> str:
-    digest = hashlib.sha1(orjson.dumps(list(ids))).hexdigest()
-    return f"replay:trades:{ids[0]}:{len(ids)}:{digest}"
-
-
 async def insert_trades(client: Client, fills: list[OrderEvent], markets: dict[str, MarketRef]) -> tuple[int, int]:
-    """Insert the trades of `fills` in batches of sorted ids; returns (inserted, rejected)."""
+    """Insert the trades of `fills` in batches of sorted ids; returns (inserted, rejected).
+
+    A batch's token is derived from its trade ids alone (not from the time of the run), so a batch retried after
+    a lost reply, or by a second run over the same gap, is dropped by the table's dedup log.
+    """
     types = await asyncio.to_thread(describe_columns, client, "trades")
     column_types = [types[column] for column in TRADE_COLUMNS]
     ingested_at = datetime.now(UTC)
@@ -115,8 +120,9 @@ async def insert_trades(client: Client, fills: list[OrderEvent], markets: dict[s
     for start in range(0, len(ordered), BATCH_ROWS):
         batch = ordered[start : start + BATCH_ROWS]
         rows = [trade_row(encode_trade(derive_trade(e, markets.get(token_of(e)))), ingested_at) for e in batch]
+        token = batch_token(REPLAY_SOURCE, [e.id for e in batch])
         refused = await insert_rows_isolating_rejects(
-            client, "trades", TRADE_COLUMNS, rows, replay_token([e.id for e in batch]), column_types=column_types
+            client, "trades", TRADE_COLUMNS, rows, token, column_types=column_types
         )
         for index, reason in refused:
             console.print(f"rejected {batch[index].id}: {reason}", markup=False)
@@ -158,8 +164,6 @@ async def replay(args: argparse.Namespace) -> int:
         if args.dry_run or not missing:
             return 0
         inserted, rejected = await insert_trades(client, missing, markets)
-    except ClickHouseError as exc:
-        raise TransientSinkError(f"clickhouse: {str(exc)[:300]}") from None
     finally:
         await redis.aclose()
         client.close()

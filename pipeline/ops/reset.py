@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import time
 
 import redis.asyncio as aioredis
-from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from common import keys
-from common.clickhouse import make_client
+from common.clickhouse import make_client, map_clickhouse_errors
 from common.config import ClickHouseSettings, ServiceSettings, load
-from common.errors import TransientSinkError
 from common.redis_client import make_redis, map_redis_errors
 from dashboard.snapshot import TABLES, read_services
 from pipeline.ops.common import chunks, confirm, console, fail, make_parser, run_command, settings
@@ -53,13 +52,9 @@ async def delete_keys(redis: aioredis.Redis, names: list[str]) -> int:
 
 def truncate_tables(ch: ClickHouseSettings) -> None:
     client = make_client(ch, database="default")
-    try:
+    with contextlib.closing(client), map_clickhouse_errors("truncate failed"):
         for table in TABLES:
             client.command(f"TRUNCATE TABLE IF EXISTS {ch.database}.{table}")
-    except ClickHouseError as exc:
-        raise TransientSinkError(f"clickhouse truncate failed: {str(exc)[:300]}") from None
-    finally:
-        client.close()
 
 
 async def reset(args: argparse.Namespace) -> int:

@@ -19,10 +19,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from common.clickhouse import make_client
-from common.errors import PoisonMessage, TransientSinkError
+from common.clickhouse import make_client, map_clickhouse_errors
+from common.errors import PoisonMessage
 from common.http import RateLimiter
 from common.http import make_client as make_http_client
 from common.payloads import decode_order_event
@@ -41,11 +40,12 @@ class SourceFills:
 
 
 def clickhouse_fills(client: Client, start_ts: int, end_ts: int) -> SourceFills:
-    rows = client.query(
-        "SELECT DISTINCT id FROM order_filled_events "
-        "WHERE timestamp BETWEEN toDateTime({a:UInt32}) AND toDateTime({b:UInt32})",
-        parameters={"a": start_ts, "b": end_ts},
-    ).result_rows
+    with map_clickhouse_errors("read fills"):
+        rows = client.query(
+            "SELECT DISTINCT id FROM order_filled_events "
+            "WHERE timestamp BETWEEN toDateTime({a:UInt32}) AND toDateTime({b:UInt32})",
+            parameters={"a": start_ts, "b": end_ts},
+        ).result_rows
     return SourceFills({row[0] for row in rows})
 
 
@@ -53,10 +53,11 @@ def trades_in_range(client: Client, start_ts: int, end_ts: int, source: str | No
     """Ids of `trades` in the range (only `source`'s when given), and the rows beyond one per id."""
     where = "timestamp BETWEEN toDateTime({a:UInt32}) AND toDateTime({b:UInt32})"
     params = {"a": start_ts, "b": end_ts}
-    duplicates = client.query(f"SELECT count() - uniqExact(id) FROM trades WHERE {where}", parameters=params)
     by_source = " AND source = {s:String}" if source else ""
-    rows = client.query(f"SELECT DISTINCT id FROM trades WHERE {where}{by_source}",
-                        parameters={**params, "s": source or ""}).result_rows  # fmt: skip
+    with map_clickhouse_errors("read trades"):
+        duplicates = client.query(f"SELECT count() - uniqExact(id) FROM trades WHERE {where}", parameters=params)
+        rows = client.query(f"SELECT DISTINCT id FROM trades WHERE {where}{by_source}",
+                            parameters={**params, "s": source or ""}).result_rows  # fmt: skip
     return {row[0] for row in rows}, int(duplicates.result_rows[0][0])
 
 
@@ -145,8 +146,6 @@ async def verify(args: argparse.Namespace) -> int:
         trades, duplicates = await asyncio.to_thread(trades_in_range, client, args.start, args.end, only)
         every_trade = trades if only is None else (await asyncio.to_thread(trades_in_range, client, args.start,
                                                                            args.end, None))[0]  # fmt: skip
-    except ClickHouseError as exc:
-        raise TransientSinkError(f"clickhouse: {str(exc)[:300]}") from None
     finally:
         client.close()
     missing, extra = source.ids - every_trade, trades - source.ids

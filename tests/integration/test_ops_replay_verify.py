@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 
+from common.clickhouse import make_client
 from pipeline.ops import replay as ops_replay
 from pipeline.ops import verify as ops_verify
 from tests.fixtures.fills_world import make_fills, publish_fills
@@ -62,6 +63,22 @@ async def test_verify_finds_a_punched_gap_and_replay_refills_exactly_it(dashboar
     # the same rows the processor and the writer made, market and outcome included
     assert world.rows(f"SELECT {columns} FROM trades WHERE id IN ({ids}) ORDER BY id") == original
     assert await run_command(ops_verify.main, "--from", start, "--to", end) == 0
+
+
+async def test_a_replay_batch_sent_twice_is_stored_once(dashboard_world):
+    world = dashboard_world
+    gap = sorted(random.Random(6).sample(world.fills, 5), key=lambda fill: fill.id)
+    world.query(f"DELETE FROM trades WHERE id IN ({', '.join(repr(fill.id) for fill in gap)})")
+    markets = await ops_replay.markets_for(world.redis, gap)
+    client = make_client(world.ch)
+    try:
+        # the reply to the first insert is lost; the retry (later, so with another ingested_at) has the same token
+        assert await ops_replay.insert_trades(client, gap, markets) == (5, 0)
+        assert await ops_replay.insert_trades(client, gap, markets) == (5, 0)
+    finally:
+        client.close()
+    assert world.query("SELECT count() FROM trades") == world.query("SELECT uniqExact(id) FROM trades")
+    assert world.query("SELECT count() FROM trades") == len(world.fills)
 
 
 async def test_replay_refuses_while_trades_are_in_flight(dashboard_world, monkeypatch, capsys):
