@@ -52,6 +52,9 @@ class ClickHouseSettings(BaseSettings):
     batch_size: int = Field(10_000, ge=1)
     flush_interval_s: float = Field(1.0, gt=0)
     insert_max_attempts: int = Field(5, ge=1)
+    # Insert only ids the table does not hold yet (common/unique_insert.py). A bench knob: false measures the
+    # writer without the check, and then overlapping sources or re-runs do count rows twice.
+    unique_keys: bool = True
     # Used by the embedded server (`python -m pipeline embedded-clickhouse`).
     data_dir: str = "data/clickhouse"
 

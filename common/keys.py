@@ -42,6 +42,10 @@ TOKEN_LOOKUPS = "markets:token_lookups"
 MARKETS_CONTENT_HASH = "markets:content_hash"
 EVENTS_CONTENT_HASH = "events:content_hash"
 
+# One lock per ClickHouse table, held while a batch is checked against the table and inserted, so two writers
+# never both find a fill absent and both insert it (common/unique_insert.py). Value: the owner's name.
+INSERT_LOCK_PREFIX = "lock:insert:"
+
 # Last error text per pending entry of a group, kept until the entry is acked or dead-lettered.
 FAILURES_PREFIX = "failures:"
 
@@ -64,3 +68,7 @@ def service_key(name: str) -> str:
 
 def failures_key(stream: str, group: str) -> str:
     return f"{FAILURES_PREFIX}{stream}:{group}"
+
+
+def insert_lock_key(table: str) -> str:
+    return f"{INSERT_LOCK_PREFIX}{table}"

@@ -18,7 +18,7 @@ _LUA_DIR = Path(__file__).with_name("lua")
 _PRELUDE = (_LUA_DIR / "prelude.lua").read_text()
 _SCRIPTS = {
     name: _PRELUDE + (_LUA_DIR / f"{name}.lua").read_text()
-    for name in ("append_page", "finish_batch", "retry_dead_letter")
+    for name in ("append_page", "finish_batch", "retry_dead_letter", "acquire_lock", "release_lock")
 }
 _SHAS = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in _SCRIPTS.items()}
 

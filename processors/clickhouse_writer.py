@@ -4,11 +4,14 @@ Reads `stream:markets`, `stream:events`, `stream:order_events` and `stream:trade
 `clickhouse-writer`, into `markets`, `events`, `order_filled_events` and `trades`.
 
 A batch is exactly one XREADGROUP reply (up to CLICKHOUSE_BATCH_SIZE entries, read at most every
-CLICKHOUSE_FLUSH_INTERVAL_S unless the stream is backed up), and a consumer has at most one batch pending. So
-after a crash its pending list *is* the batch, re-read whole, with the same ids and so the same
-`insert_deduplication_token`: if the first insert went through, ClickHouse drops the replay. Entries are acked
-only after ClickHouse accepted their rows. ClickHouse down: the batch is kept and retried with backoff, and the
-backlog waits in Redis. A row ClickHouse refuses is found by bisection and dead-lettered; its batch-mates go in.
+CLICKHOUSE_FLUSH_INTERVAL_S unless the stream is backed up), and a consumer has at most one batch pending. Each
+batch goes through `common.unique_insert.insert_unique`: under the table's insert lock (`lock:insert:<table>`) only
+the rows whose `id` the table does not hold yet are inserted, so a fill served by both sources, a backfill
+re-run, a replay after a crash (whole, or entry by entry after a failure) or a second writer never stores a row
+twice; the rows sent carry an `insert_deduplication_token` derived from their stream ids, which covers an insert
+retried while its first attempt may still be landing. Entries are acked only after ClickHouse accepted their
+rows (or held them already). ClickHouse down: the batch is kept and retried with backoff, and the backlog waits
+in Redis. A row ClickHouse refuses is found by bisection and dead-lettered; its batch-mates go in.
 
 Also trims the four streams continuously, below what every group has acked (MINID), so memory stays bounded.
 """
@@ -27,18 +30,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common import keys
 from common.backoff import Backoff, sleep_unless_stopped
-from common.clickhouse import (
-    apply_migrations,
-    batch_token,
-    describe_columns,
-    insert_rows_isolating_rejects,
-    make_client,
-)
+from common.clickhouse import apply_migrations, describe_columns, make_client
 from common.config import ClickHouseSettings, RedisSettings, StreamSettings, load
 from common.errors import PoisonMessage, SinkError, TransientSinkError
 from common.service import Service, run_worker, service_main
 from common.streams import Entry, StreamConsumer, run_consumer
 from common.trimming import trim_acked
+from common.unique_insert import UniqueTarget, insert_unique
 from processors.rows import TABLES, Row, TableSpec
 
 log = structlog.get_logger()
@@ -60,6 +58,7 @@ class TableWriter:
         consumer: StreamConsumer,
         ch: ClickHouseSettings,
         converting: asyncio.Lock,
+        owner: str,
     ) -> None:
         self.service = service
         self.spec = spec
@@ -69,17 +68,21 @@ class TableWriter:
         # one batch of Python rows, not four (the bench measured 488 MB RSS without it). The work is CPU-bound
         # in one interpreter either way, so little overlap is lost.
         self.converting = converting
+        self.owner = owner  # of the table's insert lock: the consumer name, stable across restarts
         self.client: Client | None = None
-        self.column_types: list[str] = []
+        self.target: UniqueTarget | None = None
         self.last_read_at = 0.0
 
-    def connect(self) -> Client:
-        if self.client is None:
+    def connect(self) -> tuple[Client, UniqueTarget]:
+        if self.client is None or self.target is None:
             client = make_client(self.ch)
             types = describe_columns(client, self.spec.table)
-            self.column_types = [types[column] for column in self.spec.columns]
+            self.target = UniqueTarget(
+                self.spec.table, self.spec.columns, self.spec.unique, owner=self.owner,
+                token_source=self.spec.stream, column_types=[types[column] for column in self.spec.columns],
+            )  # fmt: skip
             self.client = client
-        return self.client
+        return self.client, self.target
 
     async def handle(self, batch: list[Entry]) -> None:
         async with self.converting:
@@ -88,7 +91,7 @@ class TableWriter:
 
     async def insert_and_finish(self, batch: list[Entry]) -> None:
         started = time.perf_counter()
-        client = await asyncio.to_thread(self.connect)
+        client, target = await asyncio.to_thread(self.connect)
         ingested_at = datetime.now(UTC)
         rows: list[Row] = []
         row_entries: list[Entry] = []
@@ -99,23 +102,21 @@ class TableWriter:
                 row_entries.append(entry)
             except PoisonMessage as exc:
                 dead.append((entry, str(exc)))
-        rejected: list[tuple[int, str]] = []
-        if rows:
-            token = batch_token(self.spec.stream, [entry.id for entry in batch])
-            rejected = await insert_rows_isolating_rejects(
-                client, self.spec.table, self.spec.columns, rows, token,
-                column_types=self.column_types, max_attempts=self.ch.insert_max_attempts,
-            )  # fmt: skip
-            self.service.count("insert_ms", round((time.perf_counter() - started) * 1000))  # batch start to insert done
-        rejected_ids = {row_entries[index].id for index, _ in rejected}
-        dead += [(row_entries[index], f"rejected by clickhouse: {reason}") for index, reason in rejected]
+        outcome = await insert_unique(client, self.service.redis, target, rows, [entry.id for entry in row_entries],
+                                      self.ch, stop=self.service.stop)  # fmt: skip
+        self.service.count("insert_ms", round((time.perf_counter() - started) * 1000))  # batch start to insert done
+        rejected_ids = {row_entries[index].id for index, _ in outcome.rejected}
+        dead += [(row_entries[index], f"rejected by clickhouse: {reason}") for index, reason in outcome.rejected]
+        # dies here: the rows are in and the entries pending; the replay finds every id stored and inserts nothing.
+        # Entries whose id was stored already (or repeated in the batch) are acked with the rest.
         await self.consumer.finish(ack=[entry.id for entry in row_entries if entry.id not in rejected_ids], dead=dead)
-        inserted = len(rows) - len(rejected)
-        self.service.count(f"rows_{self.spec.table}", inserted)
-        self.service.count("rows_written", inserted)
+        skipped = outcome.stored_before + outcome.batch_duplicates
+        self.service.count(f"rows_{self.spec.table}", outcome.inserted)
+        self.service.count("rows_written", outcome.inserted)
+        self.service.count("duplicates_skipped", skipped)
         self.service.count("dead_lettered", len(dead))
-        log.info("batch", table=self.spec.table, rows=inserted, dead=len(dead),
-                 duration_s=round(time.perf_counter() - started, 4))  # fmt: skip
+        log.info("batch", table=self.spec.table, rows=outcome.inserted, skipped=skipped, replaced=outcome.replaced,
+                 dead=len(dead), duration_s=round(time.perf_counter() - started, 4))  # fmt: skip
 
     async def pace(self, batch_size: int) -> None:
         """Below a full batch, wait out the flush interval so the next read gathers a bigger batch."""
@@ -127,7 +128,7 @@ class TableWriter:
 
     def on_error(self, exc: BaseException) -> None:
         if isinstance(exc, SinkError) and exc.sink == "clickhouse":
-            self.client = None  # reconnect: the server may have restarted
+            self.client = None  # reconnect: the server may have restarted (a migration may have run meanwhile)
         self.service.degraded(exc)
 
 
@@ -171,7 +172,7 @@ async def run(
             TableWriter(service, spec, StreamConsumer(
                 service.redis, stream=spec.stream, group=keys.GROUP_CLICKHOUSE_WRITER,
                 consumer=settings.clickhouse_writer_consumer, settings=streams, batch_max=clickhouse.batch_size,
-            ), clickhouse, converting)
+            ), clickhouse, converting, settings.clickhouse_writer_consumer)
             for spec in TABLES
         ]  # fmt: skip
         trimmer = asyncio.create_task(trim_forever(service, streams.trim_interval_s))

@@ -21,6 +21,7 @@ from msgspec.structs import astuple
 from common import keys
 from common.errors import PoisonMessage
 from common.payloads import OrderEvent, Trade, decode_order_event, decode_trade
+from common.unique_insert import UniqueKey
 
 Row = tuple[Any, ...]
 
@@ -31,6 +32,7 @@ class TableSpec:
     table: str
     columns: tuple[str, ...]
     to_row: Callable[[bytes, datetime], Row]
+    unique: UniqueKey  # how the writer keeps the table unique by `id` (common/unique_insert.py)
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -217,9 +219,12 @@ def trade_row(data: bytes, ingested_at: datetime) -> Row:
     return tuple(row)
 
 
+# Fills and trades never change: checked by id over their time ranges. Markets and events do: newest updated_at.
+IMMUTABLE = UniqueKey(time_column="timestamp")
+VERSIONED = UniqueKey(version_column="updated_at")
 TABLES = (
-    TableSpec(keys.STREAM_MARKETS, "markets", MARKET_COLUMNS, market_row),
-    TableSpec(keys.STREAM_EVENTS, "events", EVENT_COLUMNS, event_row),
-    TableSpec(keys.STREAM_ORDER_EVENTS, "order_filled_events", ORDER_EVENT_COLUMNS, order_event_row),
-    TableSpec(keys.STREAM_TRADES, "trades", TRADE_COLUMNS, trade_row),
+    TableSpec(keys.STREAM_MARKETS, "markets", MARKET_COLUMNS, market_row, VERSIONED),
+    TableSpec(keys.STREAM_EVENTS, "events", EVENT_COLUMNS, event_row, VERSIONED),
+    TableSpec(keys.STREAM_ORDER_EVENTS, "order_filled_events", ORDER_EVENT_COLUMNS, order_event_row, IMMUTABLE),
+    TableSpec(keys.STREAM_TRADES, "trades", TRADE_COLUMNS, trade_row, IMMUTABLE),
 )

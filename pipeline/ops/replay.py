@@ -4,18 +4,22 @@ Fills come from `order_filled_events` (`--source clickhouse`, default) or from w
 `stream:order_events` (`--source stream`; the writer trims acked entries, so this is recent history only). Each
 fill whose id is not in `trades` for that range goes through the trade processor's own derivation
 (`processors.trades.derive_trade`, markets from `markets:by_token`) and the writer's own row conversion, and is
-inserted in batches of sorted ids, each with an `insert_deduplication_token` derived from its ids.
+inserted in batches of consecutive timestamps through the writer's own `common.unique_insert.insert_unique`: under
+the `trades` insert lock, only ids `trades` does not hold yet, checked over each batch's (narrow) time ranges.
 
-Idempotent: only missing ids are inserted, so replaying a complete range inserts nothing and leaves `count()` of
-`trades` unchanged; a retried batch carries the same token. It refuses to run while trades are in flight (the
-processor or the writer has lag or pending entries): the writer could then insert a trade replay also inserts
-(`--force` to run anyway). `--dry-run` only counts.
+Idempotent: replaying a complete range inserts nothing and leaves `count()` of `trades` unchanged, and so does a
+second run, or a retry after a lost reply. A crashed replay can leave `lock:insert:trades` held until it expires
+(CLICKHOUSE_SEND_RECEIVE_TIMEOUT_S + 30 s), and the writer's trades wait that long. It refuses to run while trades
+are in flight (the processor or the writer has lag or pending entries): those trades are on their way, and the
+lock would only make the two take turns (`--force` to run anyway). `--dry-run` only counts.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import socket
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -25,19 +29,15 @@ import redis.asyncio as aioredis
 from clickhouse_connect.driver.client import Client
 
 from common import keys
-from common.clickhouse import (
-    batch_token,
-    describe_columns,
-    insert_rows_isolating_rejects,
-    make_client,
-    map_clickhouse_errors,
-)
+from common.clickhouse import describe_columns, make_client, map_clickhouse_errors
+from common.config import ClickHouseSettings
 from common.errors import PoisonMessage
 from common.payloads import MarketRef, OrderEvent, decode_market_ref, decode_order_event, encode_trade
 from common.redis_client import make_redis, map_redis_errors
+from common.unique_insert import UniqueTarget, insert_unique
 from dashboard.snapshot import read_streams
 from pipeline.ops.common import chunks, console, fail, make_parser, parse_time, run_command, settings
-from processors.rows import TRADE_COLUMNS, trade_row
+from processors.rows import IMMUTABLE, TRADE_COLUMNS, trade_row
 from processors.trades import derive_trade, token_of
 
 FILL_COLUMNS = tuple(OrderEvent.__struct_fields__)
@@ -106,27 +106,29 @@ async def markets_for(redis: aioredis.Redis, fills: list[OrderEvent]) -> dict[st
     return markets
 
 
-async def insert_trades(client: Client, fills: list[OrderEvent], markets: dict[str, MarketRef]) -> tuple[int, int]:
-    """Insert the trades of `fills` in batches of sorted ids; returns (inserted, rejected).
+async def insert_trades(
+    client: Client, redis: aioredis.Redis, ch: ClickHouseSettings, fills: list[OrderEvent],
+    markets: dict[str, MarketRef],
+) -> tuple[int, int]:  # fmt: skip
+    """Insert the trades of `fills` that `trades` lacks, in batches sorted by time; returns (inserted, rejected).
 
-    A batch's token is derived from its trade ids alone (not from the time of the run), so a batch retried after
-    a lost reply, or by a second run over the same gap, is dropped by the table's dedup log.
+    Sorted by timestamp, so each batch's check reads only a few seconds of `trades`. A batch's dedup token is
+    derived from its trade ids alone (not from the time of the run).
     """
     types = await asyncio.to_thread(describe_columns, client, "trades")
+    owner = f"replay@{socket.gethostname()}:{os.getpid()}"
     column_types = [types[column] for column in TRADE_COLUMNS]
+    target = UniqueTarget("trades", TRADE_COLUMNS, IMMUTABLE, owner, REPLAY_SOURCE, column_types)
     ingested_at = datetime.now(UTC)
-    ordered = sorted(fills, key=lambda e: e.id)
+    ordered = sorted(fills, key=lambda e: (e.timestamp, e.id))
     inserted = rejected = 0
     for start in range(0, len(ordered), BATCH_ROWS):
         batch = ordered[start : start + BATCH_ROWS]
         rows = [trade_row(encode_trade(derive_trade(e, markets.get(token_of(e)))), ingested_at) for e in batch]
-        token = batch_token(REPLAY_SOURCE, [e.id for e in batch])
-        refused = await insert_rows_isolating_rejects(
-            client, "trades", TRADE_COLUMNS, rows, token, column_types=column_types
-        )
-        for index, reason in refused:
+        outcome = await insert_unique(client, redis, target, rows, [e.id for e in batch], ch)
+        for index, reason in outcome.rejected:
             console.print(f"rejected {batch[index].id}: {reason}", markup=False)
-        inserted, rejected = inserted + len(rows) - len(refused), rejected + len(refused)
+        inserted, rejected = inserted + outcome.inserted, rejected + len(outcome.rejected)
     return inserted, rejected
 
 
@@ -163,7 +165,8 @@ async def replay(args: argparse.Namespace) -> int:
                       f"{len(markets):,} market(s) known", markup=False)  # fmt: skip
         if args.dry_run or not missing:
             return 0
-        inserted, rejected = await insert_trades(client, missing, markets)
+        async with map_redis_errors("replay insert"):
+            inserted, rejected = await insert_trades(client, redis, ch, missing, markets)
     finally:
         await redis.aclose()
         client.close()

@@ -1,0 +1,273 @@
+"""Insert only what a table does not hold yet: every table unique by its natural key at insert time (DESIGN §4).
+
+For each batch of one table:
+1. duplicates inside the batch are dropped (fills and trades keep the first row of an id; markets and events
+   keep an id's newest `updated_at`);
+2. the table's insert lock is taken in Redis (`lock:insert:<table>`), so two writers, or a writer and `replay`,
+   never both find an id absent and both insert it;
+3. ClickHouse is asked which of the batch's ids it already holds, on a key it can prune. Fills and trades:
+   `SELECT id ... WHERE timestamp BETWEEN a AND b OR ...` over the batch's time ranges (`order_filled_events` is
+   ordered by (timestamp, id); `trades` answers from its projection `by_time`), intersected with the batch in
+   Python: exact, no hashes, no ids in the SQL text. Markets and events: the stored `updated_at` of the batch's
+   ids (both tables are ordered by id); a row whose id is stored with the same or a newer version is skipped, an
+   older stored version is deleted and replaced;
+4. the rest is inserted with a dedup token derived from the stream entries it holds; then the lock is released.
+The caller acks after this returns. If it dies after the insert and before the ack, the replay (the whole batch,
+or one entry at a time after `rewind(isolate=True)`) finds every id stored and inserts nothing.
+
+Why ask ClickHouse rather than keep the ids seen in Redis: it is exact at any table size with nothing in Redis but
+the lock (a bounded window of recent ids is not exact at 1B rows), and unlike giving each source a disjoint range
+it also covers re-runs, replays and bisection. Its cost is in the README ("How nothing is lost and nothing is
+counted twice") and `bench/bench_dedup.py`.
+
+The lock is SET PX with the owner's name, extended every third of its time to live while held, released by
+compare-and-delete (lua/acquire_lock.lua, lua/release_lock.lua). Its time to live is the insert's client timeout
+(`send_receive_timeout_s`) plus LOCK_MARGIN_S, so a lock expires (its holder dead or frozen) only after the
+holder's client has given up its insert. A writer restarted under the same consumer name takes its own lock back
+at once: its dead incarnation's insert may still be running on the server, but the restart re-reads the same
+pending entries, computes the same rows and so sends the same dedup token, and ClickHouse keeps one of the two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+from clickhouse_connect.driver.client import Client
+
+from common import keys
+from common.clickhouse import batch_token, insert_rows_isolating_rejects, map_clickhouse_errors
+from common.config import ClickHouseSettings
+from common.errors import TransientSinkError
+from common.lua_scripts import run_script
+from common.redis_client import map_redis_errors
+
+log = structlog.get_logger()
+
+LOCK_MARGIN_S = 30.0
+LOCK_POLL_S = 0.02
+LOCK_WAIT_LOG_S = 10.0
+# Timestamps further apart than this start a new range of the check; at most MAX_RANGES ranges per query (the
+# closest ones are merged), so a batch of interleaved backfill ranges still reads only its own seconds.
+RANGE_GAP_S = 60
+MAX_RANGES = 32
+IDS_PER_QUERY = 1000  # markets/events look ids up by `id IN`: bounded SQL size per query
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class UniqueKey:
+    """What a table is unique by: `id`, checked on the time ranges of `time_column` (immutable rows: fills,
+    trades) or, for rows that change (markets, events), kept at the newest `version_column`."""
+
+    time_column: str | None = None
+    version_column: str | None = None
+    id_column: str = "id"
+
+    def __post_init__(self) -> None:
+        if (self.time_column is None) == (self.version_column is None):
+            raise ValueError("a UniqueKey has either a time column or a version column")
+
+
+@dataclass
+class UniqueInsert:
+    """What became of a batch's rows."""
+
+    inserted: int = 0
+    stored_before: int = 0  # skipped: the table already held the id (at the same or a newer version)
+    batch_duplicates: int = 0  # skipped: an earlier (or newer) row of the same batch had the id
+    replaced: int = 0  # markets/events: older stored versions deleted, the new row inserted
+    rejected: list[tuple[int, str]] = field(default_factory=list)  # (index into the caller's rows, reason)
+
+
+def time_ranges(
+    timestamps: Iterable[int], *, gap_s: int = RANGE_GAP_S, max_ranges: int = MAX_RANGES
+) -> list[tuple[int, int]]:
+    """The sorted distinct `timestamps` as inclusive ranges, split where they are more than `gap_s` apart, at
+    most `max_ranges` of them (the widest gaps are the ones kept)."""
+    stamps = sorted(set(timestamps))
+    if not stamps:
+        return []
+    gaps = sorted(range(1, len(stamps)), key=lambda i: stamps[i] - stamps[i - 1], reverse=True)
+    cuts = sorted(i for i in gaps[: max_ranges - 1] if stamps[i] - stamps[i - 1] > gap_s)
+    bounds = [0, *cuts, len(stamps)]
+    return [(stamps[start], stamps[end - 1]) for start, end in itertools.pairwise(bounds)]
+
+
+def version_micros(value: datetime) -> int:
+    return (value - _EPOCH) // timedelta(microseconds=1)
+
+
+def first_of_each_id(rows: Sequence[Sequence[Any]], columns: Sequence[str], unique: UniqueKey) -> list[int]:
+    """Indexes of the rows to keep, in order: one per id (the first, or the newest version; ties: the first)."""
+    id_at = columns.index(unique.id_column)
+    chosen: dict[str, int] = {}
+    version_at = columns.index(unique.version_column) if unique.version_column else None
+    for index, row in enumerate(rows):
+        kept = chosen.setdefault(row[id_at], index)
+        if version_at is not None and row[version_at] > rows[kept][version_at]:
+            chosen[row[id_at]] = index
+    return sorted(chosen.values())
+
+
+def fetch_stored_ids(client: Client, table: str, time_column: str, ranges: Sequence[tuple[int, int]]) -> set[str]:
+    """Ids `table` holds in the time ranges (the ranges are our own integers, so they go in the SQL as text)."""
+    where = " OR ".join(f"({time_column} BETWEEN toDateTime({start}) AND toDateTime({end}))" for start, end in ranges)
+    with map_clickhouse_errors(f"check {table}"):
+        result = client.query(f"SELECT id FROM {table} WHERE {where}")
+    return set(result.result_columns[0]) if result.row_count else set()
+
+
+def fetch_stored_versions(client: Client, table: str, version_column: str, ids: Sequence[str]) -> dict[str, int]:
+    """id -> newest stored version (unix microseconds) of those of `ids` that `table` holds."""
+    stored: dict[str, int] = {}
+    for start in range(0, len(ids), IDS_PER_QUERY):
+        with map_clickhouse_errors(f"check {table}"):
+            rows = client.query(
+                f"SELECT id, toUnixTimestamp64Micro(max({version_column})) FROM {table} "
+                "WHERE id IN {ids:Array(String)} GROUP BY id",
+                parameters={"ids": list(ids[start : start + IDS_PER_QUERY])},
+            ).result_rows
+        stored.update((row[0], int(row[1])) for row in rows)
+    return stored
+
+
+def delete_ids(client: Client, table: str, ids: Sequence[str]) -> None:
+    """Lightweight DELETE (count() reflects it at once); it needs the background pool, so merges must be on."""
+    for start in range(0, len(ids), IDS_PER_QUERY):
+        with map_clickhouse_errors(f"delete replaced rows of {table}"):
+            client.command(f"DELETE FROM {table} WHERE id IN {{ids:Array(String)}}",
+                           parameters={"ids": list(ids[start : start + IDS_PER_QUERY])})  # fmt: skip
+
+
+def select_new(
+    client: Client, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], candidates: list[int],
+    unique: UniqueKey,
+) -> tuple[list[int], list[str]]:  # fmt: skip
+    """The candidates `table` does not hold yet, and the ids whose stored (older) version they replace."""
+    id_at = columns.index(unique.id_column)
+    if unique.time_column is not None:
+        time_at = columns.index(unique.time_column)
+        ranges = time_ranges(rows[index][time_at] for index in candidates)
+        stored_ids = fetch_stored_ids(client, table, unique.time_column, ranges)
+        return [index for index in candidates if rows[index][id_at] not in stored_ids], []
+    assert unique.version_column is not None
+    version_at = columns.index(unique.version_column)
+    stored = fetch_stored_versions(client, table, unique.version_column, [rows[i][id_at] for i in candidates])
+    fresh = [i for i in candidates if stored.get(rows[i][id_at], -1) < version_micros(rows[i][version_at])]
+    return fresh, [rows[i][id_at] for i in fresh if rows[i][id_at] in stored]
+
+
+@contextlib.asynccontextmanager
+async def insert_lock(
+    redis: aioredis.Redis, table: str, *, owner: str, ttl_s: float, stop: asyncio.Event | None = None
+) -> AsyncIterator[None]:
+    """Hold `lock:insert:<table>` for the block; raises TransientSinkError if `stop` is set while waiting."""
+    key, ttl_ms = keys.insert_lock_key(table), str(int(ttl_s * 1000))
+    waiting_since = next_log_at = time.monotonic()
+    async with map_redis_errors(f"take the insert lock of {table}"):
+        while not await run_script(redis, "acquire_lock", [key], [owner, ttl_ms]):
+            if stop is not None and stop.is_set():
+                raise TransientSinkError(f"stopped while waiting for the insert lock of {table}", sink="redis")
+            if time.monotonic() >= next_log_at:
+                holder = await redis.get(key)
+                log.info("waiting for the insert lock", table=table, holder=holder.decode() if holder else None,
+                         waited_s=round(time.monotonic() - waiting_since, 1))  # fmt: skip
+                next_log_at = time.monotonic() + LOCK_WAIT_LOG_S
+            await asyncio.sleep(LOCK_POLL_S)
+    keeper = asyncio.create_task(_keep_lock(redis, key, owner, ttl_ms, ttl_s / 3))
+    try:
+        yield
+    finally:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
+        # dies here: the lock stays until it expires, or until this owner (restarted) takes it back
+        async with map_redis_errors(f"release the insert lock of {table}"):
+            await asyncio.shield(run_script(redis, "release_lock", [key], [owner]))
+
+
+async def _keep_lock(redis: aioredis.Redis, key: str, owner: str, ttl_ms: str, every_s: float) -> None:
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            async with map_redis_errors("extend the insert lock"):
+                held = await run_script(redis, "acquire_lock", [key], [owner, ttl_ms])
+        except TransientSinkError as exc:
+            log.warning("could not extend the insert lock", key=key, error=str(exc))
+            continue
+        if not held:
+            log.error("insert lock taken by another owner while held", key=key, owner=owner)
+
+
+@dataclass(frozen=True)
+class UniqueTarget:
+    """Where and how a batch goes: the table, its columns (and types), its key, and who inserts."""
+
+    table: str
+    columns: Sequence[str]
+    unique: UniqueKey
+    owner: str  # the lock's owner: a stable name (the writer's consumer name)
+    token_source: str  # the dedup token's namespace (the stream, for the writer)
+    column_types: Sequence[str] | None = None
+
+
+async def insert_unique(
+    client: Client,
+    redis: aioredis.Redis,
+    target: UniqueTarget,
+    rows: Sequence[Sequence[Any]],
+    entry_ids: Sequence[str],
+    settings: ClickHouseSettings,
+    *,
+    stop: asyncio.Event | None = None,
+) -> UniqueInsert:
+    """Insert those of `rows` whose key `target.table` does not hold yet (module docstring); `entry_ids[i]` is
+    the stream entry (or, for `replay`, the trade id) row i came from: the dedup token is derived from those of
+    the rows actually sent. `settings.unique_keys = False` (a bench knob) sends every row, with no check."""
+    outcome = UniqueInsert()
+    if not settings.unique_keys:
+        candidates = list(range(len(rows)))
+    else:
+        candidates = first_of_each_id(rows, target.columns, target.unique)
+    outcome.batch_duplicates = len(rows) - len(candidates)
+    if not candidates:
+        return outcome
+    lock = (
+        insert_lock(redis, target.table, owner=target.owner, ttl_s=lock_ttl_s(settings), stop=stop)
+        if settings.unique_keys
+        else contextlib.nullcontext()
+    )
+    async with lock:
+        fresh, replaced = candidates, []
+        if settings.unique_keys:
+            fresh, replaced = await asyncio.to_thread(select_new, client, target.table, target.columns, rows,
+                                                      candidates, target.unique)  # fmt: skip
+        if replaced:
+            await asyncio.to_thread(delete_ids, client, target.table, replaced)
+        # dies here (after a delete): the old versions are gone and the new ones not in yet, but their entries are
+        # still pending, so the replay finds those ids absent and inserts them
+        if fresh:
+            token = batch_token(target.token_source, [entry_ids[index] for index in fresh])
+            refused = await insert_rows_isolating_rejects(
+                client, target.table, target.columns, [rows[index] for index in fresh], token,
+                column_types=target.column_types, max_attempts=settings.insert_max_attempts,
+            )  # fmt: skip
+            outcome.rejected = [(fresh[index], reason) for index, reason in refused]
+    outcome.stored_before = len(candidates) - len(fresh)
+    outcome.replaced = len(replaced)
+    outcome.inserted = len(fresh) - len(outcome.rejected)
+    return outcome
+
+
+def lock_ttl_s(settings: ClickHouseSettings) -> float:
+    """The lock's time to live in seconds: longer than one insert's client timeout (module docstring)."""
+    return settings.send_receive_timeout_s + LOCK_MARGIN_S
