@@ -1,10 +1,13 @@
-"""`python -m pipeline verify --from T --to T [--source clickhouse|goldsky|chain]`: are all fills of a range trades?
+"""`python -m pipeline verify --from T --to T [--source clickhouse|goldsky|chain] [--bucket-s 3600]`: are all fills
+of a range trades, each once?
 
 Reads the fill ids of the time range [FROM, TO] at a source and the `trades` rows of that range, and reports:
   missing     fills at the source without a row in `trades` (a gap: `replay` refills it from ClickHouse)
   extra       rows in `trades` that the source does not have (for goldsky/chain: only rows with that `source`,
               since the other source serves fills of its own)
-  duplicates  rows of `trades` in the range beyond one per id (count() - uniqExact(id), without FINAL)
+  duplicates  rows of `trades` in the range beyond one per id (count() - uniqExact(id), without FINAL), then
+              per bucket of `--bucket-s` seconds, for `trades` and `order_filled_events`, each bucket that holds
+              any (`python -m pipeline dedupe` removes them)
 Sources: `clickhouse` (default): `order_filled_events`, the raw fills as the writer stored them; `goldsky`: the
 subgraph at GOLDSKY_URL, paged like the ingester; `chain`: eth_getLogs at POLYGON_RPC_URL over the blocks whose
 time is in the range (found by binary search, from CHAIN_START_BLOCK to the safe head). Uses the ingesters' own
@@ -28,7 +31,7 @@ from common.payloads import decode_order_event
 from ingesters import chain_ingester, goldsky_ingester
 from ingesters.chain_logs import RangeTooLarge, SpanSizer, blocks_needing_timestamps, get_logs_filter, normalize_logs
 from ingesters.goldsky_pages import build_request, is_second_complete, normalize_fill, plan_page, start_cursor
-from pipeline.ops.common import console, fail, make_parser, parse_time, run_command, settings
+from pipeline.ops.common import console, fail, iso, make_parser, parse_time, run_command, settings
 
 SHOW = 20
 
@@ -59,6 +62,37 @@ def trades_in_range(client: Client, start_ts: int, end_ts: int, source: str | No
         rows = client.query(f"SELECT DISTINCT id FROM trades WHERE {where}{by_source}",
                             parameters={**params, "s": source or ""}).result_rows  # fmt: skip
     return {row[0] for row in rows}, int(duplicates.result_rows[0][0])
+
+
+DUPLICATE_TABLES = ("trades", "order_filled_events")
+
+
+def duplicates_by_bucket(
+    client: Client, table: str, start_ts: int, end_ts: int, bucket_s: int
+) -> list[tuple[int, int]]:
+    """(bucket start, rows beyond one per id) of each bucket of [start, end] that holds duplicates, in time order."""
+    with map_clickhouse_errors(f"count duplicates in {table}"):
+        rows = client.query(
+            "SELECT toUInt32(toStartOfInterval(timestamp, toIntervalSecond({s:UInt32}))) AS bucket, "
+            f"count() - uniqExact(id) AS extra FROM {table} "
+            "WHERE timestamp BETWEEN toDateTime({a:UInt32}) AND toDateTime({b:UInt32}) "
+            "GROUP BY bucket HAVING extra > 0 ORDER BY bucket",
+            parameters={"a": start_ts, "b": end_ts, "s": bucket_s},
+        ).result_rows
+    return [(int(bucket), int(extra)) for bucket, extra in rows]
+
+
+def report_duplicates(client: Client, start_ts: int, end_ts: int, bucket_s: int) -> int:
+    """Print the buckets with duplicates of each fill table; returns how many rows are duplicates in all."""
+    total = 0
+    for table in DUPLICATE_TABLES:
+        buckets = duplicates_by_bucket(client, table, start_ts, end_ts, bucket_s)
+        total += sum(extra for _, extra in buckets)
+        for bucket, extra in buckets[:SHOW]:
+            console.print(f"    {table:<20} {iso(bucket)}  {extra:>9,} duplicate row(s)", markup=False)
+        if len(buckets) > SHOW:
+            console.print(f"    {table:<20} … {len(buckets) - SHOW} more bucket(s)", markup=False)
+    return total
 
 
 async def goldsky_fills(start_ts: int, end_ts: int) -> SourceFills:
@@ -146,17 +180,18 @@ async def verify(args: argparse.Namespace) -> int:
         trades, duplicates = await asyncio.to_thread(trades_in_range, client, args.start, args.end, only)
         every_trade = trades if only is None else (await asyncio.to_thread(trades_in_range, client, args.start,
                                                                            args.end, None))[0]  # fmt: skip
+        missing, extra = source.ids - every_trade, trades - source.ids
+        console.print(f"verify {args.source} [{args.start}, {args.end}]: {len(source.ids):,} fill(s) at the source, "
+                      f"{len(every_trade):,} trade id(s)", markup=False)  # fmt: skip
+        report("missing", missing)
+        report("extra", extra)
+        console.print(f"  {'duplicates':<11} {duplicates:>9,}", markup=False)
+        duplicated = await asyncio.to_thread(report_duplicates, client, args.start, args.end, args.bucket_s)
     finally:
         client.close()
-    missing, extra = source.ids - every_trade, trades - source.ids
-    console.print(f"verify {args.source} [{args.start}, {args.end}]: {len(source.ids):,} fill(s) at the source, "
-                  f"{len(every_trade):,} trade id(s)", markup=False)  # fmt: skip
-    report("missing", missing)
-    report("extra", extra)
-    console.print(f"  {'duplicates':<11} {duplicates:>9,}", markup=False)
     if source.malformed:
         console.print(f"  {'malformed':<11} {source.malformed:>9,}  (at the source; dead-lettered by the ingester)")
-    return 1 if missing or extra or duplicates else 0
+    return 1 if missing or extra or duplicates or duplicated else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from", dest="start", type=parse_time, required=True, help="unix seconds or ISO time")
     parser.add_argument("--to", dest="end", type=parse_time, required=True, help="inclusive")
     parser.add_argument("--source", choices=("clickhouse", "goldsky", "chain"), default="clickhouse")
+    parser.add_argument("--bucket-s", type=int, default=3600, help="duplicates per bucket of this many seconds")
     args = parser.parse_args(argv)
-    if args.end < args.start:
-        return fail("verify: --to is before --from", 2)
+    if args.end < args.start or args.bucket_s < 1:
+        return fail("verify: need FROM <= TO and --bucket-s >= 1", 2)
     return run_command("verify", lambda: verify(args))

@@ -1,0 +1,98 @@
+"""`python -m pipeline dedupe --from T --to T [--yes] [--dry-run]`: remove rows stored twice, without downtime.
+
+For tables filled before the writer kept them unique (common/unique_insert.py), or by hand. Counts, per table,
+`count()` and `uniqExact(id)` of the range; for `trades` and `order_filled_events` that hold duplicates there,
+runs `OPTIMIZE TABLE ... PARTITION ID '<YYYYMM>' FINAL` for each month the range overlaps (ReplacingMergeTree
+then keeps one row per sort key: both sources' copies of a fill share (timestamp, id), resp. (token_id,
+timestamp, id)); for `markets` and `events` (not partitioned, one row per id kept at its newest `updated_at`),
+`OPTIMIZE TABLE ... FINAL` when they hold duplicates anywhere. Then counts again and reports what was removed.
+Services keep running meanwhile: a merge only replaces the parts that exist when it starts, and rows written
+meanwhile are unique already. A whole month of a large table is rewritten: that takes time and disk (about the
+partition's size). Asks first unless `--yes`; `--dry-run` only counts. Needs merges to be running (a table whose
+merges were stopped with SYSTEM STOP MERGES cannot be optimized).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import time
+from datetime import UTC, datetime
+
+from clickhouse_connect.driver.client import Client
+
+from common.clickhouse import make_client, map_clickhouse_errors
+from pipeline.ops.common import confirm, console, fail, make_parser, parse_time, run_command, settings
+
+FILL_TABLES = ("trades", "order_filled_events")
+VERSIONED_TABLES = ("markets", "events")
+
+
+def months(start_ts: int, end_ts: int) -> list[str]:
+    """The `toYYYYMM` partition ids that [start, end] overlaps."""
+    first, last = datetime.fromtimestamp(start_ts, UTC), datetime.fromtimestamp(end_ts, UTC)
+    found, year, month = [], first.year, first.month
+    while (year, month) <= (last.year, last.month):
+        found.append(f"{year}{month:02d}")
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return found
+
+
+def count_rows(client: Client, table: str, start_ts: int, end_ts: int) -> tuple[int, int]:
+    """(count(), uniqExact(id)) of the range for a fill table, of the whole table otherwise."""
+    where = ""
+    if table in FILL_TABLES:
+        where = f" WHERE timestamp BETWEEN toDateTime({start_ts}) AND toDateTime({end_ts})"
+    with map_clickhouse_errors(f"count {table}"):
+        count, unique = client.query(f"SELECT count(), uniqExact(id) FROM {table}{where}").result_rows[0]
+    return int(count), int(unique)
+
+
+def optimize(client: Client, table: str, start_ts: int, end_ts: int) -> None:
+    if table not in FILL_TABLES:
+        console.print(f"  {table}: OPTIMIZE TABLE {table} FINAL", markup=False)
+        with map_clickhouse_errors(f"optimize {table}"):
+            client.command(f"OPTIMIZE TABLE {table} FINAL")
+        return
+    for partition in months(start_ts, end_ts):
+        started = time.monotonic()
+        with map_clickhouse_errors(f"optimize {table} partition {partition}"):
+            client.command(f"OPTIMIZE TABLE {table} PARTITION ID '{partition}' FINAL")
+        console.print(f"  {table}: partition {partition} merged in {time.monotonic() - started:.1f} s", markup=False)
+
+
+async def dedupe(args: argparse.Namespace) -> int:
+    client = await asyncio.to_thread(make_client, settings()[1])
+    with contextlib.closing(client):
+        before = {t: await asyncio.to_thread(count_rows, client, t, args.start, args.end) for t in
+                  (*FILL_TABLES, *VERSIONED_TABLES)}  # fmt: skip
+        to_fix = [table for table, (count, unique) in before.items() if count > unique]
+        for table, (count, unique) in before.items():
+            console.print(f"dedupe {table}: {count:,} row(s), {unique:,} id(s): {count - unique:,} duplicate(s)",
+                          markup=False)  # fmt: skip
+        if not to_fix or args.dry_run:
+            return 0
+        if not confirm(f"Merge away the duplicates of {', '.join(to_fix)}?", yes=args.yes):
+            return fail("dedupe: not confirmed; nothing changed")
+        for table in to_fix:
+            await asyncio.to_thread(optimize, client, table, args.start, args.end)
+        left = 0
+        for table in to_fix:
+            count, unique = await asyncio.to_thread(count_rows, client, table, args.start, args.end)
+            removed, left = before[table][0] - count, left + count - unique
+            console.print(f"dedupe {table}: removed {removed:,} duplicate row(s); {count:,} row(s), "
+                          f"{count - unique:,} duplicate(s) left", markup=False)  # fmt: skip
+    return 1 if left else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser("dedupe", __doc__)
+    parser.add_argument("--from", dest="start", type=parse_time, required=True, help="unix seconds or ISO time")
+    parser.add_argument("--to", dest="end", type=parse_time, required=True, help="inclusive")
+    parser.add_argument("--yes", action="store_true", help="do not ask")
+    parser.add_argument("--dry-run", action="store_true", help="count the duplicates, change nothing")
+    args = parser.parse_args(argv)
+    if args.end < args.start:
+        return fail("dedupe: --to is before --from", 2)
+    return run_command("dedupe", lambda: dedupe(args))
