@@ -119,6 +119,34 @@ async def test_chain_backfill_then_verify_against_the_node(
     assert all(fill_id in report for fill_id in punched), report
 
 
+async def test_a_goldsky_backfill_re_run_over_a_covered_range_adds_no_rows(
+    simulator, redis_client, redis_settings, source_ch, monkeypatch
+):
+    sim = simulator(**WORLD)
+    expected = [f for f in sim.truth()["fills"] if "goldsky" in f["sources"]]
+    span = ("--from", str(min(f["timestamp"] for f in expected)), "--to", str(max(f["timestamp"] for f in expected)))
+    point_at(monkeypatch, sim, redis_settings, source_ch)
+    assert await run_command(ops_backfill.main, "goldsky", *span, "--workers", "3") == 0
+    await process_everything(redis_settings, source_ch)
+    # forget the finished ranges, so the second run fetches every fill again, as new stream entries
+    for key in await redis_client.keys("state:goldsky_backfill:*"):
+        await redis_client.delete(key)
+
+    assert await run_command(ops_backfill.main, "goldsky", *span, "--workers", "2") == 0
+    await process_everything(redis_settings, source_ch)
+
+    assert (await redis_client.xinfo_stream(keys.STREAM_ORDER_EVENTS))["entries-added"] == 2 * len(expected)
+    client = make_client(source_ch)
+    try:
+        for table in ("trades", "order_filled_events"):
+            count, unique = client.query(f"SELECT count(), uniqExact(id) FROM {table}").result_rows[0]
+            assert (table, count, unique) == (table, len(expected), len(expected))
+    finally:
+        client.close()
+    heartbeat = await redis_client.hgetall(keys.service_key("clickhouse_writer"))
+    assert int(heartbeat[b"count:duplicates_skipped"]) == 2 * len(expected)  # the second run's, in both tables
+
+
 def test_backfill_rejects_a_backwards_range(capsys):
     assert ops_backfill.main(["goldsky", "--from", "2026-04-28", "--to", "2026-04-27"]) == 2
     assert "FROM <= TO" in capsys.readouterr().err

@@ -16,13 +16,19 @@ import time
 import uuid
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 
 from common import keys
-from common.clickhouse import make_client
-from common.config import ClickHouseSettings
+from common.clickhouse import apply_migrations, make_client
+from common.config import ClickHouseSettings, StreamSettings
+from common.errors import SinkCommandError
+from common.payloads import decode_dead_letter, encode_order_event
+from common.streams import StreamConsumer
+from processors import clickhouse_writer
 from tests.fixtures.fills_world import expected_trade, make_fills, make_markets, publish_fills, publish_markets
 
 SERVICES = {"trade_processor": "processors.trade_processor", "clickhouse_writer": "processors.clickhouse_writer"}
@@ -160,3 +166,42 @@ async def test_clickhouse_down_30s_loses_nothing_and_backlog_drains(
             process.wait(20)
     settings = ClickHouseSettings(host="127.0.0.1", port=clickhouse_server.port, database=database)
     assert_exactly_once(settings, fills, markets)
+
+
+async def test_a_batch_whose_insert_landed_but_whose_ack_failed_is_replayed_entry_by_entry_without_a_duplicate(
+    redis_client, redis_settings, clickhouse_server, database, monkeypatch
+):
+    """The bisection path: one row of the batch is refused (log_index beyond the column's UInt32), so the insert
+    bisects and the other rows land; then the ack fails (as if the process died on that line), so the consumer
+    rewinds with isolate=True and re-reads the batch one entry at a time, each with a token of its own."""
+    settings = ClickHouseSettings(host="127.0.0.1", port=clickhouse_server.port, database=database, batch_size=5000,
+                                  flush_interval_s=0.05, insert_max_attempts=2)  # fmt: skip
+    apply_migrations(settings)
+    client = make_client(settings)
+    client.command(f"SYSTEM STOP MERGES {database}.order_filled_events")  # a duplicate would stay visible
+    fills = make_fills(random.Random(3), make_markets(random.Random(3), 5), groups=60)
+    refused = msgspec.structs.replace(fills[0], log_index=2**40)
+    await publish_fills(redis_client, [*fills[1:], refused])
+    real_finish = StreamConsumer.finish
+    failed: list[int] = []
+
+    async def finish_failing_once(self: StreamConsumer, **kwargs: Any) -> tuple[int, int, int]:
+        if self.stream == keys.STREAM_ORDER_EVENTS and not failed:
+            failed.append(len(kwargs["ack"]))
+            raise SinkCommandError("the process died before the ack", sink="redis")
+        return await real_finish(self, **kwargs)
+
+    monkeypatch.setattr(StreamConsumer, "finish", finish_failing_once)
+    await clickhouse_writer.run(clickhouse_writer.WriterSettings(), redis=redis_settings, clickhouse=settings,
+                                streams=StreamSettings(block_ms=50), once=True)  # fmt: skip
+
+    assert failed == [len(fills) - 1]  # the whole batch had landed, bisected around the refused row
+    count, unique = client.query("SELECT count(), uniqExact(id) FROM order_filled_events").result_rows[0]
+    client.close()
+    assert (count, unique) == (len(fills) - 1, len(fills) - 1)
+    heartbeat = await redis_client.hgetall(keys.service_key("clickhouse_writer"))
+    assert int(heartbeat[b"count:duplicates_skipped"]) == len(fills) - 1  # the isolated replays inserted nothing
+    letters = await redis_client.xrange(keys.STREAM_DLQ)
+    assert [decode_dead_letter(fields[b"data"]).payload for _, fields in letters] == [
+        encode_order_event(refused).decode()
+    ]
