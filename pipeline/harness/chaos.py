@@ -5,7 +5,9 @@
 
 Starts the simulator, Redis, the embedded ClickHouse and the six services as separate processes
 (pipeline/harness/fleet.py).
-Half of the fills are history (v1 through Goldsky, v2 through the chain), the other half are produced live while a
+Half of the fills are history (v1 through Goldsky and, unless `--disjoint-sources`, also through the chain ingester,
+started at the first block: both sources serve the same v1 fills, as issue 13 asks; v2 through the chain), the
+other half are produced live while a
 service is SIGKILLed every few seconds, so kills land while data flows. Victims rotate so every kind is hit (the four
 ingesters, the processor, the writer, Redis and ClickHouse); each is restarted (the servers on the same port and data
 folder) and must recover by itself. Then the live source stops, the pipeline drains, and `pipeline.harness.truth_check`
@@ -25,7 +27,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.harness.fleet import SERVICE_MODULES, Fleet, load_average, wait_converged
+from common import keys
+from pipeline.harness.fleet import SERVICE_MODULES, Fleet, entries_added, load_average, wait_converged
 from pipeline.harness.truth_check import Verdict, check_against_truth, fetch_truth
 
 VICTIMS = (*SERVICE_MODULES, "redis", "clickhouse")
@@ -51,6 +54,7 @@ class ChaosResult:
     seconds: float
     line: str
     not_converged: str = ""  # what did not drain in time, when something did not
+    appended: int = 0  # entries added to stream:order_events: more than the fills when both sources overlap
 
     @property
     def passed(self) -> bool:
@@ -90,6 +94,7 @@ def run_chaos(
     faults: str,
     seed: int,
     converge_timeout_s: float = 300.0,
+    overlap: bool = True,
     log=print,
 ) -> ChaosResult:
     rng = random.Random(seed)
@@ -103,6 +108,9 @@ def run_chaos(
     done: Counter[str] = Counter()
     with Fleet(workdir, simulator_args=sim_args, service_env=service_env()) as fleet:
         fleet.start_servers()
+        if overlap:  # the chain ingester from the first block: every v1 fill arrives from both sources
+            first_block = str(fetch_truth(fleet)["first_block"])
+            fleet.programs["chain_ingester"].env["CHAIN_START_BLOCK"] = first_block
         fleet.start_services()
         log(f"chaos: {history:,} history fills + live at {live_rate:,.0f}/s, faults {sim_faults or 'none'}, "
             f"{kills} kills every ~{kill_interval_s:g} s, load {load_average()}, work dir {workdir}")  # fmt: skip
@@ -125,8 +133,13 @@ def run_chaos(
             not_converged = str(exc)
             log(f"  {exc}")
         verdict = check_against_truth(fleet, truth)
+        client = fleet.redis()
+        try:
+            appended = entries_added(client, keys.STREAM_ORDER_EVENTS)
+        finally:
+            client.close()
     seconds = time.monotonic() - started
-    result = ChaosResult(verdict, done, seconds, "", not_converged)
+    result = ChaosResult(verdict, done, seconds, "", not_converged, appended)
     result.line = verdict_line(result)
     return result
 
@@ -138,7 +151,8 @@ def verdict_line(result: ChaosResult) -> str:
     extra = f" (never killed: {', '.join(missing)})" if missing else ""
     extra += " (did not drain in time)" if result.not_converged else ""
     return (
-        f"chaos: {result.verdict.expected:,} fills, {sum(result.kills.values())} kills ({kills}), "
+        f"chaos: {result.verdict.expected:,} fills ({result.appended:,} entries from the sources), "
+        f"{sum(result.kills.values())} kills ({kills}), "
         f"{result.verdict.summary()} in {result.seconds:.0f} s, load {load_average()} — {status}{extra}"
     )
 
@@ -154,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--timeout-s", type=float, default=300.0, help="how long to wait for the drain after the kills")
     p.add_argument("--workdir", help="keep data and logs here (default: a temp folder, removed on PASS)")
+    p.add_argument("--disjoint-sources", action="store_true", help="the chain ingester from the v2 genesis only")
     return p
 
 
@@ -172,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         faults=args.faults,
         seed=args.seed,
         converge_timeout_s=args.timeout_s,
+        overlap=not args.disjoint_sources,
     )
     for problem in result.verdict.problems:
         print(f"  problem: {problem}")
