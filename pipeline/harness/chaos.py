@@ -54,7 +54,8 @@ class ChaosResult:
     seconds: float
     line: str
     not_converged: str = ""  # what did not drain in time, when something did not
-    appended: int = 0  # entries added to stream:order_events: more than the fills when both sources overlap
+    appended: int = 0  # entries added to stream:order_events
+    served_twice: int = 0  # fills both sources served (the v1 history when they overlap)
 
     @property
     def passed(self) -> bool:
@@ -139,7 +140,8 @@ def run_chaos(
         finally:
             client.close()
     seconds = time.monotonic() - started
-    result = ChaosResult(verdict, done, seconds, "", not_converged, appended)
+    served_twice = int(truth["v1_count"]) if overlap else 0
+    result = ChaosResult(verdict, done, seconds, "", not_converged, appended, served_twice)
     result.line = verdict_line(result)
     return result
 
