@@ -14,6 +14,8 @@ Starts the simulator, Redis, the embedded ClickHouse and the six services as sep
    `ingested_at` minus the fill's `first_visible_at` at the simulator (block production time; the simulator's
    `finalized` is its latest block, so the figure excludes the source's finality lag). p50/p95/p99.
 3. checks both phases against the simulator's truth (pipeline/harness/truth_check.py).
+4. unique inserts: `bench/bench_dedup.py` (its own servers, 10M rows stored): the check's cost per fill, and the
+   writer's rows/s with the check and without it (`--skip-dedup` leaves it out).
 Writes `bench/results/<UTC time>-<quick|full>.json` and `.md`, `latest.md` and `latest-<quick|full>.md`.
 """
 
@@ -21,12 +23,15 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from common import keys
 from pipeline.harness.bench_report import machine, percentile, write_results
@@ -209,6 +214,18 @@ def run_bench(
     return result
 
 
+DEDUP_BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_dedup.py"
+
+
+def dedup_phase(log) -> dict[str, Any]:
+    """bench/bench_dedup.py in a process of its own (after the fleet is gone); its figures are its last line."""
+    log("unique inserts: bench/bench_dedup.py (10M rows stored)")
+    done = subprocess.run([sys.executable, str(DEDUP_BENCH), "--json"], capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0:
+        raise RuntimeError(f"bench_dedup failed: {done.stderr[-1500:]}")
+    return orjson.loads(done.stdout.strip().splitlines()[-1])
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m pipeline bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -220,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="a service setting (repeatable)")
     p.add_argument("--out", default=str(Path(__file__).resolve().parents[2] / "bench" / "results"))
     p.add_argument("--workdir", help="keep data and logs here (default: a temp folder, removed afterwards)")
+    p.add_argument("--skip-dedup", action="store_true", help="leave out the unique-insert measurement")
     return p
 
 
@@ -233,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         env = dict(item.split("=", 1) for item in args.env)
         result = run_bench(mode, history, live_s, args.live_rate, workdir, env)
+        if not args.skip_dedup:
+            result["dedup"] = dedup_phase(print)
     except (TimeoutError, RuntimeError) as exc:
         print(f"bench: {exc} (logs in {workdir})", file=sys.stderr)
         return 1

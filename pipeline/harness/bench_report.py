@@ -82,6 +82,7 @@ def markdown(result: dict[str, Any], stamp: str) -> str:
         f"{mem['redis_used_memory_peak_mb']:.0f} MB | bounded by trimming |",
         f"| longest streams | {streams} | |",
         f"| truth check | throughput: {tp['check']}; after latency: {result['final_check']} | 0 lost, 0 duplicated |",
+        *dedup_lines(result.get("dedup")),
         "",
         f"Simulator: `{result['settings']['simulator']}` (latency excludes the source's finality lag: the "
         "simulator's `finalized` is its latest block). Service knobs: "
@@ -89,6 +90,32 @@ def markdown(result: dict[str, Any], stamp: str) -> str:
         + ".",
     ]
     return "\n".join(lines) + "\n"
+
+
+TARGET_DEDUP_SLOWDOWN = 0.10
+
+
+def dedup_lines(dedup: dict[str, Any] | None) -> list[str]:
+    """The unique-insert check's cost (bench/bench_dedup.py): per fill, and the writer with and without it."""
+    if not dedup:
+        return []
+    lines = []
+    for table, cases in dedup["check"].items():
+        new, stored = cases["new"], cases["stored"]
+        lines.append(
+            f"| unique-insert check, `{table}` with {dedup['seed_rows']:,} rows stored | new fills "
+            f"{new['us_per_fill']} µs/fill ({new['ms_per_batch']} ms per 10,000), stored fills {stored['us_per_fill']} "
+            f"µs/fill; ClickHouse CPU {new['server_cpu_us_per_fill']} µs/fill | |"
+        )
+    off, on = dedup["writer"]["without check"], dedup["writer"]["with check"]
+    slowdown = 1 - on["rows_per_s"] / off["rows_per_s"]
+    lines.append(
+        f"| writer with the check / without (`CLICKHOUSE_UNIQUE_KEYS=false`) | {on['rows_per_s']:,} / "
+        f"{off['rows_per_s']:,} rows/s ({slowdown:+.1%} slower), writer CPU {on['writer_cpu_us_per_row']} / "
+        f"{off['writer_cpu_us_per_row']} µs/row, load {on['load_average']} | ≤ {TARGET_DEDUP_SLOWDOWN:.0%} slower "
+        f"({verdict(slowdown <= TARGET_DEDUP_SLOWDOWN)}) |"
+    )
+    return lines
 
 
 def summary(result: dict[str, Any]) -> str:
