@@ -153,9 +153,9 @@ def verdict_line(result: ChaosResult) -> str:
     extra = f" (never killed: {', '.join(missing)})" if missing else ""
     extra += " (did not drain in time)" if result.not_converged else ""
     return (
-        f"chaos: {result.verdict.expected:,} fills ({result.appended:,} entries from the sources), "
-        f"{sum(result.kills.values())} kills ({kills}), "
-        f"{result.verdict.summary()} in {result.seconds:.0f} s, load {load_average()} — {status}{extra}"
+        f"chaos: {result.verdict.expected:,} fills, {sum(result.kills.values())} kills ({kills}), "
+        f"{result.verdict.summary()}, {result.appended:,} source entries ({result.served_twice:,} fills served "
+        f"twice) in {result.seconds:.0f} s, load {load_average()} — {status}{extra}"
     )
 
 

@@ -76,6 +76,12 @@ def chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+def add_time_range(parser: argparse.ArgumentParser) -> None:
+    """`--from` and `--to` (inclusive) as unix seconds, into `args.start` and `args.end`."""
+    parser.add_argument("--from", dest="start", type=parse_time, required=True, help="unix seconds or ISO time")
+    parser.add_argument("--to", dest="end", type=parse_time, required=True, help="inclusive")
+
+
 def make_parser(command: str, doc: str) -> argparse.ArgumentParser:
     """`--help` shows the module docstring: what the command reads, writes and deletes."""
     return argparse.ArgumentParser(

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from clickhouse_connect.driver.client import Client
 
 from common.clickhouse import make_client, map_clickhouse_errors
-from pipeline.ops.common import confirm, console, fail, make_parser, parse_time, run_command, settings
+from pipeline.ops.common import add_time_range, confirm, console, fail, make_parser, run_command, settings
 
 FILL_TABLES = ("trades", "order_filled_events")
 VERSIONED_TABLES = ("markets", "events")
@@ -88,8 +88,7 @@ async def dedupe(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser("dedupe", __doc__)
-    parser.add_argument("--from", dest="start", type=parse_time, required=True, help="unix seconds or ISO time")
-    parser.add_argument("--to", dest="end", type=parse_time, required=True, help="inclusive")
+    add_time_range(parser)
     parser.add_argument("--yes", action="store_true", help="do not ask")
     parser.add_argument("--dry-run", action="store_true", help="count the duplicates, change nothing")
     args = parser.parse_args(argv)

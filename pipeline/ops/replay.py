@@ -36,7 +36,7 @@ from common.payloads import MarketRef, OrderEvent, decode_market_ref, decode_ord
 from common.redis_client import make_redis, map_redis_errors
 from common.unique_insert import UniqueTarget, insert_unique
 from dashboard.snapshot import read_streams
-from pipeline.ops.common import chunks, console, fail, make_parser, parse_time, run_command, settings
+from pipeline.ops.common import add_time_range, chunks, console, fail, make_parser, run_command, settings
 from processors.rows import IMMUTABLE, TRADE_COLUMNS, trade_row
 from processors.trades import derive_trade, token_of
 
@@ -177,8 +177,7 @@ async def replay(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser("replay", __doc__)
-    parser.add_argument("--from", dest="start", type=parse_time, required=True, help="unix seconds or ISO time")
-    parser.add_argument("--to", dest="end", type=parse_time, required=True, help="inclusive")
+    add_time_range(parser)
     parser.add_argument("--source", choices=("clickhouse", "stream"), default="clickhouse")
     parser.add_argument("--dry-run", action="store_true", help="count what is missing, insert nothing")
     parser.add_argument("--force", action="store_true", help="run even while trades are in flight")

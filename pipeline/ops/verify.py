@@ -31,7 +31,7 @@ from common.payloads import decode_order_event
 from ingesters import chain_ingester, goldsky_ingester
 from ingesters.chain_logs import RangeTooLarge, SpanSizer, blocks_needing_timestamps, get_logs_filter, normalize_logs
 from ingesters.goldsky_pages import build_request, is_second_complete, normalize_fill, plan_page, start_cursor
-from pipeline.ops.common import console, fail, iso, make_parser, parse_time, run_command, settings
+from pipeline.ops.common import add_time_range, console, fail, iso, make_parser, run_command, settings
 
 SHOW = 20
 
@@ -196,8 +196,7 @@ async def verify(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser("verify", __doc__)
-    parser.add_argument("--from", dest="start", type=parse_time, required=True, help="unix seconds or ISO time")
-    parser.add_argument("--to", dest="end", type=parse_time, required=True, help="inclusive")
+    add_time_range(parser)
     parser.add_argument("--source", choices=("clickhouse", "goldsky", "chain"), default="clickhouse")
     parser.add_argument("--bucket-s", type=int, default=3600, help="duplicates per bucket of this many seconds")
     args = parser.parse_args(argv)
