@@ -29,7 +29,6 @@ def truth_summary(world: World, stalled: bool = False) -> dict[str, Any]:
     markets = world.catalogue.markets
     late = [m for m in markets if m.listing == LATE]
     unlisted = [m for m in markets if m.listing == UNLISTED]
-    families = np.bincount(world.col("exchange"), minlength=len(EXCHANGE_ADDRESSES))
     return {
         "seed": world.seed,
         "count": n,
@@ -38,7 +37,7 @@ def truth_summary(world: World, stalled: bool = False) -> dict[str, Any]:
         "v1_count": world.v1_count,
         "v2_count": n - world.v1_count,
         "per_source": {"goldsky": world.v1_count, "chain": n},
-        "per_family": {f: sum(int(families[c]) for c, g in enumerate(EXCHANGE_FAMILIES) if g == f) for f in FAMILIES},
+        "per_family": per_family(world),
         "combo_count": int(np.isin(world.col("token") // 2, world.v3_mix.combo_markets).sum()),
         "usdc_sum": int(usdc.sum()),
         "token_sum": int(tokens.sum()),
@@ -62,6 +61,11 @@ def truth_summary(world: World, stalled: bool = False) -> dict[str, Any]:
         "v2_market_ids": [m.id for m in markets if m.version == "v2" and m.listing != COMBO],
         "combo_position_ids": [t for m in markets if m.listing == COMBO for t in m.traded_ids],
     }
+
+
+def per_family(world: World) -> dict[str, int]:
+    per_exchange = np.bincount(world.col("exchange"), minlength=len(EXCHANGE_ADDRESSES)).tolist()
+    return {f: sum(n for n, g in zip(per_exchange, EXCHANGE_FAMILIES, strict=True) if g == f) for f in FAMILIES}
 
 
 def taker_side_by_market(
