@@ -6,7 +6,7 @@ last block whose logs are all in the stream (next range starts at +1; absent: CH
 v2 genesis). Only blocks at or below `finalized` are read (head - CHAIN_CONFIRMATIONS when CHAIN_USE_FINALIZED
 is false or the node lacks the tag), so a reorg never reaches the stream. A backfill (`backfill()`,
 `--backfill FROM TO --workers N`) pages block ranges concurrently, each with its own
-`state:chain_backfill:<first>-<last>:last_block` (see `ingesters/ranges.py`).
+`state:chain_backfill:<first>-<last>:last_block` (see `ingesters/backfill.py`).
 
 Each range's logs, dead letters and the new cursor are one `append_with_cursor` call (compare-and-set): a crash
 before it re-reads the range, after it loses nothing. Block timestamps come from batched `eth_getBlockByNumber`
@@ -33,6 +33,8 @@ from common.exchanges import V2_GENESIS_BLOCK
 from common.http import RateLimiter, make_client, request_json
 from common.service import Service, poll_forever, run_worker
 from common.streams import append_with_cursor, read_cursor
+from ingesters.backfill import ProgressCallback, main_with_backfill, plan_backfill, run_parts
+from ingesters.bounded_cache import BoundedCache
 from ingesters.chain_logs import (
     RangeTooLarge,
     SpanSizer,
@@ -44,7 +46,6 @@ from ingesters.chain_logs import (
     parse_block_batch,
     rpc_result,
 )
-from ingesters.ranges import BoundedCache, ProgressCallback, backfill_key, main_with_backfill, plan_backfill, run_parts
 
 NAME = "chain_ingester"
 log = structlog.get_logger()
@@ -215,7 +216,9 @@ async def backfill(
         ranges = await plan_backfill(service, "chain", from_block, to_block, workers)
         async with make_client(config.http) as client:
             node = make_node(client, config)
-            parts = [range_ingester(service, node, a, b, backfill_key("chain", a, b, "last_block")) for a, b in ranges]
+            parts = [
+                range_ingester(service, node, a, b, keys.backfill_key("chain", a, b, "last_block")) for a, b in ranges
+            ]
             await run_parts(service, parts, to_block - from_block + 1, progress)
 
     service = await run_worker(f"{NAME}_backfill", config.redis, body)

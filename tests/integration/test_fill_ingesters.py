@@ -32,9 +32,9 @@ from common.exchanges import V1_EXCHANGES, V2_EXCHANGES
 from common.http import RateLimiter
 from common.service import Service, poll_forever, run_worker
 from ingesters import chain_ingester, goldsky_ingester
+from ingesters.bounded_cache import BoundedCache
 from ingesters.chain_ingester import ChainConfig, ChainSettings, Node
 from ingesters.goldsky_ingester import GoldskyConfig, GoldskySettings, RangeIngester, Subgraph
-from ingesters.ranges import BoundedCache
 from tests.fixtures.redis_server import RedisServer
 from tests.fixtures.simulator import SimulatorFactory
 
