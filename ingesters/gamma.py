@@ -33,7 +33,8 @@ import redis.asyncio as aioredis
 import structlog
 
 from common.config import HttpSettings
-from common.errors import PermanentSourceError, SourceError, TransientSourceError
+from common.errors import PermanentSourceError, PoisonMessage, SourceError, TransientSourceError
+from common.gamma_fields import parse_json_list
 from common.http import RateLimiter, request_json, request_json_once
 from common.redis_client import map_redis_errors
 from common.service import Service
@@ -84,42 +85,25 @@ def sync_state_after(position: Position, next_after: str | None) -> str:
 # --- pure: validation and hashing ----------------------------------------------------------------------------
 
 
-def parse_json_list(value: Any, *, field_name: str) -> list[Any]:
-    """Gamma's JSON-encoded list fields (`"[\\"Yes\\", \\"No\\"]"`); absent, null or "" mean empty.
-
-    A real list is accepted too, in case Gamma ever sends the type it documents.
-    """
-    if value is None or value == "":
-        return []
-    if isinstance(value, str):
-        try:
-            value = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            raise ValueError(f"{field_name} is not JSON-encoded: {value[:80]!r}") from None
-    if not isinstance(value, list):
-        raise ValueError(f"{field_name} is not a JSON-encoded list")
-    return value
-
-
 def _require_id(item: Any) -> None:
     if not isinstance(item, dict):
-        raise ValueError(f"not an object but {type(item).__name__}")
+        raise PoisonMessage(f"not an object but {type(item).__name__}")
     if not isinstance(item.get("id"), str | int) or str(item["id"]) == "":
-        raise ValueError("no id")
+        raise PoisonMessage("no id")
 
 
 def validate_market(item: Any) -> None:
-    """What the ClickHouse writer and the trade processor rely on; raises ValueError with the reason."""
+    """What the ClickHouse writer and the trade processor rely on; raises PoisonMessage with the reason."""
     _require_id(item)
     if not isinstance(item.get("conditionId", ""), str):
-        raise ValueError("conditionId is not a string")
-    tokens = parse_json_list(item.get("clobTokenIds"), field_name="clobTokenIds")
-    outcomes = parse_json_list(item.get("outcomes"), field_name="outcomes")
-    parse_json_list(item.get("outcomePrices"), field_name="outcomePrices")
+        raise PoisonMessage("conditionId is not a string")
+    tokens = parse_json_list(item.get("clobTokenIds"), "clobTokenIds")
+    outcomes = parse_json_list(item.get("outcomes"), "outcomes")
+    parse_json_list(item.get("outcomePrices"), "outcomePrices")
     if not all(isinstance(token, str) and token.isdigit() for token in tokens):
-        raise ValueError("clobTokenIds holds something other than decimal strings")
+        raise PoisonMessage("clobTokenIds holds something other than decimal strings")
     if tokens and outcomes and len(tokens) != len(outcomes):
-        raise ValueError(f"{len(tokens)} clobTokenIds for {len(outcomes)} outcomes")
+        raise PoisonMessage(f"{len(tokens)} clobTokenIds for {len(outcomes)} outcomes")
 
 
 def validate_event(item: Any) -> None:
@@ -127,7 +111,7 @@ def validate_event(item: Any) -> None:
     for name in ("tags", "markets"):
         children = item.get(name) or []
         if not isinstance(children, list) or not all(isinstance(c, dict) and "id" in c for c in children):
-            raise ValueError(f"{name} is not a list of objects with an id")
+            raise PoisonMessage(f"{name} is not a list of objects with an id")
 
 
 def content_hash(item: Any) -> str:
@@ -187,7 +171,7 @@ def prepare_page(
         raw = orjson.dumps(item)
         try:
             resource.validate(item)
-        except ValueError as exc:
+        except PoisonMessage as exc:
             error = f"malformed {resource.name[:-1]}: {exc}"
             page.dead_letters.append(
                 encode_dead_letter(stream=resource.stream, entry_id=None, payload=raw, error=error, deliveries=0)

@@ -29,7 +29,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common import keys
 from common.config import HttpSettings, RedisSettings, SourceSettings, load
-from common.errors import PermanentSourceError
+from common.errors import PermanentSourceError, PoisonMessage
+from common.gamma_fields import parse_json_list
 from common.http import RateLimiter, make_client
 from common.redis_client import map_redis_errors
 from common.service import Service, poll_forever, run_worker, service_main
@@ -39,7 +40,6 @@ from ingesters.gamma import (
     HashItems,
     Resource,
     append_changed,
-    parse_json_list,
     validate_market,
 )
 
@@ -63,14 +63,14 @@ class MarketsSettings(BaseSettings):
 def market_tokens(market: Any) -> list[str]:
     """clobTokenIds of a market as returned by Gamma, [] when unreadable."""
     try:
-        return [str(t) for t in parse_json_list(market.get("clobTokenIds"), field_name="clobTokenIds")]
-    except (ValueError, AttributeError):
+        return [str(t) for t in parse_json_list(market.get("clobTokenIds"), "clobTokenIds")]
+    except (PoisonMessage, AttributeError):
         return []
 
 
 def token_index(market: dict[str, Any]) -> HashItems:
     """`markets:by_token` fields of one validated market: every clobTokenIds[i] -> its market and outcome i."""
-    outcomes = parse_json_list(market.get("outcomes"), field_name="outcomes")
+    outcomes = parse_json_list(market.get("outcomes"), "outcomes")
     base = {"market_id": str(market["id"]), "condition_id": market.get("conditionId") or ""}
     base["question"] = market.get("question") or ""
     return {

@@ -19,6 +19,7 @@ import orjson
 from common import keys
 from common.errors import PoisonMessage
 from common.events import decode_order_event
+from common.gamma_fields import parse_json_list
 from processors.trades import decode_trade
 
 Row = tuple[Any, ...]
@@ -41,21 +42,6 @@ def parse_time(value: Any) -> datetime | None:
     except ValueError as exc:
         raise PoisonMessage(f"unparseable date {value!r}") from exc
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
-def json_list(value: Any, field: str) -> list[Any]:
-    """A Gamma field that is a JSON-encoded list inside a string (or, defensively, already a list)."""
-    if value in (None, ""):
-        return []
-    if isinstance(value, list):
-        return value
-    try:
-        parsed = orjson.loads(value)
-    except (orjson.JSONDecodeError, TypeError) as exc:
-        raise PoisonMessage(f"{field} is not a JSON-encoded list: {str(value)[:80]!r}") from exc
-    if not isinstance(parsed, list):
-        raise PoisonMessage(f"{field} is not a JSON-encoded list: {str(value)[:80]!r}")
-    return parsed
 
 
 def number(value: Any, field: str) -> float:
@@ -92,9 +78,9 @@ def market_row(data: bytes, ingested_at: datetime) -> Row:
         str(market.get("question") or ""),
         str(market.get("conditionId") or ""),
         str(market.get("slug") or ""),
-        [str(item) for item in json_list(market.get("outcomes"), "outcomes")],
-        [number(item, "outcomePrices") for item in json_list(market.get("outcomePrices"), "outcomePrices")],
-        [str(item) for item in json_list(market.get("clobTokenIds"), "clobTokenIds")],
+        [str(item) for item in parse_json_list(market.get("outcomes"), "outcomes")],
+        [number(item, "outcomePrices") for item in parse_json_list(market.get("outcomePrices"), "outcomePrices")],
+        [str(item) for item in parse_json_list(market.get("clobTokenIds"), "clobTokenIds")],
         number(market.get("volume", market.get("volumeNum")), "volume"),
         number(market.get("liquidity", market.get("liquidityNum")), "liquidity"),
         bool(market.get("active")),
