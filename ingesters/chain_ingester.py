@@ -24,10 +24,10 @@ from typing import Any
 import httpx
 import structlog
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from common import keys
-from common.config import HttpSettings, RedisSettings, SourceSettings, load
+from common.config import HttpSettings, PipelineSettings, RedisSettings, SourceSettings, load
 from common.errors import ConfigError, PermanentSourceError, TransientSourceError
 from common.exchanges import V2_GENESIS_BLOCK
 from common.http import RateLimiter, make_client, request_json
@@ -51,8 +51,8 @@ NAME = "chain_ingester"
 log = structlog.get_logger()
 
 
-class ChainSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CHAIN_", env_file=".env", extra="ignore", frozen=True)
+class ChainSettings(PipelineSettings):
+    model_config = SettingsConfigDict(env_prefix="CHAIN_")
 
     start_block: int = Field(V2_GENESIS_BLOCK, ge=0)  # first block ingested when no cursor is stored
     use_finalized: bool = True

@@ -24,10 +24,10 @@ from typing import Any
 import httpx
 import structlog
 from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from common import keys
-from common.config import HttpSettings, RedisSettings, SourceSettings, load
+from common.config import HttpSettings, PipelineSettings, RedisSettings, SourceSettings, load
 from common.errors import ConfigError
 from common.http import RateLimiter, make_client, request_json
 from common.service import Service, poll_forever, run_worker
@@ -49,8 +49,8 @@ FIELDS = ("last_timestamp", "last_id")  # suffixes of a backfill range's cursor 
 log = structlog.get_logger()
 
 
-class GoldskySettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GOLDSKY_", env_file=".env", extra="ignore", frozen=True)
+class GoldskySettings(PipelineSettings):
+    model_config = SettingsConfigDict(env_prefix="GOLDSKY_")
 
     start_timestamp: int = Field(0, ge=0)  # first second ingested when no cursor is stored
     end_timestamp: int | None = Field(None, ge=0)  # last second ingested; None = follow the subgraph

@@ -19,10 +19,9 @@ from typing import Literal
 
 import structlog
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common import keys
-from common.config import HttpSettings, RedisSettings, SourceSettings, load
+from common.config import HttpSettings, PipelineSettings, RedisSettings, SourceSettings, load
 from common.http import RateLimiter, make_client
 from common.service import Service, poll_forever, run_worker, service_main
 from ingesters.gamma import GammaClient, GammaSync, Resource, validate_event
@@ -31,9 +30,7 @@ NAME = "polymarket_events_ingester"
 log = structlog.get_logger()
 
 
-class EventsSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", env_file=".env", extra="ignore", frozen=True)
-
+class EventsSettings(PipelineSettings):
     events_refresh_s: float = Field(60.0, gt=0)
     events_page_limit: int = Field(500, ge=1, le=500)  # the keyset endpoint refuses more than 500
     events_listing: Literal["keyset", "offset", "auto"] = "auto"

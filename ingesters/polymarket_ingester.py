@@ -25,10 +25,9 @@ from typing import Any, Literal
 import orjson
 import structlog
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common import keys
-from common.config import HttpSettings, RedisSettings, SourceSettings, load
+from common.config import HttpSettings, PipelineSettings, RedisSettings, SourceSettings, load
 from common.errors import PermanentSourceError, PoisonMessage
 from common.gamma_fields import parse_json_list
 from common.http import RateLimiter, make_client
@@ -47,9 +46,7 @@ NAME = "polymarket_ingester"
 log = structlog.get_logger()
 
 
-class MarketsSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", env_file=".env", extra="ignore", frozen=True)
-
+class MarketsSettings(PipelineSettings):
     markets_refresh_s: float = Field(60.0, gt=0)
     markets_page_limit: int = Field(500, ge=1, le=1000)  # keyset pages may hold fewer (100 on Gamma today)
     markets_listing: Literal["keyset", "offset", "auto"] = "auto"
