@@ -64,8 +64,19 @@ SERVICES = (
 
 
 def service_key(name: str) -> str:
-    """Hash with a service's heartbeat, state and counters."""
+    """Hash with a service's heartbeat, state, counters (`count:<name>`) and gauges (`gauge:<name>`)."""
     return f"service:{name}"
+
+
+def gauge_field(gauge: str) -> str:
+    """Field of a gauge (a value set, not added to) in a service's heartbeat hash."""
+    return f"gauge:{gauge}"
+
+
+# The chain ingester's gauges, block numbers: the chain's head, and the safe head it reads up to (`finalized`, or
+# head minus CHAIN_CONFIRMATIONS). Head minus safe head is the finality lag; Polygon's can stall for minutes.
+GAUGE_CHAIN_HEAD = "chain_head"
+GAUGE_SAFE_HEAD = "safe_head"
 
 
 def failures_key(stream: str, group: str) -> str:

@@ -48,6 +48,7 @@ class Service:
         self.settings = settings or ServiceSettings()
         self.stop = stop or asyncio.Event()
         self.counters: Counter[str] = Counter()
+        self.gauges: dict[str, float] = {}
         self.state = "starting"
         self.last_error = ""
         self.last_error_at = 0.0
@@ -58,6 +59,10 @@ class Service:
 
     def count(self, counter: str, n: int = 1) -> None:
         self.counters[counter] += n
+
+    def gauge(self, name: str, value: float) -> None:
+        """Set a current value (a head block, a size) that the next heartbeat publishes."""
+        self.gauges[name] = value
 
     def degraded(self, error: BaseException | str) -> None:
         self.state = "degraded"
@@ -79,6 +84,7 @@ class Service:
             "last_error_at": f"{self.last_error_at:.3f}",
         }
         fields.update({f"count:{name}": str(value) for name, value in self.counters.items()})
+        fields.update({keys.gauge_field(name): str(value) for name, value in self.gauges.items()})
         return fields
 
     async def write_heartbeat(self) -> None:
