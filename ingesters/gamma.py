@@ -23,7 +23,8 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -32,10 +33,10 @@ import orjson
 import redis.asyncio as aioredis
 import structlog
 
-from common.config import HttpSettings
+from common.config import HttpSettings, SourceSettings
 from common.errors import PermanentSourceError, PoisonMessage, SourceError, TransientSourceError
 from common.gamma_fields import parse_json_list
-from common.http import RateLimiter, request_json, request_json_once
+from common.http import RateLimiter, make_client, request_json, request_json_once
 from common.redis_client import map_redis_errors
 from common.service import Service
 from common.streams import append_with_cursor, encode_dead_letter, read_cursor
@@ -201,6 +202,13 @@ class GammaClient:
         return await request_json(
             self.client, "GET", path, settings=self.http, what=what, limiter=self.limiter, params=params
         )
+
+
+@asynccontextmanager
+async def open_gamma(http: HttpSettings, source: SourceSettings, rate_per_s: float) -> AsyncIterator[GammaClient]:
+    """The process's Gamma client: GAMMA_API_URL as the base URL, one rate limit over every request."""
+    async with make_client(http, base_url=source.gamma_api_url.rstrip("/")) as client:
+        yield GammaClient(client, http, RateLimiter(rate_per_s, burst=5))
 
 
 def keyset_unavailable(exc: SourceError) -> bool:

@@ -30,7 +30,6 @@ from common import keys
 from common.config import HttpSettings, PipelineSettings, RedisSettings, SourceSettings, load
 from common.errors import PermanentSourceError, PoisonMessage
 from common.gamma_fields import parse_json_list
-from common.http import RateLimiter, make_client
 from common.redis_client import map_redis_errors
 from common.service import Service, poll_forever, run_worker, service_main
 from ingesters.gamma import (
@@ -39,6 +38,7 @@ from ingesters.gamma import (
     HashItems,
     Resource,
     append_changed,
+    open_gamma,
     validate_market,
 )
 
@@ -132,8 +132,7 @@ async def run(
     """Full sync, then refresh passes and token lookups, until stopped (`once`: full sync + lookups, then exit)."""
 
     async def body(service: Service) -> None:
-        async with make_client(http_settings, base_url=source_settings.gamma_api_url.rstrip("/")) as client:
-            gamma = GammaClient(client, http_settings, RateLimiter(settings.gamma_rate_per_s, burst=5))
+        async with open_gamma(http_settings, source_settings, settings.gamma_rate_per_s) as gamma:
             sync = GammaSync(
                 service,
                 MARKETS,
