@@ -18,12 +18,18 @@ from common.errors import ConfigError
 ENV_FILE = ".env"
 
 
-def _config(prefix: str = "") -> SettingsConfigDict:
-    return SettingsConfigDict(env_prefix=prefix, env_file=ENV_FILE, extra="ignore", frozen=True)
+class PipelineSettings(BaseSettings):
+    """Base of every settings model: reads `.env` too, ignores unknown variables, frozen (copy with `model_copy`).
+
+    A subclass only names its prefix, `model_config = SettingsConfigDict(env_prefix="REDIS_")`; pydantic merges
+    that into this config.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="", env_file=ENV_FILE, extra="ignore", frozen=True)
 
 
-class RedisSettings(BaseSettings):
-    model_config = _config("REDIS_")
+class RedisSettings(PipelineSettings):
+    model_config = SettingsConfigDict(env_prefix="REDIS_")
 
     host: str = "localhost"
     port: int = Field(6379, ge=1, le=65535)
@@ -34,8 +40,8 @@ class RedisSettings(BaseSettings):
     data_dir: str = "data/redis"
 
 
-class ClickHouseSettings(BaseSettings):
-    model_config = _config("CLICKHOUSE_")
+class ClickHouseSettings(PipelineSettings):
+    model_config = SettingsConfigDict(env_prefix="CLICKHOUSE_")
 
     host: str = "localhost"
     port: int = Field(8123, ge=1, le=65535)
@@ -59,10 +65,10 @@ class ClickHouseSettings(BaseSettings):
     data_dir: str = "data/clickhouse"
 
 
-class HttpSettings(BaseSettings):
+class HttpSettings(PipelineSettings):
     """Timeouts per phase (as httpx.Timeout) and the retry policy for every upstream call."""
 
-    model_config = _config("HTTP_")
+    model_config = SettingsConfigDict(env_prefix="HTTP_")
 
     connect_timeout_s: float = Field(10.0, gt=0)
     read_timeout_s: float = Field(30.0, gt=0)
@@ -74,10 +80,8 @@ class HttpSettings(BaseSettings):
     user_agent: str = "polymarket-pipeline/0.1"
 
 
-class SourceSettings(BaseSettings):
+class SourceSettings(PipelineSettings):
     """Where the upstream APIs live: Polymarket's by default, the simulator's in demo and tests."""
-
-    model_config = _config()
 
     gamma_api_url: str = "https://gamma-api.polymarket.com"
     goldsky_url: str = (
@@ -86,10 +90,10 @@ class SourceSettings(BaseSettings):
     polygon_rpc_url: SecretStr = SecretStr("https://polygon-rpc.com")
 
 
-class StreamSettings(BaseSettings):
+class StreamSettings(PipelineSettings):
     """Consumer-group behaviour shared by every consumer (DESIGN §3 rules 2 and 5)."""
 
-    model_config = _config("STREAM_")
+    model_config = SettingsConfigDict(env_prefix="STREAM_")
 
     block_ms: int = Field(1000, ge=1)
     # Must exceed the worst batch time, or healthy work is stolen and done twice.
@@ -99,8 +103,8 @@ class StreamSettings(BaseSettings):
     trim_interval_s: float = Field(5.0, gt=0)
 
 
-class LogSettings(BaseSettings):
-    model_config = _config("LOG_")
+class LogSettings(PipelineSettings):
+    model_config = SettingsConfigDict(env_prefix="LOG_")
 
     level: Literal["debug", "info", "warning", "error"] = "info"
     # console: human-readable key=value lines; json: one JSON object per line.
@@ -108,18 +112,18 @@ class LogSettings(BaseSettings):
     dir: str = "logs"
 
 
-class ServiceSettings(BaseSettings):
-    model_config = _config("SERVICE_")
+class ServiceSettings(PipelineSettings):
+    model_config = SettingsConfigDict(env_prefix="SERVICE_")
 
     heartbeat_interval_s: float = Field(2.0, gt=0)
     # A heartbeat older than this marks the service dead on the dashboard.
     dead_after_s: float = Field(15.0, gt=0)
 
 
-SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+SettingsT = TypeVar("SettingsT", bound=PipelineSettings)
 
 
-def env_name(model: type[BaseSettings], field_name: str) -> str:
+def env_name(model: type[PipelineSettings], field_name: str) -> str:
     prefix = model.model_config.get("env_prefix") or ""
     return f"{prefix}{field_name}".upper()
 
@@ -132,7 +136,7 @@ def load(model: type[SettingsT], **overrides: object) -> SettingsT:
         raise ConfigError(describe_validation_error(model, exc)) from None
 
 
-def describe_validation_error(model: type[BaseSettings], exc: ValidationError) -> str:
+def describe_validation_error(model: type[PipelineSettings], exc: ValidationError) -> str:
     problems = []
     for error in exc.errors():
         field_name = str(error["loc"][0]) if error["loc"] else ""

@@ -33,6 +33,12 @@ STATE_GOLDSKY_LAST_TIMESTAMP = "state:goldsky_last_timestamp"
 STATE_GOLDSKY_LAST_ID = "state:goldsky_last_id"  # tie-breaker among fills sharing the last timestamp
 STATE_CHAIN_LAST_BLOCK = "state:chain_last_block"
 
+
+def backfill_key(source: str, first: int, last: int, field: str) -> str:
+    """Cursor key of one backfill range, e.g. `state:goldsky_backfill:1700000000-1700086399:last_timestamp`."""
+    return f"state:{source}_backfill:{first}-{last}:{field}"
+
+
 # Token -> market map (compact JSON: market_id, condition_id, outcome, outcome_index), written by the markets
 # ingester in the same script as the markets, read by every trade processor worker.
 MARKETS_BY_TOKEN = "markets:by_token"
@@ -62,8 +68,19 @@ SERVICES = (
 
 
 def service_key(name: str) -> str:
-    """Hash with a service's heartbeat, state and counters."""
+    """Hash with a service's heartbeat, state, counters (`count:<name>`) and gauges (`gauge:<name>`)."""
     return f"service:{name}"
+
+
+def gauge_field(gauge: str) -> str:
+    """Field of a gauge (a value set, not added to) in a service's heartbeat hash (`common.payloads.Heartbeat`)."""
+    return f"gauge:{gauge}"
+
+
+# The chain ingester's gauges, block numbers: the chain's head, and the safe head it reads up to (`finalized`, or
+# head minus CHAIN_CONFIRMATIONS). Head minus safe head is the finality lag; Polygon's can stall for minutes.
+GAUGE_CHAIN_HEAD = "chain_head"
+GAUGE_SAFE_HEAD = "safe_head"
 
 
 def failures_key(stream: str, group: str) -> str:

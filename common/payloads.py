@@ -6,7 +6,7 @@
 - `Trade`, a `stream:trades` entry: a fill with its market, as the trade processor derives it.
 - `MarketRef`, a value of the `markets:by_token` hash: what a trade needs of its market.
 - `DeadLetter`, a `stream:dlq` entry: where it came from, the original payload, why it failed, and when.
-- `Heartbeat`, the `service:<name>` hash: state, times, last error and `count:*` counters.
+- `Heartbeat`, the `service:<name>` hash: state, times, last error, `count:*` counters and `gauge:*` gauges.
 
 The JSON field and hash field names are product surface (operators read them with redis-cli): renaming one
 is a format change. Decoders of stream entries raise PoisonMessage with the reason; the decoders of what only
@@ -218,6 +218,7 @@ def decode_dead_letter(data: bytes | None) -> DeadLetter:
 # --- heartbeats --------------------------------------------------------------------------------------------
 
 COUNTER_PREFIX = "count:"
+GAUGE_PREFIX = "gauge:"
 
 
 class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
@@ -234,6 +235,7 @@ class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
     last_error: str = ""
     last_error_at: float = 0.0
     counters: dict[str, int] = {}
+    gauges: dict[str, float] = {}  # the `gauge:<name>` fields: values set, not added to (e.g. the chain's head)
 
 
 def encode_heartbeat(heartbeat: Heartbeat) -> dict[str, str]:
@@ -248,6 +250,7 @@ def encode_heartbeat(heartbeat: Heartbeat) -> dict[str, str]:
         "last_error_at": f"{heartbeat.last_error_at:.3f}",
     }
     fields.update({f"{COUNTER_PREFIX}{name}": str(value) for name, value in heartbeat.counters.items()})
+    fields.update({f"{GAUGE_PREFIX}{name}": str(value) for name, value in heartbeat.gauges.items()})
     return fields
 
 
@@ -269,4 +272,6 @@ def decode_heartbeat(fields: Mapping[bytes, bytes]) -> Heartbeat:
         last_error=values.get("last_error", ""), last_error_at=_number(values.get("last_error_at")),
         counters={name.removeprefix(COUNTER_PREFIX): int(_number(value))
                   for name, value in values.items() if name.startswith(COUNTER_PREFIX)},
+        gauges={name.removeprefix(GAUGE_PREFIX): _number(value)
+                for name, value in values.items() if name.startswith(GAUGE_PREFIX)},
     )  # fmt: skip

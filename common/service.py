@@ -49,6 +49,7 @@ class Service:
         self.settings = settings or ServiceSettings()
         self.stop = stop or asyncio.Event()
         self.counters: Counter[str] = Counter()
+        self.gauges: dict[str, float] = {}
         self.state = "starting"
         self.last_error = ""
         self.last_error_at = 0.0
@@ -59,6 +60,10 @@ class Service:
 
     def count(self, counter: str, n: int = 1) -> None:
         self.counters[counter] += n
+
+    def gauge(self, name: str, value: float) -> None:
+        """Set a current value (a head block, a size) that the next heartbeat publishes."""
+        self.gauges[name] = value
 
     def degraded(self, error: BaseException | str) -> None:
         self.state = "degraded"
@@ -73,7 +78,7 @@ class Service:
         return Heartbeat(
             state=self.state, pid=os.getpid(), host=socket.gethostname(), started_at=self.started_at,
             heartbeat_at=time.time(), last_error=self.last_error, last_error_at=self.last_error_at,
-            counters=dict(self.counters),
+            counters=dict(self.counters), gauges=dict(self.gauges),
         )  # fmt: skip
 
     async def write_heartbeat(self) -> None:

@@ -65,6 +65,7 @@ def cursor_families(status: PipelineStatus) -> Iterator[Metric]:
                  ["cursor"])  # fmt: skip
     behind = _gauge("pipeline_source_behind_seconds", "Now minus the cursor's source timestamp", ["cursor"])
     blocks = _gauge("pipeline_source_behind_blocks", "Safe head minus the chain cursor, when known", ["cursor"])
+    finality = _gauge("pipeline_chain_finality_lag_blocks", "Chain head minus the safe head (finalized)", ["cursor"])
     for cursor in status.cursors:
         if cursor.age_s is not None:
             age.add_metric([cursor.key], cursor.age_s)
@@ -72,12 +73,14 @@ def cursor_families(status: PipelineStatus) -> Iterator[Metric]:
             behind.add_metric([cursor.key], cursor.behind_s)
         if cursor.behind_blocks is not None:
             blocks.add_metric([cursor.key], cursor.behind_blocks)
+        if cursor.finality_lag_blocks is not None:
+            finality.add_metric([cursor.key], cursor.finality_lag_blocks)
     unresolved = _gauge("pipeline_unresolved_markets", "Trades without a market", ["where"])
     unresolved.add_metric(["token_lookups"], status.unresolved.lookups_pending)
     unresolved.add_metric(["emitted_by_processor"], status.unresolved.emitted_without_market)
     if status.unresolved.trades_without_market is not None:
         unresolved.add_metric(["clickhouse_trades"], status.unresolved.trades_without_market)
-    yield from (age, behind, blocks, unresolved)
+    yield from (age, behind, blocks, finality, unresolved)
 
 
 def clickhouse_families(status: PipelineStatus) -> Iterator[Metric]:

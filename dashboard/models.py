@@ -44,7 +44,10 @@ class CursorStatus(BaseModel):
     value: str
     age_s: float | None = Field(None, description="seconds since the dashboard saw this cursor move")
     behind_s: float | None = Field(None, description="now minus the cursor's timestamp (Goldsky)")
-    behind_blocks: int | None = Field(None, description="head minus the cursor's block, when the head is known")
+    behind_blocks: int | None = Field(None, description="safe head minus the chain cursor's block, when known")
+    finality_lag_blocks: int | None = Field(
+        None, description="chain head minus the safe head (finalized): Polygon's finality can stall for minutes"
+    )
 
 
 class ServiceStatus(BaseModel):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from common.config import PipelineSettings
 
 
-class DashboardSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DASHBOARD_", env_file=".env", extra="ignore", frozen=True)
+class DashboardSettings(PipelineSettings):
+    model_config = SettingsConfigDict(env_prefix="DASHBOARD_")
 
     host: str = "127.0.0.1"  # loopback unless told otherwise: the page shows the whole pipeline
     port: int = Field(8000, ge=1, le=65535)

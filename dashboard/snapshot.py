@@ -45,7 +45,6 @@ KNOWN_SERVICES = keys.SERVICES
 TABLES = ("markets", "events", "order_filled_events", "trades")
 LATEST_TRADES = 20
 LATEST_DEAD_LETTERS = 10
-CHAIN_HEAD_FIELD = "gauge:safe_head"  # not published yet by the chain ingester (see add_chain_distance)
 
 
 def _text(value: Any) -> str:
@@ -158,15 +157,23 @@ async def read_cursors(redis: aioredis.Redis, *, now: float) -> list[CursorStatu
     return [cursor_status(k, _text(v), now=now) for k, v in zip(names, values, strict=True) if v is not None]
 
 
-async def add_chain_distance(redis: aioredis.Redis, cursors: list[CursorStatus]) -> None:
-    """Blocks between the chain cursor and the safe head, if the chain ingester publishes its head.
+def chain_distance(cursor: CursorStatus, chain_head: Any, safe_head: Any) -> None:
+    """Blocks from the chain cursor to the safe head, and the finality lag (chain head minus safe head)."""
+    if safe_head is None or not cursor.value.isdigit():
+        return
+    safe = int(float(_text(safe_head)))
+    cursor.behind_blocks = max(0, safe - int(cursor.value))
+    if chain_head is not None:
+        cursor.finality_lag_blocks = max(0, int(float(_text(chain_head))) - safe)
 
-    It would be the heartbeat field `gauge:safe_head` of `service:chain_ingester`; absent, only the cursor shows.
-    """
-    head = await redis.hget(keys.service_key("chain_ingester"), CHAIN_HEAD_FIELD)
+
+async def add_chain_distance(redis: aioredis.Redis, cursors: list[CursorStatus]) -> None:
+    """The chain cursor's distances, from the heads the chain ingester's heartbeat carries (absent: not shown)."""
+    fields = [keys.gauge_field(keys.GAUGE_CHAIN_HEAD), keys.gauge_field(keys.GAUGE_SAFE_HEAD)]
+    chain_head, safe_head = await redis.hmget(keys.service_key("chain_ingester"), fields)
     for cursor in cursors:
-        if cursor.key == keys.STATE_CHAIN_LAST_BLOCK and head is not None and cursor.value.isdigit():
-            cursor.behind_blocks = max(0, int(float(_text(head))) - int(cursor.value))
+        if cursor.key == keys.STATE_CHAIN_LAST_BLOCK:
+            chain_distance(cursor, chain_head, safe_head)
 
 
 async def read_dlq(redis: aioredis.Redis) -> DlqStatus:

@@ -4,9 +4,10 @@ Writes: `stream:order_events` (normalized fills, `source="chain"`, with exchange
 `stream:dlq` (undecodable logs, with the raw log and the reason), and the cursor `state:chain_last_block`: the
 last block whose logs are all in the stream (next range starts at +1; absent: CHAIN_START_BLOCK, default the
 v2 genesis). Only blocks at or below `finalized` are read (head - CHAIN_CONFIRMATIONS when CHAIN_USE_FINALIZED
-is false or the node lacks the tag), so a reorg never reaches the stream. A backfill (`backfill()`,
-`--backfill FROM TO --workers N`) pages block ranges concurrently, each with its own
-`state:chain_backfill:<first>-<last>:last_block` (see `ingesters/ranges.py`).
+is false or the node lacks the tag), so a reorg never reaches the stream; both heads are published as the
+heartbeat gauges `gauge:chain_head` and `gauge:safe_head` (their difference is the finality lag). A backfill
+(`backfill()`, `--backfill FROM TO --workers N`) pages block ranges concurrently, each with its own
+`state:chain_backfill:<first>-<last>:last_block` (see `ingesters/backfill.py`).
 
 Each range's logs, dead letters and the new cursor are one `append_with_cursor` call (compare-and-set): a crash
 before it re-reads the range, after it loses nothing. Block timestamps come from batched `eth_getBlockByNumber`
@@ -18,21 +19,24 @@ is never logged; requests are named by method.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import structlog
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from common import keys
-from common.config import HttpSettings, RedisSettings, SourceSettings, load
+from common.config import HttpSettings, PipelineSettings, RedisSettings, SourceSettings, load
 from common.errors import ConfigError, PermanentSourceError, TransientSourceError
 from common.exchanges import V2_GENESIS_BLOCK
 from common.http import RateLimiter, make_client, request_json
 from common.service import Service, poll_forever, run_worker
 from common.streams import append_with_cursor, read_cursor
+from ingesters.backfill import ProgressCallback, main_with_backfill, plan_backfill, run_parts
+from ingesters.bounded_cache import BoundedCache
 from ingesters.chain_logs import (
     RangeTooLarge,
     SpanSizer,
@@ -44,14 +48,13 @@ from ingesters.chain_logs import (
     parse_block_batch,
     rpc_result,
 )
-from ingesters.ranges import BoundedCache, ProgressCallback, backfill_key, main_with_backfill, plan_backfill, run_parts
 
 NAME = "chain_ingester"
 log = structlog.get_logger()
 
 
-class ChainSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CHAIN_", env_file=".env", extra="ignore", frozen=True)
+class ChainSettings(PipelineSettings):
+    model_config = SettingsConfigDict(env_prefix="CHAIN_")
 
     start_block: int = Field(V2_GENESIS_BLOCK, ge=0)  # first block ingested when no cursor is stored
     use_finalized: bool = True
@@ -100,18 +103,24 @@ class Node:
         reply = await self.post({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}, method)
         return rpc_result(reply, method)
 
-    async def safe_head(self) -> int:
-        """`finalized`, or head minus CHAIN_CONFIRMATIONS when that is configured or the tag is unsupported."""
-        if self.config.chain.use_finalized and self.finalized_supported:
-            try:
-                block = await self.call("eth_getBlockByNumber", ["finalized", False])
-                if isinstance(block, dict):
-                    return hex_quantity(block.get("number"), "finalized block number")
-            except PermanentSourceError as exc:
-                log.warning("node has no finalized tag; using head minus confirmations", error=str(exc))
-            self.finalized_supported = False
+    async def heads(self) -> tuple[int, int]:
+        """(chain head, safe head): the safe head is `finalized`, or head minus CHAIN_CONFIRMATIONS."""
+        finalized = await self.finalized_block()  # before the head, so the head is never below it
         head = hex_quantity(await self.call("eth_blockNumber", []), "eth_blockNumber")
-        return head - self.config.chain.confirmations
+        return head, finalized if finalized is not None else head - self.config.chain.confirmations
+
+    async def finalized_block(self) -> int | None:
+        """The `finalized` block; None when CHAIN_USE_FINALIZED is off or the node lacks the tag (then for good)."""
+        if not (self.config.chain.use_finalized and self.finalized_supported):
+            return None
+        try:
+            block = await self.call("eth_getBlockByNumber", ["finalized", False])
+            if isinstance(block, dict):
+                return hex_quantity(block.get("number"), "finalized block number")
+        except PermanentSourceError as exc:
+            log.warning("node has no finalized tag; using head minus confirmations", error=str(exc))
+        self.finalized_supported = False
+        return None
 
     async def block_timestamps(self, blocks: set[int]) -> dict[int, int]:
         """Timestamps of `blocks`, from the cache or batched eth_getBlockByNumber POSTs."""
@@ -139,16 +148,23 @@ class BlockRangeIngester:
     cursor_key: str = keys.STATE_CHAIN_LAST_BLOCK
     done: int = 0  # blocks of the range behind the cursor, for progress
     sizer: SpanSizer = field(default_factory=lambda: SpanSizer(1000, 10_000))
-    safe: int = -1  # the safe head last seen; it only grows, so it is asked again only once reached
+    safe: int = -1  # the safe head last seen; it only grows, so it is asked again once reached or stale
+    heads_at: float = 0.0  # monotonic time of that answer: the published gauges stay fresh while catching up
 
     def close_ahead(self) -> None:
         """Nothing is fetched ahead here: ranges are cheap to ask for compared with their timestamps."""
 
+    async def refresh_heads(self) -> None:
+        head, self.safe = await self.node.heads()
+        self.heads_at = time.monotonic()
+        self.service.gauge(keys.GAUGE_CHAIN_HEAD, head)
+        self.service.gauge(keys.GAUGE_SAFE_HEAD, self.safe)
+
     async def step(self) -> bool:
         stored = (await read_cursor(self.service.redis, [self.cursor_key]))[self.cursor_key]
         last_done = int(stored) if stored is not None else self.first_block - 1
-        if last_done >= self.safe:
-            self.safe = await self.node.safe_head()
+        if last_done >= self.safe or time.monotonic() - self.heads_at > self.node.config.chain.poll_interval_s:
+            await self.refresh_heads()
         safe = self.safe
         end = safe if self.last_block is None else min(safe, self.last_block)
         if last_done >= end:
@@ -215,7 +231,9 @@ async def backfill(
         ranges = await plan_backfill(service, "chain", from_block, to_block, workers)
         async with make_client(config.http) as client:
             node = make_node(client, config)
-            parts = [range_ingester(service, node, a, b, backfill_key("chain", a, b, "last_block")) for a, b in ranges]
+            parts = [
+                range_ingester(service, node, a, b, keys.backfill_key("chain", a, b, "last_block")) for a, b in ranges
+            ]
             await run_parts(service, parts, to_block - from_block + 1, progress)
 
     service = await run_worker(f"{NAME}_backfill", config.redis, body)

@@ -23,7 +23,8 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -32,9 +33,10 @@ import orjson
 import redis.asyncio as aioredis
 import structlog
 
-from common.config import HttpSettings
-from common.errors import PermanentSourceError, SourceError, TransientSourceError
-from common.http import RateLimiter, request_json, request_json_once
+from common.config import HttpSettings, SourceSettings
+from common.errors import PermanentSourceError, PoisonMessage, SourceError, TransientSourceError
+from common.gamma_fields import parse_json_list
+from common.http import RateLimiter, make_client, request_json, request_json_once
 from common.payloads import encode_dead_letter
 from common.redis_client import map_redis_errors
 from common.service import Service
@@ -85,42 +87,25 @@ def sync_state_after(position: Position, next_after: str | None) -> str:
 # --- pure: validation and hashing ----------------------------------------------------------------------------
 
 
-def parse_json_list(value: Any, *, field_name: str) -> list[Any]:
-    """Gamma's JSON-encoded list fields (`"[\\"Yes\\", \\"No\\"]"`); absent, null or "" mean empty.
-
-    A real list is accepted too, in case Gamma ever sends the type it documents.
-    """
-    if value is None or value == "":
-        return []
-    if isinstance(value, str):
-        try:
-            value = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            raise ValueError(f"{field_name} is not JSON-encoded: {value[:80]!r}") from None
-    if not isinstance(value, list):
-        raise ValueError(f"{field_name} is not a JSON-encoded list")
-    return value
-
-
 def _require_id(item: Any) -> None:
     if not isinstance(item, dict):
-        raise ValueError(f"not an object but {type(item).__name__}")
+        raise PoisonMessage(f"not an object but {type(item).__name__}")
     if not isinstance(item.get("id"), str | int) or str(item["id"]) == "":
-        raise ValueError("no id")
+        raise PoisonMessage("no id")
 
 
 def validate_market(item: Any) -> None:
-    """What the ClickHouse writer and the trade processor rely on; raises ValueError with the reason."""
+    """What the ClickHouse writer and the trade processor rely on; raises PoisonMessage with the reason."""
     _require_id(item)
     if not isinstance(item.get("conditionId", ""), str):
-        raise ValueError("conditionId is not a string")
-    tokens = parse_json_list(item.get("clobTokenIds"), field_name="clobTokenIds")
-    outcomes = parse_json_list(item.get("outcomes"), field_name="outcomes")
-    parse_json_list(item.get("outcomePrices"), field_name="outcomePrices")
+        raise PoisonMessage("conditionId is not a string")
+    tokens = parse_json_list(item.get("clobTokenIds"), "clobTokenIds")
+    outcomes = parse_json_list(item.get("outcomes"), "outcomes")
+    parse_json_list(item.get("outcomePrices"), "outcomePrices")
     if not all(isinstance(token, str) and token.isdigit() for token in tokens):
-        raise ValueError("clobTokenIds holds something other than decimal strings")
+        raise PoisonMessage("clobTokenIds holds something other than decimal strings")
     if tokens and outcomes and len(tokens) != len(outcomes):
-        raise ValueError(f"{len(tokens)} clobTokenIds for {len(outcomes)} outcomes")
+        raise PoisonMessage(f"{len(tokens)} clobTokenIds for {len(outcomes)} outcomes")
 
 
 def validate_event(item: Any) -> None:
@@ -128,7 +113,7 @@ def validate_event(item: Any) -> None:
     for name in ("tags", "markets"):
         children = item.get(name) or []
         if not isinstance(children, list) or not all(isinstance(c, dict) and "id" in c for c in children):
-            raise ValueError(f"{name} is not a list of objects with an id")
+            raise PoisonMessage(f"{name} is not a list of objects with an id")
 
 
 def content_hash(item: Any) -> str:
@@ -188,7 +173,7 @@ def prepare_page(
         raw = orjson.dumps(item)
         try:
             resource.validate(item)
-        except ValueError as exc:
+        except PoisonMessage as exc:
             error = f"malformed {resource.name[:-1]}: {exc}"
             page.dead_letters.append(
                 encode_dead_letter(stream=resource.stream, entry_id=None, payload=raw, error=error, deliveries=0)
@@ -218,6 +203,13 @@ class GammaClient:
         return await request_json(
             self.client, "GET", path, settings=self.http, what=what, limiter=self.limiter, params=params
         )
+
+
+@asynccontextmanager
+async def open_gamma(http: HttpSettings, source: SourceSettings, rate_per_s: float) -> AsyncIterator[GammaClient]:
+    """The process's Gamma client: GAMMA_API_URL as the base URL, one rate limit over every request."""
+    async with make_client(http, base_url=source.gamma_api_url.rstrip("/")) as client:
+        yield GammaClient(client, http, RateLimiter(rate_per_s, burst=5))
 
 
 def keyset_unavailable(exc: SourceError) -> bool:

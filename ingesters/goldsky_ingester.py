@@ -9,7 +9,7 @@ split is stored in `state:goldsky_backfill:<FROM>-<TO>:ranges`, so a restart res
 
 Each page, its dead letters and the cursor after it are one `append_with_cursor` call (compare-and-set): a crash
 before it leaves the cursor at the previous page, which is fetched again; a crash after it loses nothing. The
-next page is requested while one is written (`ranges.FetchAhead`); it is used only if the cursor is then where
+next page is requested while one is written (`fetch_ahead.FetchAhead`); it is used only if the cursor is then where
 that request assumed, so fetching ahead never changes what is written.
 Client: plain `request_json` POSTs of the GraphQL JSON rather than gql, so timeouts, retries, Retry-After and
 the rate limit follow the one policy in `common.http`; GraphQL `errors` are classified in `goldsky_pages`.
@@ -24,14 +24,16 @@ from typing import Any
 import httpx
 import structlog
 from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from common import keys
-from common.config import HttpSettings, RedisSettings, SourceSettings, load
+from common.config import HttpSettings, PipelineSettings, RedisSettings, SourceSettings, load
 from common.errors import ConfigError
 from common.http import RateLimiter, make_client, request_json
 from common.service import Service, poll_forever, run_worker
 from common.streams import append_with_cursor, read_cursor
+from ingesters.backfill import ProgressCallback, main_with_backfill, plan_backfill, run_parts
+from ingesters.fetch_ahead import FetchAhead
 from ingesters.goldsky_pages import (
     Cursor,
     build_request,
@@ -41,15 +43,14 @@ from ingesters.goldsky_pages import (
     parse_cursor,
     plan_page,
 )
-from ingesters.ranges import FetchAhead, ProgressCallback, backfill_key, main_with_backfill, plan_backfill, run_parts
 
 NAME = "goldsky_ingester"
 FIELDS = ("last_timestamp", "last_id")  # suffixes of a backfill range's cursor keys
 log = structlog.get_logger()
 
 
-class GoldskySettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GOLDSKY_", env_file=".env", extra="ignore", frozen=True)
+class GoldskySettings(PipelineSettings):
+    model_config = SettingsConfigDict(env_prefix="GOLDSKY_")
 
     start_timestamp: int = Field(0, ge=0)  # first second ingested when no cursor is stored
     end_timestamp: int | None = Field(None, ge=0)  # last second ingested; None = follow the subgraph
@@ -189,7 +190,7 @@ async def backfill(
             subgraph = Subgraph(client, RateLimiter(config.goldsky.rate_limit_per_s), config)
             parts = [
                 RangeIngester(
-                    service, subgraph, first, last, *(backfill_key("goldsky", first, last, f) for f in FIELDS)
+                    service, subgraph, first, last, *(keys.backfill_key("goldsky", first, last, f) for f in FIELDS)
                 )
                 for first, last in ranges
             ]

@@ -19,21 +19,17 @@ from typing import Literal
 
 import structlog
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common import keys
-from common.config import HttpSettings, RedisSettings, SourceSettings, load
-from common.http import RateLimiter, make_client
+from common.config import HttpSettings, PipelineSettings, RedisSettings, SourceSettings, load
 from common.service import Service, poll_forever, run_worker, service_main
-from ingesters.gamma import GammaClient, GammaSync, Resource, validate_event
+from ingesters.gamma import GammaSync, Resource, open_gamma, validate_event
 
 NAME = "polymarket_events_ingester"
 log = structlog.get_logger()
 
 
-class EventsSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", env_file=".env", extra="ignore", frozen=True)
-
+class EventsSettings(PipelineSettings):
     events_refresh_s: float = Field(60.0, gt=0)
     events_page_limit: int = Field(500, ge=1, le=500)  # the keyset endpoint refuses more than 500
     events_listing: Literal["keyset", "offset", "auto"] = "auto"
@@ -61,8 +57,7 @@ async def run(
     """Full sync, then refresh passes until stopped (`once`: the full sync, or one refresh pass, then exit)."""
 
     async def body(service: Service) -> None:
-        async with make_client(http_settings, base_url=source_settings.gamma_api_url.rstrip("/")) as client:
-            gamma = GammaClient(client, http_settings, RateLimiter(settings.gamma_rate_per_s, burst=5))
+        async with open_gamma(http_settings, source_settings, settings.gamma_rate_per_s) as gamma:
             sync = GammaSync(
                 service,
                 EVENTS,

@@ -24,12 +24,11 @@ from typing import Any, Literal
 
 import structlog
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common import keys
-from common.config import HttpSettings, RedisSettings, SourceSettings, load
-from common.errors import PermanentSourceError
-from common.http import RateLimiter, make_client
+from common.config import HttpSettings, PipelineSettings, RedisSettings, SourceSettings, load
+from common.errors import PermanentSourceError, PoisonMessage
+from common.gamma_fields import parse_json_list
 from common.payloads import MarketRef, encode_market_ref
 from common.redis_client import map_redis_errors
 from common.service import Service, poll_forever, run_worker, service_main
@@ -39,7 +38,7 @@ from ingesters.gamma import (
     HashItems,
     Resource,
     append_changed,
-    parse_json_list,
+    open_gamma,
     validate_market,
 )
 
@@ -47,9 +46,7 @@ NAME = "polymarket_ingester"
 log = structlog.get_logger()
 
 
-class MarketsSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", env_file=".env", extra="ignore", frozen=True)
-
+class MarketsSettings(PipelineSettings):
     markets_refresh_s: float = Field(60.0, gt=0)
     markets_page_limit: int = Field(500, ge=1, le=1000)  # keyset pages may hold fewer (100 on Gamma today)
     markets_listing: Literal["keyset", "offset", "auto"] = "auto"
@@ -63,14 +60,14 @@ class MarketsSettings(BaseSettings):
 def market_tokens(market: Any) -> list[str]:
     """clobTokenIds of a market as returned by Gamma, [] when unreadable."""
     try:
-        return [str(t) for t in parse_json_list(market.get("clobTokenIds"), field_name="clobTokenIds")]
-    except (ValueError, AttributeError):
+        return [str(t) for t in parse_json_list(market.get("clobTokenIds"), "clobTokenIds")]
+    except (PoisonMessage, AttributeError):
         return []
 
 
 def token_index(market: dict[str, Any]) -> HashItems:
     """`markets:by_token` fields of one validated market: every clobTokenIds[i] -> its market and outcome i."""
-    outcomes = parse_json_list(market.get("outcomes"), field_name="outcomes")
+    outcomes = parse_json_list(market.get("outcomes"), "outcomes")
     market_id, condition_id = str(market["id"]), str(market.get("conditionId") or "")
     question = str(market.get("question") or "")
     return {
@@ -143,8 +140,7 @@ async def run(
     """Full sync, then refresh passes and token lookups, until stopped (`once`: full sync + lookups, then exit)."""
 
     async def body(service: Service) -> None:
-        async with make_client(http_settings, base_url=source_settings.gamma_api_url.rstrip("/")) as client:
-            gamma = GammaClient(client, http_settings, RateLimiter(settings.gamma_rate_per_s, burst=5))
+        async with open_gamma(http_settings, source_settings, settings.gamma_rate_per_s) as gamma:
             sync = GammaSync(
                 service,
                 MARKETS,

@@ -26,12 +26,11 @@ from datetime import UTC, datetime
 import structlog
 from clickhouse_connect.driver.client import Client
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common import keys
 from common.backoff import Backoff, sleep_unless_stopped
 from common.clickhouse import apply_migrations, describe_columns, make_client
-from common.config import ClickHouseSettings, RedisSettings, StreamSettings, load
+from common.config import ClickHouseSettings, PipelineSettings, RedisSettings, StreamSettings, load
 from common.errors import PoisonMessage, SinkError, TransientSinkError
 from common.service import Service, run_worker, service_main
 from common.streams import Entry, StreamConsumer, run_consumer
@@ -42,9 +41,7 @@ from processors.rows import TABLES, Row, TableSpec
 log = structlog.get_logger()
 
 
-class WriterSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", env_file=".env", extra="ignore", frozen=True)
-
+class WriterSettings(PipelineSettings):
     clickhouse_writer_consumer: str = Field("clickhouse_writer", min_length=1)
 
 

@@ -20,6 +20,7 @@ from msgspec.structs import astuple
 
 from common import keys
 from common.errors import PoisonMessage
+from common.gamma_fields import parse_json_list
 from common.payloads import OrderEvent, Trade, decode_order_event, decode_trade
 from common.unique_insert import UniqueKey
 
@@ -44,21 +45,6 @@ def parse_time(value: Any) -> datetime | None:
     except ValueError as exc:
         raise PoisonMessage(f"unparseable date {value!r}") from exc
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
-def json_list(value: Any, field: str) -> list[Any]:
-    """A Gamma field that is a JSON-encoded list inside a string (or, defensively, already a list)."""
-    if value in (None, ""):
-        return []
-    if isinstance(value, list):
-        return value
-    try:
-        parsed = orjson.loads(value)
-    except (orjson.JSONDecodeError, TypeError) as exc:
-        raise PoisonMessage(f"{field} is not a JSON-encoded list: {str(value)[:80]!r}") from exc
-    if not isinstance(parsed, list):
-        raise PoisonMessage(f"{field} is not a JSON-encoded list: {str(value)[:80]!r}")
-    return parsed
 
 
 def number(value: Any, field: str) -> float:
@@ -116,11 +102,11 @@ def market_row(data: bytes, ingested_at: datetime) -> MarketRow:
         question=str(market.get("question") or ""),
         condition_id=str(market.get("conditionId") or ""),
         slug=str(market.get("slug") or ""),
-        outcomes=[str(item) for item in json_list(market.get("outcomes"), "outcomes")],
+        outcomes=[str(item) for item in parse_json_list(market.get("outcomes"), "outcomes")],
         outcome_prices=[
-            number(item, "outcomePrices") for item in json_list(market.get("outcomePrices"), "outcomePrices")
+            number(item, "outcomePrices") for item in parse_json_list(market.get("outcomePrices"), "outcomePrices")
         ],
-        clob_token_ids=[str(item) for item in json_list(market.get("clobTokenIds"), "clobTokenIds")],
+        clob_token_ids=[str(item) for item in parse_json_list(market.get("clobTokenIds"), "clobTokenIds")],
         volume=number(market.get("volume", market.get("volumeNum")), "volume"),
         liquidity=number(market.get("liquidity", market.get("liquidityNum")), "liquidity"),
         active=bool(market.get("active")),

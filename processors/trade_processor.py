@@ -22,11 +22,10 @@ import time
 
 import structlog
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common import keys
 from common.backoff import sleep_unless_stopped
-from common.config import RedisSettings, StreamSettings, load
+from common.config import PipelineSettings, RedisSettings, StreamSettings, load
 from common.errors import PoisonMessage, TransientSinkError
 from common.payloads import OrderEvent, decode_order_event, encode_trade
 from common.service import Service, run_worker, service_main
@@ -37,9 +36,7 @@ from processors.trades import derive_trade, token_of
 log = structlog.get_logger()
 
 
-class ProcessorSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", env_file=".env", extra="ignore", frozen=True)
-
+class ProcessorSettings(PipelineSettings):
     # Stable consumer name of this worker, also its heartbeat name (`service:<name>`). Several workers need
     # distinct names; empty means `trade_processor@<hostname>` (one worker per container).
     trade_processor_consumer: str = "trade_processor"

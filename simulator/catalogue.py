@@ -2,7 +2,8 @@
 
 Pure generation from a seed; rendering to Gamma JSON lives in `gamma_render.py`. Ids grow with creation:
 listed events first, then the late ones (listed `late_listing_delay_s` after start), then the unlisted
-ones (their tokens trade on chain, Gamma never shows them).
+ones (their tokens trade on chain, Gamma never shows them). Protocol V2 versions, position ids and the Combo
+positions (appended last, listing COMBO: no event, never on Gamma) are added by `protocol_v2.py`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import random
 import re
 from dataclasses import dataclass, field
 
-LISTED, LATE, UNLISTED = "listed", "late", "unlisted"
+LISTED, LATE, UNLISTED, COMBO = "listed", "late", "unlisted", "combo"
 FIRST_MARKET_ID = 512_000
 FIRST_EVENT_ID = 31_000
 CATALOGUE_START_S = 1_735_689_600  # 2025-01-01T00:00:00Z: markets are created from here on
@@ -64,7 +65,7 @@ class Market:
     condition_id: str
     question_id: str
     outcomes: tuple[str, str]
-    token_ids: tuple[str, str]
+    token_ids: tuple[str, ...]  # CTF token ids (Gamma's clobTokenIds), index i <-> outcomes[i]; () for Combos
     tick: float
     neg_risk: bool
     listing: str
@@ -78,6 +79,19 @@ class Market:
     fee_bps: int
     group_item_title: str = ""
     neg_risk_market_id: str = ""
+    version: str | None = "v1"  # Gamma's `version`: "v1", "v2", or None (the field is absent)
+    position_ids: tuple[str, ...] = ()  # "v2": PositionManager position ids, index i <-> outcomes[i]
+    shows_clob_token_ids: bool = True  # Gamma renders clobTokenIds (a V2 market may carry both id fields)
+
+    @property
+    def traded_ids(self) -> tuple[str, ...]:
+        """The asset ids its fills carry: position ids for a V2 market (or Combo), CTF token ids otherwise."""
+        return self.position_ids if self.version == "v2" else self.token_ids
+
+    @property
+    def listed_token_ids(self) -> tuple[str, ...]:
+        """The ids Gamma shows in `clobTokenIds` (what the `clob_token_ids` filter matches)."""
+        return self.token_ids if self.shows_clob_token_ids else ()
 
 
 @dataclass
@@ -109,7 +123,12 @@ class Catalogue:
         return 2 * len(self.markets)
 
     def token_id(self, token_index: int) -> str:
-        return self.markets[token_index // 2].token_ids[token_index % 2]
+        """The traded id of token index `2 * market index + outcome index`."""
+        return self.markets[token_index // 2].traded_ids[token_index % 2]
+
+    def event_market_count(self) -> int:
+        """Markets that belong to events (everything but the Combo positions appended last)."""
+        return sum(1 for m in self.markets if m.listing != COMBO)
 
 
 def slugify(text: str) -> str:

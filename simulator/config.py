@@ -12,7 +12,16 @@ from typing import Any
 # Fault kinds that are probabilities in [0, 1] (per request).
 RATE_FAULTS = ("429", "500", "timeout", "truncate", "drop", "graphql_error", "rpc_error", "slow")
 # Fault knobs that are values, not rates.
-VALUE_FAULTS = ("slow_ms", "latency_ms", "retry_after_s", "timeout_s", "finalized_stall")
+VALUE_FAULTS = (
+    "slow_ms",
+    "latency_ms",
+    "retry_after_s",
+    "timeout_s",
+    "finalized_stall",
+    "keyset_off",
+    "finalized_tag_off",
+    "exchange_v3_logs_off",
+)
 FAULT_SCOPES = ("gamma", "goldsky", "rpc")
 
 
@@ -23,7 +32,9 @@ class Faults:
     Rates: `429` (with Retry-After), `500` (a 5xx), `timeout` (hang `timeout_s`, then drop), `truncate` (cut
     JSON body), `drop` (close the connection mid-body), `graphql_error`, `rpc_error`, `slow` (fraction of
     requests delayed by `slow_ms`; 1.0 when only `slow_ms` is given). `latency_ms` is added to every request.
-    `finalized_stall=1` freezes the RPC `finalized` head.
+    `finalized_stall=1` freezes the RPC `finalized` head. Switches for probing a deployment (`pipeline doctor`):
+    `keyset_off=1` (Gamma keyset listings answer 503 "keyset pagination is not configured"), `finalized_tag_off=1`
+    (the node rejects the `finalized`/`safe` tags), `exchange_v3_logs_off=1` (eth_getLogs returns no ExchangeV3 logs).
     """
 
     rates: dict[str, float] = field(default_factory=dict)  # key: "kind" or "scope.kind"
@@ -32,6 +43,9 @@ class Faults:
     retry_after_s: float = 1.0
     timeout_s: float = 10.0
     finalized_stall: bool = False
+    keyset_off: bool = False
+    finalized_tag_off: bool = False
+    exchange_v3_logs_off: bool = False
 
     def rate(self, scope: str, kind: str) -> float:
         scoped = self.rates.get(f"{scope}.{kind}")
@@ -104,6 +118,13 @@ class SimConfig:
     max_block_range: int = 2_000  # eth_getLogs: blocks per query (inclusive span)
     max_logs: int = 10_000  # eth_getLogs: logs per response
     finalized_lag_blocks: int = 16
+    # Protocol V2 (reference §7.1). Today's Polymarket: v2_market_share 0.3, combo_share 0.05; both 0 until the
+    # pipeline reads ExchangeV3 logs and `positionIds`.
+    v2_market_share: float = 0.0  # share of events whose markets are `version: "v2"` (they trade on ExchangeV3)
+    v2_clob_ids_share: float = 0.5  # share of V2 markets that also carry (other) clobTokenIds
+    unversioned_share: float = 0.2  # share of v1 markets without a `version` field
+    combo_share: float = 0.0  # share of match groups from EXCHANGE_V3_START_BLOCK on that trade Combo positions
+    gamma_offset_cap: int | None = 2_000  # offset listings answer 422 past this offset (None: no cap)
     faults: Faults = field(default_factory=Faults)
 
     def v2_fill_count(self) -> int:
@@ -115,6 +136,11 @@ class SimConfig:
         if self.late_markets is None:
             return max(1, self.markets // 25)
         return self.late_markets
+
+    def __post_init__(self) -> None:
+        for name in ("v2_market_share", "v2_clob_ids_share", "unversioned_share", "combo_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name}={getattr(self, name)} is not in [0, 1]")
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -3,7 +3,8 @@
 A match group is one transaction: 1..8 maker `OrderFilled` rows then one taker row whose `taker` is the
 exchange contract (Trading.sol `matchOrders`), all sharing tx hash, block and timestamp. Amounts are
 6-decimal integers; prices sit on the market's tick grid. Fills are stored in log order (block, log_index);
-column `taker` < 0 means "the exchange": code = -taker - 1.
+column `taker` < 0 means "the exchange": code = -taker - 1. V2 markets and Combos settle on ExchangeV3 from
+EXCHANGE_V3_START_BLOCK on (`ExchangeV3Mix`); the other markets on the v1 exchanges, then the CLOB v2 ones.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulator.catalogue import LATE, UNLISTED, Catalogue
-from simulator.constants import CUTOVER_BLOCK
+from simulator.catalogue import COMBO, LATE, UNLISTED, Catalogue
+from simulator.constants import CUTOVER_BLOCK, EXCHANGE_V3, EXCHANGE_V3_START_BLOCK
 
 COMP_BUY, COMP_SELL, MINT, MERGE = 0, 1, 2, 3  # taker BUY vs maker SELL same token, ...
 MATCH_TYPE_WEIGHTS = (0.4, 0.3, 0.2, 0.1)
 MAX_MAKERS = 8
 SHARE_UNIT = 10_000  # shares are multiples of 0.01 token (10,000 base units), so USDC legs stay integral
+MIX_STREAM = 9  # seed-sequence key of the ExchangeV3 draws, apart from the fills' own stream
 
 FILL_COLUMNS: dict[str, tuple[type, tuple[int, ...]]] = {
     "block": (np.int64, ()),
@@ -86,13 +88,44 @@ class FillStore:
         return self.columns[name][: self.count]
 
 
+@dataclass(frozen=True)
+class ExchangeV3Mix:
+    """Which groups settle on ExchangeV3: those of V2 markets (only from EXCHANGE_V3_START_BLOCK on; earlier groups
+    that drew one trade a v1 market instead) and a `combo_share` of the groups from that block on (Combos)."""
+
+    v3_market: np.ndarray  # bool per catalogue market: settles on ExchangeV3
+    v1_weights: np.ndarray  # activity over the markets that trade before ExchangeV3 (V2 markets weigh 0)
+    combo_markets: np.ndarray  # catalogue indexes of the Combo positions
+    combo_share: float
+
+    @classmethod
+    def of(cls, catalogue: Catalogue, weights: np.ndarray, combo_share: float) -> ExchangeV3Mix:
+        v3_market = np.array([m.version == "v2" for m in catalogue.markets], bool)
+        v1_weights = np.where(v3_market[: len(weights)], 0.0, weights)
+        combos = np.array([m.index for m in catalogue.markets if m.listing == COMBO], np.int64)
+        return cls(v3_market, v1_weights / v1_weights.sum(), combos, combo_share if len(combos) else 0.0)
+
+    def settle(self, rng: np.random.Generator, market: np.ndarray, block: np.ndarray) -> np.ndarray:
+        """The market of each group once ExchangeV3's start block and the Combo share are applied."""
+        before_v3 = block < EXCHANGE_V3_START_BLOCK
+        early = before_v3 & self.v3_market[market]
+        if early.any():
+            market = market.copy()
+            market[early] = rng.choice(len(self.v1_weights), size=int(early.sum()), p=self.v1_weights)
+        if self.combo_share > 0:
+            combo = ~before_v3 & (rng.random(len(market)) < self.combo_share)
+            market = np.where(combo, rng.choice(self.combo_markets, size=len(market)), market)
+        return market
+
+
 def market_weights(catalogue: Catalogue, seed: int) -> np.ndarray:
-    """Zipf-like activity per market; late and unlisted markets trade too (so fills precede their listing)."""
+    """Zipf-like activity per market of an event (not the Combos); late and unlisted markets trade too (so fills
+    precede their listing)."""
     rng = np.random.default_rng([seed, 7])
-    count = len(catalogue.markets)
+    count = catalogue.event_market_count()
     weights = 1.0 / (rng.permutation(count) + 1.0) ** 0.8
     boost = float(np.median(weights))
-    for market in catalogue.markets:
+    for market in catalogue.markets[:count]:
         if market.listing in (LATE, UNLISTED):
             weights[market.index] = max(weights[market.index], boost)
     return weights / weights.sum()
@@ -142,15 +175,18 @@ def generate_blocks(
     rng: np.random.Generator,
     catalogue: Catalogue,
     weights: np.ndarray,
+    mix: ExchangeV3Mix,
+    mix_rng: np.random.Generator,
     wallets: int,
     group_sizes: np.ndarray,
     block_offsets: np.ndarray,
     first_block: int,
 ) -> Batch:
-    """Materialise groups (sizes, block offsets) into fill columns in log order."""
+    """Materialise groups (sizes, block offsets) into fill columns in log order (ExchangeV3 draws from `mix_rng`)."""
     groups = len(group_sizes)
     n = int(group_sizes.sum())
-    market = rng.choice(len(weights), size=groups, p=weights).astype(np.int64)
+    block = first_block + block_offsets
+    market = mix.settle(mix_rng, rng.choice(len(weights), size=groups, p=weights).astype(np.int64), block)
     outcome = rng.integers(0, 2, size=groups)
     match_type = rng.choice(4, size=groups, p=MATCH_TYPE_WEIGHTS)
     ticks = np.array([1000 if m.tick == 0.001 else 100 for m in catalogue.markets], np.int64)[market]
@@ -160,9 +196,9 @@ def generate_blocks(
     fee_bps = np.array([m.fee_bps for m in catalogue.markets], np.int64)[market]
     neg_risk = np.array([m.neg_risk for m in catalogue.markets], bool)[market]
     taker_wallet = rng.integers(0, wallets, size=groups).astype(np.int32)
-    block = first_block + block_offsets
     version2 = block >= CUTOVER_BLOCK
-    exchange = (neg_risk.astype(np.uint8) + 2 * version2.astype(np.uint8)).astype(np.uint8)
+    clob_exchange = neg_risk.astype(np.uint8) + 2 * version2.astype(np.uint8)
+    exchange = np.where(mix.v3_market[market], EXCHANGE_V3, clob_exchange).astype(np.uint8)
 
     g = np.repeat(np.arange(groups), group_sizes)  # group of each fill
     starts = np.cumsum(group_sizes) - group_sizes
@@ -230,6 +266,7 @@ def generate_part(
     part: str,
     catalogue: Catalogue,
     weights: np.ndarray,
+    mix: ExchangeV3Mix,
     wallets: int,
     n_fills: int,
     fills_per_block: float,
@@ -239,17 +276,25 @@ def generate_part(
     ends_at_anchor: bool,
 ) -> Batch | None:
     """A history part: `ends_at_anchor` puts its last block at anchor_block, else it starts there."""
-    rng = np.random.default_rng([seed, 1 if part == "v1" else 2])
+    key = 1 if part == "v1" else 2
+    rng = np.random.default_rng([seed, key])
     sizes = _group_sizes(rng, n_fills)
     if not len(sizes):
         return None
     offsets = _block_offsets(rng, sizes, fills_per_block, bursts, burst_fills)
     first_block = anchor_block - int(offsets[-1]) if ends_at_anchor else anchor_block
-    return generate_blocks(rng, catalogue, weights, wallets, sizes, offsets, first_block)
+    mix_rng = np.random.default_rng([seed, key, MIX_STREAM])
+    return generate_blocks(rng, catalogue, weights, mix, mix_rng, wallets, sizes, offsets, first_block)
 
 
 def generate_live_block(
-    seed: int, catalogue: Catalogue, weights: np.ndarray, wallets: int, block: int, mean_fills: float
+    seed: int,
+    catalogue: Catalogue,
+    weights: np.ndarray,
+    mix: ExchangeV3Mix,
+    wallets: int,
+    block: int,
+    mean_fills: float,
 ) -> Batch | None:
     """One live block's fills, a pure function of (seed, block, mean_fills)."""
     rng = np.random.default_rng([seed, 3, block])
@@ -257,4 +302,6 @@ def generate_live_block(
     sizes = _group_sizes(rng, n_fills)
     if not len(sizes):
         return None
-    return generate_blocks(rng, catalogue, weights, wallets, sizes, np.zeros(len(sizes), np.int64), block)
+    mix_rng = np.random.default_rng([seed, 3, block, MIX_STREAM])
+    offsets = np.zeros(len(sizes), np.int64)
+    return generate_blocks(rng, catalogue, weights, mix, mix_rng, wallets, sizes, offsets, block)

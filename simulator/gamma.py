@@ -2,11 +2,14 @@
 
 Contract (reference §1.2–1.4):
 - every listing applies Gamma's implicit `closed=false` when no `closed` param is sent (this includes lookups by
-  `id`, `slug` or `clob_token_ids`: send `closed=true` too to find closed markets);
-- offset listings: `limit` (default 20, at most 1000 rows come back), `offset`, `order` (comma-separated JSON
-  field names), `ascending` (default true); array params as repeated keys (comma lists are accepted too);
-- keyset listings: `after_cursor` (opaque), `next_cursor` only when a page is full, `offset` -> 422; events
-  `limit` must be 1..500 (422 otherwise); markets keyset pages hold at most 100 rows whatever the `limit`;
+  `id`, `slug`, `clob_token_ids` or `position_ids`: send `closed=true` too to find closed markets);
+- offset listings: `limit` (default 20, at most 1000 rows come back), `offset` (422 `{"error": "offset too large,
+  use /markets/keyset for deeper pagination"}` past `gamma_offset_cap`, reference §7.2), `order` (comma-separated
+  JSON field names), `ascending` (default true); array params as repeated keys (comma lists are accepted too);
+- keyset listings: `after_cursor` (opaque; `cursor` is ignored like any unknown param), `next_cursor` only when a
+  page is full, `offset` -> 422; events `limit` must be 1..500 (422 otherwise); markets keyset pages hold at most
+  100 rows whatever the `limit`; `/markets/keyset` also filters by `position_ids` (V2 markets' `positionIds`);
+  the `keyset_off` switch makes both answer 503 "keyset pagination is not configured";
 - late markets appear only once listed; unlisted markets never (404 on `/markets/{id}`).
 """
 
@@ -31,9 +34,16 @@ Response = tuple[int, Any]
 
 
 class GammaError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    """An error answer; `bare` ones are `{"error": ...}` alone (the offset cap's and keyset's 503, verbatim)."""
+
+    def __init__(self, status: int, message: str, bare: bool = False) -> None:
         super().__init__(message)
-        self.status, self.message = status, message
+        self.status, self.message, self.bare = status, message, bare
+
+    def body(self) -> dict[str, str]:
+        if self.bare:
+            return {"error": self.message}
+        return {"type": "validation error" if self.status == 422 else "error", "error": self.message}
 
 
 def _params(query: list[tuple[str, str]], name: str) -> list[str]:
@@ -115,7 +125,7 @@ class GammaService:
             if len(parts) in (2, 3) and parts[0] in ("markets", "events"):
                 return 200, self.single(parts[0], parts[1:], now_s)
         except GammaError as exc:
-            return exc.status, {"type": "validation error" if exc.status == 422 else "error", "error": exc.message}
+            return exc.status, exc.body()
         return 404, {"type": "not found error", "error": "not found"}
 
     # --- rows -------------------------------------------------------------------------------------------------
@@ -133,17 +143,20 @@ class GammaService:
         catalogue = self.world.catalogue
         return render_event(event, catalogue, [self.market_json(catalogue.markets[i]) for i in event.market_indexes])
 
-    def _filtered(self, kind: str, query: list[tuple[str, str]], now_s: float) -> list[Any]:
+    def _filtered(self, kind: str, query: list[tuple[str, str]], now_s: float, keyset: bool = False) -> list[Any]:
         closed = _bool(_one(query, "closed"))
         closed = False if closed is None else closed  # Gamma's implicit closed=false
         ids, slugs = set(_params(query, "id")), set(_params(query, "slug"))
         if kind == "markets":
             rows: list[Any] = self.listed_markets(now_s)
             tokens, conditions = set(_params(query, "clob_token_ids")), set(_params(query, "condition_ids"))
+            positions = set(_params(query, "position_ids")) if keyset else set()
             rows = [
                 m
                 for m in rows
-                if (not tokens or tokens & set(m.token_ids)) and (not conditions or m.condition_id in conditions)
+                if (not tokens or tokens & set(m.listed_token_ids))
+                and (not positions or positions & set(m.position_ids))
+                and (not conditions or m.condition_id in conditions)
             ]
         else:
             rows = self.listed_events(now_s)
@@ -157,8 +170,11 @@ class GammaService:
         render = self.market_json if kind == "markets" else self.event_json
         keyed = []
         for row in rows:
-            data = render(row) if fields else None
-            key = [_sort_value(data, f) for f in fields] if data is not None else []
+            if fields == ["id"]:  # the ingesters' order: the same key as below, without rendering every row
+                key: list[Any] = [(1, float(row.id))]
+            else:
+                data = render(row) if fields else None
+                key = [_sort_value(data, f) for f in fields] if data is not None else []
             keyed.append(([*key, int(row.id)], row))
         keyed.sort(key=lambda pair: pair[0], reverse=not ascending)
         return keyed
@@ -171,10 +187,15 @@ class GammaService:
     def offset_listing(self, kind: str, query: list[tuple[str, str]], now_s: float) -> list[dict[str, Any]]:
         limit = min(_int(query, "limit", OFFSET_DEFAULT_LIMIT), OFFSET_MAX_LIMIT)
         offset = _int(query, "offset", 0)
+        cap = self.world.config.gamma_offset_cap
+        if cap is not None and offset > cap:
+            raise GammaError(422, f"offset too large, use /{kind}/keyset for deeper pagination", bare=True)
         keyed = self._sorted(kind, self._filtered(kind, query, now_s), query)
         return self._json(kind, [row for _, row in keyed[offset : offset + limit]])
 
     def keyset_listing(self, kind: str, query: list[tuple[str, str]], now_s: float) -> dict[str, Any]:
+        if self.world.config.faults.keyset_off:
+            raise GammaError(503, "keyset pagination is not configured", bare=True)
         if _one(query, "offset") is not None:
             raise GammaError(422, "offset is not allowed on keyset endpoints")
         limit = _int(query, "limit", 20)
@@ -183,7 +204,7 @@ class GammaService:
         if kind == "markets" and limit < 1:
             raise GammaError(422, "limit must be >= 1")
         effective = min(limit, MARKETS_KEYSET_MAX_ROWS) if kind == "markets" else limit
-        keyed = self._sorted(kind, self._filtered(kind, query, now_s), query)
+        keyed = self._sorted(kind, self._filtered(kind, query, now_s, keyset=True), query)
         ascending = _bool(_one(query, "ascending"))
         descending = ascending is False and bool(_one(query, "order"))
         cursor = _one(query, "after_cursor")

@@ -1,7 +1,8 @@
 """Catalogue objects -> Gamma JSON, with Gamma's types (reference §1.5–1.7).
 
 Quirks kept on purpose: `outcomes`, `outcomePrices`, `clobTokenIds`, `umaResolutionStatuses` are JSON-encoded
-strings; market `volume`/`liquidity` are strings (with `volumeNum`/`liquidityNum` numbers) while event `volume`,
+strings while `positionIds` (V2 markets, reference §7.1) is a native array; `version` is "v1", "v2" or absent;
+market `volume`/`liquidity` are strings (with `volumeNum`/`liquidityNum` numbers) while event `volume`,
 `liquidity`, `openInterest` are numbers; `closedTime` and tag `publishedAt` are not strict ISO.
 """
 
@@ -173,6 +174,12 @@ def render_market(market: Market, catalogue: Catalogue) -> dict[str, Any]:
         "feesEnabled": market.fee_bps > 0,
         "requiresTranslation": False,
     }
+    if market.version is not None:
+        data["version"] = market.version
+    if market.version == "v2":
+        data["positionIds"] = list(market.position_ids)
+    if not market.shows_clob_token_ids:
+        del data["clobTokenIds"]
     if market.neg_risk:
         data["negRiskMarketID"] = market.neg_risk_market_id
         data["negRiskRequestID"] = market.question_id

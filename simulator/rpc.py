@@ -7,6 +7,8 @@ Error shapes mimic public providers:
   results. Try with this block range [0x…, 0x…].", "data": {"from": "0x…", "to": "0x…"}}`;
 - unknown method -32601, bad params -32602, parse error -32700, injected faults -32603 / -32000.
 `toBlock` past the head is clamped to the head; `fromBlock > toBlock` is -32602 "invalid block range params".
+Switches: `finalized_tag_off` answers the `finalized`/`safe` tags as a node that predates them does (geth's
+"invalid argument 0: hex string without 0x prefix"); `exchange_v3_logs_off` leaves ExchangeV3's logs out.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import orjson
 from simulator.constants import (
     CHAIN_ID,
     EXCHANGE_CODE_BY_ADDRESS,
+    EXCHANGE_V3,
     V1_TOPIC,
     V2_TOPIC,
     block_hash,
@@ -84,6 +87,8 @@ class RpcService:
         head = self.world.head_block
         if tag in (None, "latest", "pending"):
             return head
+        if tag in ("finalized", "safe") and self.world.config.faults.finalized_tag_off:
+            raise RpcError(-32602, "invalid argument 0: hex string without 0x prefix")
         if tag == "finalized":
             return self.world.finalized_block(self.stalled())
         if tag == "safe":
@@ -192,6 +197,8 @@ class RpcService:
             mask = m if mask is None else (mask & m)
 
         exchange = self.world.col("exchange")[idx]
+        if self.world.config.faults.exchange_v3_logs_off:
+            both(exchange != EXCHANGE_V3)
         address = flt.get("address")
         if address:
             addresses = [address] if isinstance(address, str) else list(address)

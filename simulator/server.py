@@ -97,6 +97,10 @@ class SimulatorHandle:
     def set_rate(self, rate: float) -> dict[str, Any]:
         return self._control("POST", "/_sim/config", json={"rate": rate})
 
+    def set_switches(self, **switches: bool) -> dict[str, Any]:
+        """Flip `keyset_off`, `finalized_tag_off`, `exchange_v3_logs_off` (other faults stay as they are)."""
+        return self.set_faults({name: int(on) for name, on in switches.items()}, reset=False)
+
     def list_late_markets(self) -> dict[str, Any]:
         return self._control("POST", "/_sim/config", json={"list_late_markets": True})
 
@@ -170,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-logs", type=int, default=defaults.max_logs)
     p.add_argument("--finalized-lag-blocks", type=int, default=defaults.finalized_lag_blocks)
     p.add_argument("--live-block-interval-s", type=float, default=defaults.live_block_interval_s)
+    p.add_argument("--v2-market-share", type=float, default=defaults.v2_market_share, help="V2 events (today ~0.3)")
+    p.add_argument("--v2-clob-ids-share", type=float, default=defaults.v2_clob_ids_share)
+    p.add_argument("--unversioned-share", type=float, default=defaults.unversioned_share)
+    p.add_argument("--combo-share", type=float, default=defaults.combo_share, help="Combo groups (today ~0.05)")
+    p.add_argument("--gamma-offset-cap", type=int, default=defaults.gamma_offset_cap, help="0 = no cap")
     p.add_argument("--export-truth", metavar="PATH", help="write the history's ground truth as JSON and exit")
     p.add_argument("--log-level", default="info")
     return p
@@ -193,6 +202,11 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         max_logs=args.max_logs,
         finalized_lag_blocks=args.finalized_lag_blocks,
         live_block_interval_s=args.live_block_interval_s,
+        v2_market_share=args.v2_market_share,
+        v2_clob_ids_share=args.v2_clob_ids_share,
+        unversioned_share=args.unversioned_share,
+        combo_share=args.combo_share,
+        gamma_offset_cap=args.gamma_offset_cap or None,
         faults=parse_faults(args.faults),
     )
 

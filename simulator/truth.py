@@ -2,19 +2,22 @@
 
 Amounts are integers in 6-decimal base units. `sources` is ["goldsky", "chain"] for v1 fills (before the
 cutover block) and ["chain"] for v2 fills. `first_visible_at` is the wall time (unix s) the fill first became
-servable: server start for history, block production time for live fills.
+servable: server start for history, block production time for live fills. `family` is the exchange family
+("v1", "clob_v2", "v3" = ExchangeV3); `token_id`, `market_id`, `condition_id`, `outcome`, `outcome_index` and
+`is_taker_side` are the trade cells a correct pipeline derives (DESIGN §4; see `TokenOwners`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import cache
 from typing import Any
 
 import numpy as np
 import orjson
 
-from simulator.catalogue import LATE, UNLISTED
-from simulator.constants import CUTOVER_BLOCK, EXCHANGE_ADDRESSES
+from simulator.catalogue import COMBO, LATE, UNLISTED
+from simulator.constants import CUTOVER_BLOCK, EXCHANGE_ADDRESSES, EXCHANGE_FAMILIES, EXCHANGE_V3_START_BLOCK
 from simulator.world import World
 
 
@@ -34,13 +37,17 @@ def truth_summary(world: World, stalled: bool = False) -> dict[str, Any]:
         "v1_count": world.v1_count,
         "v2_count": n - world.v1_count,
         "per_source": {"goldsky": world.v1_count, "chain": n},
+        "per_family": per_family(world),
+        "combo_count": int(np.isin(world.col("token") // 2, world.v3_mix.combo_markets).sum()),
         "usdc_sum": int(usdc.sum()),
         "token_sum": int(tokens.sum()),
         "fee_sum": int(world.col("fee").sum()),
         "taker_side_count": int(taker_side.sum()),
         "taker_side_usdc_sum": int(usdc[taker_side].sum()),
         "taker_side_token_sum": int(tokens[taker_side].sum()),
+        "taker_side_by_market": taker_side_by_market(world, taker_side, usdc, tokens),
         "cutover_block": CUTOVER_BLOCK,
+        "exchange_v3_start_block": EXCHANGE_V3_START_BLOCK,
         "first_block": world.first_block,
         "head_block": world.head_block,
         "finalized_block": world.finalized_block(stalled),
@@ -48,9 +55,34 @@ def truth_summary(world: World, stalled: bool = False) -> dict[str, Any]:
         "started_at": world.started_at,
         "late_listed_at": world.late_listed_at,
         "late_market_ids": [m.id for m in late],
-        "late_token_ids": [t for m in late for t in m.token_ids],
+        "late_token_ids": [t for m in late for t in m.traded_ids],
         "unlisted_market_ids": [m.id for m in unlisted],
-        "unlisted_token_ids": [t for m in unlisted for t in m.token_ids],
+        "unlisted_token_ids": [t for m in unlisted for t in m.traded_ids],
+        "v2_market_ids": [m.id for m in markets if m.version == "v2" and m.listing != COMBO],
+        "combo_position_ids": [t for m in markets if m.listing == COMBO for t in m.traded_ids],
+    }
+
+
+def per_family(world: World) -> dict[str, int]:
+    per_exchange = np.bincount(world.col("exchange"), minlength=len(EXCHANGE_ADDRESSES)).tolist()
+    return {f: sum(n for n, g in zip(per_exchange, EXCHANGE_FAMILIES, strict=True) if g == f) for f in FAMILIES}
+
+
+def taker_side_by_market(
+    world: World, taker_side: np.ndarray, usdc: np.ndarray, tokens: np.ndarray
+) -> dict[str, dict[str, int]]:
+    """{expected market_id: {count, usdc_sum, token_sum}} over taker-side rows ('' = unlisted markets and Combos)."""
+    owners = world.token_owners
+    slots = owners.slots[world.col("token")[taker_side]]
+    width = len(owners.slot_market_ids)
+    sums = np.zeros((3, width), np.int64)
+    np.add.at(sums[0], slots, 1)
+    np.add.at(sums[1], slots, usdc[taker_side])
+    np.add.at(sums[2], slots, tokens[taker_side])
+    return {
+        owners.slot_market_ids[slot]: {"count": int(c), "usdc_sum": int(u), "token_sum": int(t)}
+        for slot, (c, u, t) in enumerate(sums.T.tolist())
+        if c
     }
 
 
@@ -71,42 +103,68 @@ FILL_FIELDS = (
     "fee",
     "sources",
     "first_visible_at",
+    "family",
+    "token_id",
+    "market_id",
+    "condition_id",
+    "outcome",
+    "outcome_index",
+    "is_taker_side",
 )
+FAMILIES = ("v1", "clob_v2", "v3")
 CHUNK_FILLS = 50_000
 
 
 def truth_fills(
     world: World, offset: int = 0, limit: int | None = None, fields: tuple[str, ...] = FILL_FIELDS
 ) -> list[dict[str, Any]]:
-    """Per-fill truth in log order, shaped like the normalized order event (DESIGN §3)."""
+    """Per-fill truth in log order, shaped like the normalized order event (DESIGN §3) plus the trade cells."""
     unknown = set(fields) - set(FILL_FIELDS)
     if unknown:
         raise ValueError(f"unknown truth fields {sorted(unknown)}")
     end = world.count if limit is None else min(world.count, offset + limit)
     idx = np.arange(min(offset, end), end)
-    ids, tx, order_hashes = world.fill_ids(idx), world.tx_hashes(idx), world.order_hashes(idx)
-    makers, takers = world.address_hex(world.col("maker")[idx]), world.address_hex(world.col("taker")[idx])
-    maker_assets, taker_assets = world.asset_ids(idx)
-    columns = {
-        "id": ids,
-        "tx_hash": tx,
-        "order_hash": order_hashes,
-        "exchange": [EXCHANGE_ADDRESSES[e] for e in world.col("exchange")[idx].tolist()],
-        "block_number": world.col("block")[idx].tolist(),
-        "log_index": world.col("log_index")[idx].tolist(),
-        "timestamp": world.timestamps(idx).tolist(),
-        "maker": makers,
-        "taker": takers,
-        "maker_asset_id": maker_assets,
-        "taker_asset_id": taker_assets,
-        "maker_amount": world.col("maker_amount")[idx].tolist(),
-        "taker_amount": world.col("taker_amount")[idx].tolist(),
-        "fee": world.col("fee")[idx].tolist(),
-        "sources": [["goldsky", "chain"] if i < world.v1_count else ["chain"] for i in idx.tolist()],
-        "first_visible_at": world.col("visible_at")[idx].tolist(),
-    }
+    columns = _fill_columns(world, idx)
     keys = list(fields)
-    return [dict(zip(keys, row, strict=True)) for row in zip(*(columns[k] for k in keys), strict=True)]
+    return [dict(zip(keys, row, strict=True)) for row in zip(*(columns[k]() for k in keys), strict=True)]
+
+
+def _fill_columns(world: World, idx: np.ndarray) -> dict[str, Callable[[], list[Any]]]:
+    """Each truth field of fills `idx`, computed only when asked for."""
+    col, owners = world.col, world.token_owners
+    assets = cache(lambda: world.asset_ids(idx))
+
+    def tokens() -> list[int]:
+        return col("token")[idx].tolist()
+
+    def per_token(values: list[Any]) -> Callable[[], list[Any]]:
+        return lambda: [values[t] for t in tokens()]
+
+    return {
+        "id": lambda: world.fill_ids(idx),
+        "tx_hash": lambda: world.tx_hashes(idx),
+        "order_hash": lambda: world.order_hashes(idx),
+        "exchange": lambda: [EXCHANGE_ADDRESSES[e] for e in col("exchange")[idx].tolist()],
+        "block_number": lambda: col("block")[idx].tolist(),
+        "log_index": lambda: col("log_index")[idx].tolist(),
+        "timestamp": lambda: world.timestamps(idx).tolist(),
+        "maker": lambda: world.address_hex(col("maker")[idx]),
+        "taker": lambda: world.address_hex(col("taker")[idx]),
+        "maker_asset_id": lambda: assets()[0],
+        "taker_asset_id": lambda: assets()[1],
+        "maker_amount": lambda: col("maker_amount")[idx].tolist(),
+        "taker_amount": lambda: col("taker_amount")[idx].tolist(),
+        "fee": lambda: col("fee")[idx].tolist(),
+        "sources": lambda: [["goldsky", "chain"] if i < world.v1_count else ["chain"] for i in idx.tolist()],
+        "first_visible_at": lambda: col("visible_at")[idx].tolist(),
+        "family": lambda: [EXCHANGE_FAMILIES[e] for e in col("exchange")[idx].tolist()],
+        "token_id": per_token(world.token_id_list),
+        "market_id": per_token(owners.market_ids),
+        "condition_id": per_token(owners.condition_ids),
+        "outcome": per_token(owners.outcomes),
+        "outcome_index": per_token(owners.outcome_indexes),
+        "is_taker_side": lambda: (col("taker")[idx] < 0).astype(np.int64).tolist(),
+    }
 
 
 def truth_json_chunks(

@@ -1,21 +1,24 @@
 """The simulated world: catalogue + wallets + one timeline of fills straddling the v1 → v2 cutover.
 
-History (v1 part ending at block CUTOVER_BLOCK - 1, v2 part starting at CUTOVER_BLOCK) is generated at
-construction; live blocks are appended by `produce_block`. v1 fills are the prefix `[0, v1_count)` of the
-store; Goldsky serves exactly those, RPC serves everything.
+History (v1 part ending at block CUTOVER_BLOCK - 1, v2 part starting at CUTOVER_BLOCK, where the CLOB v2 exchanges
+and, from EXCHANGE_V3_START_BLOCK, ExchangeV3 settle) is generated at construction; live blocks are appended by
+`produce_block`. v1 fills are the prefix `[0, v1_count)` of the store; Goldsky serves exactly those, RPC serves
+everything.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 
-from simulator.catalogue import LATE, LISTED, Catalogue, Market, generate_catalogue
+from simulator.catalogue import COMBO, LATE, LISTED, UNLISTED, Catalogue, Market, generate_catalogue
 from simulator.config import SimConfig
 from simulator.constants import BLOCK_TIME_S, CUTOVER_BLOCK, EXCHANGE_ADDRESSES, block_timestamp
-from simulator.fills import FillStore, generate_live_block, generate_part, market_weights
+from simulator.fills import ExchangeV3Mix, FillStore, generate_live_block, generate_part, market_weights
+from simulator.protocol_v2 import COMBO_MARKETS, apply_protocol_v2
 
 TRAILING_EMPTY_BLOCKS = 4  # after the last history fill, beyond the finality lag
 
@@ -32,6 +35,34 @@ def hex_rows(rows: np.ndarray) -> list[str]:
     return ["0x" + text[i : i + width] for i in range(0, len(text), width)]
 
 
+@dataclass
+class TokenOwners:
+    """Per token index, what a pipeline should derive for its fills (DESIGN §4): the owning Gamma market (via
+    clobTokenIds for v1 markets, positionIds for V2 ones) and the outcome. Unlisted markets are never known
+    ('', -1); Combos have no market ('') and the outcome index their position id encodes."""
+
+    market_ids: list[str]
+    condition_ids: list[str]
+    outcomes: list[str]
+    outcome_indexes: list[int]
+    slots: np.ndarray  # per token: index into slot_market_ids (tokens of one expected market_id share a slot)
+    slot_market_ids: list[str]
+
+    @classmethod
+    def of(cls, catalogue: Catalogue) -> TokenOwners:
+        market_ids, condition_ids, outcomes, indexes = [], [], [], []
+        for market in catalogue.markets:
+            known = market.listing not in (UNLISTED, COMBO)
+            for i, outcome in enumerate(market.outcomes):
+                market_ids.append(market.id if known else "")
+                condition_ids.append(market.condition_id if known else "")
+                outcomes.append(outcome if known else "")
+                indexes.append(i if known or market.listing == COMBO else -1)
+        slot_of = {market_id: slot for slot, market_id in enumerate(dict.fromkeys(market_ids))}
+        slots = np.array([slot_of[m] for m in market_ids], np.int64)
+        return cls(market_ids, condition_ids, outcomes, indexes, slots, list(slot_of))
+
+
 class World:
     """Everything the three APIs serve, built deterministically from `config.seed`."""
 
@@ -42,7 +73,17 @@ class World:
         self.catalogue: Catalogue = generate_catalogue(
             config.seed, max(config.markets - late, 1), late, config.unlisted_markets
         )
+        combos = COMBO_MARKETS if config.combo_share > 0 else 0
+        apply_protocol_v2(
+            self.catalogue,
+            config.seed,
+            config.v2_market_share,
+            config.v2_clob_ids_share,
+            config.unversioned_share,
+            combos,
+        )
         self.weights = market_weights(self.catalogue, config.seed)
+        self.v3_mix = ExchangeV3Mix.of(self.catalogue, self.weights, config.combo_share)
         wallet_count = int(min(20_000, max(200, config.history_fills // 20)))
         wallet_rng = np.random.default_rng([config.seed, 5])
         self.wallets = np.frombuffer(wallet_rng.bytes(20 * wallet_count), np.uint8).reshape(wallet_count, 20)
@@ -60,6 +101,7 @@ class World:
         common = dict(
             catalogue=self.catalogue,
             weights=self.weights,
+            mix=self.v3_mix,
             wallets=len(self.wallets),
             fills_per_block=cfg.fills_per_block,
             bursts=cfg.bursts_per_part,
@@ -103,7 +145,9 @@ class World:
         now_s = time.time() if now_s is None else now_s
         block = self.head_block + 1
         mean = rate * self.live_block_interval_s(rate)
-        batch = generate_live_block(self.seed, self.catalogue, self.weights, len(self.wallets), block, mean)
+        batch = generate_live_block(
+            self.seed, self.catalogue, self.weights, self.v3_mix, len(self.wallets), block, mean
+        )
         added = 0
         if batch is not None:
             batch.columns["visible_at"][:] = now_s
@@ -179,6 +223,10 @@ class World:
     @cached_property
     def token_id_list(self) -> list[str]:
         return [self.catalogue.token_id(i) for i in range(self.catalogue.token_count())]
+
+    @cached_property
+    def token_owners(self) -> TokenOwners:
+        return TokenOwners.of(self.catalogue)
 
     # --- Goldsky orderings (v1 prefix only; computed once) ----------------------------------------------
     @cached_property

@@ -91,11 +91,15 @@ function renderStreams(streams) {
   fillTable("streams", rows);
 }
 
+function behindSource(c) {
+  if (c.behind_s !== null) return seconds(c.behind_s);
+  if (c.behind_blocks === null) return "–";
+  const lag = c.finality_lag_blocks !== null ? ` (finality lag ${count(c.finality_lag_blocks)} blocks)` : "";
+  return `${count(c.behind_blocks)} blocks behind the safe head${lag}`;
+}
+
 function renderCursors(cursors) {
-  fillTable("cursors", cursors.map((c) => {
-    const behind = c.behind_s !== null ? seconds(c.behind_s) : c.behind_blocks !== null ? `${count(c.behind_blocks)} blocks` : "–";
-    return row([c.key, c.value, seconds(c.age_s), behind]);
-  }));
+  fillTable("cursors", cursors.map((c) => row([c.key, c.value, seconds(c.age_s), behindSource(c)])));
 }
 
 function renderClickHouse(status) {

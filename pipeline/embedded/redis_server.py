@@ -58,17 +58,22 @@ def write_config(data_dir: Path, *, bind: str, port: int, password: str | None) 
     return path
 
 
-def is_reachable(settings: RedisSettings) -> bool:
-    """PING answered within a second, without retries (a silent port costs one second, not fifteen)."""
-    client = redis.Redis(
+def probe_client(settings: RedisSettings, timeout_s: float = 1.0) -> redis.Redis:
+    """A client for one quick question: short timeouts, no retries (a silent port costs one timeout, not fifteen)."""
+    return redis.Redis(
         host=settings.host,
         port=settings.port,
         db=settings.db,
         password=settings.password.get_secret_value() if settings.password else None,
-        socket_timeout=1,
-        socket_connect_timeout=1,
-        retry=Retry(NoBackoff(), 0),  # a probe: one try, not redis-py's default retries with backoff
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0),  # one try, not redis-py's default retries with backoff
     )
+
+
+def is_reachable(settings: RedisSettings) -> bool:
+    """PING answered within a second."""
+    client = probe_client(settings)
     try:
         return bool(client.ping())
     except redis.RedisError:

@@ -28,6 +28,8 @@ import httpx
 import redis
 
 from common import keys
+from common.config import RedisSettings
+from pipeline.embedded.redis_server import is_reachable
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVERS = ("simulator", "redis", "clickhouse")
@@ -204,13 +206,8 @@ class Fleet:
         return _http_ok(f"{self.clickhouse_url}/ping")
 
     def redis_ready(self) -> bool:
-        client = redis.Redis(host="127.0.0.1", port=self.redis_port, socket_timeout=1, socket_connect_timeout=1)
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-        finally:
-            client.close()
+        # Every field given: the fleet's own passwordless Redis, whatever REDIS_* the environment holds.
+        return is_reachable(RedisSettings(host="127.0.0.1", port=self.redis_port, db=0, password=None))
 
     # ---- lifecycle
 

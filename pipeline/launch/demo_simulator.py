@@ -11,15 +11,15 @@ from __future__ import annotations
 import sys
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from common.config import load
+from common.config import PipelineSettings, load
 from common.errors import ConfigError
 from simulator import server
 
 
-class DemoSimulatorSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SIMULATOR_", env_file=".env", extra="ignore", frozen=True)
+class DemoSimulatorSettings(PipelineSettings):
+    model_config = SettingsConfigDict(env_prefix="SIMULATOR_")
 
     host: str = "127.0.0.1"
     port: int = Field(8545, ge=1, le=65535)

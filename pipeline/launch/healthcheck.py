@@ -19,6 +19,7 @@ from common import keys
 from common.config import RedisSettings, ServiceSettings, load
 from common.errors import ConfigError
 from common.payloads import decode_heartbeat
+from pipeline.embedded.redis_server import probe_client
 from processors.trade_processor import ProcessorSettings
 
 
@@ -32,14 +33,7 @@ def check(service: str) -> str:
     """'' when alive, else why not (one line)."""
     settings = load(RedisSettings)
     name = heartbeat_name(service)
-    client = redis.Redis(
-        host=settings.host,
-        port=settings.port,
-        db=settings.db,
-        password=settings.password.get_secret_value() if settings.password else None,
-        socket_timeout=2,
-        socket_connect_timeout=2,
-    )
+    client = probe_client(settings, timeout_s=2.0)
     try:
         fields = client.hgetall(keys.service_key(name))
     except redis.RedisError as exc:

@@ -96,32 +96,33 @@ def clickhouse_answers(settings: ClickHouseSettings) -> bool:
     return True
 
 
-def need_embedded_redis(settings: RedisSettings) -> bool:
-    if is_reachable(settings):
+def must_start_here(what: str, prefix: str, host: str, port: int, *, answers: bool, probe: str) -> bool:
+    """False when the configured server answers; True when one can be started here; else why not (LaunchError)."""
+    if answers:
         return False
-    where = f"{settings.host}:{settings.port}"
-    if not is_local(settings.host):
-        raise LaunchError(f"Redis at {where} (REDIS_HOST) does not answer: start it, or unset REDIS_HOST")
-    if port_in_use(settings.port):
+    if not is_local(host):
+        raise LaunchError(f"{what} at {host}:{port} ({prefix}_HOST) does not answer {probe}: start it, or unset it")
+    if port_in_use(port):
         raise LaunchError(
-            f"port {settings.port} (REDIS_PORT) is held by something that does not answer Redis PING "
-            "(or REDIS_PASSWORD is wrong): free the port or set REDIS_PORT"
+            f"port {port} ({prefix}_PORT) is held by something that does not answer {probe}: "
+            f"free the port or set {prefix}_PORT"
         )
+    return True
+
+
+def need_embedded_redis(settings: RedisSettings) -> bool:
+    # A wrong REDIS_PASSWORD looks like a foreign server on the port: PING is refused.
+    probe = "Redis PING (or REDIS_PASSWORD is wrong)"
+    if not must_start_here("Redis", "REDIS", settings.host, settings.port, answers=is_reachable(settings), probe=probe):
+        return False
     find_redis_server()  # ConfigError saying how to install it
     return True
 
 
 def need_embedded_clickhouse(settings: ClickHouseSettings) -> bool:
-    if clickhouse_answers(settings):
+    answers = clickhouse_answers(settings)
+    if not must_start_here("ClickHouse", "CLICKHOUSE", settings.host, settings.port, answers=answers, probe="/ping"):
         return False
-    where = f"{settings.host}:{settings.port}"
-    if not is_local(settings.host):
-        raise LaunchError(f"ClickHouse at {where} (CLICKHOUSE_HOST) does not answer /ping: start it, or unset it")
-    if port_in_use(settings.port):
-        raise LaunchError(
-            f"port {settings.port} (CLICKHOUSE_PORT) is held by something that is not ClickHouse: "
-            "free the port or set CLICKHOUSE_PORT"
-        )
     if importlib.util.find_spec("chdb") is None:
         raise LaunchError("the embedded ClickHouse needs the chdb-core package: pip install -r requirements.txt")
     return True

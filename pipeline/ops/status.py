@@ -14,7 +14,7 @@ from rich.text import Text
 from common.redis_client import make_redis
 from dashboard.app import load_config, redact
 from dashboard.history import Observer
-from dashboard.models import PipelineStatus
+from dashboard.models import CursorStatus, PipelineStatus
 from dashboard.snapshot import ClickHouseReader, collect_status
 from pipeline.ops.common import console, iso, make_parser, run_command
 
@@ -60,12 +60,19 @@ def streams_table(status: PipelineStatus) -> Table:
     return table
 
 
+def behind_source(cursor: CursorStatus) -> str:
+    if cursor.behind_blocks is None:
+        return _s(cursor.behind_s)
+    lag = f" (finality lag {_n(cursor.finality_lag_blocks)} blocks)" if cursor.finality_lag_blocks is not None else ""
+    return f"{_n(cursor.behind_blocks)} blocks behind the safe head{lag}"
+
+
 def cursors_table(status: PipelineStatus) -> Table:
     table = Table(title="Cursors", title_justify="left")
     for column in ("key", "value", "behind source"):
         table.add_column(column, overflow="fold")
     for cursor in status.cursors:
-        table.add_row(*texts(cursor.key, cursor.value, _s(cursor.behind_s)))
+        table.add_row(*texts(cursor.key, cursor.value, behind_source(cursor)))
     return table
 
 

@@ -141,7 +141,7 @@ async def chain_fills(start_ts: int, end_ts: int) -> SourceFills:
     malformed = 0
     async with make_http_client(config.http) as http:
         node = chain_ingester.make_node(http, config)
-        safe = await node.safe_head()
+        _, safe = await node.heads()
         first = await first_block_at_or_after(node, start_ts, config.chain.start_block, safe)
         last = await first_block_at_or_after(node, end_ts + 1, first, safe) - 1
         sizer = SpanSizer(config.chain.initial_span_blocks, config.chain.max_span_blocks)

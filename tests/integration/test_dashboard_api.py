@@ -25,7 +25,8 @@ EXPECTED_METRICS = {
     "pipeline_service_processed", "pipeline_service_failed", "pipeline_service_up",
     "pipeline_service_heartbeat_age_seconds", "pipeline_stream_length", "pipeline_group_lag",
     "pipeline_group_pending", "pipeline_group_consumers", "pipeline_dlq_length", "pipeline_cursor_age_seconds",
-    "pipeline_source_behind_seconds", "pipeline_clickhouse_rows", "pipeline_clickhouse_insert_rows",
+    "pipeline_source_behind_seconds", "pipeline_source_behind_blocks", "pipeline_chain_finality_lag_blocks",
+    "pipeline_clickhouse_rows", "pipeline_clickhouse_insert_rows",
     "pipeline_clickhouse_insert_seconds", "pipeline_clickhouse_newest_trade_timestamp_seconds", "pipeline_up",
     "pipeline_unresolved_markets",
 }  # fmt: skip
@@ -60,7 +61,8 @@ async def test_api_status_shows_streams_groups_services_cursors_and_table_counts
     cursors = {c["key"]: c for c in status["cursors"]}
     assert 25 <= cursors[keys.STATE_GOLDSKY_LAST_TIMESTAMP]["behind_s"] <= 60
     assert cursors[keys.STATE_CHAIN_LAST_BLOCK]["value"] == "84902400"
-    assert cursors[keys.STATE_CHAIN_LAST_BLOCK]["behind_blocks"] is None  # the ingester publishes no head: not shown
+    chain = cursors[keys.STATE_CHAIN_LAST_BLOCK]
+    assert (chain["behind_blocks"], chain["finality_lag_blocks"]) == (100, 500)  # from the chain ingester's gauges
     trades = status["clickhouse"]["latest_trades"]
     assert trades and all("<script>" in t["question"] for t in trades)
     assert {t["side"] for t in trades} <= {"BUY", "SELL"}
@@ -77,6 +79,9 @@ async def test_metrics_parse_and_name_every_family(dashboard_world):
     assert samples[("pipeline_clickhouse_rows", (("table", "trades"),))] == trades
     assert samples[("pipeline_group_lag", (("group", "trade-processor"), ("stream", keys.STREAM_ORDER_EVENTS)))] == 0
     assert samples[("pipeline_dlq_length", ())] == 0
+    chain = (("cursor", keys.STATE_CHAIN_LAST_BLOCK),)
+    assert samples[("pipeline_source_behind_blocks", chain)] == 100
+    assert samples[("pipeline_chain_finality_lag_blocks", chain)] == 500
     assert any(name == "pipeline_clickhouse_insert_rows_total" and dict(labels)["table"] == "trades" and value == trades
                for (name, labels), value in samples.items())  # fmt: skip
     assert all(not f.name.startswith("pipeline_") or f.type != "counter" or f.name + "_total" in body

@@ -68,7 +68,9 @@ async def test_page_shows_every_stream_group_service_and_table_count(browser, da
     ARTIFACTS.mkdir(exist_ok=True)
     with running_dashboard(world) as url:
         page, events = await open_page(browser, url)
-        streams, services, tables = [await table_text(page, t) for t in ("streams", "services", "tables")]
+        streams, services, tables, cursors = [
+            await table_text(page, t) for t in ("streams", "services", "tables", "cursors")
+        ]
         await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
     for stream, groups in keys.STREAM_GROUPS.items():
         assert stream in streams and all(group in streams for group in groups)
@@ -79,6 +81,7 @@ async def test_page_shows_every_stream_group_service_and_table_count(browser, da
     rows = dict(line.split("\t") for line in tables.splitlines())
     assert rows == {"markets": "5", "events": "2", "order_filled_events": str(len(world.fills)),
                     "trades": str(len(world.fills))}  # fmt: skip
+    assert "100 blocks behind the safe head (finality lag 500 blocks)" in cursors
     assert events == []
 
 

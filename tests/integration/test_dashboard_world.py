@@ -117,6 +117,7 @@ async def add_fake_heartbeats(redis: aioredis.Redis) -> None:
     await redis.hset(keys.service_key("chain_ingester"), mapping={
         "state": "running", "pid": "4343", "started_at": f"{now - 900:.3f}", "heartbeat_at": f"{now - 600:.3f}",
         "last_error": "", "last_error_at": "0.000", "count:fills": "77",
+        "gauge:chain_head": "84903000", "gauge:safe_head": "84902500",
     })  # fmt: skip
     await redis.mset({keys.STATE_GOLDSKY_LAST_TIMESTAMP: str(int(now) - 30), keys.STATE_GOLDSKY_LAST_ID: "0xabc_0x1",
                       keys.STATE_CHAIN_LAST_BLOCK: "84902400"})  # fmt: skip

@@ -32,9 +32,9 @@ from common.http import RateLimiter
 from common.payloads import OrderEvent, decode_order_event
 from common.service import Service, poll_forever, run_worker
 from ingesters import chain_ingester, goldsky_ingester
+from ingesters.bounded_cache import BoundedCache
 from ingesters.chain_ingester import ChainConfig, ChainSettings, Node
 from ingesters.goldsky_ingester import GoldskyConfig, GoldskySettings, RangeIngester, Subgraph
-from ingesters.ranges import BoundedCache
 from tests.fixtures.redis_server import RedisServer
 from tests.fixtures.simulator import SimulatorFactory
 
@@ -271,6 +271,10 @@ async def test_chain_ingests_the_finalized_truth_across_the_cutover_shrinking_on
     assert max(e.block_number for e in events) <= truth["finalized_block"]
     assert int(await redis_client.get(keys.STATE_CHAIN_LAST_BLOCK)) == truth["finalized_block"]
     assert service.counters["range_too_large"] >= 2
+    # The stalled finality shows: the heartbeat carries the safe head and a chain head above it.
+    heartbeat = await redis_client.hgetall(keys.service_key(chain_ingester.NAME))
+    assert int(heartbeat[b"gauge:safe_head"]) == truth["finalized_block"]
+    assert int(heartbeat[b"gauge:chain_head"]) >= truth["head_block"] > truth["finalized_block"] + 30
 
 
 async def test_chain_falls_back_to_head_minus_confirmations_when_finalized_is_off(
@@ -285,6 +289,8 @@ async def test_chain_falls_back_to_head_minus_confirmations_when_finalized_is_of
 
     assert_exact(await stream_events(redis_client), [f for f in truth["fills"] if f["block_number"] <= safe])
     assert int(await redis_client.get(keys.STATE_CHAIN_LAST_BLOCK)) == safe
+    heartbeat = await redis_client.hgetall(keys.service_key(chain_ingester.NAME))
+    assert (int(heartbeat[b"gauge:chain_head"]), int(heartbeat[b"gauge:safe_head"])) == (truth["head_block"], safe)
 
 
 def test_chain_killed_10_times_mid_ingest_still_ends_with_the_exact_set(

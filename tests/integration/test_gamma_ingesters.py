@@ -263,7 +263,9 @@ async def test_a_malformed_market_goes_to_the_dlq_while_the_rest_of_the_page_is_
     assert await stream_ids(redis_client, keys.STREAM_MARKETS) == Counter(good)
     letters = [orjson.loads(fields[b"data"]) for _, fields in await redis_client.xrange(keys.STREAM_DLQ)]
     assert [orjson.loads(d["payload"]) for d in letters] == [page[2], page[4]]
-    assert "clobTokenIds is not JSON-encoded" in letters[0]["error"] and letters[0]["stream"] == keys.STREAM_MARKETS
+    assert (
+        "clobTokenIds is not a JSON-encoded list" in letters[0]["error"] and letters[0]["stream"] == keys.STREAM_MARKETS
+    )
     assert "not an object" in letters[1]["error"]
     assert await redis_client.get(keys.STATE_POLYMARKET_OFFSET) == b"offset closed=false after=6"
     # The same page again (a refresh): nothing appended, nothing dead-lettered twice.

@@ -31,6 +31,7 @@ async def test_status_prints_every_stream_group_service_and_count(dashboard_worl
         assert service in out
     assert "degraded" in out and "dead" in out and "HTTP 503" in out
     assert "order_filled_events" in out and f"{len(world.fills):,}" in out and "ClickHouse: up" in out
+    assert "100 blocks behind the safe head (finality lag 500 blocks)" in out
 
 
 async def test_status_json_is_the_api_document(dashboard_world, monkeypatch, capsys):

@@ -11,6 +11,7 @@ from eth_hash.auto import keccak
 from common.errors import PermanentSourceError, PoisonMessage, TransientSourceError
 from common.exchanges import V1_EXCHANGES as EXCHANGES_V1
 from common.exchanges import V2_EXCHANGES as EXCHANGES_V2
+from ingesters.bounded_cache import BoundedCache
 from ingesters.chain_logs import (
     V1_TOPIC,
     V2_TOPIC,
@@ -25,7 +26,6 @@ from ingesters.chain_logs import (
     parse_block_batch,
     rpc_result,
 )
-from ingesters.ranges import BoundedCache
 
 TX = "0x" + "AA" * 32
 ORDER = "0x" + "0b" * 32

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import pytest
-from pydantic_settings import BaseSettings
+from pydantic import ValidationError
+from pydantic_settings import SettingsConfigDict
 
 from common.config import (
     ClickHouseSettings,
     HttpSettings,
     LogSettings,
+    PipelineSettings,
     RedisSettings,
     ServiceSettings,
     SourceSettings,
     StreamSettings,
+    env_name,
     load,
 )
 from common.errors import ConfigError
@@ -46,7 +49,7 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
 
 
 @pytest.mark.parametrize(("model", "variable", "value"), BAD_VALUES)
-def test_config_error_names_its_variable(monkeypatch, model: type[BaseSettings], variable: str, value: str) -> None:
+def test_config_error_names_its_variable(monkeypatch, model: type[PipelineSettings], variable: str, value: str) -> None:
     monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigError) as info:
         load(model)
@@ -71,6 +74,21 @@ def test_settings_come_from_dotenv_file(tmp_path) -> None:
     (tmp_path / ".env").write_text("REDIS_PORT=6390\nGAMMA_API_URL=http://127.0.0.1:9/gamma\n")
     assert load(RedisSettings).port == 6390
     assert load(SourceSettings).gamma_api_url == "http://127.0.0.1:9/gamma"
+
+
+class KnobSettings(PipelineSettings):
+    model_config = SettingsConfigDict(env_prefix="KNOB_")
+
+    poll_interval_s: float = 1.0
+
+
+def test_a_model_naming_only_its_prefix_keeps_the_shared_config(tmp_path) -> None:
+    (tmp_path / ".env").write_text("KNOB_POLL_INTERVAL_S=2.5\nKNOB_UNKNOWN=1\n")
+    knobs = load(KnobSettings)
+    assert knobs.poll_interval_s == 2.5  # read from .env; the unknown variable is ignored
+    assert env_name(KnobSettings, "poll_interval_s") == "KNOB_POLL_INTERVAL_S"
+    with pytest.raises(ValidationError):
+        knobs.poll_interval_s = 3.0  # frozen: change a copy with model_copy(update=...)
 
 
 def test_secrets_never_print(monkeypatch) -> None:

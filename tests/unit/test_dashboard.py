@@ -22,7 +22,14 @@ from dashboard.models import (
     StreamStatus,
     TableStatus,
 )
-from dashboard.snapshot import cursor_status, dead_letter_view, group_status, is_instance_of, service_status
+from dashboard.snapshot import (
+    chain_distance,
+    cursor_status,
+    dead_letter_view,
+    group_status,
+    is_instance_of,
+    service_status,
+)
 from pipeline.ops.common import parse_time
 from pipeline.ops.dlq import DlqEntry, retry_plan, select
 
@@ -111,6 +118,23 @@ def test_goldsky_cursor_is_behind_by_now_minus_its_timestamp() -> None:
     assert cursor_status(keys.STATE_CHAIN_LAST_BLOCK, "123", now=NOW).behind_s is None
 
 
+@pytest.mark.parametrize(
+    ("chain_head", "safe_head", "distances"),
+    [
+        (b"1900", b"1200", (200, 700)),  # finality stalled 700 blocks behind the head
+        (None, b"1200", (200, None)),
+        (b"1900", None, (None, None)),  # no safe head published: nothing to measure against
+        (b"1900", b"900", (0, 1000)),  # a cursor past the safe head (a lower CHAIN_CONFIRMATIONS) is not negative
+    ],
+)
+def test_chain_cursor_distances_come_from_the_ingesters_heads(
+    chain_head: bytes | None, safe_head: bytes | None, distances: tuple[int | None, int | None]
+) -> None:
+    cursor = CursorStatus(key=keys.STATE_CHAIN_LAST_BLOCK, value="1000")
+    chain_distance(cursor, chain_head, safe_head)
+    assert (cursor.behind_blocks, cursor.finality_lag_blocks) == distances
+
+
 def test_worker_names_belong_to_their_service() -> None:
     assert is_instance_of("trade_processor", "trade_processor")
     assert is_instance_of("trade_processor-2", "trade_processor")
@@ -127,7 +151,8 @@ def sample_status() -> PipelineStatus:
         services=[service(NOW, rows_trades=42, rows_written=50, insert_ms=1500, errors=1).model_copy(
             update={"name": "clickhouse_writer"})],
         cursors=[CursorStatus(key="state:goldsky_last_timestamp", value="1", age_s=3.0, behind_s=9.0),
-                 CursorStatus(key=keys.STATE_CHAIN_LAST_BLOCK, value="90", behind_blocks=10)],
+                 CursorStatus(key=keys.STATE_CHAIN_LAST_BLOCK, value="90", behind_blocks=10,
+                              finality_lag_blocks=700)],
     )  # fmt: skip
 
 
@@ -150,6 +175,7 @@ def test_metrics_are_valid_prometheus_text_with_pipeline_names() -> None:
     assert value("pipeline_cursor_age_seconds", cursor="state:goldsky_last_timestamp") == 3
     assert value("pipeline_up", dependency="clickhouse") == 1
     assert value("pipeline_source_behind_blocks", cursor=keys.STATE_CHAIN_LAST_BLOCK) == 10
+    assert value("pipeline_chain_finality_lag_blocks", cursor=keys.STATE_CHAIN_LAST_BLOCK) == 700
 
 
 def test_redact_masks_every_secret_longest_first() -> None:

@@ -10,7 +10,8 @@ import pytest
 
 from common import keys
 from common.config import HttpSettings
-from common.errors import PermanentSourceError, TransientSourceError
+from common.errors import PermanentSourceError, PoisonMessage, TransientSourceError
+from common.gamma_fields import parse_json_list
 from common.http import RateLimiter
 from ingesters.gamma import (
     SYNCED,
@@ -21,7 +22,6 @@ from ingesters.gamma import (
     fetch_page,
     item_key,
     keyset_unavailable,
-    parse_json_list,
     prepare_page,
     sync_state_after,
     validate_event,
@@ -73,15 +73,18 @@ def test_sync_goes_open_pass_then_closed_pass_then_synced() -> None:
 # --- JSON-string fields and validation -------------------------------------------------------------------------
 
 
-def test_parse_json_list_reads_gamma_encoded_strings() -> None:
-    assert parse_json_list('["Yes", "No"]', field_name="outcomes") == ["Yes", "No"]
-    assert parse_json_list(["Yes", "No"], field_name="outcomes") == ["Yes", "No"]
-    assert parse_json_list(None, field_name="outcomes") == []
-    assert parse_json_list("", field_name="outcomes") == []
-    with pytest.raises(ValueError, match="not JSON-encoded"):
-        parse_json_list("[Yes, No", field_name="outcomes")
-    with pytest.raises(ValueError, match="not a JSON-encoded list"):
-        parse_json_list('{"a": 1}', field_name="outcomes")
+def test_parse_json_list_reads_gamma_encoded_strings_and_real_lists() -> None:
+    assert parse_json_list('["Yes", "No"]', "outcomes") == ["Yes", "No"]
+    assert parse_json_list(["Yes", "No"], "outcomes") == ["Yes", "No"]
+    assert parse_json_list(["1", "2"], "positionIds") == ["1", "2"]  # v2 markets send a native array
+    assert parse_json_list(None, "outcomes") == []
+    assert parse_json_list("", "outcomes") == []
+
+
+@pytest.mark.parametrize("value", ["[Yes, No", '{"a": 1}', "0.5", 7, {"a": 1}])
+def test_parse_json_list_refuses_anything_else_as_poison_naming_the_field(value: Any) -> None:
+    with pytest.raises(PoisonMessage, match="outcomes is not a JSON-encoded list"):
+        parse_json_list(value, "outcomes")
 
 
 def test_a_real_market_is_valid() -> None:
@@ -95,7 +98,7 @@ def test_a_real_market_is_valid() -> None:
         ([1, 2], "not an object"),
         ({"question": "no id"}, "no id"),
         (market(id=""), "no id"),
-        (market(clobTokenIds="8851,1018"), "clobTokenIds is not JSON-encoded"),
+        (market(clobTokenIds="8851,1018"), "clobTokenIds is not a JSON-encoded list"),
         (market(clobTokenIds='{"a": 1}'), "clobTokenIds is not a JSON-encoded list"),
         (market(clobTokenIds='[1.5, "x"]'), "decimal strings"),
         (market(outcomes='["Up"]'), "2 clobTokenIds for 1 outcomes"),
@@ -104,16 +107,16 @@ def test_a_real_market_is_valid() -> None:
     ],
 )
 def test_malformed_markets_are_refused_with_a_reason(item: Any, reason: str) -> None:
-    with pytest.raises(ValueError, match=reason):
+    with pytest.raises(PoisonMessage, match=reason):
         validate_market(item)
 
 
 def test_event_validation_checks_tags_and_markets() -> None:
     validate_event({"id": "31000", "tags": [{"id": "2", "label": "Politics"}], "markets": [{"id": "1"}]})
     validate_event({"id": "31000"})
-    with pytest.raises(ValueError, match="tags"):
+    with pytest.raises(PoisonMessage, match="tags"):
         validate_event({"id": "31000", "tags": "politics"})
-    with pytest.raises(ValueError, match="markets"):
+    with pytest.raises(PoisonMessage, match="markets"):
         validate_event({"id": "31000", "markets": [{"question": "no id"}]})
 
 
@@ -157,7 +160,7 @@ def test_prepare_page_appends_changed_items_and_dead_letters_malformed_ones() ->
     letters = [orjson.loads(d) for d in page.dead_letters]
     assert [(d["stream"], d["id"], d["deliveries"]) for d in letters] == [("stream:markets", None, 0)] * 2
     assert orjson.loads(letters[0]["payload"]) == bad
-    assert "clobTokenIds is not JSON-encoded" in letters[0]["error"]
+    assert "clobTokenIds is not a JSON-encoded list" in letters[0]["error"]
     assert letters[1]["payload"] == '"junk"' and "not an object" in letters[1]["error"]
     hashes = page.hash_items[keys.MARKETS_CONTENT_HASH]
     assert set(hashes) == {"2", "3", "4", item_key("junk")}  # a malformed item is dead-lettered once

@@ -9,6 +9,8 @@ import pytest
 
 from common.errors import PermanentSourceError, PoisonMessage, TransientSourceError
 from common.payloads import fill_id
+from ingesters.backfill import split_range
+from ingesters.fetch_ahead import FetchAhead
 from ingesters.goldsky_pages import (
     Cursor,
     build_request,
@@ -21,7 +23,6 @@ from ingesters.goldsky_pages import (
     plan_page,
     start_cursor,
 )
-from ingesters.ranges import FetchAhead, split_range
 
 
 def make_row(ts: int, n: int) -> dict[str, Any]:

@@ -1,9 +1,9 @@
-"""Pieces both fill ingesters share: parallel backfill over split cursor ranges, and a bounded cache.
+"""Parallel backfill for both fill ingesters: a range split into adjacent parts, each paged on its own cursor.
 
 A backfill range is inclusive on both ends, `[first, last]`, in the source's own cursor unit (unix seconds for
 Goldsky, block numbers for the chain). `split_range` cuts it into disjoint, adjacent ranges that cover it
 exactly: range i+1 starts at range i's last + 1, so there is no gap and no overlap at the seams. Each range has
-its own cursor keys (`backfill_key`), and the split itself is stored (`plan_backfill`), so a restart with a
+its own cursor keys (`keys.backfill_key`), and the split itself is stored (`plan_backfill`), so a restart with a
 different worker count still resumes the ranges it started with.
 """
 
@@ -12,9 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Protocol
 
 import structlog
 
@@ -23,9 +22,6 @@ from common.service import Service, poll_forever, service_main
 from common.streams import append_with_cursor, read_cursor
 
 log = structlog.get_logger()
-
-K = TypeVar("K")
-V = TypeVar("V")
 
 # progress(done, total): called after each page of a backfill; units are the range's (seconds or blocks).
 ProgressCallback = Callable[[int, int], None]
@@ -43,14 +39,6 @@ def split_range(first: int, last: int, parts: int) -> list[tuple[int, int]]:
     return [(bounds[i], bounds[i + 1] - 1) for i in range(parts)]
 
 
-def backfill_key(source: str, first: int, last: int, field: str) -> str:
-    """Cursor key of one backfill range, e.g. `state:goldsky_backfill:1700000000-1700086399:last_timestamp`.
-
-    Belongs in `common.keys` (reported); kept here until it moves.
-    """
-    return f"state:{source}_backfill:{first}-{last}:{field}"
-
-
 class RangePart(Protocol):
     """One range of a backfill: `step()` ingests a page (True while more is ready), `done` counts progress."""
 
@@ -64,7 +52,7 @@ class RangePart(Protocol):
 
 async def plan_backfill(service: Service, source: str, first: int, last: int, workers: int) -> list[tuple[int, int]]:
     """The ranges of backfill `[first, last]`: the split stored by an earlier run if any, else a new one (stored)."""
-    plan_key = backfill_key(source, first, last, "ranges")
+    plan_key = keys.backfill_key(source, first, last, "ranges")
     stored = (await read_cursor(service.redis, [plan_key]))[plan_key]
     if stored is None:
         # A cursor-only write (no entries): the same compare-and-set script as every page.
@@ -117,57 +105,3 @@ def main_with_backfill(
 
     usage = f" --backfill FROM TO [--workers N]: ingest {unit} [FROM, TO] as N concurrent ranges, then exit."
     return service_main(name, start, description + usage, rest)
-
-
-class FetchAhead:
-    """At most one request made ahead of time; its answer is used only when the next request is that one.
-
-    A paging loop asks for page k+1 while it writes page k. If the write fails or the cursor moved, the next
-    request differs and the early one is dropped: fetching ahead never changes what is written.
-    """
-
-    def __init__(self, fetch: Callable[[Any], Awaitable[Any]]) -> None:
-        self.fetch = fetch
-        self._ahead: tuple[Any, asyncio.Task[Any]] | None = None
-
-    async def get(self, request: Any) -> Any:
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead[0] == request:
-            return await ahead[1]
-        if ahead is not None:
-            ahead[1].cancel()
-        return await self.fetch(request)
-
-    def start(self, request: Any) -> None:
-        self.close()
-        task = asyncio.create_task(self.fetch(request))
-        task.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved even if dropped
-        self._ahead = (request, task)
-
-    def close(self) -> None:
-        if self._ahead is not None:
-            self._ahead[1].cancel()
-            self._ahead = None
-
-
-class BoundedCache(Generic[K, V]):
-    """A least-recently-used map holding at most `capacity` items."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._items: OrderedDict[K, V] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def get(self, key: K) -> V | None:
-        value = self._items.get(key)
-        if value is not None:
-            self._items.move_to_end(key)
-        return value
-
-    def put(self, key: K, value: V) -> None:
-        self._items[key] = value
-        self._items.move_to_end(key)
-        while len(self._items) > self.capacity:
-            self._items.popitem(last=False)
