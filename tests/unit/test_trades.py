@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from common.exchanges import CTF_EXCHANGE_V1, NEG_RISK_CTF_EXCHANGE_V2
+from common.exchanges import CTF_EXCHANGE_V1, EXCHANGE_V3, NEG_RISK_CTF_EXCHANGE_V2
 from common.payloads import MarketRef, OrderEvent, fill_id
 from processors.trades import derive_trade, micros_to_decimal
 
@@ -26,7 +26,7 @@ def fill(*, maker_asset: str, taker_asset: str, maker_amount: int, taker_amount:
 
 @pytest.mark.parametrize("maker_buys", [True, False])
 @pytest.mark.parametrize(
-    "taker", [CTF_EXCHANGE_V1, NEG_RISK_CTF_EXCHANGE_V2.upper().replace("0X", "0x"), "0x" + "22" * 20]
+    "taker", [CTF_EXCHANGE_V1, NEG_RISK_CTF_EXCHANGE_V2.upper().replace("0X", "0x"), EXCHANGE_V3, "0x" + "22" * 20]
 )
 def test_trade_columns_match_an_independent_computation(maker_buys: bool, taker: str) -> None:
     usdc, tokens = 5_850_000, 10_000_001
@@ -57,6 +57,14 @@ def test_unknown_market_leaves_market_empty_and_outcome_index_minus_one() -> Non
     trade = derive_trade(event, None)
     assert (trade.market_id, trade.condition_id, trade.outcome, trade.outcome_index) == ("", "", "", -1)
     assert trade.token_id == TOKEN
+
+
+def test_a_position_id_without_market_keeps_the_outcome_index_it_encodes() -> None:
+    combo = str((3 << 248) | (0xABC << 120) | (2 << 104) | 1)  # module 3 (Combinatorial), arity 2, outcome 1
+    event = fill(maker_asset=combo, taker_asset="0", maker_amount=4, taker_amount=2, taker=EXCHANGE_V3)
+    trade = derive_trade(event, None)
+    assert (trade.market_id, trade.condition_id, trade.outcome, trade.outcome_index) == ("", "", "", 1)
+    assert trade.token_id == combo and trade.is_taker_side == 1
 
 
 def test_zero_token_amount_gives_zero_price_not_a_crash() -> None:
