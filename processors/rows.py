@@ -77,6 +77,8 @@ class MarketRow(NamedTuple):
     outcomes: list[str]
     outcome_prices: list[float]
     clob_token_ids: list[str]
+    version: str  # Gamma's `version`: "v1", "v2", or "" when absent (which means v1)
+    position_ids: list[str]  # a V2 market's outcome ids (a native JSON array, not a JSON-encoded string)
     volume: float
     liquidity: float
     active: bool
@@ -107,6 +109,8 @@ def market_row(data: bytes, ingested_at: datetime) -> MarketRow:
             number(item, "outcomePrices") for item in parse_json_list(market.get("outcomePrices"), "outcomePrices")
         ],
         clob_token_ids=[str(item) for item in parse_json_list(market.get("clobTokenIds"), "clobTokenIds")],
+        version=str(market.get("version") or ""),
+        position_ids=[str(item) for item in parse_json_list(market.get("positionIds"), "positionIds")],
         volume=number(market.get("volume", market.get("volumeNum")), "volume"),
         liquidity=number(market.get("liquidity", market.get("liquidityNum")), "liquidity"),
         active=bool(market.get("active")),

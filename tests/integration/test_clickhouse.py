@@ -35,9 +35,16 @@ def test_migrations_create_the_contract_tables_once(ch_settings, ch) -> None:
     assert {"markets", "events", "order_filled_events", "trades", "schema_migrations"} <= tables
     assert apply_migrations(ch_settings) == []  # second start: nothing to do
     versions = ch.query("SELECT version, name FROM mig_test.schema_migrations ORDER BY version").result_rows
-    assert versions == [(1, "tables"), (2, "views"), (4, "unique_keys")]
+    assert versions == [(1, "tables"), (2, "views"), (3, "market_versions"), (4, "unique_keys")]
     engine = ch.query("SELECT engine_full FROM system.tables WHERE database='mig_test' AND name='trades'").result_rows
     assert "ReplacingMergeTree" in engine[0][0] and "non_replicated_deduplication_window = 10000" in engine[0][0]
+
+
+def test_markets_written_without_the_v2_columns_read_as_v1_with_no_position_ids(ch) -> None:
+    # a writer from before migration 003 names only the old columns
+    ch.insert("markets", [["7", "q", 1_777_000_000, "{}", 1_777_000_000_000]],
+              column_names=["id", "question", "updated_at", "raw", "ingested_at"])  # fmt: skip
+    assert ch.query("SELECT version, position_ids FROM markets WHERE id = '7'").result_rows == [("", [])]
 
 
 async def test_resent_batch_with_same_token_adds_no_rows(ch) -> None:

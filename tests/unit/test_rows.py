@@ -29,15 +29,22 @@ from processors.trades import derive_trade
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
 
 
+ADD_COLUMN = r"ALTER TABLE db\.(\w+) ADD COLUMN IF NOT EXISTS (\w+) .*?(?: AFTER (\w+))?$"
+
+
 def migration_columns() -> dict[str, tuple[str, ...]]:
-    """Table -> its column names, in order, as the migrations create them."""
-    tables = {}
+    """Table -> its column names, in order, as the migrations create them and then add to them (`AFTER`)."""
+    tables: dict[str, list[str]] = {}
     for migration in load_migrations(database="db"):
         for statement in migration.statements:
             if found := re.search(r"CREATE TABLE IF NOT EXISTS db\.(\w+)\s*\((.*?)\)\s*ENGINE", statement, re.DOTALL):
                 lines = (line.strip() for line in found.group(2).splitlines())
-                tables[found.group(1)] = tuple(line.split()[0] for line in lines if line)
-    return tables
+                tables[found.group(1)] = [line.split()[0] for line in lines if line]
+            if added := re.search(ADD_COLUMN, statement):
+                table, column, after = added.groups()
+                columns = tables[table]
+                columns.insert(columns.index(after) + 1 if after else len(columns), column)
+    return {table: tuple(columns) for table, columns in tables.items()}
 
 
 @pytest.mark.parametrize("spec", TABLES, ids=lambda spec: spec.table)
@@ -70,6 +77,15 @@ def test_market_row_parses_json_encoded_strings_and_dates() -> None:
     assert row["event_ids"] == ["26359"]
     assert row["raw"] == data.decode()
     assert row["active"] is True and row["closed"] is False
+
+
+def test_a_v2_market_row_keeps_its_version_and_native_position_ids() -> None:
+    position_id = "452312848583266388373324160190187140051835877600158453279131187530910662657"
+    v2 = {**MARKET, "version": "v2", "positionIds": [position_id]}
+    row = dict(zip(MARKET_COLUMNS, market_row(orjson.dumps(v2), NOW), strict=True))
+    assert row["version"] == "v2" and row["position_ids"] == v2["positionIds"]
+    row = dict(zip(MARKET_COLUMNS, market_row(orjson.dumps(MARKET), NOW), strict=True))
+    assert row["version"] == "" and row["position_ids"] == []
 
 
 def test_market_without_updated_at_is_versioned_by_ingest_time() -> None:
