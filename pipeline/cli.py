@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulator": ("simulator.server", "serve the Gamma, Goldsky and Polygon RPC stand-ins on localhost"),
     "run": ("pipeline.launch.run", "everything under supervisord against Polymarket, embedded servers if needed"),
     "demo": ("pipeline.launch.demo", "the same with the simulator as every source: live fills, trades in seconds"),
+    "doctor": ("pipeline.ops.doctor", "probe Gamma, Goldsky, the RPC before trusting a live setup (exit 1 on a fail)"),
     "status": ("pipeline.ops.status", "the dashboard's view in the terminal: streams, groups, services, tables"),
     "reset": ("pipeline.ops.reset", "delete streams and state (and optionally ClickHouse rows); asks first"),
     "dlq": ("pipeline.ops.dlq", "dead letters: list, retry (re-deliver) or purge"),
