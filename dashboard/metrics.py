@@ -80,7 +80,10 @@ def cursor_families(status: PipelineStatus) -> Iterator[Metric]:
     unresolved.add_metric(["emitted_by_processor"], status.unresolved.emitted_without_market)
     if status.unresolved.trades_without_market is not None:
         unresolved.add_metric(["clickhouse_trades"], status.unresolved.trades_without_market)
-    yield from (age, behind, blocks, finality, unresolved)
+    by_module = _gauge("pipeline_unresolved_trades_by_module", "Trades without a market by token kind", ["module"])
+    for module, n in status.unresolved.by_module.items():
+        by_module.add_metric([module], n)
+    yield from (age, behind, blocks, finality, unresolved, by_module)
 
 
 def clickhouse_families(status: PipelineStatus) -> Iterator[Metric]:

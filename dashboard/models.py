@@ -88,6 +88,7 @@ class ClickHouseStatus(BaseModel):
     tables: list[TableStatus] = []
     newest_trade_at: float | None = None
     trades_without_market: int | None = None
+    trades_without_market_by_module: dict[str, int] = {}
     latest_trades: list[TradeView] = []
 
 
@@ -110,6 +111,11 @@ class UnresolvedStatus(BaseModel):
     emitted_without_market: int = Field(0, description="trade processor's count since it started")
     lookups_pending: int = Field(0, description="tokens waiting in markets:token_lookups")
     trades_without_market: int | None = Field(None, description="rows of trades with market_id = ''")
+    by_module: dict[str, int] = Field(
+        {},
+        description="those rows by the kind of their token: `ctf_token` (v1, CLOB v2) or the Protocol V2 module of "
+        "a position id (`binary`, `neg_risk`, `combinatorial`: Combos, which no Gamma market owns)",
+    )
 
 
 class PipelineStatus(BaseModel):

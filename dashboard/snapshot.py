@@ -22,6 +22,7 @@ from common.clickhouse import make_client, map_clickhouse_errors
 from common.config import ClickHouseSettings
 from common.errors import PoisonMessage, SinkError
 from common.payloads import decode_dead_letter, decode_heartbeat, decode_market_ref
+from common.position_ids import MODULE_BITS, MODULE_NAMES, MODULE_SHIFT, RESERVED_BITS, RESERVED_SHIFT
 from common.redis_client import map_redis_errors
 from dashboard.models import (
     ClickHouseStatus,
@@ -198,6 +199,28 @@ async def read_questions(redis: aioredis.Redis, token_ids: list[str]) -> dict[st
 
 # --- ClickHouse ----------------------------------------------------------------------------------------------
 
+CTF_TOKEN = "ctf_token"
+
+
+def module_of_token_sql(column: str) -> str:
+    """The Protocol V2 module of a token id column, 0 for a CTF token id (reserved bits not all zero), in SQL."""
+    value = f"toUInt256OrZero({column})"
+    reserved = f"bitAnd(bitShiftRight({value}, {RESERVED_SHIFT}), toUInt256('{(1 << RESERVED_BITS) - 1}'))"
+    module = f"toUInt8(bitAnd(bitShiftRight({value}, {MODULE_SHIFT}), {(1 << MODULE_BITS) - 1}))"
+    return f"if({reserved} = 0, {module}, 0)"
+
+
+def module_name(module_id: int) -> str:
+    return CTF_TOKEN if module_id == 0 else MODULE_NAMES.get(module_id, f"module_{module_id}")
+
+
+def query_unresolved_by_module(client: Client, database: str) -> dict[str, int]:
+    rows = client.query(
+        f"SELECT {module_of_token_sql('token_id')} AS module, count() FROM {database}.trades "
+        "WHERE market_id = '' GROUP BY module ORDER BY module"
+    ).result_rows
+    return {module_name(int(module_id)): int(n) for module_id, n in rows}
+
 
 def query_clickhouse(client: Client, database: str) -> tuple[ClickHouseStatus, list[str]]:
     """Table counts, newest trade, trades without a market, the latest taker-side trades (and their tokens)."""
@@ -216,6 +239,8 @@ def query_clickhouse(client: Client, database: str) -> tuple[ClickHouseStatus, l
         f"SELECT toUnixTimestamp(max(timestamp)), countIf(market_id = '') FROM {database}.trades"
     ).result_rows[0]
     status.trades_without_market = int(unresolved)
+    if unresolved:
+        status.trades_without_market_by_module = query_unresolved_by_module(client, database)
     if not status.tables[TABLES.index("trades")].rows:
         return status, []
     status.newest_trade_at = float(newest)
@@ -320,6 +345,7 @@ async def collect_status(
         status.streams, status.services, status.cursors = [], [], []
     status.clickhouse, tokens = await ch_read
     status.unresolved.trades_without_market = status.clickhouse.trades_without_market
+    status.unresolved.by_module = status.clickhouse.trades_without_market_by_module
     if status.redis.ok and status.clickhouse.latest_trades:
         try:
             async with map_redis_errors("market questions"):

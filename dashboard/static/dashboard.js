@@ -108,8 +108,9 @@ function renderClickHouse(status) {
   fillTable("tables", ch.tables.map((t) => row([t.name, [count(t.rows), cls ? "num stale" : "num"]])));
   document.getElementById("newest-trade").textContent = ch.newest_trade_at ? `${when(ch.newest_trade_at)} (${seconds(status.generated_at - ch.newest_trade_at)} ago)` : "–";
   const u = status.unresolved;
+  const modules = Object.entries(u.by_module).map(([name, n]) => `${name.replaceAll("_", " ")} ${count(n)}`).join(", ");
   document.getElementById("unresolved").textContent =
-    `${count(u.trades_without_market)} trades without a market in ClickHouse · ${count(u.lookups_pending)} tokens being looked up · ${count(u.emitted_without_market)} emitted without a market by the processor`;
+    `${count(u.trades_without_market)} trades without a market in ClickHouse${modules ? ` (${modules})` : ""} · ${count(u.lookups_pending)} tokens being looked up · ${count(u.emitted_without_market)} emitted without a market by the processor`;
   fillTable("trades", ch.latest_trades.map((t) => row([
     when(t.timestamp), t.question || (t.market_id ? `market ${t.market_id}` : "unknown market"), t.outcome, t.side,
     [t.price.toFixed(4), "num"], [Number(t.usd_amount).toFixed(2), "num"],

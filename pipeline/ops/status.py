@@ -93,8 +93,10 @@ def print_status(status: PipelineStatus) -> None:
     for table in (services_table(status), streams_table(status), cursors_table(status), clickhouse_table(status)):
         console.print(table)
     ch, u = status.clickhouse, status.unresolved
+    modules = ", ".join(f"{name} {n:,}" for name, n in u.by_module.items())
     console.print(f"newest trade: {iso(ch.newest_trade_at)}; unresolved markets: {_n(u.trades_without_market)} "
-                  f"trades without a market, {u.lookups_pending} tokens being looked up")  # fmt: skip
+                  f"trades without a market{f' ({modules})' if modules else ''}, {u.lookups_pending} tokens being "
+                  "looked up", markup=False)  # fmt: skip
     for letter in status.dlq.latest[:5]:
         where = f"{letter.stream} {letter.group or '(ingester)'}"
         console.print(f"dead letter {letter.id} from {where}: {letter.error}", markup=False)
