@@ -6,7 +6,8 @@ sanity check). Every figure is read without FINAL, so a duplicate that ClickHous
 - `sum(usd_amount)` equals the truth's `usdc_sum` / 1e6 and `sum(token_amount)` its `token_sum` / 1e6, exactly
   (Decimal, from `toString` of the Decimal sum);
 - a trade has `market_id = ''` only when its token belongs to a market that never appears on Gamma
-  (`unlisted_token_ids`); late-listed markets must have been resolved;
+  (`unlisted_token_ids`) or is a Combo position, which no market owns (`combo_position_ids`); late-listed markets
+  must have been resolved;
 - `stream:dlq` is empty.
 """
 
@@ -30,7 +31,7 @@ class Verdict:
     usd_expected: Decimal
     tokens: Decimal
     tokens_expected: Decimal
-    unresolved_tokens: list[str]  # tokens of trades with market_id = '' that are not in unlisted_token_ids
+    unresolved_tokens: list[str]  # tokens of trades with market_id = '' that a market on Gamma owns
     dlq: int
     problems: list[str] = field(default_factory=list)
 
@@ -65,7 +66,7 @@ def check_against_truth(fleet: Fleet, truth: dict[str, Any] | None = None) -> Ve
         count, unique = fleet.ch(f"SELECT count(), uniqExact(id) FROM {table}").split()
         counts[table] = (int(count), int(unique))
     usd, tokens = fleet.ch("SELECT toString(sum(usd_amount)), toString(sum(token_amount)) FROM trades").split()
-    unlisted = set(truth["unlisted_token_ids"])
+    unowned = set(truth["unlisted_token_ids"]) | set(truth["combo_position_ids"])
     empty_market_tokens = fleet.ch("SELECT DISTINCT token_id FROM trades WHERE market_id = ''").split()
     client = fleet.redis()
     try:
@@ -79,7 +80,7 @@ def check_against_truth(fleet: Fleet, truth: dict[str, Any] | None = None) -> Ve
         usd_expected=Decimal(int(truth["usdc_sum"])) / SCALE,
         tokens=Decimal(tokens),
         tokens_expected=Decimal(int(truth["token_sum"])) / SCALE,
-        unresolved_tokens=sorted(set(empty_market_tokens) - unlisted),
+        unresolved_tokens=sorted(set(empty_market_tokens) - unowned),
         dlq=dlq,
     )
     verdict.problems = problems_of(verdict)
