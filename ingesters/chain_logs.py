@@ -1,6 +1,7 @@
-"""`OrderFilled` logs of the v1 and v2 exchanges -> OrderEvent, JSON-RPC error classification, range sizing. No I/O.
+"""`OrderFilled` logs of every exchange -> OrderEvent, JSON-RPC error classification, range sizing. No I/O.
 
-ABIs (reference §6):
+The exchanges, their families and ABIs are `common.exchanges.EXCHANGES`; a log is decoded with the ABI of the
+exchange that emitted it (ExchangeV3 shares CLOB v2's, and its `tokenId` is a position id). ABIs (reference §6, §7.1):
     v1 OrderFilled(bytes32 indexed orderHash, address indexed maker, address indexed taker, uint256 makerAssetId,
                    uint256 takerAssetId, uint256 makerAmountFilled, uint256 takerAmountFilled, uint256 fee)
     v2 OrderFilled(bytes32 indexed orderHash, address indexed maker, address indexed taker, uint8 side,
@@ -18,11 +19,10 @@ from typing import Any, Literal
 
 import orjson
 from eth_abi import decode
-from eth_hash.auto import keccak
 
 from common import keys
 from common.errors import PermanentSourceError, PoisonMessage, SourceError, TransientSourceError
-from common.exchanges import V1_EXCHANGES, V2_EXCHANGES
+from common.exchanges import BY_ADDRESS, EXCHANGES, TOPICS, V1_ABI
 from common.payloads import (
     OrderEvent,
     encode_dead_letter,
@@ -30,15 +30,6 @@ from common.payloads import (
     fill_id,
     validate_order_event,
 )
-
-V1_SIGNATURE = "OrderFilled(bytes32,address,address,uint256,uint256,uint256,uint256,uint256)"
-V2_SIGNATURE = "OrderFilled(bytes32,address,address,uint8,uint256,uint256,uint256,uint256,bytes32,bytes32)"
-V1_TOPIC = "0x" + keccak(V1_SIGNATURE.encode()).hex()
-V2_TOPIC = "0x" + keccak(V2_SIGNATURE.encode()).hex()
-V1_DATA_TYPES = ("uint256", "uint256", "uint256", "uint256", "uint256")
-V2_DATA_TYPES = ("uint8", "uint256", "uint256", "uint256", "uint256", "bytes32", "bytes32")
-
-EXCHANGES = V1_EXCHANGES + V2_EXCHANGES  # lowercase (common.exchanges), as nodes return log addresses
 
 RpcErrorKind = Literal["range", "transient", "permanent"]
 # Messages public providers give when an eth_getLogs span or result set is too big (Infura, Alchemy, QuickNode,
@@ -67,8 +58,8 @@ def get_logs_filter(from_block: int, to_block: int) -> dict[str, Any]:
     return {
         "fromBlock": hex(from_block),
         "toBlock": hex(to_block),
-        "address": list(EXCHANGES),
-        "topics": [[V1_TOPIC, V2_TOPIC]],
+        "address": [exchange.address for exchange in EXCHANGES],
+        "topics": [list(TOPICS)],
     }
 
 
@@ -107,12 +98,17 @@ def build_order_filled(log: Mapping[str, Any], timestamp: int) -> OrderEvent:
         data = log["data"]
     except KeyError as exc:
         raise PoisonMessage(f"log without field {exc.args[0]}") from None
-    if len(topics) != 4 or topics[0] not in (V1_TOPIC, V2_TOPIC):
-        raise PoisonMessage(f"not an OrderFilled log (topics {topics[:1]}, {len(topics)} topics)")
-    if topics[0] == V1_TOPIC:
-        maker_asset, taker_asset, maker_amount, taker_amount, fee = _decode_data(data, V1_DATA_TYPES)
+    exchange = BY_ADDRESS.get(address)
+    if exchange is None:
+        raise PoisonMessage(f"log of {address}, which is not an exchange of common.exchanges")
+    if len(topics) != 4 or topics[0] != exchange.abi.topic:
+        raise PoisonMessage(f"not an OrderFilled log of {exchange.name} (topics {topics[:1]}, {len(topics)} topics)")
+    if exchange.abi == V1_ABI:
+        maker_asset, taker_asset, maker_amount, taker_amount, fee = _decode_data(data, V1_ABI.data_types)
     else:
-        side, token_id, maker_amount, taker_amount, fee, _builder, _metadata = _decode_data(data, V2_DATA_TYPES)
+        side, token_id, maker_amount, taker_amount, fee, _builder, _metadata = _decode_data(
+            data, exchange.abi.data_types
+        )
         if side not in (0, 1):
             raise PoisonMessage(f"v2 OrderFilled with side {side} (expected BUY=0 or SELL=1)")
         maker_asset, taker_asset = (0, token_id) if side == 0 else (token_id, 0)

@@ -9,12 +9,11 @@ from eth_abi import encode
 from eth_hash.auto import keccak
 
 from common.errors import PermanentSourceError, PoisonMessage, TransientSourceError
+from common.exchanges import ALL_EXCHANGES, EXCHANGE_V3, V1_ABI, V2_ABI
 from common.exchanges import V1_EXCHANGES as EXCHANGES_V1
 from common.exchanges import V2_EXCHANGES as EXCHANGES_V2
 from ingesters.bounded_cache import BoundedCache
 from ingesters.chain_logs import (
-    V1_TOPIC,
-    V2_TOPIC,
     RangeTooLarge,
     SpanSizer,
     block_batch,
@@ -32,6 +31,8 @@ ORDER = "0x" + "0b" * 32
 MAKER = "0x" + "12" * 20
 TAKER = "0x" + "Ef" * 20
 TOKEN = 10181859819235412241349111952383458602722012323104397550162049365057126390549
+POSITION_ID = (1 << 248) | (0xBEEF << 120) | (2 << 104) | 1  # Binary module, arity 2, outcome 1
+V1_TOPIC, V2_TOPIC = V1_ABI.topic, V2_ABI.topic
 
 
 def topic(address: str) -> str:
@@ -52,10 +53,10 @@ def v1_log(maker_asset: int, taker_asset: int, **override: Any) -> dict[str, Any
     return {**log, **override}
 
 
-def v2_log(side: int, **override: Any) -> dict[str, Any]:
+def v2_log(side: int, *, token: int = TOKEN, address: str = EXCHANGES_V2[0], **override: Any) -> dict[str, Any]:
     types = ["uint8", "uint256", "uint256", "uint256", "uint256", "bytes32", "bytes32"]
-    data = encode(types, [side, TOKEN, 7_000_000, 3_000_000, 11, b"\x01" * 32, b"\x00" * 32])
-    log = v1_log(0, TOKEN, address=EXCHANGES_V2[0], topics=[V2_TOPIC, ORDER, topic(MAKER), topic(TAKER)])
+    data = encode(types, [side, token, 7_000_000, 3_000_000, 11, b"\x01" * 32, b"\x00" * 32])
+    log = v1_log(0, TOKEN, address=address, topics=[V2_TOPIC, ORDER, topic(MAKER), topic(TAKER)])
     return {**log, "data": "0x" + data.hex(), **override}
 
 
@@ -88,6 +89,12 @@ def test_v2_side_maps_to_the_v1_asset_shape(side: int, maker_asset: str, taker_a
     assert event.exchange == EXCHANGES_V2[0]
 
 
+def test_an_exchange_v3_log_decodes_with_the_v2_abi_and_keeps_its_position_id() -> None:
+    event = decode_order_filled(v2_log(1, token=POSITION_ID, address=EXCHANGE_V3), timestamp=1_777_500_000)
+    assert (event.maker_asset_id, event.taker_asset_id) == (str(POSITION_ID), "0")
+    assert event.exchange == EXCHANGE_V3
+
+
 @pytest.mark.parametrize(
     ("log", "reason"),
     [
@@ -97,6 +104,8 @@ def test_v2_side_maps_to_the_v1_asset_shape(side: int, maker_asset: str, taker_a
         (v2_log(2), "side 2"),
         (v1_log(0, TOKEN, topics=[V1_TOPIC, ORDER, topic(MAKER)]), "not an OrderFilled"),
         (v1_log(0, TOKEN, topics=["0x" + "00" * 32, ORDER, topic(MAKER), topic(TAKER)]), "not an OrderFilled"),
+        (v2_log(0, address=EXCHANGES_V1[0]), "not an OrderFilled log of CTF Exchange"),  # the ABI of its family
+        (v1_log(0, TOKEN, address="0x" + "99" * 20), "not an exchange"),
         ({k: v for k, v in v1_log(0, TOKEN).items() if k != "transactionHash"}, "transactionHash"),
         (v1_log(0, TOKEN, logIndex=None), "logIndex"),
     ],
@@ -112,10 +121,10 @@ def test_amount_over_uint64_is_poison() -> None:
         decode_order_filled(v1_log(0, TOKEN, data="0x" + data.hex()), timestamp=1)
 
 
-def test_filter_covers_both_versions_and_all_four_exchanges() -> None:
+def test_filter_covers_both_abis_and_all_five_exchanges() -> None:
     flt = get_logs_filter(10, 20)
     assert flt["fromBlock"] == "0xa" and flt["toBlock"] == "0x14"
-    assert set(flt["address"]) == set(EXCHANGES_V1 + EXCHANGES_V2)
+    assert set(flt["address"]) == set(EXCHANGES_V1 + EXCHANGES_V2 + (EXCHANGE_V3,)) == ALL_EXCHANGES
     assert all(a == a.lower() for a in flt["address"])
     assert flt["topics"] == [[V1_TOPIC, V2_TOPIC]]
     assert log_position(v1_log(0, TOKEN)) == (84_000_000, 31)
