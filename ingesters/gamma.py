@@ -14,8 +14,12 @@ An item that leaves the open listing between two passes of one process has close
 `closed=true` and its final state appended. Items that close while the service is down are not seen closed
 until the next full sync (delete the cursor key to run one; unchanged items are not appended again).
 
-Keyset end-of-pass is decided by `next_cursor` alone (pages may be shorter than `limit`); offset end-of-pass by
-an empty page, since Gamma may cap `limit` below what we asked.
+Keyset first: pages follow `next_cursor` as `after_cursor`, with the same filters on every page, and end-of-pass is
+decided by `next_cursor` alone (pages may be shorter than `limit`). Offset listings serve only the first ~2000 rows
+(Gamma answers 422 past that, reference §7.2): they are the fallback for a Gamma without keyset (404, 501, 503 "not
+configured"), and a 422 stops the sync with an error naming MARKETS_LISTING/EVENTS_LISTING, leaving the position
+at the refused page (the service shows degraded; nothing claims the sync complete). Offset end-of-pass is an empty
+page, since Gamma may cap `limit` below what we asked.
 """
 
 from __future__ import annotations
@@ -35,7 +39,6 @@ import structlog
 
 from common.config import HttpSettings, SourceSettings
 from common.errors import PermanentSourceError, PoisonMessage, SourceError, TransientSourceError
-from common.gamma_fields import parse_json_list
 from common.http import RateLimiter, make_client, request_json, request_json_once
 from common.payloads import encode_dead_letter
 from common.redis_client import map_redis_errors
@@ -87,29 +90,15 @@ def sync_state_after(position: Position, next_after: str | None) -> str:
 # --- pure: validation and hashing ----------------------------------------------------------------------------
 
 
-def _require_id(item: Any) -> None:
+def require_id(item: Any) -> None:
     if not isinstance(item, dict):
         raise PoisonMessage(f"not an object but {type(item).__name__}")
     if not isinstance(item.get("id"), str | int) or str(item["id"]) == "":
         raise PoisonMessage("no id")
 
 
-def validate_market(item: Any) -> None:
-    """What the ClickHouse writer and the trade processor rely on; raises PoisonMessage with the reason."""
-    _require_id(item)
-    if not isinstance(item.get("conditionId", ""), str):
-        raise PoisonMessage("conditionId is not a string")
-    tokens = parse_json_list(item.get("clobTokenIds"), "clobTokenIds")
-    outcomes = parse_json_list(item.get("outcomes"), "outcomes")
-    parse_json_list(item.get("outcomePrices"), "outcomePrices")
-    if not all(isinstance(token, str) and token.isdigit() for token in tokens):
-        raise PoisonMessage("clobTokenIds holds something other than decimal strings")
-    if tokens and outcomes and len(tokens) != len(outcomes):
-        raise PoisonMessage(f"{len(tokens)} clobTokenIds for {len(outcomes)} outcomes")
-
-
 def validate_event(item: Any) -> None:
-    _require_id(item)
+    require_id(item)
     for name in ("tags", "markets"):
         children = item.get(name) or []
         if not isinstance(children, list) or not all(isinstance(c, dict) and "id" in c for c in children):
@@ -213,8 +202,21 @@ async def open_gamma(http: HttpSettings, source: SourceSettings, rate_per_s: flo
 
 
 def keyset_unavailable(exc: SourceError) -> bool:
-    """404/422, or 503 "keyset pagination is not configured": use the offset listing instead."""
-    return exc.status in (404, 422) or (exc.status == 503 and "not configured" in str(exc))
+    """404/501, or 503 "keyset pagination is not configured": this Gamma has no keyset listing.
+
+    A 422 is not one of them: it refuses the request's parameters, which offset paging would not fix.
+    """
+    return exc.status in (404, 501) or (exc.status == 503 and "not configured" in str(exc))
+
+
+def offset_refused(name: str, offset: int, exc: SourceError) -> PermanentSourceError:
+    """Gamma's 422 past offset ~2000 (reference §7.2), as an error that says what it means and what to set."""
+    setting = f"{name.upper()}_LISTING"  # the ingesters' MARKETS_LISTING / EVENTS_LISTING
+    return PermanentSourceError(
+        f"{exc} (Gamma refused offset {offset} of the {name} offset listing, which serves only the first ~2000 "
+        f"rows: the full sync is not complete; it needs /{name}/keyset, {setting}=auto or keyset)",
+        status=exc.status,
+    )
 
 
 async def fetch_page(gamma: GammaClient, name: str, position: Position, *, limit: int) -> Page:
@@ -228,7 +230,12 @@ async def fetch_page(gamma: GammaClient, name: str, position: Position, *, limit
         return Page(body[name], str(body["next_cursor"]) if body.get("next_cursor") else None)
     offset = int(position.after or 0)
     params = {"limit": limit, "offset": offset, "closed": closed, "order": "id", "ascending": "true"}
-    body = await gamma.get(f"/{name}", params, what=what)
+    try:
+        body = await gamma.get(f"/{name}", params, what=what)
+    except PermanentSourceError as exc:
+        if exc.status == 422:
+            raise offset_refused(name, offset, exc) from exc
+        raise
     if not isinstance(body, list):
         raise TransientSourceError(f"{what}: reply is not a list")
     return Page(body, str(offset + len(body)) if body else None)

@@ -2,9 +2,13 @@
 
 Writes: `stream:markets` (each entry the Gamma market object as compact JSON, unmodified), `stream:dlq`
 (malformed markets, with the raw object and the reason), `markets:content_hash` (market id -> digest of the
-content last appended), `markets:by_token` (token id -> MarketRef JSON: market_id, condition_id,
+content last appended), `markets:by_token` (outcome id -> MarketRef JSON: market_id, condition_id,
 outcome, outcome_index, question), the cursor `state:polymarket_offset`, heartbeat `service:polymarket_ingester`.
-Reads and empties: `markets:token_lookups` (SET of token ids the trade processor could not resolve).
+Reads and empties: `markets:token_lookups` (SET of ids the trade processor could not resolve).
+
+Outcome ids (reference §7.1): a market's fills carry the ids its `version` names, even when it has both fields:
+"v2" -> `positionIds` (a native array of Protocol V2 position ids), "v1" or none -> `clobTokenIds` (CTF token ids,
+a JSON-encoded string); id i is outcome i. Both kinds go into `markets:by_token`.
 
 Cursor: see `ingesters/gamma.py` (`keyset closed=false after=<next_cursor>`, `offset closed=true after=1500`, or
 `synced`). Full sync: open markets, then closed ones; afterwards open markets are re-listed every
@@ -12,14 +16,17 @@ MARKETS_REFRESH_S, which also brings new markets (they are born open); a market 
 fetched by id with `closed=true`, so its resolved state is appended too. Only markets whose content hash changed
 are appended, with their hash and token map in the same script as the cursor: a crash before that script
 refetches the page, after it resumes on the next one; nothing is appended twice.
-Token lookups: take up to TOKEN_LOOKUP_BATCH ids, ask Gamma with `closed=false` then `closed=true` (its
-implicit default hides closed markets), append what changed (always refreshing the token map), then remove
-the ids from the set. A crash between the append and the removal only repeats the lookup.
+Token lookups: take up to TOKEN_LOOKUP_BATCH ids, ask Gamma with the filter of each id's kind
+(`/markets?clob_token_ids=` for CTF token ids, `/markets/keyset?position_ids=` for position ids, since plain
+`/markets` ignores that filter), `closed=false` then `closed=true` (its implicit default hides closed markets),
+append what changed (always refreshing the token map), then remove the ids from the set. A crash between the append
+and the removal only repeats the lookup.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 from typing import Any, Literal
 
 import structlog
@@ -30,17 +37,10 @@ from common.config import HttpSettings, PipelineSettings, RedisSettings, SourceS
 from common.errors import PermanentSourceError, PoisonMessage
 from common.gamma_fields import parse_json_list
 from common.payloads import MarketRef, encode_market_ref
+from common.position_ids import is_v2_position_id
 from common.redis_client import map_redis_errors
 from common.service import Service, poll_forever, run_worker, service_main
-from ingesters.gamma import (
-    GammaClient,
-    GammaSync,
-    HashItems,
-    Resource,
-    append_changed,
-    open_gamma,
-    validate_market,
-)
+from ingesters.gamma import GammaClient, GammaSync, HashItems, Resource, append_changed, open_gamma, require_id
 
 NAME = "polymarket_ingester"
 log = structlog.get_logger()
@@ -48,7 +48,7 @@ log = structlog.get_logger()
 
 class MarketsSettings(PipelineSettings):
     markets_refresh_s: float = Field(60.0, gt=0)
-    markets_page_limit: int = Field(500, ge=1, le=1000)  # keyset pages may hold fewer (100 on Gamma today)
+    markets_page_limit: int = Field(100, ge=1, le=1000)  # Gamma's keyset cap; offset pages may be larger
     markets_listing: Literal["keyset", "offset", "auto"] = "auto"
     # Gamma publishes 300 requests / 10 s for /markets; stay well under it.
     gamma_rate_per_s: float = Field(10.0, gt=0, le=30)
@@ -57,16 +57,38 @@ class MarketsSettings(PipelineSettings):
     token_lookup_interval_s: float = Field(1.0, gt=0)
 
 
-def market_tokens(market: Any) -> list[str]:
-    """clobTokenIds of a market as returned by Gamma, [] when unreadable."""
+def outcome_ids_field(market: dict[str, Any]) -> str:
+    """The field holding the ids a market's fills carry, chosen by `version` even when both are present."""
+    return "positionIds" if market.get("version") == "v2" else "clobTokenIds"
+
+
+def market_outcome_ids(market: Any) -> list[str]:
+    """The outcome ids of a market as returned by Gamma (id i is outcome i), [] when unreadable."""
     try:
-        return [str(t) for t in parse_json_list(market.get("clobTokenIds"), "clobTokenIds")]
+        field = outcome_ids_field(market)
+        return [str(t) for t in parse_json_list(market.get(field), field)]
     except (PoisonMessage, AttributeError):
         return []
 
 
+def validate_market(item: Any) -> None:
+    """What the ClickHouse writer and the trade processor rely on; raises PoisonMessage with the reason."""
+    require_id(item)
+    if not isinstance(item.get("conditionId", ""), str):
+        raise PoisonMessage("conditionId is not a string")
+    outcomes = parse_json_list(item.get("outcomes"), "outcomes")
+    parse_json_list(item.get("outcomePrices"), "outcomePrices")
+    for field in ("clobTokenIds", "positionIds"):  # the markets table keeps both
+        if not all(isinstance(i, str) and i.isdigit() for i in parse_json_list(item.get(field), field)):
+            raise PoisonMessage(f"{field} holds something other than decimal strings")
+    field = outcome_ids_field(item)
+    ids = parse_json_list(item.get(field), field)
+    if ids and outcomes and len(ids) != len(outcomes):
+        raise PoisonMessage(f"{len(ids)} {field} for {len(outcomes)} outcomes")
+
+
 def token_index(market: dict[str, Any]) -> HashItems:
-    """`markets:by_token` fields of one validated market: every clobTokenIds[i] -> its market and outcome i."""
+    """`markets:by_token` fields of one validated market: every outcome id i -> its market and outcome i."""
     outcomes = parse_json_list(market.get("outcomes"), "outcomes")
     market_id, condition_id = str(market["id"]), str(market.get("conditionId") or "")
     question = str(market.get("question") or "")
@@ -81,7 +103,7 @@ def token_index(market: dict[str, Any]) -> HashItems:
                     outcome=str(outcomes[i]) if i < len(outcomes) else "",
                 )
             )
-            for i, token in enumerate(market_tokens(market))
+            for i, token in enumerate(market_outcome_ids(market))
         }
     }
 
@@ -96,11 +118,26 @@ MARKETS = Resource(
 )
 
 
-async def fetch_markets_by_tokens(gamma: GammaClient, token_ids: list[str], *, closed: bool) -> list[Any]:
-    """`GET /markets?clob_token_ids=a&clob_token_ids=b&closed=...` (repeated keys)."""
+async def fetch_markets_by_ids(gamma: GammaClient, ids: list[str], *, closed: bool) -> list[Any]:
+    """The markets owning `ids` (repeated keys): `GET /markets?clob_token_ids=` for CTF token ids and
+    `GET /markets/keyset?position_ids=` for position ids (plain `/markets` ignores `position_ids`)."""
     closed_text = str(closed).lower()
-    params = [("clob_token_ids", t) for t in token_ids] + [("closed", closed_text), ("limit", str(len(token_ids)))]
-    body = await gamma.get("/markets", params, what=f"gamma markets by token closed={closed_text}")
+    positions = [i for i in ids if is_v2_position_id(i)]
+    by_filter = (("/markets", "clob_token_ids", sorted(set(ids) - set(positions))),
+                 ("/markets/keyset", "position_ids", positions))  # fmt: skip
+    found: list[Any] = []
+    for path, name, group in by_filter:
+        if group:
+            params = [(name, i) for i in group] + [("closed", closed_text), ("limit", str(len(group)))]
+            body = await gamma.get(path, params, what=f"gamma markets by {name} closed={closed_text}")
+            found += markets_of(body)
+    return found
+
+
+def markets_of(body: Any) -> list[Any]:
+    """The markets of a listing reply: `/markets` answers a list, `/markets/keyset` a `{"markets": [...]}`."""
+    if isinstance(body, dict):
+        body = body.get("markets")
     return body if isinstance(body, list) else []
 
 
@@ -113,9 +150,9 @@ async def resolve_token_lookups(service: Service, gamma: GammaClient, batch: int
     found: list[Any] = []
     try:
         if wanted := [t for t in token_ids if t.isdigit()]:  # anything else cannot be a token id
-            found = await fetch_markets_by_tokens(gamma, wanted, closed=False)
-        if missing := sorted(set(wanted).difference(*(market_tokens(m) for m in found))):
-            found += await fetch_markets_by_tokens(gamma, missing, closed=True)  # Gamma hides closed ones otherwise
+            found = await fetch_markets_by_ids(gamma, wanted, closed=False)
+        if missing := sorted(set(wanted).difference(*(market_outcome_ids(m) for m in found))):
+            found += await fetch_markets_by_ids(gamma, missing, closed=True)  # Gamma hides closed ones otherwise
     except PermanentSourceError as exc:  # Gamma refuses this batch for good: don't let it block the others
         log.error("token lookup refused; dropping the batch", tokens=len(token_ids), error=str(exc))
     page = await append_changed(service.redis, MARKETS, found, None, index_unchanged=True)
@@ -136,6 +173,7 @@ async def run(
     source_settings: SourceSettings,
     *,
     once: bool = False,
+    stop: asyncio.Event | None = None,
 ) -> Service:
     """Full sync, then refresh passes and token lookups, until stopped (`once`: full sync + lookups, then exit)."""
 
@@ -157,7 +195,7 @@ async def run(
             interval_s = min(settings.token_lookup_interval_s, settings.markets_refresh_s)
             await poll_forever(service, step, interval_s=interval_s, once=once)
 
-    return await run_worker(NAME, redis_settings, body)
+    return await run_worker(NAME, redis_settings, body, stop=stop)
 
 
 async def start(args: argparse.Namespace) -> None:

@@ -25,12 +25,12 @@ from ingesters.gamma import (
     prepare_page,
     sync_state_after,
     validate_event,
-    validate_market,
 )
-from ingesters.polymarket_ingester import MARKETS, market_tokens, token_index
+from ingesters.polymarket_ingester import MARKETS, market_outcome_ids, markets_of, token_index, validate_market
 
 TOKEN_A = "8851848546962572193739008211889046036776198486765606333032192644001246174440"
 TOKEN_B = "10181859819235412241349111952383458602722012323104397550162049365057126390549"
+POSITIONS = [str((1 << 248) | (0xBEEF << 120) | (2 << 104) | i) for i in range(2)]  # a Binary market's ids
 
 
 def market(**changes: Any) -> dict[str, Any]:
@@ -102,6 +102,8 @@ def test_a_real_market_is_valid() -> None:
         (market(clobTokenIds='{"a": 1}'), "clobTokenIds is not a JSON-encoded list"),
         (market(clobTokenIds='[1.5, "x"]'), "decimal strings"),
         (market(outcomes='["Up"]'), "2 clobTokenIds for 1 outcomes"),
+        (market(version="v2", positionIds=POSITIONS[:1]), "1 positionIds for 2 outcomes"),
+        (market(version="v2", positionIds=[1, 2]), "positionIds holds something other than decimal strings"),
         (market(outcomePrices="0.5"), "outcomePrices"),
         (market(conditionId=7), "conditionId"),
     ],
@@ -142,7 +144,25 @@ def test_token_index_maps_every_token_to_its_market_and_outcome() -> None:
         "outcome_index": 1,
     }
     assert orjson.loads(index[TOKEN_A])["outcome_index"] == 0
-    assert market_tokens(market(clobTokenIds="garbage")) == [] and market_tokens("junk") == []
+    assert market_outcome_ids(market(clobTokenIds="garbage")) == [] and market_outcome_ids("junk") == []
+
+
+@pytest.mark.parametrize("version", ["v1", None])
+def test_a_v1_or_unversioned_market_trades_its_clob_token_ids(version: str | None) -> None:
+    assert market_outcome_ids(market(version=version, positionIds=POSITIONS)) == [TOKEN_A, TOKEN_B]
+
+
+def test_a_v2_market_trades_its_position_ids_even_when_it_also_has_clob_token_ids() -> None:
+    v2 = market(version="v2", positionIds=POSITIONS)  # clobTokenIds too, with other ids: `version` decides
+    validate_market(v2)
+    assert market_outcome_ids(v2) == POSITIONS
+    index = token_index(v2)[keys.MARKETS_BY_TOKEN]
+    assert set(index) == set(POSITIONS) and orjson.loads(index[POSITIONS[1]])["outcome"] == "Down"
+
+
+def test_lookup_replies_of_both_listings_give_their_markets() -> None:
+    assert markets_of([{"id": "1"}]) == [{"id": "1"}] and markets_of({"markets": [{"id": "2"}]}) == [{"id": "2"}]
+    assert markets_of({"error": "x"}) == [] and markets_of(None) == []
 
 
 # --- page preparation ------------------------------------------------------------------------------------------
@@ -186,7 +206,8 @@ def test_events_have_no_token_map() -> None:
 
 def test_keyset_unavailable_recognises_the_documented_refusals() -> None:
     assert keyset_unavailable(PermanentSourceError("gamma: HTTP 404 not found", status=404))
-    assert keyset_unavailable(PermanentSourceError("gamma: HTTP 422 offset is not allowed", status=422))
+    assert keyset_unavailable(PermanentSourceError("gamma: HTTP 501 not implemented", status=501))
+    assert not keyset_unavailable(PermanentSourceError("gamma: HTTP 422 offset is not allowed", status=422))
     assert keyset_unavailable(TransientSourceError("gamma: HTTP 503 keyset pagination is not configured", status=503))
     assert not keyset_unavailable(TransientSourceError("gamma: HTTP 503 Service Unavailable", status=503))
     assert not keyset_unavailable(TransientSourceError("gamma: timeout (ReadTimeout)"))
@@ -240,3 +261,15 @@ async def test_a_reply_of_the_wrong_shape_is_transient() -> None:
     with pytest.raises(TransientSourceError, match="no 'events' list"):
         await fetch_page(gamma, "events", Position("keyset", False), limit=500)
     await gamma.client.aclose()
+
+
+@pytest.mark.parametrize(("name", "setting"), [("markets", "MARKETS_LISTING"), ("events", "EVENTS_LISTING")])
+async def test_gammas_offset_cap_is_an_error_naming_the_setting_and_the_reason(name: str, setting: str) -> None:
+    error = {"error": f"offset too large, use /{name}/keyset for deeper pagination"}
+    gamma = gamma_client(lambda request: httpx.Response(422, json=error))
+    with pytest.raises(PermanentSourceError) as refused:
+        await fetch_page(gamma, name, Position("offset", False, "2000"), limit=100)
+    await gamma.client.aclose()
+    text = str(refused.value)
+    assert error["error"] in text and setting in text and "refused offset 2000" in text and "not complete" in text
+    assert refused.value.status == 422
