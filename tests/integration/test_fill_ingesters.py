@@ -27,7 +27,7 @@ from pydantic import SecretStr
 
 from common import keys
 from common.config import HttpSettings, RedisSettings, SourceSettings
-from common.exchanges import V1_EXCHANGES, V2_EXCHANGES
+from common.exchanges import ALL_EXCHANGES, V1_EXCHANGES
 from common.http import RateLimiter
 from common.payloads import OrderEvent, decode_order_event
 from common.service import Service, poll_forever, run_worker
@@ -267,7 +267,7 @@ async def test_chain_ingests_the_finalized_truth_across_the_cutover_shrinking_on
         == tuple(by_id[e.id][k] for k in ("exchange", "block_number", "log_index"))
         for e in events
     )
-    assert {e.exchange for e in events} == set(V1_EXCHANGES + V2_EXCHANGES)  # both sides of the cutover
+    assert {e.exchange for e in events} == ALL_EXCHANGES  # both sides of the cutover, ExchangeV3 included
     assert max(e.block_number for e in events) <= truth["finalized_block"]
     assert int(await redis_client.get(keys.STATE_CHAIN_LAST_BLOCK)) == truth["finalized_block"]
     assert service.counters["range_too_large"] >= 2

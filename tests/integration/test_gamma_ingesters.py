@@ -52,10 +52,13 @@ async def stream_ids(redis: aioredis.Redis, stream: str) -> Counter[str]:
     return Counter(orjson.loads(fields[b"data"])["id"] for _, fields in await redis.xrange(stream))
 
 
-async def run_markets(sim: SimulatorHandle, redis_settings: RedisSettings, **changes: Any) -> Service:
+async def run_markets(
+    sim: SimulatorHandle, redis_settings: RedisSettings, *, stop: asyncio.Event | None = None, **changes: Any
+) -> Service:
+    """The markets ingester once (full sync, lookups), or until `stop` is set when given."""
     settings = markets_ingester.MarketsSettings().model_copy(update={"gamma_rate_per_s": 30.0, **changes})
     source = SourceSettings(gamma_api_url=sim.gamma_url)
-    return await markets_ingester.run(settings, redis_settings, HTTP, source, once=True)
+    return await markets_ingester.run(settings, redis_settings, HTTP, source, once=stop is None, stop=stop)
 
 
 async def run_events(sim: SimulatorHandle, redis_settings: RedisSettings, **changes: Any) -> Service:
@@ -70,7 +73,7 @@ async def assert_exact_sets(sim: SimulatorHandle, redis: aioredis.Redis) -> None
     assert await stream_ids(redis, keys.STREAM_EVENTS) == Counter(e.id for e in events)
     assert {m.closed for m in markets} == {True, False}
     tokens = {t.decode() for t in await redis.hkeys(keys.MARKETS_BY_TOKEN)}
-    assert tokens == {t for m in markets for t in m.token_ids}
+    assert tokens == {t for m in markets for t in m.traded_ids}
 
 
 def service_env(sim: SimulatorHandle, redis_settings: RedisSettings, tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -170,6 +173,41 @@ async def test_a_market_that_closes_between_refreshes_is_appended_in_its_closed_
     assert [e["closed"] for e in mine] == [False, True] and mine[-1]["outcomePrices"] == '["1", "0"]'
 
 
+async def test_a_3000_market_sync_completes_by_keyset_and_without_keyset_stops_at_offset_2000_saying_why(
+    simulator: Callable[..., SimulatorHandle], redis_client: aioredis.Redis, redis_settings: RedisSettings
+) -> None:
+    sim = simulator(**{**SIM, "markets": 3_000})
+    markets, _ = listed(sim)
+    assert len(markets) > 2_500 and sum(not m.closed for m in markets) > 2_000  # the open pass alone passes 2,000
+
+    service = await run_markets(sim, redis_settings)  # auto: keyset, 100 markets a page
+
+    assert await redis_client.get(keys.STATE_POLYMARKET_OFFSET) == SYNCED.encode()
+    assert await stream_ids(redis_client, keys.STREAM_MARKETS) == Counter(m.id for m in markets)
+    assert service.counters["pages"] >= len(markets) // 100
+
+    # The same world without keyset: offset serves up to offset 2,000 (the page there is the last), then Gamma's 422
+    # on the next page stops the sync, loudly.
+    await redis_client.flushdb()
+    sim.set_switches(keyset_off=True)
+    stop = asyncio.Event()
+    running = asyncio.create_task(run_markets(sim, redis_settings, stop=stop))
+
+    async def degraded() -> dict[bytes, bytes] | None:
+        fields = await redis_client.hgetall(keys.service_key("polymarket_ingester"))
+        return fields if fields.get(b"state") == b"degraded" else None
+
+    heartbeat = await wait_for(degraded, "a degraded heartbeat", deadline_s=60)
+    stop.set()
+    await running
+    error = heartbeat[b"last_error"].decode()
+    assert "offset too large, use /markets/keyset for deeper pagination" in error, error
+    assert "MARKETS_LISTING" in error and "refused offset 2100" in error and "not complete" in error
+    # no claim of completion: the cursor waits at the refused page, and only what offset served was appended
+    assert await redis_client.get(keys.STATE_POLYMARKET_OFFSET) == b"offset closed=false after=2100"
+    assert await redis_client.xlen(keys.STREAM_MARKETS) == 2_100
+
+
 async def test_auto_listing_falls_back_to_offset_when_gamma_has_no_keyset(redis_client: aioredis.Redis) -> None:
     rows = [
         {"id": str(i), "conditionId": "0x1", "clobTokenIds": f'["{i}1", "{i}2"]', "closed": i % 3 == 0}
@@ -205,8 +243,10 @@ async def test_token_lookups_resolve_open_and_closed_markets_and_drop_unknown_id
     sim = simulator(**SIM)
     markets, _ = listed(sim)
     wanted = [m for m in markets if m.closed][:2] + [m for m in markets if not m.closed][:23]
-    unknown = [*sim.truth(fills=False)["unlisted_token_ids"], "123456789"]
-    await redis_client.sadd(keys.TOKEN_LOOKUPS, *[m.token_ids[0] for m in wanted], *unknown)
+    assert {m.version for m in wanted} >= {"v1", "v2"}  # CTF token ids and position ids, looked up by kind
+    truth = sim.truth(fills=False)
+    unknown = [*truth["unlisted_token_ids"], *truth["combo_position_ids"][:2], "123456789"]
+    await redis_client.sadd(keys.TOKEN_LOOKUPS, *[m.traded_ids[0] for m in wanted], *unknown)
 
     service = Service("lookups", redis_client)
     async with make_client(HTTP, base_url=sim.gamma_url) as client:
@@ -214,15 +254,15 @@ async def test_token_lookups_resolve_open_and_closed_markets_and_drop_unknown_id
         batches = 0
         while await markets_ingester.resolve_token_lookups(service, gamma, 10) or batches == 0:
             batches += 1
-        await redis_client.sadd(keys.TOKEN_LOOKUPS, wanted[0].token_ids[1])  # a known market, asked again
+        await redis_client.sadd(keys.TOKEN_LOOKUPS, wanted[0].traded_ids[1])  # a known market, asked again
         await markets_ingester.resolve_token_lookups(service, gamma, 10)
 
     assert batches >= 3 and await redis_client.scard(keys.TOKEN_LOOKUPS) == 0
     assert await stream_ids(redis_client, keys.STREAM_MARKETS) == Counter(m.id for m in wanted)
     by_token = {k.decode(): orjson.loads(v) for k, v in (await redis_client.hgetall(keys.MARKETS_BY_TOKEN)).items()}
-    assert set(by_token) == {t for m in wanted for t in m.token_ids}  # both outcomes of every resolved market
+    assert set(by_token) == {t for m in wanted for t in m.traded_ids}  # both outcomes of every resolved market
     closed = wanted[0]
-    assert by_token[closed.token_ids[1]] == {
+    assert by_token[closed.traded_ids[1]] == {
         "market_id": closed.id,
         "condition_id": closed.condition_id,
         "question": closed.question,

@@ -4,6 +4,7 @@ keyset contracts, Gamma's implicit closed=false, late and unlisted markets."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
 import pytest
@@ -147,6 +148,21 @@ def check_types(row: dict[str, object], types: dict[str, object]) -> None:
             assert not isinstance(row[field], bool), field
 
 
+def check_market_types(market: dict[str, object]) -> None:
+    """v1 markets carry `clobTokenIds`; V2 ones a native `positionIds` array, and `clobTokenIds` only sometimes."""
+    types = dict(MARKET_FIELD_TYPES)
+    if market.get("version") == "v2":
+        types["positionIds"] = list
+        if "clobTokenIds" not in market:
+            types.pop("clobTokenIds")
+    check_types(market, types)
+
+
+def outcome_ids(market: dict[str, Any]) -> list[str]:
+    """The ids a market's fills carry, chosen by `version` (reference §7.1)."""
+    return market["positionIds"] if market.get("version") == "v2" else json.loads(market["clobTokenIds"])
+
+
 @pytest.fixture
 def sim(simulator):  # type: ignore[no-untyped-def]
     return simulator(seed=3, markets=300, history_fills=3_000, late_listing_delay_s=3600)
@@ -167,17 +183,18 @@ def test_market_fields_have_the_reference_types_and_json_encoded_strings(sim) ->
     markets = httpx.get(f"{sim.gamma_url}/markets", params={"limit": 50}).json()
     assert isinstance(markets, list) and len(markets) == 50
     for market in markets:
-        check_types(market, MARKET_FIELD_TYPES)
-        tokens, outcomes = json.loads(market["clobTokenIds"]), json.loads(market["outcomes"])
+        check_market_types(market)
+        tokens, outcomes = outcome_ids(market), json.loads(market["outcomes"])
         prices = json.loads(market["outcomePrices"])
         assert len(tokens) == len(outcomes) == len(prices) == 2
-        assert all(isinstance(t, str) and t.isdigit() and len(t) >= 76 for t in tokens)
+        assert all(isinstance(t, str) and t.isdigit() and len(t) >= 75 for t in tokens)  # position ids >= 2^248
         assert all(isinstance(p, str) for p in prices) and abs(sum(map(float, prices)) - 1) < 1e-9
         assert float(market["volume"]) == market["volumeNum"]
         assert market["createdAt"].endswith("Z") and len(market["createdAt"]) == len("2025-12-30T17:01:49.027357Z")
         check_types(market["events"][0], EVENT_FIELD_TYPES)
         assert "markets" not in market["events"][0]
     assert '"[\\"' in httpx.get(f"{sim.gamma_url}/markets", params={"limit": 1}).text  # a string, not an array
+    assert {m.get("version") for m in markets} == {"v1", "v2", None}  # `version` decides which ids a market uses
 
 
 def test_markets_listing_applies_gammas_implicit_closed_false(sim) -> None:  # type: ignore[no-untyped-def]
@@ -256,7 +273,7 @@ def test_events_carry_nested_markets_tags_series_and_numeric_volume(sim) -> None
         for tag in event["tags"]:
             check_types(tag, TAG_FIELD_TYPES)
         for market in event["markets"]:
-            check_types(market, MARKET_FIELD_TYPES)
+            check_market_types(market)
             assert market["negRisk"] == event["negRisk"]
     neg_risk = [e for e in events if e["negRisk"]]
     assert neg_risk and all(len(e["markets"]) >= 3 and e["negRiskMarketID"].startswith("0x") for e in neg_risk)

@@ -118,13 +118,14 @@ def test_logs_decode_to_the_worlds_fills_for_v1_and_v2(sim) -> None:  # type: ig
             event = normalize(log)
             assert event["id"] not in seen
             seen[event["id"]] = event
-    assert set(seen) == set(truth)  # every fill, once, including both versions
+    assert set(seen) == set(truth)  # every fill, once, of every exchange family
     versions = {(e["block_number"] >= CUTOVER_BLOCK, e["exchange"]) for e in seen.values()}
     assert versions == {
         (False, EXCHANGE_ADDRESSES[0]),
         (False, EXCHANGE_ADDRESSES[1]),
         (True, EXCHANGE_ADDRESSES[2]),
         (True, EXCHANGE_ADDRESSES[3]),
+        (True, EXCHANGE_ADDRESSES[4]),  # ExchangeV3: v2 ABI, position ids
     }
     for fill_id, event in seen.items():
         expected = truth[fill_id]

@@ -154,7 +154,8 @@ def test_protocol_v2_worlds_are_deterministic_and_shares_at_zero_change_no_fill(
         )
 
     assert fingerprint(World(SimConfig(seed=4, **V2_CONFIG))) == fingerprint(World(SimConfig(seed=4, **V2_CONFIG)))
-    plain, off = World(SimConfig(seed=4, markets=60)), World(SimConfig(seed=4, markets=60, unversioned_share=0.9))
+    before = {"seed": 4, "markets": 60, "v2_market_share": 0.0, "combo_share": 0.0}  # the world before Protocol V2
+    plain, off = World(SimConfig(**before)), World(SimConfig(**before, unversioned_share=0.9))
     assert np.array_equal(plain.col("token"), off.col("token")) and not (plain.col("exchange") == EXCHANGE_V3).any()
     live = [World(SimConfig(seed=4, **V2_CONFIG)) for _ in range(2)]
     for w in live:

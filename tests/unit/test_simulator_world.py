@@ -10,7 +10,7 @@ import pytest
 
 from simulator.catalogue import LATE, UNLISTED
 from simulator.config import SimConfig, parse_faults
-from simulator.constants import CUTOVER_BLOCK, CUTOVER_TIMESTAMP, block_timestamp
+from simulator.constants import CUTOVER_BLOCK, CUTOVER_TIMESTAMP, EXCHANGE_V3_START_BLOCK, block_timestamp
 from simulator.gamma_render import render_event, render_market
 from simulator.truth import truth_fills, truth_summary
 from simulator.world import World
@@ -58,7 +58,8 @@ def test_history_straddles_the_cutover_with_v1_then_v2_exchanges(world: World) -
     assert world.v1_count == 12_000 - 12_000 // 5
     assert blocks[v1].max() == CUTOVER_BLOCK - 1 and blocks[world.v1_count] == CUTOVER_BLOCK
     assert set(np.unique(exchange[v1]).tolist()) == {0, 1}
-    assert set(np.unique(exchange[world.v1_count :]).tolist()) == {2, 3}
+    assert set(np.unique(exchange[world.v1_count :]).tolist()) == {2, 3, 4}  # CLOB v2, then ExchangeV3 too
+    assert blocks[exchange == 4].min() >= EXCHANGE_V3_START_BLOCK
     assert np.all(np.diff(blocks) >= 0)
     assert block_timestamp(CUTOVER_BLOCK) == CUTOVER_TIMESTAMP == 1_777_334_400  # 2026-04-28T00:00:00Z
     assert world.head_block >= int(blocks[-1]) + world.config.finalized_lag_blocks
