@@ -1,4 +1,4 @@
-"""Polygon `eth_getLogs` for the v1 and v2 exchanges' `OrderFilled` -> `stream:order_events` (the live source).
+"""Polygon `eth_getLogs` for every exchange's `OrderFilled` -> `stream:order_events` (the live source).
 
 Writes: `stream:order_events` (normalized fills, `source="chain"`, with exchange, block and log index),
 `stream:dlq` (undecodable logs, with the raw log and the reason), and the cursor `state:chain_last_block`: the
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config()
         await backfill(config, from_block=first, to_block=last, workers=workers or config.chain.backfill_workers)
 
-    description = "Polygon OrderFilled logs (v1 and v2 exchanges, finalized blocks) -> stream:order_events."
+    description = "Polygon OrderFilled logs (the five exchanges, finalized blocks) -> stream:order_events."
     return main_with_backfill(NAME, description, "blocks", argv, live=live, backfill=backfill_blocks)
 
 
