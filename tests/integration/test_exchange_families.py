@@ -9,10 +9,7 @@ Decimal arithmetic and without the pipeline's code.
 from __future__ import annotations
 
 import asyncio
-import time
-import uuid
 from collections import defaultdict
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -22,13 +19,14 @@ from pydantic import SecretStr
 
 from common import keys
 from common.clickhouse import make_client
-from common.config import ClickHouseSettings, HttpSettings, RedisSettings, SourceSettings, StreamSettings
+from common.config import HttpSettings, RedisSettings, SourceSettings, StreamSettings
 from common.payloads import decode_order_event, decode_trade
 from dashboard.snapshot import query_clickhouse
 from ingesters import chain_ingester
 from ingesters import polymarket_ingester as markets_ingester
 from processors import clickhouse_writer, trade_processor
 from tests.fixtures.simulator import SimulatorFactory
+from tests.integration.test_dashboard_world import ch_settings_fixture, until  # noqa: F401  (a fixture)
 
 LATE_LISTING_DELAY_S = 20.0
 WAIT_S = LATE_LISTING_DELAY_S + 8.0  # the late V2 market is listed well within the wait; Combos wait it out
@@ -38,17 +36,6 @@ HTTP = HttpSettings(connect_timeout_s=2, read_timeout_s=2, backoff_base_s=0.02, 
 STREAMS = StreamSettings(block_ms=50, claim_min_idle_ms=60_000, claim_interval_s=1.0, trim_interval_s=0.2)
 COLUMNS = ("id", "token_id", "market_id", "condition_id", "outcome", "outcome_index", "maker_direction",
            "taker_direction", "usd_amount", "token_amount", "price", "is_taker_side", "exchange", "fee")  # fmt: skip
-
-
-@pytest.fixture
-def ch_settings(clickhouse_server: Any) -> Iterator[ClickHouseSettings]:
-    database = f"t_{uuid.uuid4().hex[:10]}"
-    settings = ClickHouseSettings(host="127.0.0.1", port=clickhouse_server.port, database=database,
-                                  batch_size=5000, flush_interval_s=0.05, insert_max_attempts=2)  # fmt: skip
-    yield settings
-    client = make_client(settings, database="default")
-    client.command(f"DROP DATABASE IF EXISTS {database}")
-    client.close()
 
 
 def expected_trade(fill: dict[str, Any]) -> dict[str, Any]:
@@ -68,17 +55,6 @@ def expected_trade(fill: dict[str, Any]) -> dict[str, Any]:
 
 def entry_ms(entry_id: bytes) -> int:
     return int(entry_id.split(b"-")[0])
-
-
-async def until(read: Any, predicate: Any, *, timeout_s: float) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = await read()
-        if predicate(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s} s; last value {value!r}")
-        await asyncio.sleep(0.1)
 
 
 async def run_pipeline(sim: Any, truth: dict[str, Any], redis: aioredis.Redis, redis_settings: RedisSettings) -> None:
