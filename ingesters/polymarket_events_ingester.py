@@ -22,8 +22,8 @@ from pydantic import Field
 
 from common import keys
 from common.config import HttpSettings, PipelineSettings, RedisSettings, SourceSettings, load
-from common.service import Service, poll_forever, run_worker, service_main
-from ingesters.gamma import GammaSync, Resource, open_gamma, validate_event
+from common.service import Service, service_main
+from ingesters.gamma import Resource, SyncKnobs, run_sync, validate_event
 
 NAME = "polymarket_events_ingester"
 log = structlog.get_logger()
@@ -55,20 +55,14 @@ async def run(
     once: bool = False,
 ) -> Service:
     """Full sync, then refresh passes until stopped (`once`: the full sync, or one refresh pass, then exit)."""
-
-    async def body(service: Service) -> None:
-        async with open_gamma(http_settings, source_settings, settings.gamma_rate_per_s) as gamma:
-            sync = GammaSync(
-                service,
-                EVENTS,
-                gamma,
-                listing=settings.events_listing,
-                page_limit=settings.events_page_limit,
-                refresh_s=settings.events_refresh_s,
-            )
-            await poll_forever(service, sync.step, interval_s=min(settings.events_refresh_s, 5.0), once=once)
-
-    return await run_worker(NAME, redis_settings, body)
+    knobs = SyncKnobs(
+        listing=settings.events_listing,
+        page_limit=settings.events_page_limit,
+        refresh_s=settings.events_refresh_s,
+        rate_per_s=settings.gamma_rate_per_s,
+        interval_s=min(settings.events_refresh_s, 5.0),
+    )
+    return await run_sync(NAME, EVENTS, knobs, (redis_settings, http_settings, source_settings), once=once)
 
 
 async def start(args: argparse.Namespace) -> None:

@@ -25,7 +25,8 @@ from common.http import RateLimiter, make_client
 from common.service import Service
 from ingesters import polymarket_events_ingester as events_ingester
 from ingesters import polymarket_ingester as markets_ingester
-from ingesters.gamma import SYNCED, GammaClient, GammaSync, append_changed
+from ingesters.gamma import GammaSync, append_changed
+from ingesters.gamma_listing import SYNCED, GammaClient
 from simulator.server import SimulatorHandle
 
 ROOT = Path(__file__).resolve().parents[2]
