@@ -26,7 +26,7 @@ from ingesters import chain_ingester
 from ingesters import polymarket_ingester as markets_ingester
 from processors import clickhouse_writer, trade_processor
 from tests.fixtures.simulator import SimulatorFactory
-from tests.integration.test_dashboard_world import ch_settings_fixture, until  # noqa: F401  (a fixture)
+from tests.integration.test_dashboard_world import until
 
 LATE_LISTING_DELAY_S = 20.0
 WAIT_S = LATE_LISTING_DELAY_S + 8.0  # the late V2 market is listed well within the wait; Combos wait it out
