@@ -30,7 +30,7 @@ import orjson
 import redis.asyncio as aioredis
 import structlog
 
-from common.config import HttpSettings, RedisSettings, SourceSettings
+from common.config import HttpSettings, RedisSettings, SourceSettings, load
 from common.errors import PermanentSourceError, PoisonMessage, TransientSourceError
 from common.payloads import encode_dead_letter
 from common.redis_client import map_redis_errors
@@ -312,11 +312,24 @@ class SyncKnobs:
     interval_s: float  # poll_forever's pause when a step says there is nothing more right away
 
 
+@dataclass(frozen=True, slots=True)
+class Connections:
+    """What a Gamma ingester talks to: Redis, and Gamma (`source.gamma_api_url`) under the HTTP retry policy."""
+
+    redis: RedisSettings
+    http: HttpSettings
+    source: SourceSettings
+
+    @classmethod
+    def load(cls) -> Connections:
+        return cls(load(RedisSettings), load(HttpSettings), load(SourceSettings))
+
+
 async def run_sync(
     name: str,
     resource: Resource,
     knobs: SyncKnobs,
-    settings: tuple[RedisSettings, HttpSettings, SourceSettings],
+    connections: Connections,
     *,
     once: bool,
     stop: asyncio.Event | None = None,
@@ -326,10 +339,9 @@ async def run_sync(
 
     `also(service, gamma)` runs before each sync step, on the same Gamma client; True means it has more to do.
     """
-    redis_settings, http_settings, source_settings = settings
 
     async def body(service: Service) -> None:
-        async with open_gamma(http_settings, source_settings, knobs.rate_per_s) as gamma:
+        async with open_gamma(connections.http, connections.source, knobs.rate_per_s) as gamma:
             sync = GammaSync(
                 service, resource, gamma, listing=knobs.listing, page_limit=knobs.page_limit, refresh_s=knobs.refresh_s
             )
@@ -340,4 +352,4 @@ async def run_sync(
 
             await poll_forever(service, step, interval_s=knobs.interval_s, once=once)
 
-    return await run_worker(name, redis_settings, body, stop=stop)
+    return await run_worker(name, connections.redis, body, stop=stop)

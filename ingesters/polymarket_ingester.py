@@ -33,14 +33,14 @@ import structlog
 from pydantic import Field
 
 from common import keys
-from common.config import HttpSettings, PipelineSettings, RedisSettings, SourceSettings, load
+from common.config import PipelineSettings, load
 from common.errors import PermanentSourceError, PoisonMessage
 from common.gamma_fields import parse_json_list
 from common.payloads import MarketRef, encode_market_ref
 from common.position_ids import is_v2_position_id
 from common.redis_client import map_redis_errors
 from common.service import Service, service_main
-from ingesters.gamma import HashItems, Resource, SyncKnobs, append_changed, require_id, run_sync
+from ingesters.gamma import Connections, HashItems, Resource, SyncKnobs, append_changed, require_id, run_sync
 from ingesters.gamma_listing import GammaClient
 
 NAME = "polymarket_ingester"
@@ -168,13 +168,7 @@ async def resolve_token_lookups(service: Service, gamma: GammaClient, batch: int
 
 
 async def run(
-    settings: MarketsSettings,
-    redis_settings: RedisSettings,
-    http_settings: HttpSettings,
-    source_settings: SourceSettings,
-    *,
-    once: bool = False,
-    stop: asyncio.Event | None = None,
+    settings: MarketsSettings, connections: Connections, *, once: bool = False, stop: asyncio.Event | None = None
 ) -> Service:
     """Full sync, then refresh passes and token lookups, until stopped (`once`: full sync + lookups, then exit)."""
     knobs = SyncKnobs(
@@ -188,13 +182,11 @@ async def run(
     async def lookups(service: Service, gamma: GammaClient) -> bool:
         return await resolve_token_lookups(service, gamma, settings.token_lookup_batch)
 
-    settings_used = (redis_settings, http_settings, source_settings)
-    return await run_sync(NAME, MARKETS, knobs, settings_used, once=once, stop=stop, also=lookups)
+    return await run_sync(NAME, MARKETS, knobs, connections, once=once, stop=stop, also=lookups)
 
 
 async def start(args: argparse.Namespace) -> None:
-    settings = load(MarketsSettings)
-    await run(settings, load(RedisSettings), load(HttpSettings), load(SourceSettings), once=args.once)
+    await run(load(MarketsSettings), Connections.load(), once=args.once)
 
 
 def main(argv: list[str] | None = None) -> int:
