@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,37 +30,7 @@ from ingesters import goldsky_ingester
 from ingesters.goldsky_ingester import GoldskyConfig, GoldskySettings
 from simulator.constants import block_timestamp
 from tests.fixtures.redis_server import RedisServer, free_port
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def start_simulator(port: int, fills: int, latency_ms: float, workdir: Path) -> subprocess.Popen[bytes]:
-    argv = [
-        sys.executable,
-        "-m",
-        "simulator",
-        "--port",
-        str(port),
-        "--history-fills",
-        str(fills),
-        "--v2-fills",
-        "0",
-        "--faults",
-        f"latency_ms={latency_ms}",
-        "--log-level",
-        "warning",
-    ]
-    log = open(workdir / "simulator.log", "wb")  # noqa: SIM115 (lives as long as the process)
-    process = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
-    give_up = time.monotonic() + 120
-    while time.monotonic() < give_up and process.poll() is None:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/_sim/health", timeout=1).raise_for_status()
-            return process
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(f"simulator did not start: see {workdir / 'simulator.log'}")
+from tests.fixtures.simulator import start_simulator_process
 
 
 async def timed_backfill(config: GoldskyConfig, first: int, last: int, workers: int) -> tuple[int, float]:
@@ -78,7 +46,8 @@ async def bench(args: argparse.Namespace, workdir: Path) -> int:
     redis_server = RedisServer(workdir, free_port())
     redis_server.start()
     sim_port = free_port()
-    sim = start_simulator(sim_port, args.fills, args.latency_ms, workdir)
+    sim_args = ("--history-fills", str(args.fills), "--v2-fills", "0", "--faults", f"latency_ms={args.latency_ms}")
+    sim = start_simulator_process(sim_port, *sim_args, log_path=workdir / "simulator.log")
     try:
         truth = httpx.get(f"http://127.0.0.1:{sim_port}/_sim/truth", params={"fills": 0}, timeout=60).json()
         base = f"http://127.0.0.1:{sim_port}"

@@ -10,9 +10,6 @@ prints fills/s for each. Target: >= 100,000 fills/s each.
 from __future__ import annotations
 
 import argparse
-import os
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,41 +17,15 @@ from pathlib import Path
 import httpx
 import orjson
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.fixtures.redis_server import free_port
+from tests.fixtures.simulator import start_simulator_process
+
 PAGE = 1000
 QUERY = """{{ orderFilledEvents(first: {first}, orderBy: timestamp, orderDirection: asc, where: {{{where}}}) {{
   id transactionHash timestamp orderHash maker taker makerAssetId takerAssetId makerAmountFilled takerAmountFilled fee
 }} }}"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_simulator(port: int, history_fills: int) -> subprocess.Popen[bytes]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "simulator",
-        "--port",
-        str(port),
-        "--history-fills",
-        str(history_fills),
-        "--log-level",
-        "warning",
-    ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/_sim/health", timeout=1).raise_for_status()
-            return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("simulator did not start")
 
 
 def bench_goldsky(client: httpx.Client, url: str, seconds: float) -> tuple[int, float]:
@@ -105,7 +76,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0)
     args = parser.parse_args()
     port = free_port()
-    proc = start_simulator(port, args.history_fills)
+    proc = start_simulator_process(port, "--history-fills", str(args.history_fills))
     base = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(timeout=60) as client:

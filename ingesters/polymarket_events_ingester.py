@@ -21,9 +21,9 @@ import structlog
 from pydantic import Field
 
 from common import keys
-from common.config import HttpSettings, PipelineSettings, RedisSettings, SourceSettings, load
-from common.service import Service, poll_forever, run_worker, service_main
-from ingesters.gamma import GammaSync, Resource, open_gamma, validate_event
+from common.config import PipelineSettings, load
+from common.service import Service, service_main
+from ingesters.gamma import Connections, Resource, SyncKnobs, run_sync, validate_event
 
 NAME = "polymarket_events_ingester"
 log = structlog.get_logger()
@@ -46,34 +46,20 @@ EVENTS = Resource(
 )
 
 
-async def run(
-    settings: EventsSettings,
-    redis_settings: RedisSettings,
-    http_settings: HttpSettings,
-    source_settings: SourceSettings,
-    *,
-    once: bool = False,
-) -> Service:
+async def run(settings: EventsSettings, connections: Connections, *, once: bool = False) -> Service:
     """Full sync, then refresh passes until stopped (`once`: the full sync, or one refresh pass, then exit)."""
-
-    async def body(service: Service) -> None:
-        async with open_gamma(http_settings, source_settings, settings.gamma_rate_per_s) as gamma:
-            sync = GammaSync(
-                service,
-                EVENTS,
-                gamma,
-                listing=settings.events_listing,
-                page_limit=settings.events_page_limit,
-                refresh_s=settings.events_refresh_s,
-            )
-            await poll_forever(service, sync.step, interval_s=min(settings.events_refresh_s, 5.0), once=once)
-
-    return await run_worker(NAME, redis_settings, body)
+    knobs = SyncKnobs(
+        listing=settings.events_listing,
+        page_limit=settings.events_page_limit,
+        refresh_s=settings.events_refresh_s,
+        rate_per_s=settings.gamma_rate_per_s,
+        interval_s=min(settings.events_refresh_s, 5.0),
+    )
+    return await run_sync(NAME, EVENTS, knobs, connections, once=once)
 
 
 async def start(args: argparse.Namespace) -> None:
-    settings = load(EventsSettings)
-    await run(settings, load(RedisSettings), load(HttpSettings), load(SourceSettings), once=args.once)
+    await run(load(EventsSettings), Connections.load(), once=args.once)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,14 +33,15 @@ import structlog
 from pydantic import Field
 
 from common import keys
-from common.config import HttpSettings, PipelineSettings, RedisSettings, SourceSettings, load
+from common.config import PipelineSettings, load
 from common.errors import PermanentSourceError, PoisonMessage
 from common.gamma_fields import parse_json_list
 from common.payloads import MarketRef, encode_market_ref
 from common.position_ids import is_v2_position_id
 from common.redis_client import map_redis_errors
-from common.service import Service, poll_forever, run_worker, service_main
-from ingesters.gamma import GammaClient, GammaSync, HashItems, Resource, append_changed, open_gamma, require_id
+from common.service import Service, service_main
+from ingesters.gamma import Connections, HashItems, Resource, SyncKnobs, append_changed, require_id, run_sync
+from ingesters.gamma_listing import GammaClient
 
 NAME = "polymarket_ingester"
 log = structlog.get_logger()
@@ -167,40 +168,25 @@ async def resolve_token_lookups(service: Service, gamma: GammaClient, batch: int
 
 
 async def run(
-    settings: MarketsSettings,
-    redis_settings: RedisSettings,
-    http_settings: HttpSettings,
-    source_settings: SourceSettings,
-    *,
-    once: bool = False,
-    stop: asyncio.Event | None = None,
+    settings: MarketsSettings, connections: Connections, *, once: bool = False, stop: asyncio.Event | None = None
 ) -> Service:
     """Full sync, then refresh passes and token lookups, until stopped (`once`: full sync + lookups, then exit)."""
+    knobs = SyncKnobs(
+        listing=settings.markets_listing,
+        page_limit=settings.markets_page_limit,
+        refresh_s=settings.markets_refresh_s,
+        rate_per_s=settings.gamma_rate_per_s,
+        interval_s=min(settings.token_lookup_interval_s, settings.markets_refresh_s),
+    )
 
-    async def body(service: Service) -> None:
-        async with open_gamma(http_settings, source_settings, settings.gamma_rate_per_s) as gamma:
-            sync = GammaSync(
-                service,
-                MARKETS,
-                gamma,
-                listing=settings.markets_listing,
-                page_limit=settings.markets_page_limit,
-                refresh_s=settings.markets_refresh_s,
-            )
+    async def lookups(service: Service, gamma: GammaClient) -> bool:
+        return await resolve_token_lookups(service, gamma, settings.token_lookup_batch)
 
-            async def step() -> bool:
-                lookups_left = await resolve_token_lookups(service, gamma, settings.token_lookup_batch)
-                return await sync.step() or lookups_left
-
-            interval_s = min(settings.token_lookup_interval_s, settings.markets_refresh_s)
-            await poll_forever(service, step, interval_s=interval_s, once=once)
-
-    return await run_worker(NAME, redis_settings, body, stop=stop)
+    return await run_sync(NAME, MARKETS, knobs, connections, once=once, stop=stop, also=lookups)
 
 
 async def start(args: argparse.Namespace) -> None:
-    settings = load(MarketsSettings)
-    await run(settings, load(RedisSettings), load(HttpSettings), load(SourceSettings), once=args.once)
+    await run(load(MarketsSettings), Connections.load(), once=args.once)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -82,6 +82,14 @@ def add_time_range(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--to", dest="end", type=parse_time, required=True, help="inclusive")
 
 
+def parse_range(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """`parser.parse_args(argv)` for a parser with `add_time_range`; `--to` before `--from` is a usage error (2)."""
+    args = parser.parse_args(argv)
+    if args.end < args.start:
+        parser.error("--to is before --from")
+    return args
+
+
 def make_parser(command: str, doc: str) -> argparse.ArgumentParser:
     """`--help` shows the module docstring: what the command reads, writes and deletes."""
     return argparse.ArgumentParser(

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from clickhouse_connect.driver.client import Client
 
 from common.clickhouse import make_client, map_clickhouse_errors
-from pipeline.ops.common import add_time_range, confirm, console, fail, make_parser, run_command, settings
+from pipeline.ops.common import add_time_range, confirm, console, fail, make_parser, parse_range, run_command, settings
 
 FILL_TABLES = ("trades", "order_filled_events")
 VERSIONED_TABLES = ("markets", "events")
@@ -91,7 +91,5 @@ def main(argv: list[str] | None = None) -> int:
     add_time_range(parser)
     parser.add_argument("--yes", action="store_true", help="do not ask")
     parser.add_argument("--dry-run", action="store_true", help="count the duplicates, change nothing")
-    args = parser.parse_args(argv)
-    if args.end < args.start:
-        return fail("dedupe: --to is before --from", 2)
+    args = parse_range(parser, argv)
     return run_command("dedupe", lambda: dedupe(args))

@@ -36,7 +36,7 @@ from common.payloads import MarketRef, OrderEvent, decode_market_ref, decode_ord
 from common.redis_client import make_redis, map_redis_errors
 from common.unique_insert import UniqueTarget, insert_unique
 from dashboard.snapshot import read_streams
-from pipeline.ops.common import add_time_range, chunks, console, fail, make_parser, run_command, settings
+from pipeline.ops.common import add_time_range, chunks, console, fail, make_parser, parse_range, run_command, settings
 from processors.rows import IMMUTABLE, TRADE_COLUMNS, trade_row
 from processors.trades import derive_trade, token_of
 
@@ -181,7 +181,5 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", choices=("clickhouse", "stream"), default="clickhouse")
     parser.add_argument("--dry-run", action="store_true", help="count what is missing, insert nothing")
     parser.add_argument("--force", action="store_true", help="run even while trades are in flight")
-    args = parser.parse_args(argv)
-    if args.end < args.start:
-        return fail("replay: --to is before --from", 2)
+    args = parse_range(parser, argv)
     return run_command("replay", lambda: replay(args))

@@ -31,7 +31,7 @@ from common.payloads import decode_order_event
 from ingesters import chain_ingester, goldsky_ingester
 from ingesters.chain_logs import RangeTooLarge, SpanSizer, blocks_needing_timestamps, get_logs_filter, normalize_logs
 from ingesters.goldsky_pages import build_request, is_second_complete, normalize_fill, plan_page, start_cursor
-from pipeline.ops.common import add_time_range, console, fail, iso, make_parser, run_command, settings
+from pipeline.ops.common import add_time_range, console, fail, iso, make_parser, parse_range, run_command, settings
 
 SHOW = 20
 
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     add_time_range(parser)
     parser.add_argument("--source", choices=("clickhouse", "goldsky", "chain"), default="clickhouse")
     parser.add_argument("--bucket-s", type=int, default=3600, help="duplicates per bucket of this many seconds")
-    args = parser.parse_args(argv)
-    if args.end < args.start or args.bucket_s < 1:
-        return fail("verify: need FROM <= TO and --bucket-s >= 1", 2)
+    args = parse_range(parser, argv)
+    if args.bucket_s < 1:
+        return fail("verify: --bucket-s must be at least 1", 2)
     return run_command("verify", lambda: verify(args))

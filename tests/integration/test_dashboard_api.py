@@ -14,7 +14,6 @@ from common.config import ClickHouseSettings
 from dashboard.app import DashboardConfig, create_app, load_config
 from dashboard.settings import DashboardSettings
 from tests.integration.test_dashboard_world import (  # noqa: F401  (fixtures)
-    ch_settings_fixture,
     dashboard_world_fixture,
     running_dashboard,
     serve_in_thread,

@@ -24,7 +24,6 @@ from dashboard.settings import DashboardSettings
 from processors import clickhouse_writer, trade_processor
 from tests.fixtures.fills_world import make_fills, publish_fills
 from tests.integration.test_dashboard_world import (  # noqa: F401  (fixtures)
-    ch_settings_fixture,
     dashboard_world_fixture,
     running_dashboard,
     serve_in_thread,

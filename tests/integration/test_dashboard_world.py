@@ -13,7 +13,6 @@ import random
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -41,17 +40,6 @@ HOSTILE = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2
 
 def question_of(market: fills_world.TestMarket) -> str:
     return f"{HOSTILE}Will market {market.id} resolve <b>YES</b>?"
-
-
-@pytest.fixture(name="ch_settings")
-def ch_settings_fixture(clickhouse_server: Any) -> Iterator[ClickHouseSettings]:
-    database = f"t_{uuid.uuid4().hex[:10]}"
-    settings = ClickHouseSettings(host="127.0.0.1", port=clickhouse_server.port, database=database,
-                                  batch_size=5000, flush_interval_s=0.05, insert_max_attempts=2)  # fmt: skip
-    yield settings
-    client = make_client(settings, database="default")
-    client.command(f"DROP DATABASE IF EXISTS {database}")
-    client.close()
 
 
 @dataclass

@@ -300,25 +300,17 @@ def test_password_is_required_when_configured(tmp_path: Path) -> None:
 
 
 def test_startup_errors_are_one_clear_line(clickhouse_server: ClickHouseServer, tmp_path: Path) -> None:
-    base = [sys.executable, "-m", "pipeline", "embedded-clickhouse"]
-    locked = subprocess.run(
-        [*base, "--port", str(free_port()), "--data-dir", str(clickhouse_server.data_dir)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    def start(port: int, data_dir: Path) -> subprocess.CompletedProcess[str]:
+        """`pipeline embedded-clickhouse` on this port and folder, expected to give up."""
+        argv = [sys.executable, "-m", "pipeline", "embedded-clickhouse", "--port", str(port), "--data-dir"]
+        return subprocess.run([*argv, str(data_dir)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+
+    locked = start(free_port(), clickhouse_server.data_dir)
     assert locked.returncode != 0
     assert locked.stderr.count("\n") == 1
     assert "cannot open chDB data dir" in locked.stderr
     assert "Another server instance in same directory is already running" in locked.stderr
-    busy = subprocess.run(
-        [*base, "--port", str(clickhouse_server.port), "--data-dir", str(tmp_path / "other")],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    busy = start(clickhouse_server.port, tmp_path / "other")
     assert busy.returncode != 0
     assert busy.stderr.count("\n") == 1
     assert f"cannot listen on 127.0.0.1:{clickhouse_server.port}" in busy.stderr

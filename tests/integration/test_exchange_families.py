@@ -24,9 +24,10 @@ from common.payloads import decode_order_event, decode_trade
 from dashboard.snapshot import query_clickhouse
 from ingesters import chain_ingester
 from ingesters import polymarket_ingester as markets_ingester
+from ingesters.gamma import Connections
 from processors import clickhouse_writer, trade_processor
 from tests.fixtures.simulator import SimulatorFactory
-from tests.integration.test_dashboard_world import ch_settings_fixture, until  # noqa: F401  (a fixture)
+from tests.integration.test_dashboard_world import until
 
 LATE_LISTING_DELAY_S = 20.0
 WAIT_S = LATE_LISTING_DELAY_S + 8.0  # the late V2 market is listed well within the wait; Combos wait it out
@@ -64,11 +65,12 @@ async def run_pipeline(sim: Any, truth: dict[str, Any], redis: aioredis.Redis, r
                                                gamma_rate_per_s=30)  # fmt: skip
     chain = chain_ingester.ChainConfig(chain_ingester.ChainSettings(start_block=truth["first_block"]), source, HTTP,
                                        redis_settings)  # fmt: skip
+    gamma = Connections(redis_settings, HTTP, source)
     processor = trade_processor.ProcessorSettings(unknown_market_wait_s=WAIT_S, held_check_interval_s=0.1)
     stop = asyncio.Event()
-    await markets_ingester.run(markets, redis_settings, HTTP, source, once=True)  # the full sync
+    await markets_ingester.run(markets, gamma, once=True)  # the full sync
     services = [
-        asyncio.create_task(markets_ingester.run(markets, redis_settings, HTTP, source, stop=stop)),
+        asyncio.create_task(markets_ingester.run(markets, gamma, stop=stop)),
         asyncio.create_task(trade_processor.run(processor, redis=redis_settings, streams=STREAMS, stop=stop)),
     ]
     try:

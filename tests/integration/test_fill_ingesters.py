@@ -183,13 +183,23 @@ async def test_goldsky_parallel_backfill_of_4_ranges_gives_the_same_set_and_resu
     assert await redis_client.xlen(keys.STREAM_ORDER_EVENTS) == len(expected)
 
 
-def test_goldsky_killed_10_times_mid_ingest_still_ends_with_the_exact_set(
+SlowGoldsky = tuple[list[dict[str, Any]], dict[str, str]]  # the truth's Goldsky fills, the service environment
+
+
+@pytest.fixture
+def slow_goldsky(
     simulator: SimulatorFactory, redis_server: RedisServer, redis_client: aioredis.Redis, tmp_path: Path
-) -> None:
-    # Small pages and 20 ms per request make the ingest long enough to be interrupted 10 times.
+) -> SlowGoldsky:
+    """The Goldsky truth and a service environment whose ingest is long enough to be interrupted many times:
+    pages of 150 fills and 20 ms per request. (`redis_client` flushes the session's Redis first.)"""
     sim = simulator(**WORLD, faults="latency_ms=20")
-    expected = goldsky_truth(sim.truth())
-    env = service_env(sim, redis_server, tmp_path, GOLDSKY_PAGE_SIZE="150")
+    return goldsky_truth(sim.truth()), service_env(sim, redis_server, tmp_path, GOLDSKY_PAGE_SIZE="150")
+
+
+def test_goldsky_killed_10_times_mid_ingest_still_ends_with_the_exact_set(
+    slow_goldsky: SlowGoldsky, redis_server: RedisServer
+) -> None:
+    expected, env = slow_goldsky
     cmd = [sys.executable, "-m", "ingesters.goldsky_ingester", "--once"]
 
     assert kill_repeatedly(cmd, env, redis_server.port, kills=10, seed=1) == 10
@@ -199,11 +209,9 @@ def test_goldsky_killed_10_times_mid_ingest_still_ends_with_the_exact_set(
 
 
 def test_goldsky_sigterm_finishes_the_page_in_hand_and_exits_cleanly(
-    simulator: SimulatorFactory, redis_server: RedisServer, redis_client: aioredis.Redis, tmp_path: Path
+    slow_goldsky: SlowGoldsky, redis_server: RedisServer
 ) -> None:
-    sim = simulator(**WORLD, faults="latency_ms=20")
-    expected = goldsky_truth(sim.truth())
-    env = service_env(sim, redis_server, tmp_path, GOLDSKY_PAGE_SIZE="150")
+    expected, env = slow_goldsky
     cmd = [sys.executable, "-m", "ingesters.goldsky_ingester"]  # following the subgraph, not --once
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     with redis.Redis(port=redis_server.port) as client:
@@ -219,12 +227,10 @@ def test_goldsky_sigterm_finishes_the_page_in_hand_and_exits_cleanly(
 
 
 def test_goldsky_backfill_killed_mid_way_resumes_every_range_without_gap_or_duplicate(
-    simulator: SimulatorFactory, redis_server: RedisServer, redis_client: aioredis.Redis, tmp_path: Path
+    slow_goldsky: SlowGoldsky, redis_server: RedisServer
 ) -> None:
-    sim = simulator(**WORLD, faults="latency_ms=20")
-    expected = goldsky_truth(sim.truth())
+    expected, env = slow_goldsky
     first, last = min(f["timestamp"] for f in expected), max(f["timestamp"] for f in expected)
-    env = service_env(sim, redis_server, tmp_path, GOLDSKY_PAGE_SIZE="150")
     cmd = [sys.executable, "-m", "ingesters.goldsky_ingester", "--backfill", str(first), str(last), "--workers", "4"]
 
     assert kill_repeatedly(cmd, env, redis_server.port, kills=4, seed=2) == 4

@@ -25,7 +25,8 @@ from common.http import RateLimiter, make_client
 from common.service import Service
 from ingesters import polymarket_events_ingester as events_ingester
 from ingesters import polymarket_ingester as markets_ingester
-from ingesters.gamma import SYNCED, GammaClient, GammaSync, append_changed
+from ingesters.gamma import Connections, GammaSync, append_changed
+from ingesters.gamma_listing import SYNCED, GammaClient
 from simulator.server import SimulatorHandle
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,13 +59,13 @@ async def run_markets(
     """The markets ingester once (full sync, lookups), or until `stop` is set when given."""
     settings = markets_ingester.MarketsSettings().model_copy(update={"gamma_rate_per_s": 30.0, **changes})
     source = SourceSettings(gamma_api_url=sim.gamma_url)
-    return await markets_ingester.run(settings, redis_settings, HTTP, source, once=stop is None, stop=stop)
+    return await markets_ingester.run(settings, Connections(redis_settings, HTTP, source), once=stop is None, stop=stop)
 
 
 async def run_events(sim: SimulatorHandle, redis_settings: RedisSettings, **changes: Any) -> Service:
     settings = events_ingester.EventsSettings().model_copy(update={"gamma_rate_per_s": 30.0, **changes})
     source = SourceSettings(gamma_api_url=sim.gamma_url)
-    return await events_ingester.run(settings, redis_settings, HTTP, source, once=True)
+    return await events_ingester.run(settings, Connections(redis_settings, HTTP, source), once=True)
 
 
 async def assert_exact_sets(sim: SimulatorHandle, redis: aioredis.Redis) -> None:

@@ -15,7 +15,6 @@ from common.payloads import encode_dead_letter, encode_order_event
 from pipeline.ops import dlq as ops_dlq
 from tests.fixtures.fills_world import make_fills
 from tests.integration.test_dashboard_world import (  # noqa: F401  (fixtures)
-    ch_settings_fixture,
     dashboard_world_fixture,
     run_command,
     set_pipeline_env,

@@ -13,7 +13,6 @@ from pipeline.ops import replay as ops_replay
 from pipeline.ops import verify as ops_verify
 from tests.fixtures.fills_world import make_fills, publish_fills
 from tests.integration.test_dashboard_world import (  # noqa: F401  (fixtures)
-    ch_settings_fixture,
     dashboard_world_fixture,
     run_command,
     set_pipeline_env,

@@ -7,7 +7,6 @@ import builtins
 from common import keys
 from pipeline.ops import reset as ops_reset
 from tests.integration.test_dashboard_world import (  # noqa: F401  (fixtures)
-    ch_settings_fixture,
     dashboard_world_fixture,
     run_command,
     set_pipeline_env,

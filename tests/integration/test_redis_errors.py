@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -124,16 +123,6 @@ async def test_append_to_a_read_only_replica_is_transient(replica: aioredis.Redi
     with pytest.raises(TransientSinkError) as raised:
         await append_with_cursor(replica, STREAM, [b"a"], {"state:test_cursor": (None, "1")})
     assert raised.value.sink == "redis" and "ReadOnlyError" in str(raised.value)
-
-
-@pytest.fixture
-def ch_settings(clickhouse_server: Any) -> Any:
-    database = f"t_{uuid.uuid4().hex[:10]}"
-    yield ClickHouseSettings(host="127.0.0.1", port=clickhouse_server.port, database=database, batch_size=5000,
-                             flush_interval_s=0.05, insert_max_attempts=2)  # fmt: skip
-    client = make_client(ClickHouseSettings(host="127.0.0.1", port=clickhouse_server.port), database="default")
-    client.command(f"DROP DATABASE IF EXISTS {database}")
-    client.close()
 
 
 async def until(read: Callable[[], Awaitable[Any]], predicate: Callable[[Any], bool], *, timeout_s: float) -> Any:

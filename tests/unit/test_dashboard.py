@@ -30,7 +30,7 @@ from dashboard.snapshot import (
     is_instance_of,
     service_status,
 )
-from pipeline.ops.common import parse_time
+from pipeline.ops.common import add_time_range, make_parser, parse_range, parse_time
 from pipeline.ops.dlq import DlqEntry, retry_plan, select
 
 NOW = 1_800_000_000.0
@@ -189,6 +189,15 @@ def test_redact_masks_every_secret_longest_first() -> None:
 )
 def test_times_are_unix_seconds_or_iso(text: str, ts: int) -> None:
     assert parse_time(text) == ts
+
+
+def test_a_range_that_ends_before_it_starts_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = make_parser("replay", "doc")
+    add_time_range(parser)
+    assert vars(parse_range(parser, ["--from", "100", "--to", "100"])) == {"start": 100, "end": 100}
+    with pytest.raises(SystemExit) as exited:
+        parse_range(parser, ["--from", "200", "--to", "100"])
+    assert exited.value.code == 2 and "--to is before --from" in capsys.readouterr().err
 
 
 def letter(dlq_id: str, group: str, entry_id: str | None, stream: str = keys.STREAM_ORDER_EVENTS) -> DlqEntry:

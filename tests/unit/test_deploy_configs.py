@@ -17,16 +17,10 @@ import yaml
 from supervisor.datatypes import RestartUnconditionally
 from supervisor.options import ServerOptions
 
+from pipeline.harness.fleet import SERVICE_MODULES
+
 ROOT = Path(__file__).resolve().parents[2]
-SERVICES = {
-    "polymarket_ingester": "ingesters.polymarket_ingester",
-    "polymarket_events_ingester": "ingesters.polymarket_events_ingester",
-    "goldsky_ingester": "ingesters.goldsky_ingester",
-    "chain_ingester": "ingesters.chain_ingester",
-    "trade_processor": "processors.trade_processor",
-    "clickhouse_writer": "processors.clickhouse_writer",
-    "dashboard": "dashboard.app",
-}
+SERVICES = {**SERVICE_MODULES, "dashboard": "dashboard.app"}  # service -> module, as the harness starts them
 SERVERS = {"redis", "clickhouse", "simulator"}
 PIPELINE_ENV = {
     "PIPELINE_PYTHON": "/opt/venv/bin/python",

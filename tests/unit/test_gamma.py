@@ -13,19 +13,8 @@ from common.config import HttpSettings
 from common.errors import PermanentSourceError, PoisonMessage, TransientSourceError
 from common.gamma_fields import parse_json_list
 from common.http import RateLimiter
-from ingesters.gamma import (
-    SYNCED,
-    GammaClient,
-    Position,
-    Resource,
-    content_hash,
-    fetch_page,
-    item_key,
-    keyset_unavailable,
-    prepare_page,
-    sync_state_after,
-    validate_event,
-)
+from ingesters.gamma import Resource, content_hash, item_key, prepare_page, validate_event
+from ingesters.gamma_listing import SYNCED, GammaClient, Position, fetch_page, keyset_unavailable, sync_state_after
 from ingesters.polymarket_ingester import MARKETS, market_outcome_ids, markets_of, token_index, validate_market
 
 TOKEN_A = "8851848546962572193739008211889046036776198486765606333032192644001246174440"
