@@ -5,6 +5,8 @@
 Starts its own redis-server (AOF, appendfsync always) and embedded ClickHouse on free ports in a temp folder.
 1. processor: N fills already in `stream:order_events`, markets known; time `trade_processor --once`.
 2. writer: the resulting N trades + N order events; time `clickhouse_writer --once` (rows/s over both tables).
+Each stage prints its rate and CPU-µs per fill (per row for the writer) of the service (this process: user +
+system, threads included), of redis-server and of the embedded ClickHouse, with the load average beside it.
 3. flow (with --flow M): processor and writer running together while M fills are appended at full speed;
    samples every stream's length and reports the maximum: trimming keeps Redis bounded.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import sys
 import tempfile
@@ -24,12 +27,38 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import keys
 from common.config import ClickHouseSettings, StreamSettings
 from common.redis_client import make_redis
+from pipeline.harness.fleet import load_average, read_cpu_s
 from processors import clickhouse_writer, trade_processor
 from tests.fixtures.clickhouse_server import ClickHouseServer
 from tests.fixtures.fills_world import make_fills, make_markets, publish_fills, publish_markets
 from tests.fixtures.redis_server import RedisServer, free_port
 
 STREAMS = StreamSettings(block_ms=100, trim_interval_s=1.0)
+
+
+class StageClock:
+    """Wall time and CPU seconds of this process, redis-server and the embedded ClickHouse over one stage."""
+
+    def __init__(self, redis_pid: int, clickhouse_pid: int) -> None:
+        self.pids = {"redis": redis_pid, "clickhouse": clickhouse_pid}
+
+    def cpu_s(self) -> dict[str, float]:
+        times = os.times()
+        return {"service": times.user + times.system} | {name: read_cpu_s(pid) for name, pid in self.pids.items()}
+
+    def __enter__(self) -> StageClock:
+        self.cpu_before, self.started = self.cpu_s(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.started
+        self.cpu = {name: s - self.cpu_before[name] for name, s in self.cpu_s().items()}
+
+    def report(self, stage: str, units: int, unit: str) -> str:
+        per_unit = ", ".join(f"{name} {s * 1e6 / units:.1f}" for name, s in self.cpu.items())
+        total = sum(self.cpu.values()) * 1e6 / units
+        return (f"{stage}: {units / self.seconds:,.0f} {unit}s/s ({units:,} in {self.seconds:.2f} s); CPU-µs per "
+                f"{unit}: {per_unit}, total {total:.1f}; load {load_average()}")  # fmt: skip
 
 
 async def bench(fills_n: int, flow_n: int, workdir: Path) -> None:
@@ -48,17 +77,16 @@ async def bench(fills_n: int, flow_n: int, workdir: Path) -> None:
         await publish_fills(redis, fills)
         print(f"fills: {len(fills):,} (in stream:order_events)")
 
-        started = time.perf_counter()
-        await trade_processor.run(trade_processor.ProcessorSettings(), redis=redis_server.settings,
-                                  streams=STREAMS, once=True)  # fmt: skip
-        seconds = time.perf_counter() - started
-        print(f"processor: {len(fills) / seconds:,.0f} fills/s ({seconds:.2f} s)")
+        assert redis_server.process is not None and clickhouse.process is not None
+        with StageClock(redis_server.process.pid, clickhouse.process.pid) as clock:
+            await trade_processor.run(trade_processor.ProcessorSettings(), redis=redis_server.settings,
+                                      streams=STREAMS, once=True)  # fmt: skip
+        print(clock.report("processor", len(fills), "fill"))
 
-        started = time.perf_counter()
-        await clickhouse_writer.run(clickhouse_writer.WriterSettings(), redis=redis_server.settings, clickhouse=ch,
-                                    streams=STREAMS, once=True)  # fmt: skip
-        seconds = time.perf_counter() - started
-        print(f"writer: {2 * len(fills) / seconds:,.0f} rows/s ({2 * len(fills):,} rows in {seconds:.2f} s)")
+        with StageClock(redis_server.process.pid, clickhouse.process.pid) as clock:
+            await clickhouse_writer.run(clickhouse_writer.WriterSettings(), redis=redis_server.settings,
+                                        clickhouse=ch, streams=STREAMS, once=True)  # fmt: skip
+        print(clock.report("writer", 2 * len(fills), "row"))
         if flow_n:
             await flow(redis, redis_server.settings, ch, rng, markets, flow_n)
     finally:

@@ -9,7 +9,9 @@ Starts the simulator, Redis, the embedded ClickHouse and the six services as sep
    fills/s end to end (fills / (last `ingested_at` - services started)) and per stage: ingest (entries added to
    `stream:order_events`), processor (entries added to `stream:trades`), writer (rows in `trades`), each as the
    whole run's average and the best 5-second window. Samples every process's RSS (VmHWM, across restarts) and
-   Redis `used_memory`, and the longest each stream got.
+   Redis `used_memory`, and the longest each stream got. CPU (utime + stime from /proc/<pid>/stat, over every
+   incarnation) per process from services start to drained, as CPU-µs per fill: each product process and their
+   total without the simulator (the fill ingesters also per fill of their own source).
 2. latency: live fills at `--live-rate` for `--live-s`, ingesters polling every second; per fill, ClickHouse's
    `ingested_at` minus the fill's `first_visible_at` at the simulator (block production time; the simulator's
    `finalized` is its latest block, so the figure excludes the source's finality lag). p50/p95/p99.
@@ -34,7 +36,7 @@ from typing import Any
 import orjson
 
 from common import keys
-from pipeline.harness.bench_report import machine, percentile, write_results
+from pipeline.harness.bench_report import cpu_per_fill, machine, percentile, write_results
 from pipeline.harness.fleet import (
     SERVICE_DEFAULTS,
     SERVICE_MODULES,
@@ -104,7 +106,8 @@ class Sampler:
         return best
 
 
-def throughput_phase(fleet: Fleet, expected: int, timeout_s: float, log) -> dict[str, Any]:
+def throughput_phase(fleet: Fleet, truth: dict[str, Any], timeout_s: float, log) -> dict[str, Any]:
+    expected = int(truth["count"])
     sampler = Sampler(fleet)
     cpu_before = fleet.cpu_seconds()
     started = time.time()
@@ -137,6 +140,7 @@ def throughput_phase(fleet: Fleet, expected: int, timeout_s: float, log) -> dict
         "fills_per_s": round(expected / (last_row - started)),
         "stages": stages,
         "cpu_s": cpu,  # per process, from services start to drained (includes the convergence checks' tail)
+        "cpu_us_per_fill": cpu_per_fill(cpu, expected, truth["per_source"]),
         "memory": memory_figures(fleet, sampler),
     }
 
@@ -201,11 +205,13 @@ def run_bench(
         truth = fetch_truth(fleet)
         log(f"bench ({mode}): {truth['count']:,} history fills ({truth['per_source']['goldsky']:,} via Goldsky), "
             f"load {load_average()}")  # fmt: skip
-        result["throughput"] = throughput_phase(fleet, int(truth["count"]), 1800.0, log)
+        result["throughput"] = throughput_phase(fleet, truth, 1800.0, log)
         result["throughput"]["load_average_end"] = load_average()
         verdict = check_against_truth(fleet, truth)
         result["throughput"]["check"] = verdict.summary()
-        log(f"  throughput: {result['throughput']['fills_per_s']:,} fills/s end to end; {verdict.summary()}")
+        log(f"  throughput: {result['throughput']['fills_per_s']:,} fills/s end to end, "
+            f"{result['throughput']['cpu_us_per_fill']['total']} CPU-µs per fill, load {load_average()}; "
+            f"{verdict.summary()}")  # fmt: skip
         result["latency"] = latency_phase(fleet, rate, live_s, log)
         result["latency"]["load_average_end"] = load_average()
         final = check_against_truth(fleet)

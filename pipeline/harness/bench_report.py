@@ -17,6 +17,10 @@ from pipeline.harness.fleet import SERVICE_MODULES
 TARGET_FILLS_PER_S = 50_000
 TARGET_P50_S, TARGET_P99_S = 1.5, 3.0
 TARGET_RSS_MB = 200
+TARGET_WRITER_RSS_MB = 150  # at the default CLICKHOUSE_BATCH_SIZE
+TARGET_CPU_US_PER_FILL = 45  # all product processes together: 2 cores at 50,000 fills/s leave 40
+NOT_PRODUCT = ("simulator",)  # stands in for Polymarket: its CPU is not the pipeline's
+OWN_SOURCE = {"goldsky_ingester": "goldsky", "chain_ingester": "chain"}  # fill ingesters see only their source
 
 
 def machine() -> dict[str, Any]:
@@ -39,6 +43,18 @@ def percentile(values: list[float], pct: float) -> float:
         return math.nan
     rank = max(1, math.ceil(pct / 100 * len(values)))
     return values[rank - 1]
+
+
+def cpu_per_fill(cpu_s: dict[str, float], fills: int, per_source: dict[str, int]) -> dict[str, Any]:
+    """CPU-µs per fill of every product process and their total (simulator excluded); the fill ingesters also
+    per fill of their own source (`<name>/own`)."""
+    product = {name: seconds for name, seconds in cpu_s.items() if name not in NOT_PRODUCT}
+    figures: dict[str, Any] = {name: round(seconds * 1e6 / max(fills, 1), 1) for name, seconds in product.items()}
+    for name, source in OWN_SOURCE.items():
+        if name in product and per_source.get(source):
+            figures[f"{name}/own"] = round(product[name] * 1e6 / per_source[source], 1)
+    figures["total"] = round(sum(product.values()) * 1e6 / max(fills, 1), 1)
+    return figures
 
 
 def verdict(ok: bool) -> str:
@@ -74,8 +90,17 @@ def markdown(result: dict[str, Any], stamp: str) -> str:
         f"| peak RSS per service (throughput run) | max {services_peak:.0f} MB | ≤ {TARGET_RSS_MB} MB "
         f"({verdict(services_peak <= TARGET_RSS_MB)}) |",
     ]
+    per_fill = tp["cpu_us_per_fill"]
+    lines.append(
+        f"| CPU per fill, every product process (simulator excluded) | **{per_fill['total']:.1f} µs** | "
+        f"≤ {TARGET_CPU_US_PER_FILL} ({verdict(per_fill['total'] <= TARGET_CPU_US_PER_FILL)}) |"
+    )
+    writer_mb = mem["peak_rss_mb"]["clickhouse_writer"]
+    lines.append(f"| writer peak RSS | {writer_mb:.0f} MB | ≤ {TARGET_WRITER_RSS_MB} MB "
+                 f"({verdict(writer_mb <= TARGET_WRITER_RSS_MB)}) |")  # fmt: skip
     for name, mb in mem["peak_rss_mb"].items():
-        lines.append(f"| &nbsp;&nbsp;{name} | {mb:.0f} MB, {tp['cpu_s'][name]:.1f} CPU-s in the throughput run | |")
+        cpu = f"{tp['cpu_s'][name]:.1f} CPU-s, {cpu_text(tp, name)}"
+        lines.append(f"| &nbsp;&nbsp;{name} | {mb:.0f} MB peak RSS, {cpu} | |")
     streams = ", ".join(f"`{s}` {n:,}" for s, n in mem["max_stream_len"].items())
     lines += [
         f"| Redis `used_memory` (max sampled / `used_memory_peak`) | {mem['redis_used_memory_max_mb']:.0f} MB / "
@@ -118,6 +143,14 @@ def dedup_lines(dedup: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def cpu_text(tp: dict[str, Any], name: str) -> str:
+    per_fill = tp["cpu_us_per_fill"]
+    if name not in per_fill:
+        return "not product"
+    own = f" ({per_fill[name + '/own']:.1f} per {OWN_SOURCE[name]} fill)" if name + "/own" in per_fill else ""
+    return f"{per_fill[name]:.1f} CPU-µs per fill{own}"
+
+
 def summary(result: dict[str, Any]) -> str:
     tp, lat = result["throughput"], result["latency"]
     stages = ", ".join(f"{s} {f['fills_per_s']:,}/s" for s, f in tp["stages"].items())
@@ -126,10 +159,14 @@ def summary(result: dict[str, Any]) -> str:
         f"throughput: {tp['fills_per_s']:,} fills/s end to end ({tp['fills']:,} fills in {tp['seconds']} s; {stages})\n"
         f"latency: p50 {lat['p50_s']} s, p95 {lat['p95_s']} s, p99 {lat['p99_s']} s ({lat['measured']:,} fills at "
         f"{lat['rate']:,.0f}/s)\n"
+        f"cpu: {tp['cpu_us_per_fill']['total']:.1f} µs per fill in all (simulator excluded); "
+        + "; ".join(f"{name} {cpu_text(tp, name)}, {mb:.0f} MB" for name, mb in tp["memory"]["peak_rss_mb"].items())
+        + "\n"
         f"memory: peak RSS per service max {services_peak:.0f} MB; Redis used_memory max "
         f"{tp['memory']['redis_used_memory_max_mb']:.0f} MB\n"
         f"check: {result['final_check']}\n"
-        f"load average: {result['load_average_start']} at start, {result['load_average_end']} at end"
+        f"load average: {result['load_average_start']} at start, {tp['load_average_end']} after the throughput run, "
+        f"{result['load_average_end']} at end"
     )
 
 
