@@ -186,6 +186,32 @@ async def test_finish_emits_outputs_only_once_even_when_retried(redis_client: ai
     assert await stream_payloads(redis_client, "stream:out") == [b"trade"]
 
 
+async def test_finish_of_a_batch_partly_finished_elsewhere_writes_only_what_it_acked(
+    redis_client: aioredis.Redis,
+) -> None:
+    # Given 2,500 fills (more than one script chunk) read by one worker, some also finished by another worker
+    for i in range(2500):
+        await redis_client.xadd(STREAM, {"data": f"fill-{i}"})
+    worker = StreamConsumer(redis_client, stream=STREAM, group="g", consumer="worker-1", settings=fast_settings(),
+                            batch_max=5000)  # fmt: skip
+    await worker.ensure_group()
+    batch = await worker.read()
+    done_elsewhere = {entry.id for entry in batch[1200:1300]} | {batch[-1].id, batch[7].id}
+    await worker.finish(ack=sorted(done_elsewhere))
+    # When the worker finishes the whole batch: two outputs per fill, none for the 5th, the 3rd dead-lettered
+    outputs = {entry.id: [entry.data + b":a", entry.data + b":b"] for entry in batch}
+    outputs[batch[4].id] = []
+    del outputs[batch[2].id]
+    result = await worker.finish(ack=outputs, output_stream="stream:out", dead=[(batch[2], "poison")])
+    # Then only the fills this call acked have their outputs, in order, and the poison its dead letter
+    acked = [entry for entry in batch if entry.id not in done_elsewhere and entry.id in outputs]
+    emitted = [entry.data + suffix for entry in acked for suffix in (b":a", b":b") if entry is not batch[4]]
+    assert result == (len(acked), len(emitted), 1)
+    assert await stream_payloads(redis_client, "stream:out") == emitted
+    assert [orjson.loads(p)["payload"] for p in await stream_payloads(redis_client, keys.STREAM_DLQ)] == ["fill-2"]
+    assert (await redis_client.xpending(STREAM, "g"))["pending"] == 0
+
+
 async def test_redis_kill_9_keeps_streams_groups_and_cursors(redis_server, redis_client: aioredis.Redis) -> None:
     await append_with_cursor(redis_client, STREAM, [b"a", b"b", b"c"], {CURSOR: (None, "3")})
     worker = consumer(redis_client, "worker-1")
