@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+import msgspec
 import orjson
 import pytest
 
@@ -26,6 +27,7 @@ from common.payloads import (
     encode_market_ref,
     encode_order_event,
     encode_trade,
+    encode_valid_order_event,
     fill_id,
 )
 
@@ -44,6 +46,29 @@ def test_order_event_round_trips_and_garbage_is_poison() -> None:
     assert decode_order_event(encode_order_event(EVENT)) == EVENT
     with pytest.raises(PoisonMessage, match="invalid order event"):
         decode_order_event(b"not json")
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {}, {"log_index": None}, {"maker_amount": 2**64 - 1}, {"maker_amount": 2**64}, {"fee": -1}, {"timestamp": 1.5},
+        {"block_number": True}, {"log_index": -1}, {"log_index": "3"}, {"source": "rpc"}, {"maker": None},
+        {"tx_hash": 5}, {"maker_asset_id": "12a"}, {"maker_asset_id": ""}, {"taker_asset_id": "1" * 79},
+        {"taker_asset_id": 123}, {"taker_asset_id": "0"}, {"id": "other"}, {"maker_asset_id": "7", "taker_asset_id": "0"},
+    ],
+)  # fmt: skip
+def test_built_events_are_validated_like_the_decoder_validates_their_bytes(changes: dict) -> None:
+    # the oracle: encode the event as is, then decode and check the bytes (what the ingesters used to do)
+    event = msgspec.structs.replace(EVENT, **changes)
+    try:
+        expected = decode_order_event(msgspec.json.encode(event))
+    except PoisonMessage:
+        expected = None
+    if expected is None:
+        with pytest.raises(PoisonMessage, match="invalid order event"):
+            encode_valid_order_event(event)
+    else:
+        assert decode_order_event(encode_valid_order_event(event)) == expected
 
 
 def test_trade_round_trips_with_exact_decimal_strings() -> None:
