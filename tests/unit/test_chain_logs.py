@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from eth_abi import encode
+from eth_abi import decode, encode
 from eth_hash.auto import keccak
 
 from common.errors import PermanentSourceError, PoisonMessage, TransientSourceError
@@ -18,6 +18,7 @@ from ingesters.chain_logs import (
     SpanSizer,
     block_batch,
     classify_rpc_error,
+    decode_data_words,
     decode_order_filled,
     get_logs_filter,
     hex_quantity,
@@ -113,6 +114,42 @@ def test_an_exchange_v3_log_decodes_with_the_v2_abi_and_keeps_its_position_id() 
 def test_malformed_log_is_poison_with_a_reason(log: dict[str, Any], reason: str) -> None:
     with pytest.raises(PoisonMessage, match=reason):
         decode_order_filled(log, timestamp=1)
+
+
+MAX = 2**256 - 1
+
+
+@pytest.mark.parametrize(
+    ("types", "values"),
+    [
+        (V1_ABI.data_types, [0, 0, 0, 0, 0]),
+        (V1_ABI.data_types, [MAX, 0, MAX, MAX, MAX]),
+        (V1_ABI.data_types, [0, TOKEN, 2**64 - 1, 2**64, 1]),
+        (V2_ABI.data_types, [0, 0, 0, 0, 0, b"\x00" * 32, b"\x00" * 32]),
+        (V2_ABI.data_types, [1, MAX, MAX, 2**64 - 1, MAX, b"\xff" * 32, b"\x01" * 32]),
+        (V2_ABI.data_types, [255, TOKEN, 7_000_000, 3_000_000, 11, b"\x01" * 32, b"\x00" * 32]),
+    ],
+)
+def test_data_words_read_directly_match_eth_abi(types: tuple[str, ...], values: list[Any]) -> None:
+    data = encode(list(types), values)
+    expected = [int.from_bytes(v, "big") if isinstance(v, bytes) else v for v in decode(list(types), data)]
+    assert decode_data_words("0x" + data.hex(), len(types)) == expected
+    assert decode_data_words("0x" + data.hex() + "00" * 32, len(types)) == expected  # trailing data is not read
+
+
+def test_v1_and_v2_logs_with_edge_token_ids_decode_like_eth_abi() -> None:
+    for token in (1, MAX, TOKEN):
+        event = decode_order_filled(v1_log(token, 0), timestamp=1)
+        assert (event.maker_asset_id, event.taker_asset_id) == (str(token), "0")
+        v2 = encode(list(V2_ABI.data_types), [1, token, 2**64 - 1, 0, 0, b"\x00" * 32, b"\x00" * 32])
+        event = decode_order_filled(v2_log(1, data="0x" + v2.hex()), timestamp=1)
+        assert (event.maker_asset_id, event.maker_amount) == (str(token), 2**64 - 1)
+
+
+@pytest.mark.parametrize("data", ["0x", "0x" + "00" * 159, "0xzz" + "00" * 160, None])
+def test_short_or_non_hex_data_is_poison(data: Any) -> None:
+    with pytest.raises(PoisonMessage, match="undecodable"):
+        decode_order_filled(v1_log(0, TOKEN, data=data), timestamp=1)
 
 
 def test_amount_over_uint64_is_poison() -> None:

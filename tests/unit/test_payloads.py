@@ -54,7 +54,8 @@ def test_order_event_round_trips_and_garbage_is_poison() -> None:
         {}, {"log_index": None}, {"maker_amount": 2**64 - 1}, {"maker_amount": 2**64}, {"fee": -1}, {"timestamp": 1.5},
         {"block_number": True}, {"log_index": -1}, {"log_index": "3"}, {"source": "rpc"}, {"maker": None},
         {"tx_hash": 5}, {"maker_asset_id": "12a"}, {"maker_asset_id": ""}, {"taker_asset_id": "1" * 79},
-        {"taker_asset_id": 123}, {"taker_asset_id": "0"}, {"id": "other"}, {"maker_asset_id": "7", "taker_asset_id": "0"},
+        {"taker_asset_id": 123}, {"taker_asset_id": "0"}, {"id": "other"},
+        {"maker_asset_id": "7", "taker_asset_id": "0"},
     ],
 )  # fmt: skip
 def test_built_events_are_validated_like_the_decoder_validates_their_bytes(changes: dict) -> None:
