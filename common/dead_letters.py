@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import redis.asyncio as aioredis
 
 from common import keys
-from common.lua_scripts import run_script
+from common.lua_scripts import join_lines, run_script
 from common.redis_client import map_redis_errors
 
 
@@ -24,5 +24,7 @@ async def retry_dead_letters(
     someone else retried or purged it meanwhile, and re-adding the entry would deliver it twice.
     """
     async with map_redis_errors(f"retry dead letters of {stream}"):
-        new_id = await run_script(redis, "retry_dead_letter", [stream, keys.STREAM_DLQ], [payload, *dead_letter_ids])
+        new_id = await run_script(
+            redis, "retry_dead_letter", [stream, keys.STREAM_DLQ], [payload, join_lines(dead_letter_ids)]
+        )
     return new_id.decode() if new_id is not None else None

@@ -1,14 +1,15 @@
-"""The Lua scripts of `lua/`, loaded once.
+"""The Lua scripts of `lua/`, loaded once, and the one way to pass them lists.
 
-Each script gets `prelude.lua` in front (Redis scripts cannot import one another). Lists travel as ARGV elements,
-one per item: Redis hands the script each one as a Lua string once, where a newline-joined blob had to be copied
-again by a split in Lua; the client packs them with hiredis (`common.redis_client`), as fast as one blob.
+Each script gets `prelude.lua` in front (Redis scripts cannot import one another). Lists travel as a single
+argument, items joined by newlines: redis-py packs one large argument far faster than thousands of small ones
+(measured, 5,000 entries of ~700 bytes: 0.05 µs per item to join; one argument per item costs 1.4 µs with
+redis-py's asyncio packer and 1.1 µs with hiredis's, more than the script's split saves in Redis).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,3 +32,12 @@ async def run_script(redis: aioredis.Redis, name: str, keys_: Sequence[str], arg
     except redis_errors.NoScriptError:
         await redis.script_load(_SCRIPTS[name])
         return await redis.evalsha(_SHAS[name], len(keys_), *keys_, *args)
+
+
+def join_lines(items: Iterable[bytes | str]) -> bytes:
+    """Items joined by newlines, for the scripts' one-argument lists; an item may not be empty or hold a newline."""
+    encoded = [item.encode() if isinstance(item, str) else item for item in items]
+    joined = b"\n".join(encoded)
+    if joined.count(b"\n") != max(0, len(encoded) - 1) or not all(encoded):
+        raise ValueError("stream payloads must be non-empty and contain no raw newline")
+    return joined

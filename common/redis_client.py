@@ -4,35 +4,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
-import hiredis
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
-from redis.connection import HiredisRespSerializer
 
 from common.config import RedisSettings
 from common.errors import SinkCommandError, TransientSinkError
 
 
-class HiredisPackedConnection(aioredis.Connection):
-    """redis-py's asyncio connection packs commands in Python, about 1 µs per argument; its sync one packs them with
-    hiredis in C. Pack with hiredis here too: the delivery scripts take one argument per stream entry."""
-
-    _serializer = HiredisRespSerializer()  # redis-py's own, for what hiredis refuses as is (bytearray arguments)
-
-    def pack_command(self, *args: Any) -> list[bytes]:
-        if isinstance(args[0], str) and " " in args[0]:
-            return self._serializer.pack(*args)  # a command name of two words ("SCRIPT LOAD") goes out as two
-        try:
-            return [hiredis.pack_command(args)]
-        except TypeError:
-            return self._serializer.pack(*args)
-
-
 def make_redis(settings: RedisSettings) -> aioredis.Redis:
     """Bytes in, bytes out (`decode_responses=False`): payloads go straight to orjson without a decode."""
-    client = aioredis.Redis(
+    return aioredis.Redis(
         host=settings.host,
         port=settings.port,
         db=settings.db,
@@ -42,9 +24,6 @@ def make_redis(settings: RedisSettings) -> aioredis.Redis:
         health_check_interval=30,
         decode_responses=False,
     )
-    # Redis() takes no connection class; its pool makes every connection from this attribute (no connection yet)
-    client.connection_pool.connection_class = HiredisPackedConnection
-    return client
 
 
 # Replies that mean "not now", not "this command is wrong": out of memory (OOM), a read-only replica (READONLY), a

@@ -30,7 +30,7 @@ from common import keys
 from common.backoff import Backoff, sleep_unless_stopped
 from common.config import StreamSettings
 from common.errors import CursorMoved, TransientSinkError
-from common.lua_scripts import run_script
+from common.lua_scripts import join_lines, run_script
 from common.payloads import encode_dead_letter
 from common.redis_client import map_redis_errors
 
@@ -69,13 +69,12 @@ async def append_with_cursor(
     """
     cursor_keys = list(cursor)
     hashes = hash_items or {}
-    hash_keys = list(hashes)
     args: list[Any] = [len(cursor_keys)]
     args += [cursor[key][0] or "" for key in cursor_keys]
     args += [cursor[key][1] for key in cursor_keys]
-    args += [len(entries), len(dead_letters), len(hash_keys), *(2 * len(hashes[key]) for key in hash_keys)]
-    args += [*entries, *dead_letters]
-    args += [part for key in hash_keys for pair in hashes[key].items() for part in pair]
+    args += [join_lines(entries), join_lines(dead_letters)]
+    args += [join_lines(part for pair in hashes[key].items() for part in pair) for key in hashes]
+    hash_keys = list(hashes)
     async with map_redis_errors(f"append to {stream}"):
         appended = await run_script(redis, "append_page", [stream, keys.STREAM_DLQ, *cursor_keys, *hash_keys], args)
     if appended == -1:
@@ -279,14 +278,14 @@ class StreamConsumer:
             )
             for entry, error in dead
         ]
-        counts = {len(produced) for produced in outputs.values()}
-        same_count = counts.pop() if len(counts) == 1 else -1  # a batch's ids mostly have one count: send it once
-        args = [self.group, self.consumer, len(outputs), len(dead), same_count, *outputs]
-        if same_count == -1:
-            args += [len(produced) for produced in outputs.values()]
-        if same_count != 0:
-            args += [payload for produced in outputs.values() for payload in produced]
-        args += [*(entry.id for entry, _ in dead), *dead_payloads]
+        args = [
+            self.group,
+            join_lines(outputs),
+            join_lines(str(len(produced)) for produced in outputs.values()),
+            join_lines(payload for produced in outputs.values() for payload in produced),
+            join_lines(entry.id for entry, _ in dead),
+            join_lines(dead_payloads),
+        ]
         script_keys = [self.stream, output_stream or f"{self.stream}:unused", keys.STREAM_DLQ, self.failures_key]
         async with map_redis_errors(f"finish batch on {self.stream}"):
             acked, emitted, dead_count = await asyncio.shield(run_script(self.redis, "finish_batch", script_keys, args))

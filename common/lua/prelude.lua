@@ -1,21 +1,19 @@
 -- Prepended to every script of this folder (Redis scripts cannot import one another).
 
--- Lists travel as ARGV elements, one per item (no joining or splitting, no copy of a payload in Lua).
--- A variadic command over ARGV[first .. last] goes out in chunks: unpack() can pass only so many values at once.
-local CHUNK = 1000
-
--- redis.call(command, head..., ARGV[i .. j], tail...) for consecutive chunks of first .. last; returns the replies.
-local function call_over_argv(command, head, first, last, tail)
-    local replies = {}
-    for i = first, last, CHUNK do
-        local args = {unpack(head)}
-        for j = i, math.min(i + CHUNK - 1, last) do
-            args[#args + 1] = ARGV[j]
-        end
-        for _, arg in ipairs(tail or {}) do
-            args[#args + 1] = arg
-        end
-        replies[#replies + 1] = redis.call(command, unpack(args))
+-- The lists the scripts receive travel as one argument, items joined by "\n"; this splits them back.
+local function split(joined)
+    local items, pos = {}, 1
+    if joined == '' then
+        return items
     end
-    return replies
+    while true do
+        local newline = string.find(joined, '\n', pos, true)
+        if not newline then
+            items[#items + 1] = string.sub(joined, pos)
+            return items
+        end
+        items[#items + 1] = string.sub(joined, pos, newline - 1)
+        pos = newline + 1
+    end
 end
+
