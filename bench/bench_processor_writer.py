@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import keys
 from common.config import ClickHouseSettings, StreamSettings
 from common.redis_client import make_redis
+from common.service import tune_gc
 from pipeline.harness.fleet import load_average, read_cpu_s
 from processors import clickhouse_writer, trade_processor
 from tests.fixtures.clickhouse_server import ClickHouseServer
@@ -132,6 +133,7 @@ def main() -> None:
     parser.add_argument("--fills", type=int, default=200_000)
     parser.add_argument("--flow", type=int, default=0, help="fills to push through both services together")
     args = parser.parse_args()
+    tune_gc()  # as service_main does for every service process
     with tempfile.TemporaryDirectory() as workdir:
         asyncio.run(bench(args.fills, args.flow, Path(workdir)))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import socket
@@ -208,6 +209,19 @@ async def _step_or_stop(service: Service, step: Callable[[], Awaitable[bool]]) -
         stopped.cancel()
 
 
+# The services allocate a few short-lived containers per stream entry (tuples, structs, lists) and make almost no
+# reference cycles, so CPython's default (a generation-0 collection every 700 allocations) is mostly wasted work:
+# measured on the trade processor, 11.0 -> 9.2 µs of CPU per fill with these thresholds and the start-up objects
+# frozen out of the collector's scans.
+GC_THRESHOLDS = (100_000, 50, 100)
+
+
+def tune_gc() -> None:
+    """Collect less often, and never scan what start-up created (modules, settings): call once, after imports."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def service_arguments(description: str, argv: list[str] | None) -> argparse.Namespace:
     """Every service takes `--once` (process what is there, then exit) and `--help`; settings come from env."""
     parser = argparse.ArgumentParser(description=description, epilog="Settings come from the environment and .env.")
@@ -220,6 +234,7 @@ def service_main(
 ) -> int:
     """`main()` of every service: parse flags, set up logging, run; a bad setting exits 2 with one line."""
     args = service_arguments(description, argv)
+    tune_gc()
     try:
         configure_logging(name, load(LogSettings))
         asyncio.run(start(args))

@@ -19,8 +19,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 import structlog
@@ -85,8 +84,10 @@ async def append_with_cursor(
 # --- consumers ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
+    """One stream entry as a consumer got it; a NamedTuple, which builds several times faster than a frozen
+    dataclass: there is one per entry."""
+
     id: str
     data: bytes
     deliveries: int  # how many times the group has handed this entry out, this time included
@@ -163,12 +164,15 @@ class StreamConsumer:
                 claimed = await self._claim_idle()
                 if claimed:
                     return claimed
-            raw = await self._xreadgroup(">", self.batch_max, block_ms=self.settings.block_ms)
-        return [Entry(entry_id, data or b"", 1) for entry_id, data in raw]
+            entries = await self._xreadgroup_raw(">", self.batch_max, block_ms=self.settings.block_ms)
+        # new entries are delivered for the first time and always have their fields: no screening, one pass
+        return [
+            Entry(entry_id.decode(), fields[1] if fields[0] == b"data" else _data_field(fields) or b"", 1)
+            for entry_id, fields in entries
+        ]
 
-    async def _xreadgroup(
-        self, start: str, count: int, *, block_ms: int | None = None
-    ) -> list[tuple[str, bytes | None]]:
+    async def _xreadgroup_raw(self, start: str, count: int, *, block_ms: int | None = None) -> list[Any]:
+        """The reply's [entry id, [field, value, ...] or None] pairs, as hiredis parsed them."""
         args: list[Any] = ["XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count]
         if block_ms is not None:
             args += ["BLOCK", block_ms]
@@ -176,7 +180,10 @@ class StreamConsumer:
         if not reply:
             return []
         # RESP3 (redis-py's default) replies with a map {stream: entries}, RESP2 with [[stream, entries]]
-        entries = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
+        return next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
+
+    async def _xreadgroup(self, start: str, count: int) -> list[tuple[str, bytes | None]]:
+        entries = await self._xreadgroup_raw(start, count)
         return [(entry_id.decode(), _data_field(fields)) for entry_id, fields in entries]
 
     async def _read_own_pending(self) -> list[Entry] | None:

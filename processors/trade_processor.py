@@ -83,17 +83,19 @@ class Processor:
 
     async def release(self, fills: list[tuple[Entry, OrderEvent]], dead: list[tuple[Entry, str]] = ()) -> int:
         """Emit the trades of `fills` whose market is known or whose wait is over; the rest stay held."""
-        markets = await self.markets.resolve({token_of(event) for _, event in fills})
-        now_ms = time.time() * 1000
+        tokens = [token_of(event) for _, event in fills]
+        markets = await self.markets.resolve(set(tokens))
+        # an entry id starts with its unix ms: older than this, a fill stops waiting for its market
+        give_up_ms = time.time() * 1000 - self.settings.unknown_market_wait_s * 1000
         ready: dict[str, list[bytes]] = {}
         unresolved = 0
-        for entry, event in fills:
-            market = markets.get(token_of(event))
-            waited_s = (now_ms - int(entry.id.split("-")[0])) / 1000
-            if market is None and waited_s < self.settings.unknown_market_wait_s:
-                self.held.setdefault(entry.id, (entry, event))
-                continue
-            unresolved += market is None
+        for (entry, event), token in zip(fills, tokens, strict=True):
+            market = markets.get(token)
+            if market is None:
+                if int(entry.id.partition("-")[0]) > give_up_ms:
+                    self.held.setdefault(entry.id, (entry, event))
+                    continue
+                unresolved += 1
             ready[entry.id] = [encode_trade(derive_trade(event, market))]
         if not ready and not dead:
             return 0
