@@ -36,8 +36,14 @@ async def run_script(redis: aioredis.Redis, name: str, keys_: Sequence[str], arg
 
 def join_lines(items: Iterable[bytes | str]) -> bytes:
     """Items joined by newlines, for the scripts' one-argument lists; an item may not be empty or hold a newline."""
-    encoded = [item.encode() if isinstance(item, str) else item for item in items]
-    joined = b"\n".join(encoded)
-    if joined.count(b"\n") != max(0, len(encoded) - 1) or not all(encoded):
+    listed = list(items)
+    try:  # all bytes (payloads) or all text (ids): one join in C, no encode per item
+        joined = b"\n".join(listed)
+    except TypeError:
+        try:
+            joined = "\n".join(listed).encode()
+        except TypeError:  # mixed (a hash's fields and values)
+            joined = b"\n".join(item.encode() if isinstance(item, str) else item for item in listed)
+    if joined.count(b"\n") != max(0, len(listed) - 1) or not all(listed):
         raise ValueError("stream payloads must be non-empty and contain no raw newline")
     return joined

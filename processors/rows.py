@@ -5,6 +5,8 @@ with the reason; the writer dead-letters that entry and inserts the rest of its 
 the row's own shape, so they cannot drift from the values: the fields of the stream's struct
 (`common.payloads`) for fills and trades, a NamedTuple per row for markets and events. Gamma's JSON-encoded
 strings (`outcomes`, `outcomePrices`, `clobTokenIds`) become arrays; the full source object is kept in `raw`.
+Trades keep their amounts as the exact decimal text the processor wrote; clickhouse-connect scales that text into
+Decimal(18, 6) itself, so no Decimal is built here.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any, NamedTuple
 
 import orjson
@@ -192,8 +193,6 @@ def event_row(data: bytes, ingested_at: datetime) -> EventRow:
 # The stream structs' fields are the tables' columns, in their order, then `ingested_at`.
 ORDER_EVENT_COLUMNS = (*OrderEvent.__struct_fields__, "ingested_at")
 TRADE_COLUMNS = (*Trade.__struct_fields__, "ingested_at")
-_USD_AMOUNT_AT = TRADE_COLUMNS.index("usd_amount")
-_TOKEN_AMOUNT_AT = TRADE_COLUMNS.index("token_amount")
 
 
 def order_event_row(data: bytes, ingested_at: datetime) -> Row:
@@ -201,12 +200,7 @@ def order_event_row(data: bytes, ingested_at: datetime) -> Row:
 
 
 def trade_row(data: bytes, ingested_at: datetime) -> Row:
-    row = list(astuple(decode_trade(data)))
-    # exact decimal strings on the stream, Decimal(18, 6) in the table
-    row[_USD_AMOUNT_AT] = Decimal(row[_USD_AMOUNT_AT])
-    row[_TOKEN_AMOUNT_AT] = Decimal(row[_TOKEN_AMOUNT_AT])
-    row.append(ingested_at)
-    return tuple(row)
+    return (*astuple(decode_trade(data)), ingested_at)  # amounts: exact decimal text (module docstring)
 
 
 # Fills and trades never change: checked by id over their time ranges. Markets and events do: newest updated_at.

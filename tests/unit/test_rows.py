@@ -166,11 +166,13 @@ def test_fill_with_a_missing_field_is_poison() -> None:
         order_event_row(orjson.dumps(payload), NOW)
 
 
-def test_trade_row_is_the_trade_in_column_order_with_decimal_amounts() -> None:
+def test_trade_row_is_the_trade_in_column_order_with_exact_decimal_amounts() -> None:
     event = decode_order_event(order_event(maker_amount=5_850_000, taker_amount=10_000_001, fee=3))
     trade = derive_trade(event, MarketRef(market_id="7", condition_id="0x2e", outcome="Up", outcome_index=0))
     row = dict(zip(TRADE_COLUMNS, trade_row(encode_trade(trade), NOW), strict=True))
-    assert row["usd_amount"] == Decimal("5.850000") and row["token_amount"] == Decimal("10.000001")
+    # the exact text clickhouse-connect scales into Decimal(18, 6) (no float, no Decimal round trip here)
+    assert row["usd_amount"] == "5.850000" and row["token_amount"] == "10.000001"
+    assert Decimal(row["usd_amount"]) == Decimal("5.85") and Decimal(row["token_amount"]) == Decimal("10.000001")
     assert (row["id"], row["market_id"], row["token_id"], row["fee"]) == (event.id, "7", "123", 3)
     assert row["log_index"] is None
     assert row["price"] == trade.price and row["maker_direction"] == "BUY" and row["ingested_at"] == NOW
