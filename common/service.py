@@ -214,13 +214,15 @@ async def _step_or_stop(service: Service, step: Callable[[], Awaitable[bool]]) -
 # Generation 0 waits for 20,000 allocations here; the older generations follow at once, so cyclic garbage that
 # outlived one collection does not pile up. Measured (bench --quick, 250,000 fills): default 89.6 CPU-µs per fill
 # in all, writer 24.0, processor 11.2, writer peak RSS 230 MB; (20,000, 10, 10) 83.6 / 19.6 / 9.6 but 296 MB;
-# these 90.8 / 22.0 / 10.4 at a load of 3 (a busier machine), 246 MB. The Goldsky ingester's peak RSS doubles
-# (76 -> 156 MB) with any higher generation-0 threshold.
+# these 90.8 / 22.0 / 10.4 at a load of 3 (a busier machine), 246 MB. Only the two consumers use them: the Goldsky
+# ingester's peak RSS doubles (76 -> 156 MB in --quick, 110 -> 359 MB in the full bench) with any higher
+# generation-0 threshold (its pages of parsed JSON are the garbage).
 GC_THRESHOLDS = (20_000, 1, 1)
 
 
 def tune_gc() -> None:
-    """Collect less often, and never scan what start-up created (modules, settings): call once, after imports."""
+    """Collect less often, and never scan what start-up created (modules, settings): call once, after imports
+    (the trade processor's and the writer's `main()`)."""
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
 
@@ -237,7 +239,6 @@ def service_main(
 ) -> int:
     """`main()` of every service: parse flags, set up logging, run; a bad setting exits 2 with one line."""
     args = service_arguments(description, argv)
-    tune_gc()
     try:
         configure_logging(name, load(LogSettings))
         asyncio.run(start(args))

@@ -32,7 +32,7 @@ from common.backoff import Backoff, sleep_unless_stopped
 from common.clickhouse import apply_migrations, describe_columns, make_client
 from common.config import ClickHouseSettings, PipelineSettings, RedisSettings, StreamSettings, load
 from common.errors import PoisonMessage, SinkError, TransientSinkError
-from common.service import Service, run_worker, service_main
+from common.service import Service, run_worker, service_main, tune_gc
 from common.streams import Entry, StreamConsumer, run_consumer
 from common.trimming import trim_acked
 from common.unique_insert import UniqueTarget, insert_unique
@@ -200,6 +200,7 @@ async def start(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    tune_gc()  # a consumer's batches are short-lived garbage with no cycles (common/service.py)
     return service_main("clickhouse_writer", start, __doc__.splitlines()[0], argv)
 
 

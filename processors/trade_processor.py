@@ -28,7 +28,7 @@ from common.backoff import sleep_unless_stopped
 from common.config import PipelineSettings, RedisSettings, StreamSettings, load
 from common.errors import PoisonMessage, TransientSinkError
 from common.payloads import OrderEvent, decode_order_event, encode_trade
-from common.service import Service, run_worker, service_main
+from common.service import Service, run_worker, service_main, tune_gc
 from common.streams import Entry, StreamConsumer, run_consumer
 from processors.markets_cache import MarketsCache
 from processors.trades import derive_trade, token_of
@@ -159,6 +159,7 @@ async def start(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    tune_gc()  # a consumer's batches are short-lived garbage with no cycles (common/service.py)
     return service_main("trade_processor", start, __doc__.splitlines()[0], argv)
 
 
