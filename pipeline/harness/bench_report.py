@@ -7,6 +7,7 @@ import datetime as dt
 import math
 import os
 import platform
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,20 @@ def machine() -> dict[str, Any]:
         "ram_gb": round(mem_gb, 1),
         "python": platform.python_version(),
         "kernel": platform.release(),
+        "python_loop_ns": python_loop_ns(),
     }
+
+
+def python_loop_ns(iterations: int = 1_000_000) -> float:
+    """CPU-ns per iteration of a plain Python loop, best of three: the machine's speed, because CPU-µs per fill
+    scale with it (the same code measured 3x more on a machine whose loop was 3x slower)."""
+    best = math.inf
+    for _ in range(3):
+        started, total = time.process_time(), 0
+        for i in range(iterations):
+            total += i
+        best = min(best, time.process_time() - started)
+    return round(best * 1e9 / iterations, 1)
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -68,7 +82,8 @@ def markdown(result: dict[str, Any], stamp: str) -> str:
     lines = [
         f"## Benchmark {stamp} ({result['mode']})",
         "",
-        f"Machine: {m['nproc']} cores, {m['cpu']}, {m['ram_gb']} GB RAM, Python {m['python']}, Linux {m['kernel']}; "
+        f"Machine: {m['nproc']} cores, {m['cpu']}, {m['ram_gb']} GB RAM, Python {m['python']}, Linux {m['kernel']}, "
+        f"a Python loop iteration {m.get('python_loop_ns', '?')} CPU-ns (CPU figures scale with it); "
         f"load average (1/5/15 min) {result['load_average_start']} at start, {result['load_average_end']} at end "
         "(the machine is shared: figures are floors).",
         "",
