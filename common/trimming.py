@@ -23,7 +23,8 @@ def _next_id(stream_id: str) -> str:
     return f"{ms}-{int(seq) + 1}"
 
 
-def _id_key(stream_id: str) -> tuple[int, int]:
+def stream_id_key(stream_id: str) -> tuple[int, int]:
+    """A stream id as a tuple that sorts as Redis orders ids."""
     ms, seq = stream_id.split("-")
     return int(ms), int(seq)
 
@@ -47,7 +48,7 @@ async def safe_trim_id(redis: aioredis.Redis, stream: str, required_groups: Sequ
             floor.append(_text(summary["min"]) if summary["min"] is not None else after_last_delivered)
         else:
             floor.append(after_last_delivered)
-    return min(floor, key=_id_key)
+    return min(floor, key=stream_id_key)
 
 
 async def trim_acked(redis: aioredis.Redis, stream: str, required_groups: Sequence[str] = ()) -> int:

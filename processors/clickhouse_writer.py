@@ -32,8 +32,9 @@ import argparse
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import structlog
 from clickhouse_connect.driver.client import Client
@@ -46,11 +47,12 @@ from common.config import ClickHouseSettings, PipelineSettings, RedisSettings, S
 from common.errors import PoisonMessage, SinkError, TransientSinkError
 from common.service import Service, run_worker, service_main, tune_gc
 from common.streams import Entry, StreamConsumer, run_consumer
-from common.trimming import group_backlog_end, retire_group, trim_acked
+from common.trimming import group_backlog_end, retire_group, stream_id_key, trim_acked
 from common.unique_insert import UniqueTarget, insert_unique
 from processors.rows import LEGACY_ORDER_EVENTS, STREAMS, Row, StreamSpec
 
 log = structlog.get_logger()
+T = TypeVar("T")
 
 
 class WriterSettings(PipelineSettings):
@@ -166,9 +168,18 @@ class StreamWriter:
         self.service.degraded(exc)
 
 
-def stream_id_key(stream_id: str) -> tuple[int, int]:
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)
+async def until_redis_answers(writer: StreamWriter, call: Callable[[], Awaitable[T]]) -> T | None:
+    """`call()`'s result, retried with backoff while Redis is unreachable (a service may start before it); None
+    when the service stops first."""
+    backoff = Backoff(base_s=0.2, max_s=10.0)
+    while not writer.service.stop.is_set():
+        try:
+            return await call()
+        except TransientSinkError as exc:
+            writer.on_error(exc)
+            log.warning("redis unreachable; retrying", stream=writer.consumer.stream, error=str(exc))
+            await sleep_unless_stopped(writer.service.stop, backoff.next_delay_s())
+    return None
 
 
 async def drain_legacy_group(writer: StreamWriter) -> None:
@@ -177,7 +188,8 @@ async def drain_legacy_group(writer: StreamWriter) -> None:
     (harmless: their rows are exact and insert_unique skips what their trades bring); the rest come from their
     trades. Dies anywhere: the group and its pending entries stay, and the next start drains again."""
     service, consumer = writer.service, writer.consumer
-    end_id = await group_backlog_end(service.redis, consumer.stream, consumer.group)
+    end_id = await until_redis_answers(writer, lambda: group_backlog_end(service.redis, consumer.stream,
+                                                                          consumer.group))  # fmt: skip
     if end_id is None:
         return
     log.info("draining legacy group", stream=consumer.stream, group=consumer.group, up_to=end_id)
@@ -200,7 +212,10 @@ async def drain_legacy_group(writer: StreamWriter) -> None:
                                once=True)  # fmt: skip
             if service.stop.is_set():
                 return
-            left = await retire_group(service.redis, consumer.stream, consumer.group)
+            left = await until_redis_answers(writer, lambda: retire_group(service.redis, consumer.stream,
+                                                                          consumer.group))  # fmt: skip
+            if left is None:
+                return  # stopping
             if not left:
                 log.info("legacy group drained and destroyed", stream=consumer.stream, group=consumer.group,
                          entries=totals["entries"], rows=totals["rows"], skipped=totals["skipped"],

@@ -259,7 +259,19 @@ def test_micros_reads_the_exact_decimal_text(amount: str, units: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "amount", ["1.5", ".000000", "-1.000000", "1_0.000000", "1.50000x", " 1.000000", "", "١.000000"]
+    "amount",
+    [
+        "1.5",
+        ".000000",
+        "-1.000000",
+        "1_0.000000",
+        "1.50000x",
+        " 1.000000",
+        "",
+        "١.000000",
+        "1.2.000000",
+        "1.000000.000000",
+    ],
 )
 def test_amount_text_that_is_not_6_decimals_is_poison(amount: str) -> None:
     with pytest.raises(PoisonMessage, match="not a decimal with 6 decimals"):
