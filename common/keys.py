@@ -18,11 +18,13 @@ GROUP_TRADE_PROCESSOR = "trade-processor"
 GROUP_CLICKHOUSE_WRITER = "clickhouse-writer"
 
 # Which groups must have consumed an entry before it may be trimmed. A stream is not trimmed at all until each
-# of its groups exists, so a consumer that starts later than the others still finds every entry.
+# of its groups exists, so a consumer that starts later than the others still finds every entry. The writer fills
+# order_filled_events from stream:trades, so stream:order_events has the processor alone (a `clickhouse-writer`
+# group left there by an earlier writer is drained and destroyed by the writer at start).
 STREAM_GROUPS = {
     STREAM_MARKETS: (GROUP_CLICKHOUSE_WRITER,),
     STREAM_EVENTS: (GROUP_CLICKHOUSE_WRITER,),
-    STREAM_ORDER_EVENTS: (GROUP_TRADE_PROCESSOR, GROUP_CLICKHOUSE_WRITER),
+    STREAM_ORDER_EVENTS: (GROUP_TRADE_PROCESSOR,),
     STREAM_TRADES: (GROUP_CLICKHOUSE_WRITER,),
 }
 

@@ -1,17 +1,27 @@
-"""ClickHouse writer: the four streams into their tables, with exactly-once effect (DESIGN §3 rules 4 and 5).
+"""ClickHouse writer: three streams into the four tables, with exactly-once effect (DESIGN §3 rules 4 and 5).
 
-Reads `stream:markets`, `stream:events`, `stream:order_events` and `stream:trades`, each in consumer group
-`clickhouse-writer`, into `markets`, `events`, `order_filled_events` and `trades`.
+Reads `stream:markets`, `stream:events` and `stream:trades`, each in consumer group `clickhouse-writer`, into
+`markets`, `events`, and both `order_filled_events` and `trades`: a trade entry is decoded once into its fill's row
+and its own (`processors.rows.trade_rows`, exact: see that module), so the writer does not read
+`stream:order_events`. A fill the processor holds while waiting for its market reaches `order_filled_events` when
+its trade is emitted.
 
 A batch is exactly one XREADGROUP reply (up to CLICKHOUSE_BATCH_SIZE entries, read at most every
-CLICKHOUSE_FLUSH_INTERVAL_S unless the stream is backed up), and a consumer has at most one batch pending. Each
-batch goes through `common.unique_insert.insert_unique`: under the table's insert lock (`lock:insert:<table>`) only
-the rows whose `id` the table does not hold yet are inserted, so a fill served by both sources, a backfill
-re-run, a replay after a crash (whole, or entry by entry after a failure) or a second writer never stores a row
-twice; the rows sent carry an `insert_deduplication_token` derived from their stream ids, which covers an insert
-retried while its first attempt may still be landing. Entries are acked only after ClickHouse accepted their
-rows (or held them already). ClickHouse down: the batch is kept and retried with backoff, and the backlog waits
-in Redis. A row ClickHouse refuses is found by bisection and dead-lettered; its batch-mates go in.
+CLICKHOUSE_FLUSH_INTERVAL_S unless the stream is backed up), and a consumer has at most one batch pending. For each
+of its tables in turn, a batch goes through `common.unique_insert.insert_unique`: under the table's insert lock
+(`lock:insert:<table>`) only the rows whose `id` the table does not hold yet are inserted, so a fill served by both
+sources, a backfill re-run, a replay after a crash (whole, or entry by entry after a failure; a crash between a
+trades batch's two inserts included) or a second writer never stores a row twice; the rows sent carry an
+`insert_deduplication_token` derived from their stream ids (and the table, `StreamSpec.token_source`), which covers
+an insert retried while its first attempt may still be landing. Entries are acked only after ClickHouse accepted
+their rows in every table (or held them already). ClickHouse down: the batch is kept and retried with backoff, and
+the backlog waits in Redis. A row ClickHouse refuses is found by bisection and its entry dead-lettered with the
+reason (its row in the other table goes in, as do its batch-mates).
+
+Upgrade: a writer of an earlier version read `stream:order_events` in group `clickhouse-writer`. At start, if that
+group exists, its pending entries and the rest of the stream as it was at start are written to
+`order_filled_events` (the old conversion, `rows.order_event_row`; through insert_unique, so what their trades
+already brought is skipped) and acked, and the group is then destroyed so it no longer holds back trimming.
 
 Also trims the four streams continuously, below what every group has acked (MINID), so memory stays bounded.
 """
@@ -21,7 +31,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import NamedTuple, TypeVar
 
 import structlog
 from clickhouse_connect.driver.client import Client
@@ -34,24 +47,31 @@ from common.config import ClickHouseSettings, PipelineSettings, RedisSettings, S
 from common.errors import PoisonMessage, SinkError, TransientSinkError
 from common.service import Service, run_worker, service_main, tune_gc
 from common.streams import Entry, StreamConsumer, run_consumer
-from common.trimming import trim_acked
+from common.trimming import group_backlog_end, retire_group, stream_id_key, trim_acked
 from common.unique_insert import UniqueTarget, insert_unique
-from processors.rows import TABLES, Row, TableSpec
+from processors.rows import LEGACY_ORDER_EVENTS, STREAMS, Row, StreamSpec
 
 log = structlog.get_logger()
+T = TypeVar("T")
 
 
 class WriterSettings(PipelineSettings):
     clickhouse_writer_consumer: str = Field("clickhouse_writer", min_length=1)
 
 
-class TableWriter:
-    """One stream into one table."""
+class BatchCounts(NamedTuple):
+    inserted: int  # rows, over the stream's tables
+    skipped: int  # rows a table held already, or repeated in the batch
+    dead: int  # entries dead-lettered
+
+
+class StreamWriter:
+    """One stream into its tables: each entry converted once, into one row per table."""
 
     def __init__(
         self,
         service: Service,
-        spec: TableSpec,
+        spec: StreamSpec,
         consumer: StreamConsumer,
         ch: ClickHouseSettings,
         converting: asyncio.Lock,
@@ -61,59 +81,78 @@ class TableWriter:
         self.spec = spec
         self.consumer = consumer
         self.ch = ch
-        # Shared by the four tables: one batch at a time is turned into rows and inserted, so the process holds
-        # one batch of Python rows, not four (the bench measured 488 MB RSS without it). The work is CPU-bound
-        # in one interpreter either way, so little overlap is lost.
+        # Shared by the streams: one batch at a time is turned into rows and inserted, so the process holds one
+        # batch of Python rows, not three (the bench measured 488 MB RSS without it). The work is CPU-bound in
+        # one interpreter either way, so little overlap is lost.
         self.converting = converting
-        self.owner = owner  # of the table's insert lock: the consumer name, stable across restarts
+        self.owner = owner  # of the tables' insert locks: the consumer name, stable across restarts
         self.client: Client | None = None
-        self.target: UniqueTarget | None = None
+        self.targets: list[UniqueTarget] | None = None
         self.last_read_at = 0.0
 
-    def connect(self) -> tuple[Client, UniqueTarget]:
-        if self.client is None or self.target is None:
+    def connect(self) -> tuple[Client, list[UniqueTarget]]:
+        if self.client is None or self.targets is None:
             client = make_client(self.ch)
-            types = describe_columns(client, self.spec.table)
-            self.target = UniqueTarget(
-                self.spec.table, self.spec.columns, self.spec.unique, owner=self.owner,
-                token_source=self.spec.stream, column_types=[types[column] for column in self.spec.columns],
-            )  # fmt: skip
-            self.client = client
-        return self.client, self.target
+            targets = []
+            for table in self.spec.tables:
+                types = describe_columns(client, table.table)
+                targets.append(UniqueTarget(
+                    table.table, table.columns, table.unique, owner=self.owner,
+                    token_source=self.spec.token_source(table), column_types=[types[c] for c in table.columns],
+                ))  # fmt: skip
+            self.client, self.targets = client, targets
+        return self.client, self.targets
 
     async def handle(self, batch: list[Entry]) -> None:
         async with self.converting:
             await self.insert_and_finish(batch)
         await self.pace(len(batch))
 
-    async def insert_and_finish(self, batch: list[Entry]) -> None:
-        started = time.perf_counter()
-        client, target = await asyncio.to_thread(self.connect)
+    def convert(self, batch: list[Entry]) -> tuple[list[tuple[Row, ...]], list[Entry], list[tuple[Entry, str]]]:
+        """Each entry's rows (one per table), the entries they came from, and the entries that are poison."""
         ingested_at = datetime.now(UTC)
-        rows: list[Row] = []
+        to_rows = self.spec.to_rows
+        converted: list[tuple[Row, ...]] = []
         row_entries: list[Entry] = []
         dead: list[tuple[Entry, str]] = []
         for entry in batch:
             try:
-                rows.append(self.spec.to_row(entry.data, ingested_at))
-                row_entries.append(entry)
+                converted.append(to_rows(entry.data, ingested_at))
             except PoisonMessage as exc:
                 dead.append((entry, str(exc)))
-        outcome = await insert_unique(client, self.service.redis, target, rows, [entry.id for entry in row_entries],
-                                      self.ch, stop=self.service.stop)  # fmt: skip
+                continue
+            row_entries.append(entry)
+        return converted, row_entries, dead
+
+    async def insert_and_finish(self, batch: list[Entry]) -> BatchCounts:
+        started = time.perf_counter()
+        client, targets = await asyncio.to_thread(self.connect)
+        converted, row_entries, dead = self.convert(batch)
+        entry_ids = [entry.id for entry in row_entries]
+        rejected: dict[int, list[str]] = {}  # index into row_entries -> why each table refused its row
+        inserted = skipped = 0
+        for target, rows in zip(targets, list(zip(*converted, strict=True)) or [()] * len(targets), strict=True):
+            outcome = await insert_unique(client, self.service.redis, target, rows, entry_ids, self.ch,
+                                          stop=self.service.stop)  # fmt: skip
+            # dies here, between two tables: the entries stay pending; their replay finds this table's ids stored
+            # and inserts only what the next table lacks
+            for index, reason in outcome.rejected:
+                rejected.setdefault(index, []).append(f"rejected by clickhouse ({target.table}): {reason}")
+            inserted, skipped = inserted + outcome.inserted, skipped + outcome.stored_before + outcome.batch_duplicates
+            self.service.count(f"rows_{target.table}", outcome.inserted)
+            log.info("batch", stream=self.spec.stream, table=target.table, rows=outcome.inserted,
+                     skipped=outcome.stored_before + outcome.batch_duplicates, replaced=outcome.replaced,
+                     rejected=len(outcome.rejected), duration_s=round(time.perf_counter() - started, 4))  # fmt: skip
         self.service.count("insert_ms", round((time.perf_counter() - started) * 1000))  # batch start to insert done
-        rejected_ids = {row_entries[index].id for index, _ in outcome.rejected}
-        dead += [(row_entries[index], f"rejected by clickhouse: {reason}") for index, reason in outcome.rejected]
+        dead += [(row_entries[index], "; ".join(reasons)) for index, reasons in sorted(rejected.items())]
         # dies here: the rows are in and the entries pending; the replay finds every id stored and inserts nothing.
         # Entries whose id was stored already (or repeated in the batch) are acked with the rest.
-        await self.consumer.finish(ack=[entry.id for entry in row_entries if entry.id not in rejected_ids], dead=dead)
-        skipped = outcome.stored_before + outcome.batch_duplicates
-        self.service.count(f"rows_{self.spec.table}", outcome.inserted)
-        self.service.count("rows_written", outcome.inserted)
+        await self.consumer.finish(ack=[entry.id for index, entry in enumerate(row_entries) if index not in rejected],
+                                   dead=dead)  # fmt: skip
+        self.service.count("rows_written", inserted)
         self.service.count("duplicates_skipped", skipped)
         self.service.count("dead_lettered", len(dead))
-        log.info("batch", table=self.spec.table, rows=outcome.inserted, skipped=skipped, replaced=outcome.replaced,
-                 dead=len(dead), duration_s=round(time.perf_counter() - started, 4))  # fmt: skip
+        return BatchCounts(inserted, skipped, len(dead))
 
     async def pace(self, batch_size: int) -> None:
         """Below a full batch, wait out the flush interval so the next read gathers a bigger batch."""
@@ -127,6 +166,67 @@ class TableWriter:
         if isinstance(exc, SinkError) and exc.sink == "clickhouse":
             self.client = None  # reconnect: the server may have restarted (a migration may have run meanwhile)
         self.service.degraded(exc)
+
+
+async def until_redis_answers(writer: StreamWriter, call: Callable[[], Awaitable[T]]) -> T | None:
+    """`call()`'s result, retried with backoff while Redis is unreachable (a service may start before it); None
+    when the service stops first."""
+    backoff = Backoff(base_s=0.2, max_s=10.0)
+    while not writer.service.stop.is_set():
+        try:
+            return await call()
+        except TransientSinkError as exc:
+            writer.on_error(exc)
+            log.warning("redis unreachable; retrying", stream=writer.consumer.stream, error=str(exc))
+            await sleep_unless_stopped(writer.service.stop, backoff.next_delay_s())
+    return None
+
+
+async def drain_legacy_group(writer: StreamWriter) -> None:
+    """Write to `order_filled_events` what an earlier writer's group left on `stream:order_events`, then destroy
+    the group (module docstring). Entries added after the start are written too when a batch reaches past the end
+    (harmless: their rows are exact and insert_unique skips what their trades bring); the rest come from their
+    trades. Dies anywhere: the group and its pending entries stay, and the next start drains again."""
+    service, consumer = writer.service, writer.consumer
+    end_id = await until_redis_answers(writer, lambda: group_backlog_end(service.redis, consumer.stream,
+                                                                          consumer.group))  # fmt: skip
+    if end_id is None:
+        return
+    log.info("draining legacy group", stream=consumer.stream, group=consumer.group, up_to=end_id)
+    end, totals = stream_id_key(end_id), Counter[str]()
+    done = asyncio.Event()  # reached the end, or the service is stopping
+
+    async def handle(batch: list[Entry]) -> None:
+        async with writer.converting:
+            counts = await writer.insert_and_finish(batch)
+        totals.update(entries=len(batch), rows=counts.inserted, skipped=counts.skipped, dead=counts.dead)
+        service.count("legacy_entries_drained", len(batch))
+        if stream_id_key(batch[-1].id) > end:
+            done.set()
+
+    follower = asyncio.create_task(service.stop.wait())
+    follower.add_done_callback(lambda _: done.set())
+    try:
+        while not service.stop.is_set():
+            await run_consumer(consumer, handle, stop=done, on_error=writer.on_error, on_success=service.healthy,
+                               once=True)  # fmt: skip
+            if service.stop.is_set():
+                return
+            left = await until_redis_answers(writer, lambda: retire_group(service.redis, consumer.stream,
+                                                                          consumer.group))  # fmt: skip
+            if left is None:
+                return  # stopping
+            if not left:
+                log.info("legacy group drained and destroyed", stream=consumer.stream, group=consumer.group,
+                         entries=totals["entries"], rows=totals["rows"], skipped=totals["skipped"],
+                         dead=totals["dead"])  # fmt: skip
+                return
+            log.warning("legacy group still has pending entries; draining again", stream=consumer.stream,
+                        group=consumer.group, pending=left)  # fmt: skip
+            done.clear()
+            consumer.rewind(isolate=False)
+    finally:
+        follower.cancel()
 
 
 async def migrate_when_reachable(service: Service, ch: ClickHouseSettings) -> None:
@@ -144,7 +244,7 @@ async def migrate_when_reachable(service: Service, ch: ClickHouseSettings) -> No
 
 async def trim_forever(service: Service, interval_s: float) -> None:
     while not service.stop.is_set():
-        for stream in (spec.stream for spec in TABLES):
+        for stream in keys.STREAM_GROUPS:
             try:
                 removed = await trim_acked(service.redis, stream, keys.STREAM_GROUPS[stream])
                 service.count("trimmed", removed)
@@ -165,19 +265,23 @@ async def run(
     async def body(service: Service) -> None:
         await migrate_when_reachable(service, clickhouse)
         converting = asyncio.Lock()
-        writers = [
-            TableWriter(service, spec, StreamConsumer(
-                service.redis, stream=spec.stream, group=keys.GROUP_CLICKHOUSE_WRITER,
-                consumer=settings.clickhouse_writer_consumer, settings=streams, batch_max=clickhouse.batch_size,
-            ), clickhouse, converting, settings.clickhouse_writer_consumer)
-            for spec in TABLES
-        ]  # fmt: skip
+
+        def writer(spec: StreamSpec, stream_settings: StreamSettings) -> StreamWriter:
+            consumer = StreamConsumer(service.redis, stream=spec.stream, group=keys.GROUP_CLICKHOUSE_WRITER,
+                                      consumer=settings.clickhouse_writer_consumer, settings=stream_settings,
+                                      batch_max=clickhouse.batch_size)  # fmt: skip
+            return StreamWriter(service, spec, consumer, clickhouse, converting, settings.clickhouse_writer_consumer)
+
+        writers = [writer(spec, streams) for spec in STREAMS]
+        # the legacy group's other consumers are earlier writers, gone since the upgrade: take their entries at once
+        legacy = writer(LEGACY_ORDER_EVENTS, streams.model_copy(update={"claim_min_idle_ms": 1}))
+        writers.append(legacy)
         trimmer = asyncio.create_task(trim_forever(service, streams.trim_interval_s))
         try:
-            await asyncio.gather(*(
+            await asyncio.gather(drain_legacy_group(legacy), *(
                 run_consumer(w.consumer, w.handle, stop=service.stop, on_error=w.on_error,
                              on_success=service.healthy, once=once)
-                for w in writers
+                for w in writers if w is not legacy
             ))  # fmt: skip
         finally:
             service.stop.set()

@@ -5,11 +5,14 @@ and the delivery count. Ingesters dead-letter malformed source items (no entry i
 
 retry: re-appends the original payload to its original stream, as a new entry, and deletes the dead letter(s),
 in one Lua script (a crash leaves either both or neither). A new entry reaches *every* group of that stream, so
-retry only re-delivers an entry that every group of its stream gave up on (`stream:order_events` is read by the
-trade processor and the writer: when only one of them dead-lettered a fill, the other already stored its part,
-and re-adding it would store that part twice). Such partial entries are skipped with the reason, unless
-`--force`. All dead letters of the same original entry are retried together and deleted together. Ingester
-dead letters are never retried: the item was malformed at the source (fix the source and re-ingest; `purge`).
+retry only re-delivers an entry that every group of its stream gave up on (`keys.STREAM_GROUPS`: on a stream
+read by several groups, when only one of them dead-lettered an entry, the others already processed it, and
+re-adding it would deliver it to them twice). Such partial entries are skipped with the reason, unless `--force`:
+today every stream has one group, so this concerns dead letters left by the writer's former group on
+`stream:order_events` (the trade processor has that fill's trade; `--force` re-derives it, and the writer
+stores only what its tables lack). All dead letters of the same original entry are retried together and deleted
+together. Ingester dead letters are never retried: the item was malformed at the source (fix the source and
+re-ingest; `purge`).
 purge: deletes the selected dead letters (asks unless `--yes`).
 Select with `--id DLQ_ID` (repeatable) or `--all`, narrowed by `--stream` and `--group`.
 """

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import orjson
 import pytest
 import redis.asyncio as aioredis
 
@@ -26,11 +27,12 @@ from common import keys
 from common.clickhouse import apply_migrations, make_client
 from common.config import ClickHouseSettings, StreamSettings
 from common.errors import SinkCommandError
-from common.payloads import decode_dead_letter, encode_order_event
+from common.payloads import decode_dead_letter
 from common.streams import StreamConsumer
-from processors import clickhouse_writer
+from processors import clickhouse_writer, trade_processor
 from tests.fixtures.fills_world import expected_trade, make_fills, make_markets, publish_fills, publish_markets
 
+FILL_TABLES = ("trades", "order_filled_events")
 SERVICES = {"trade_processor": "processors.trade_processor", "clickhouse_writer": "processors.clickhouse_writer"}
 
 
@@ -91,7 +93,7 @@ async def wait_drained(redis: aioredis.Redis, timeout_s: float) -> None:
 def assert_exactly_once(settings: ClickHouseSettings, fills, markets) -> None:
     client = make_client(settings)
     try:
-        for table in ("trades", "order_filled_events"):
+        for table in FILL_TABLES:
             count, unique = client.query(f"SELECT count(), uniqExact(id) FROM {table}").result_rows[0]
             assert (table, count, unique) == (table, len(fills), len(fills))
         usd = Decimal(client.command("SELECT toString(sum(usd_amount)) FROM trades"))
@@ -171,22 +173,27 @@ async def test_clickhouse_down_30s_loses_nothing_and_backlog_drains(
 async def test_a_batch_whose_insert_landed_but_whose_ack_failed_is_replayed_entry_by_entry_without_a_duplicate(
     redis_client, redis_settings, clickhouse_server, database, monkeypatch
 ):
-    """The bisection path: one row of the batch is refused (log_index beyond the column's UInt32), so the insert
-    bisects and the other rows land; then the ack fails (as if the process died on that line), so the consumer
-    rewinds with isolate=True and re-reads the batch one entry at a time, each with a token of its own."""
+    """The bisection path: one row of the batch is refused by both fill tables (log_index beyond their UInt32), so
+    each insert bisects and the other rows land; then the ack fails (as if the process died on that line), so the
+    consumer rewinds with isolate=True and re-reads the batch one entry at a time, each with a token of its own."""
     settings = ClickHouseSettings(host="127.0.0.1", port=clickhouse_server.port, database=database, batch_size=5000,
                                   flush_interval_s=0.05, insert_max_attempts=2)  # fmt: skip
     apply_migrations(settings)
     client = make_client(settings)
-    client.command(f"SYSTEM STOP MERGES {database}.order_filled_events")  # a duplicate would stay visible
-    fills = make_fills(random.Random(3), make_markets(random.Random(3), 5), groups=60)
+    for table in FILL_TABLES:
+        client.command(f"SYSTEM STOP MERGES {database}.{table}")  # a duplicate would stay visible
+    markets = make_markets(random.Random(3), 5)
+    fills = make_fills(random.Random(3), markets, groups=60)
     refused = msgspec.structs.replace(fills[0], log_index=2**40)
+    await publish_markets(redis_client, markets)
     await publish_fills(redis_client, [*fills[1:], refused])
+    await trade_processor.run(trade_processor.ProcessorSettings(), redis=redis_settings,
+                              streams=StreamSettings(block_ms=50), once=True)  # fmt: skip
     real_finish = StreamConsumer.finish
     failed: list[int] = []
 
     async def finish_failing_once(self: StreamConsumer, **kwargs: Any) -> tuple[int, int, int]:
-        if self.stream == keys.STREAM_ORDER_EVENTS and not failed:
+        if self.stream == keys.STREAM_TRADES and not failed:
             failed.append(len(kwargs["ack"]))
             raise SinkCommandError("the process died before the ack", sink="redis")
         return await real_finish(self, **kwargs)
@@ -196,12 +203,13 @@ async def test_a_batch_whose_insert_landed_but_whose_ack_failed_is_replayed_entr
                                 streams=StreamSettings(block_ms=50), once=True)  # fmt: skip
 
     assert failed == [len(fills) - 1]  # the whole batch had landed, bisected around the refused row
-    count, unique = client.query("SELECT count(), uniqExact(id) FROM order_filled_events").result_rows[0]
+    for table in FILL_TABLES:
+        count, unique = client.query(f"SELECT count(), uniqExact(id) FROM {table}").result_rows[0]
+        assert (table, count, unique) == (table, len(fills) - 1, len(fills) - 1)
     client.close()
-    assert (count, unique) == (len(fills) - 1, len(fills) - 1)
     heartbeat = await redis_client.hgetall(keys.service_key("clickhouse_writer"))
-    assert int(heartbeat[b"count:duplicates_skipped"]) == len(fills) - 1  # the isolated replays inserted nothing
-    letters = await redis_client.xrange(keys.STREAM_DLQ)
-    assert [decode_dead_letter(fields[b"data"]).payload for _, fields in letters] == [
-        encode_order_event(refused).decode()
-    ]
+    # the isolated replays inserted nothing, in either table
+    assert int(heartbeat[b"count:duplicates_skipped"]) == 2 * (len(fills) - 1)
+    (letter,) = [decode_dead_letter(fields[b"data"]) for _, fields in await redis_client.xrange(keys.STREAM_DLQ)]
+    assert (letter.stream, orjson.loads(letter.payload)["id"]) == (keys.STREAM_TRADES, refused.id)
+    assert "(order_filled_events)" in letter.error and "(trades)" in letter.error

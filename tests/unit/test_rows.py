@@ -1,7 +1,9 @@
-"""Stream payloads to ClickHouse rows: Gamma's JSON-encoded strings, its date formats, and poison."""
+"""Stream payloads to ClickHouse rows: Gamma's JSON-encoded strings, its date formats, poison, and the fill row
+rebuilt from its trade."""
 
 from __future__ import annotations
 
+import random
 import re
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -9,20 +11,35 @@ from decimal import Decimal
 import orjson
 import pytest
 
+from common import keys
 from common.clickhouse import load_migrations
 from common.errors import PoisonMessage
-from common.payloads import MarketRef, OrderEvent, decode_order_event, encode_order_event, encode_trade, fill_id
+from common.payloads import (
+    UINT64_MAX,
+    MarketRef,
+    OrderEvent,
+    decode_order_event,
+    decode_trade,
+    encode_order_event,
+    encode_trade,
+    fill_id,
+)
+from common.position_ids import decode_position_id
 from processors.rows import (
     EVENT_COLUMNS,
     MARKET_COLUMNS,
     ORDER_EVENT_COLUMNS,
+    STREAMS,
     TABLES,
     TRADE_COLUMNS,
     TableSpec,
     event_row,
+    fill_row,
     market_row,
+    micros,
     order_event_row,
     trade_row,
+    trade_rows,
 )
 from processors.trades import derive_trade
 
@@ -181,3 +198,90 @@ def test_trade_row_is_the_trade_in_column_order_with_exact_decimal_amounts() -> 
 def test_malformed_trade_is_poison() -> None:
     with pytest.raises(PoisonMessage, match="invalid trade"):
         trade_row(b'{"id": "x"}', NOW)
+
+
+def position_id(rng: random.Random) -> str:
+    """A Protocol V2 position id: module, base hash, arity, zero reserved bits, resolution chain, condition and
+    outcome index (common/position_ids.py)."""
+    value = (rng.randint(1, 3) << 248 | rng.getrandbits(128) << 120 | rng.randint(1, 8) << 104
+             | rng.getrandbits(16) << 24 | rng.getrandbits(16) << 8 | rng.randint(0, 7))  # fmt: skip
+    assert decode_position_id(value) is not None
+    return str(value)
+
+
+def varied_fills(rng: random.Random, count: int) -> list[OrderEvent]:
+    """Fills over the shapes a trade must carry back exactly: both directions, amounts at 0, 1, around a whole
+    USDC and at UInt64's maximum, v1 token ids and position ids, log_index None or set, both sources."""
+    edges = [0, 1, 999_999, 1_000_000, 1_000_001, UINT64_MAX - 1, UINT64_MAX]
+    fills = []
+    for n in range(count):
+        tx, order = f"0x{rng.getrandbits(256):064x}", f"0x{rng.getrandbits(256):064x}"
+        token = position_id(rng) if n % 3 == 0 else str(rng.getrandbits(256) | 1 << 255 if n % 2 else 1 + n)
+        maker_buys = n % 2 == 0
+        usd, tokens = (rng.choice(edges) if rng.random() < 0.3 else rng.randint(0, 10**14) for _ in range(2))
+        fills.append(OrderEvent(
+            id=fill_id(tx, order), source=rng.choice(["goldsky", "chain"]), exchange=rng.choice(["", "0xe1"]),
+            block_number=rng.choice([0, rng.randint(1, UINT64_MAX)]),
+            log_index=rng.choice([None, 0, rng.randint(1, 4000)]),
+            tx_hash=tx, order_hash=order, timestamp=rng.randint(0, 2**32), maker=f"0x{rng.getrandbits(160):040x}",
+            taker=f"0x{rng.getrandbits(160):040x}", maker_asset_id="0" if maker_buys else token,
+            taker_asset_id=token if maker_buys else "0", maker_amount=usd if maker_buys else tokens,
+            taker_amount=tokens if maker_buys else usd, fee=rng.choice([0, UINT64_MAX, rng.randint(1, 10**9)]),
+        ))  # fmt: skip
+    return fills
+
+
+def test_the_fill_row_rebuilt_from_its_trade_is_the_row_its_order_event_gave() -> None:
+    market = MarketRef(market_id="7", condition_id="0x2e", outcome="Up", outcome_index=1)
+    fills = varied_fills(random.Random(14), 3000)
+    assert {(f.maker_asset_id == "0", f.log_index is None) for f in fills} == {(a, b) for a in (0, 1) for b in (0, 1)}
+    for event in fills:
+        data = encode_order_event(event)
+        trade_data = encode_trade(derive_trade(decode_order_event(data), market if event.timestamp % 2 else None))
+        rebuilt, trade = trade_rows(trade_data, NOW)
+        assert rebuilt == order_event_row(data, NOW)  # the oracle: the row the writer built from the order event
+        assert trade == trade_row(trade_data, NOW)
+
+
+def test_the_trades_stream_fills_both_fill_tables_with_distinct_tokens() -> None:
+    (spec,) = [spec for spec in STREAMS if spec.stream == keys.STREAM_TRADES]
+    assert [table.table for table in spec.tables] == ["order_filled_events", "trades"]
+    assert {stream.stream for stream in STREAMS} == {keys.STREAM_MARKETS, keys.STREAM_EVENTS, keys.STREAM_TRADES}
+    # trades keeps the namespace earlier writers used for its tokens; order_filled_events gets its own
+    assert [spec.token_source(table) for table in spec.tables] == ["stream:trades>order_filled_events", "stream:trades"]
+
+
+@pytest.mark.parametrize(
+    ("amount", "units"), [("0.000000", 0), ("1.500000", 1_500_000), ("18446744073709.551615", UINT64_MAX)]
+)
+def test_micros_reads_the_exact_decimal_text(amount: str, units: int) -> None:
+    assert micros(amount) == units
+
+
+@pytest.mark.parametrize(
+    "amount",
+    [
+        "1.5",
+        ".000000",
+        "-1.000000",
+        "1_0.000000",
+        "1.50000x",
+        " 1.000000",
+        "",
+        "١.000000",
+        "1.2.000000",
+        "1.000000.000000",
+    ],
+)
+def test_amount_text_that_is_not_6_decimals_is_poison(amount: str) -> None:
+    with pytest.raises(PoisonMessage, match="not a decimal with 6 decimals"):
+        micros(amount)
+
+
+def test_a_trade_whose_fill_cannot_be_rebuilt_is_poison() -> None:
+    event = decode_order_event(order_event())
+    trade = derive_trade(event, None)
+    with pytest.raises(PoisonMessage, match="neither BUY nor SELL"):
+        fill_row(decode_trade(encode_trade(trade).replace(b'"maker_direction":"BUY"', b'"maker_direction":"buy"')), NOW)
+    with pytest.raises(PoisonMessage, match="not a decimal with 6 decimals"):
+        trade_rows(encode_trade(trade).replace(b'"usd_amount":"0.000010"', b'"usd_amount":"0.00001"'), NOW)

@@ -1,0 +1,165 @@
+"""The writer fills `order_filled_events` and `trades` from `stream:trades` alone, and drains the group an earlier
+writer left on `stream:order_events` (real redis-server, embedded ClickHouse)."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+
+import redis.asyncio as aioredis
+
+from common import keys
+from common.clickhouse import apply_migrations, make_client
+from common.config import ClickHouseSettings, RedisSettings, StreamSettings
+from common.payloads import UINT64_MAX, OrderEvent, decode_dead_letter, encode_trade
+from common.streams import StreamConsumer
+from common.trimming import trim_acked
+from common.unique_insert import UniqueTarget, insert_unique
+from processors import clickhouse_writer
+from processors.rows import LEGACY_ORDER_EVENTS, STREAMS, order_event_row, trade_rows
+from processors.trades import derive_trade
+from tests.fixtures.fills_world import make_fills, make_markets, publish_fills
+
+FAST_STREAMS = StreamSettings(block_ms=50, claim_min_idle_ms=5000, claim_interval_s=1.0, max_deliveries=3,
+                              trim_interval_s=0.2)  # fmt: skip
+WRITER = clickhouse_writer.WriterSettings()
+(TRADES_STREAM,) = [spec for spec in STREAMS if spec.stream == keys.STREAM_TRADES]
+NOW = datetime.now(UTC)
+
+
+async def run_writer_once(redis_settings: RedisSettings, ch_settings: ClickHouseSettings):
+    return await clickhouse_writer.run(WRITER, redis=redis_settings, clickhouse=ch_settings, streams=FAST_STREAMS,
+                                       once=True)  # fmt: skip
+
+
+async def publish_trades(redis: aioredis.Redis, fills: list[OrderEvent]) -> list[str]:
+    async with redis.pipeline(transaction=False) as pipe:
+        for fill in fills:
+            pipe.xadd(keys.STREAM_TRADES, {"data": encode_trade(derive_trade(fill, None))})
+        return [entry_id.decode() for entry_id in await pipe.execute()]
+
+
+def counts(ch_settings: ClickHouseSettings, table: str) -> tuple[int, int]:
+    client = make_client(ch_settings)
+    try:
+        return tuple(client.query(f"SELECT count(), uniqExact(id) FROM {table}").result_rows[0])
+    finally:
+        client.close()
+
+
+async def read_as(redis: aioredis.Redis, stream: str, consumer: str, count: int) -> list:
+    """Entries delivered to `consumer` of the writer's group and left pending, as a writer that died holds them."""
+    reader = StreamConsumer(redis, stream=stream, group=keys.GROUP_CLICKHOUSE_WRITER, consumer=consumer,
+                            settings=FAST_STREAMS, batch_max=count)  # fmt: skip
+    await reader.ensure_group()
+    return await reader.read()
+
+
+async def insert_as_the_writer(redis, ch_settings, target_table, rows, entry_ids, token_source: str) -> None:
+    client = make_client(ch_settings)
+    try:
+        table = next(t for spec in (*STREAMS, LEGACY_ORDER_EVENTS) for t in spec.tables if t.table == target_table)
+        target = UniqueTarget(table.table, table.columns, table.unique, owner=WRITER.clickhouse_writer_consumer,
+                              token_source=token_source)  # fmt: skip
+        await insert_unique(client, redis, target, rows, entry_ids, ch_settings)
+    finally:
+        client.close()
+
+
+async def test_trades_fill_both_tables_and_the_writer_has_no_group_on_order_events(
+    redis_settings, redis_client, ch_settings
+):
+    fills = make_fills(random.Random(3), make_markets(random.Random(3), 4), groups=100)
+    await publish_fills(redis_client, fills)  # the processor's input: the writer must leave it alone
+    await publish_trades(redis_client, fills)
+    await run_writer_once(redis_settings, ch_settings)
+    assert counts(ch_settings, "order_filled_events") == counts(ch_settings, "trades") == (len(fills), len(fills))
+    groups = {g["name"].decode() for g in await redis_client.xinfo_groups(keys.STREAM_ORDER_EVENTS)}
+    assert keys.GROUP_CLICKHOUSE_WRITER not in groups
+
+
+async def test_a_row_one_table_refuses_dead_letters_its_entry_and_the_rest_go_in(
+    redis_settings, redis_client, ch_settings
+):
+    fills = make_fills(random.Random(4), make_markets(random.Random(4), 3), groups=20)
+    buyer = next(fill for fill in fills if fill.maker_asset_id == "0")
+    # UInt64's maximum fits order_filled_events' UInt64 but not trades' Decimal(18, 6) as USD
+    huge = OrderEvent(**{**{f: getattr(buyer, f) for f in OrderEvent.__struct_fields__},
+                         "id": buyer.id[:-4] + "beef", "order_hash": buyer.order_hash[:-4] + "beef",
+                         "maker_amount": UINT64_MAX})  # fmt: skip
+    entry_ids = await publish_trades(redis_client, [*fills, huge])
+    service = await run_writer_once(redis_settings, ch_settings)
+
+    assert counts(ch_settings, "order_filled_events") == (len(fills) + 1, len(fills) + 1)
+    assert counts(ch_settings, "trades") == (len(fills), len(fills))
+    (letter,) = [decode_dead_letter(fields[b"data"]) for _, fields in await redis_client.xrange(keys.STREAM_DLQ)]
+    assert (letter.stream, letter.group, letter.entry_id) == (keys.STREAM_TRADES, keys.GROUP_CLICKHOUSE_WRITER,
+                                                              entry_ids[-1])  # fmt: skip
+    assert "rejected by clickhouse (trades)" in letter.error and "order_filled_events" not in letter.error
+    (group,) = await redis_client.xinfo_groups(keys.STREAM_TRADES)
+    assert group["pending"] == 0 and service.counters["dead_lettered"] == 1
+
+
+async def test_a_crash_between_the_two_inserts_is_completed_by_the_replay(redis_settings, redis_client, ch_settings):
+    fills = make_fills(random.Random(5), make_markets(random.Random(5), 3), groups=100)
+    await publish_trades(redis_client, fills)
+    apply_migrations(ch_settings)
+    # a writer read the batch and inserted its order_filled_events rows, then died before inserting its trades
+    batch = await read_as(redis_client, keys.STREAM_TRADES, WRITER.clickhouse_writer_consumer, len(fills))
+    (fills_table, _) = TRADES_STREAM.tables
+    await insert_as_the_writer(redis_client, ch_settings, "order_filled_events",
+                               [trade_rows(entry.data, NOW)[0] for entry in batch], [entry.id for entry in batch],
+                               TRADES_STREAM.token_source(fills_table))  # fmt: skip
+    assert counts(ch_settings, "trades") == (0, 0)
+
+    service = await run_writer_once(redis_settings, ch_settings)
+    assert counts(ch_settings, "order_filled_events") == counts(ch_settings, "trades") == (len(fills), len(fills))
+    assert (service.counters["rows_order_filled_events"], service.counters["rows_trades"]) == (0, len(fills))
+    (group,) = await redis_client.xinfo_groups(keys.STREAM_TRADES)
+    assert group["pending"] == 0
+
+
+async def test_upgrade_drains_the_earlier_writers_group_on_order_events_then_destroys_it(
+    redis_settings, redis_client, ch_settings
+):
+    """An earlier writer read stream:order_events in `clickhouse-writer`: of 90 fills it wrote 30 and acked them,
+    held 30 pending (20 under its own name, 10 under a second writer's) and had not read the last 30; it had also
+    written the trades of the first 60. The upgraded writer writes each fill and each trade exactly once, and
+    drops the group so that stream:order_events is trimmed to what the processor acked."""
+    fills = make_fills(random.Random(6), make_markets(random.Random(6), 3), groups=30)[:90]
+    await publish_fills(redis_client, fills)
+    await redis_client.xgroup_create(keys.STREAM_ORDER_EVENTS, keys.GROUP_TRADE_PROCESSOR, id="0")
+    await redis_client.xreadgroup(keys.GROUP_TRADE_PROCESSOR, "tp", {keys.STREAM_ORDER_EVENTS: ">"})
+    acked_by_processor = [entry_id for entry_id, _ in await redis_client.xrange(keys.STREAM_ORDER_EVENTS)]
+    await redis_client.xack(keys.STREAM_ORDER_EVENTS, keys.GROUP_TRADE_PROCESSOR, *acked_by_processor)
+    trade_ids = await publish_trades(redis_client, fills)
+    apply_migrations(ch_settings)
+
+    old_name = WRITER.clickhouse_writer_consumer
+    written = await read_as(redis_client, keys.STREAM_ORDER_EVENTS, old_name, 30)
+    await insert_as_the_writer(redis_client, ch_settings, "order_filled_events",
+                               [order_event_row(e.data, NOW) for e in written], [e.id for e in written],
+                               keys.STREAM_ORDER_EVENTS)  # fmt: skip
+    await redis_client.xack(keys.STREAM_ORDER_EVENTS, keys.GROUP_CLICKHOUSE_WRITER, *(e.id for e in written))
+    await read_as(redis_client, keys.STREAM_ORDER_EVENTS, old_name, 20)
+    await read_as(redis_client, keys.STREAM_ORDER_EVENTS, "clickhouse_writer-2", 10)
+    trades_written = await read_as(redis_client, keys.STREAM_TRADES, old_name, 60)
+    await insert_as_the_writer(redis_client, ch_settings, "trades",
+                               [trade_rows(e.data, NOW)[1] for e in trades_written], [e.id for e in trades_written],
+                               keys.STREAM_TRADES)  # fmt: skip
+    await redis_client.xack(keys.STREAM_TRADES, keys.GROUP_CLICKHOUSE_WRITER, *trade_ids[:60])
+
+    service = await run_writer_once(redis_settings, ch_settings)
+
+    assert counts(ch_settings, "order_filled_events") == counts(ch_settings, "trades") == (len(fills), len(fills))
+    # 60 entries drained (30 pending, 30 unread); what the trades did not bring first went in, once
+    assert service.counters["legacy_entries_drained"] == 60 and service.counters["dead_lettered"] == 0
+    assert (service.counters["rows_order_filled_events"], service.counters["rows_trades"]) == (60, 30)
+    groups = [g["name"].decode() for g in await redis_client.xinfo_groups(keys.STREAM_ORDER_EVENTS)]
+    assert groups == [keys.GROUP_TRADE_PROCESSOR]
+    await trim_acked(redis_client, keys.STREAM_ORDER_EVENTS, keys.STREAM_GROUPS[keys.STREAM_ORDER_EVENTS])
+    assert await redis_client.xlen(keys.STREAM_ORDER_EVENTS) == 0  # nothing holds it back any more
+
+    # a second start finds no legacy group and recreates none
+    await run_writer_once(redis_settings, ch_settings)
+    assert [g["name"].decode() for g in await redis_client.xinfo_groups(keys.STREAM_ORDER_EVENTS)] == groups
