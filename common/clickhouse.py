@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,19 @@ _MIGRATION_NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 # Server error codes that mean "this data is invalid", not "the server is unwell": retrying cannot help.
 REJECTED_DATA_CODES = frozenset({6, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 76, 117, 131, 190, 321, 407, 472})
 
-INSERT_SETTINGS = {"async_insert": 0, "insert_deduplicate": 1}
+# optimize_on_insert=0: a ReplacingMergeTree then skips collapsing rows of equal key inside each inserted block,
+# which finds nothing here: every batch reaches an insert through common/unique_insert.py, which keeps one row per
+# id, and merges still collapse whatever slips through (the `unique_keys = False` bench knob). Measured on the
+# embedded ClickHouse, 10,000-row inserts: trades 15.1 -> 12.5 and 14.4 -> 13.7, fills 10.9 -> 9.1 and 9.5 -> 8.6
+# server CPU-µs per row.
+INSERT_SETTINGS = {"async_insert": 0, "insert_deduplicate": 1, "optimize_on_insert": 0}
+
+# What clickhouse-connect serializes in Python, value by value, and the server can take in a cheaper form (see
+# `wire_columns`): Native input may carry another type than the table's (input_format_native_allow_types_conversion,
+# on by default), and the server converts it in C++.
+_DECIMAL_TYPE = re.compile(r"^(Nullable\()?Decimal(32|64|128|256)?\(")
+_DATETIME64_TYPE = re.compile(r"^DateTime64\((\d)")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @contextlib.contextmanager
@@ -113,6 +125,27 @@ def _is_rejection(exc: Exception) -> bool:
     )
 
 
+def wire_columns(column_types: Sequence[str], data: Sequence[Sequence[Any]]) -> tuple[list[str], list[Sequence[Any]]]:
+    """The types and columns to send: cheaper to serialize than the table's own, and stored the same.
+
+    Decimals held as text (trades' exact amounts) go as `String`: the server parses the text exactly, as the client
+    did, and refuses bad text with a data error (a rejection, as before). A DateTime64 column holding one aware
+    datetime throughout (the batch's `ingested_at`) goes as its ticks, computed once instead of once per row.
+    Measured on 10,000 trades: the two amounts 2.48 -> 0.41 CPU-µs per row, `ingested_at` 1.15 -> 0.09.
+    LowCardinality(String) sent as String was slower (0.46 -> 0.68 for four columns), so it goes as it is.
+    """
+    types, columns = list(column_types), list(data)
+    for at, (type_name, column) in enumerate(zip(column_types, data, strict=True)):
+        if _DECIMAL_TYPE.match(type_name) and all(type(value) is str for value in column):
+            types[at] = "String"
+        elif (precision := _DATETIME64_TYPE.match(type_name)) and column:
+            first = column[0]
+            if type(first) is datetime and first.tzinfo is not None and all(value is first for value in column):
+                micros = (first - _EPOCH) // timedelta(microseconds=1)
+                columns[at] = [micros * 10 ** int(precision.group(1)) // 1_000_000] * len(column)
+    return types, columns
+
+
 def insert_columns(
     client: Client,
     table: str,
@@ -123,14 +156,18 @@ def insert_columns(
 ) -> None:
     """Insert column-oriented `data` once; translate failures into TransientSinkError or RejectedRowsError.
 
-    Passing `column_types` (from `describe_columns`) saves a DESCRIBE round trip per insert.
+    Passing `column_types` (from `describe_columns`) saves a DESCRIBE round trip per insert, and lets the columns go
+    in a cheaper form (`wire_columns`).
     """
+    wire_types: list[str] | None = None
     try:
+        if column_types:
+            wire_types, data = wire_columns(column_types, data)
         client.insert(
             table,
             data,
             column_names=list(columns),
-            column_type_names=list(column_types) if column_types else None,
+            column_type_names=wire_types,
             column_oriented=True,
             settings={**INSERT_SETTINGS, "insert_deduplication_token": token},
         )

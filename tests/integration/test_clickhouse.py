@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from decimal import Decimal
+
 import pytest
 
 from common.clickhouse import (
@@ -11,6 +14,7 @@ from common.clickhouse import (
     insert_batch,
     insert_rows_isolating_rejects,
     make_client,
+    wire_columns,
 )
 from common.config import ClickHouseSettings
 from common.errors import TransientSinkError
@@ -78,3 +82,41 @@ def test_unreachable_clickhouse_is_a_transient_error() -> None:
     settings = ClickHouseSettings(host="127.0.0.1", port=1, connect_timeout_s=1)
     with pytest.raises(TransientSinkError, match="unreachable"):
         make_client(settings)
+
+
+TRADE_COLUMNS = ["id", "timestamp", "token_id", "usd_amount", "token_amount", "ingested_at"]
+
+
+def trade_rows(amounts: list[str], ingested_at: datetime) -> list[list[object]]:
+    return [[f"t{i}", 1_777_000_000 + i, "tok", amount, amount, ingested_at] for i, amount in enumerate(amounts)]
+
+
+async def test_text_amounts_and_one_ingested_at_are_stored_as_the_table_types(ch) -> None:
+    types = describe_columns(ch, "trades")
+    ingested_at = datetime(2026, 5, 1, 12, 30, 15, 123456, tzinfo=UTC)
+    amounts = ["0.000001", "123456789012.123456", "1.5", "7"]
+    columns = [list(column) for column in zip(*trade_rows(amounts, ingested_at), strict=True)]
+    await insert_batch(ch, "trades", TRADE_COLUMNS, columns, "tok-amounts",
+                       column_types=[types[c] for c in TRADE_COLUMNS])  # fmt: skip
+    stored = ch.query("SELECT usd_amount, token_amount, ingested_at FROM trades ORDER BY id").result_rows
+    expected_at = ingested_at.replace(microsecond=123000, tzinfo=None)  # milliseconds; read back as naive UTC
+    assert stored == [(Decimal(a), Decimal(a), expected_at) for a in amounts]
+
+
+async def test_a_bad_amount_text_is_rejected_by_the_server_and_isolated(ch) -> None:
+    types = describe_columns(ch, "trades")
+    rows = trade_rows(["1.5", "2.5", "not a number", "4.5", "99999999999999.5"], datetime.now(UTC))
+    rejected = await insert_rows_isolating_rejects(ch, "trades", TRADE_COLUMNS, rows, "tok-bad",
+                                                   column_types=[types[c] for c in TRADE_COLUMNS])  # fmt: skip
+    assert [index for index, _ in rejected] == [2, 4]  # unparseable; beyond Decimal(18, 6)
+    assert [row[0] for row in ch.query("SELECT id FROM trades ORDER BY id").result_rows] == ["t0", "t1", "t3"]
+
+
+def test_wire_columns_changes_only_what_the_server_converts_exactly() -> None:
+    at = datetime(2026, 5, 1, 12, 30, 15, 123456, tzinfo=UTC)
+    types = ["Decimal(18, 6)", "Decimal(18, 6)", "DateTime64(3, 'UTC')", "DateTime64(6, 'UTC')", "String"]
+    data = [["1.5"], [Decimal("1.5")], [at, at], [at, datetime(2026, 5, 1, tzinfo=UTC)], ["a"]]
+    wire_types, wire_data = wire_columns(types, data)
+    assert wire_types == ["String", "Decimal(18, 6)", "DateTime64(3, 'UTC')", "DateTime64(6, 'UTC')", "String"]
+    assert wire_data[2] == [int(at.timestamp() * 1000)] * 2  # one datetime throughout: its ticks, once
+    assert wire_data[3] is data[3] and wire_data[0] is data[0]  # different datetimes: left to the client
