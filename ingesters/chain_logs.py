@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
+import msgspec
 import orjson
 
 from common import keys
@@ -237,6 +238,41 @@ def hex_quantity(value: Any, what: str) -> int:
 def block_batch(blocks: Sequence[int]) -> list[dict[str, Any]]:
     """One batch POST body: eth_getBlockByNumber for each block, without transactions, id = block number."""
     return [{"jsonrpc": "2.0", "id": b, "method": "eth_getBlockByNumber", "params": [hex(b), False]} for b in blocks]
+
+
+class _BlockHeader(msgspec.Struct):
+    timestamp: Any = None  # checked by parse_block_batch, like the rest of the reply
+
+
+class _BlockReply(msgspec.Struct):
+    id: Any = None
+    result: _BlockHeader | msgspec.UnsetType | None = msgspec.UNSET
+    error: Any = msgspec.UNSET
+
+
+_block_batch_decoder = msgspec.json.Decoder(list[_BlockReply])
+
+
+def decode_block_batch(content: bytes) -> Any:
+    """A batch reply body -> the replies with only what parse_block_batch reads of a block (its timestamp): one
+    msgspec pass skips the rest of each header and its transaction hashes, which orjson built into dicts (5.6 ms per
+    1,000 blocks against 1.0). A reply of any other shape (one error for the whole batch, a result that is not an
+    object) comes back as plain JSON; invalid JSON raises ValueError, which `request_json` retries."""
+    try:
+        replies = _block_batch_decoder.decode(content)
+    except msgspec.ValidationError:
+        return orjson.loads(content)
+    return [_reply_fields(reply) for reply in replies]
+
+
+def _reply_fields(reply: _BlockReply) -> dict[str, Any]:
+    """A reply as the JSON object parse_block_batch reads; a field the node left out stays out."""
+    fields: dict[str, Any] = {"id": reply.id}
+    if reply.result is not msgspec.UNSET:
+        fields["result"] = None if reply.result is None else {"timestamp": reply.result.timestamp}
+    if reply.error is not msgspec.UNSET:
+        fields["error"] = reply.error
+    return fields
 
 
 def parse_block_batch(replies: Any, blocks: Sequence[int]) -> tuple[dict[int, int], list[SourceError]]:
