@@ -2,7 +2,8 @@
 
 `request_json()` is the one place that decides what is worth retrying: timeouts, connection errors, 5xx,
 429 (honouring Retry-After) and bodies that fail to parse (a truncated response). Other 4xx are permanent.
-Each retry logs one line with the attempt number and the delay.
+Each retry logs one line with the attempt number and the delay. The body is parsed by `decode` (orjson by
+default; a caller that knows the reply's shape passes a typed msgspec decoder, which skips building dicts).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -22,6 +23,8 @@ from common.config import HttpSettings
 from common.errors import PermanentSourceError, TransientSourceError
 
 log = structlog.get_logger()
+
+Decode = Callable[[bytes], Any]  # body -> value; ValueError (orjson's and msgspec's errors are) = unparseable
 
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
 
@@ -98,14 +101,16 @@ def _raise_for_status(response: httpx.Response, what: str) -> None:
     raise PermanentSourceError(f"{what}: HTTP {status} {snippet}", status=status)
 
 
-async def request_json_once(client: httpx.AsyncClient, method: str, url: str, *, what: str, **kwargs: Any) -> Any:
+async def request_json_once(
+    client: httpx.AsyncClient, method: str, url: str, *, what: str, decode: Decode = orjson.loads, **kwargs: Any
+) -> Any:
     with map_http_errors(what):
         response = await client.request(method, url, **kwargs)
         content = await response.aread()
     _raise_for_status(response, what)
     try:
-        return orjson.loads(content)
-    except orjson.JSONDecodeError as exc:
+        return decode(content)
+    except ValueError as exc:
         # A body cut off mid-way (dropped connection, proxy limit) parses as invalid JSON: worth a retry.
         raise TransientSourceError(f"{what}: invalid JSON body ({len(content)} bytes): {exc}") from exc
 
@@ -118,9 +123,11 @@ async def request_json(
     settings: HttpSettings,
     what: str,
     limiter: RateLimiter | None = None,
+    decode: Decode = orjson.loads,
     **kwargs: Any,
 ) -> Any:
-    """One HTTP call returning decoded JSON, retried on transient failures up to `settings.max_attempts`.
+    """One HTTP call returning its body decoded by `decode`, retried on transient failures up to
+    `settings.max_attempts`.
 
     `what` names the call in errors and logs; it is never the URL, which may carry an API key.
     """
@@ -130,7 +137,7 @@ async def request_json(
         if limiter is not None:
             await limiter.acquire()
         try:
-            return await request_json_once(client, method, url, what=what, **kwargs)
+            return await request_json_once(client, method, url, what=what, decode=decode, **kwargs)
         except TransientSourceError as exc:
             if attempt >= settings.max_attempts:
                 raise

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import orjson
 import structlog
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -32,7 +33,7 @@ from common import keys
 from common.config import HttpSettings, PipelineSettings, RedisSettings, SourceSettings, load
 from common.errors import ConfigError, PermanentSourceError, TransientSourceError
 from common.exchanges import V2_GENESIS_BLOCK
-from common.http import RateLimiter, make_client, request_json
+from common.http import Decode, RateLimiter, make_client, request_json
 from common.service import Service, poll_forever, run_worker
 from common.streams import append_with_cursor, read_cursor
 from ingesters.backfill import ProgressCallback, main_with_backfill, plan_backfill, run_parts
@@ -42,6 +43,7 @@ from ingesters.chain_logs import (
     SpanSizer,
     block_batch,
     blocks_needing_timestamps,
+    decode_block_batch,
     get_logs_filter,
     hex_quantity,
     normalize_logs,
@@ -93,11 +95,12 @@ class Node:
     timestamps: BoundedCache[int, int]
     finalized_supported: bool = True
 
-    async def post(self, body: Any, what: str) -> Any:
+    async def post(self, body: Any, what: str, decode: Decode = orjson.loads) -> Any:
         url = self.config.source.polygon_rpc_url.get_secret_value()
         return await request_json(
-            self.client, "POST", url, settings=self.config.http, what=what, limiter=self.limiter, json=body
-        )
+            self.client, "POST", url, settings=self.config.http, what=what, limiter=self.limiter, decode=decode,
+            json=body,
+        )  # fmt: skip
 
     async def call(self, method: str, params: list[Any]) -> Any:
         reply = await self.post({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}, method)
@@ -128,7 +131,7 @@ class Node:
         size = self.config.chain.block_batch_size
         for start in range(0, len(missing), size):
             chunk = missing[start : start + size]
-            replies = await self.post(block_batch(chunk), "eth_getBlockByNumber batch")
+            replies = await self.post(block_batch(chunk), "eth_getBlockByNumber batch", decode_block_batch)
             timestamps, failures = parse_block_batch(replies, chunk)
             for number, timestamp in timestamps.items():  # keep what arrived: a retry asks only for the rest
                 self.timestamps.put(number, timestamp)

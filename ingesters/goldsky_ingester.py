@@ -12,7 +12,8 @@ before it leaves the cursor at the previous page, which is fetched again; a cras
 next page is requested while one is written (`fetch_ahead.FetchAhead`); it is used only if the cursor is then where
 that request assumed, so fetching ahead never changes what is written.
 Client: plain `request_json` POSTs of the GraphQL JSON rather than gql, so timeouts, retries, Retry-After and
-the rate limit follow the one policy in `common.http`; GraphQL `errors` are classified in `goldsky_pages`.
+the rate limit follow the one policy in `common.http`; the reply is decoded straight into typed fills and GraphQL
+`errors` are classified in `goldsky_pages`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ from ingesters.backfill import ProgressCallback, main_with_backfill, plan_backfi
 from ingesters.fetch_ahead import FetchAhead
 from ingesters.goldsky_pages import (
     Cursor,
+    Row,
     build_request,
+    decode_reply,
     extract_rows,
     is_second_complete,
     normalize_rows,
@@ -89,12 +92,13 @@ class Subgraph:
     limiter: RateLimiter
     config: GoldskyConfig
 
-    async def fetch_page(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+    async def fetch_page(self, body: dict[str, Any]) -> list[Row]:
         url, http = self.config.source.goldsky_url, self.config.http
-        what = "goldsky orderFilledEvents"
-        return extract_rows(
-            await request_json(self.client, "POST", url, settings=http, what=what, limiter=self.limiter, json=body)
-        )
+        reply = await request_json(
+            self.client, "POST", url, settings=http, what="goldsky orderFilledEvents", limiter=self.limiter,
+            decode=decode_reply, json=body,
+        )  # fmt: skip
+        return extract_rows(reply)
 
 
 @dataclass

@@ -11,15 +11,20 @@ A full open page that spans several seconds drops its last second (it may contin
 open; a full page holding one second only goes sticky at that second until a short page finishes it. This is
 correct for any burst size and costs one request per page outside bursts. After a restart the completeness of
 second T is unknown, so the first query is sticky (a repeat finds nothing new, never a duplicate).
+
+A reply is decoded in one msgspec pass straight into `SubgraphFill`s (`decode_reply`), the fields as the text the
+subgraph sends; a reply of any other shape (an item with a missing or non-text field, GraphQL errors, no data)
+is decoded as plain JSON instead, and its items are read one by one, so a malformed item is dead-lettered alone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
+import msgspec
 import orjson
 
 from common import keys
@@ -32,6 +37,7 @@ FIELDS = (
     "id transactionHash timestamp orderHash maker taker makerAssetId takerAssetId"
     " makerAmountFilled takerAmountFilled fee"
 )
+_FIELD_NAMES = tuple(FIELDS.split())
 FILLS_QUERY = (
     "query Fills($first: Int!, $where: OrderFilledEvent_filter!) {"
     " orderFilledEvents(first: $first, orderBy: timestamp, orderDirection: asc, where: $where) {"
@@ -59,6 +65,47 @@ TRANSIENT_GRAPHQL_HINTS = (
 )
 
 
+class SubgraphFill(msgspec.Struct, rename="camel"):
+    """One `orderFilledEvents` item as the subgraph sends it (BigInts and Bytes are JSON strings), fields in the
+    order of FIELDS; encoded again, it is the item itself (what a dead letter carries)."""
+
+    id: str
+    transaction_hash: str
+    timestamp: str
+    order_hash: str
+    maker: str
+    taker: str
+    maker_asset_id: str
+    taker_asset_id: str
+    maker_amount_filled: str
+    taker_amount_filled: str
+    fee: str
+
+
+class _FillsData(msgspec.Struct):
+    order_filled_events: list[SubgraphFill] = msgspec.field(name="orderFilledEvents")
+
+
+class FillsReply(msgspec.Struct):
+    data: _FillsData | None = None
+    errors: Any = None
+
+
+# A reply item: typed when the whole reply had the expected shape, else the plain JSON value (normalize_rows).
+Row = SubgraphFill | dict[str, Any]
+
+_reply_decoder = msgspec.json.Decoder(FillsReply)
+
+
+def decode_reply(content: bytes) -> Any:
+    """A response body -> FillsReply in one pass (no dict per item), or its plain JSON when it has another shape.
+    Invalid JSON (a truncated body) raises ValueError, which `request_json` retries."""
+    try:
+        return _reply_decoder.decode(content)
+    except msgspec.ValidationError:
+        return orjson.loads(content)
+
+
 @dataclass(frozen=True, slots=True)
 class Cursor:
     timestamp: int
@@ -72,7 +119,7 @@ class Cursor:
 class Page:
     """What to write from one response and where the range stands afterwards."""
 
-    rows: list[dict[str, Any]]  # in (timestamp, id) order; the page's items to normalize and write
+    rows: list[Row]  # in (timestamp, id) order; the page's items to normalize and write
     cursor: Cursor  # the cursor after `rows`
     second_complete: bool  # True when every fill of second `cursor.timestamp` is in or before `rows`
     exhausted: bool  # True when nothing more was available up to the range end at query time
@@ -112,15 +159,17 @@ def build_request(
     return {"query": FILLS_QUERY, "variables": {"first": page_size, "where": where}, "operationName": "Fills"}
 
 
-def _order_key(row: Mapping[str, Any]) -> tuple[int, str]:
+def _order_key(row: Row) -> tuple[int, str]:
     """(timestamp, id) of a row; rows without a usable one sort first and never move the cursor."""
     try:
+        if type(row) is SubgraphFill:
+            return (int(row.timestamp), row.id.lower())
         return (int(row["timestamp"]), str(row["id"]).lower())
     except (KeyError, TypeError, ValueError):
         return (-1, "")
 
 
-def plan_page(rows: Sequence[dict[str, Any]], *, cursor: Cursor, second_complete: bool, page_size: int) -> Page:
+def plan_page(rows: Sequence[Row], *, cursor: Cursor, second_complete: bool, page_size: int) -> Page:
     """Decide which rows of a response to write and the cursor that follows them."""
     keyed = sorted(((_order_key(row), row) for row in rows), key=itemgetter(0))
     ordered = [row for _, row in keyed]
@@ -144,48 +193,55 @@ def plan_page(rows: Sequence[dict[str, Any]], *, cursor: Cursor, second_complete
     return Page(ordered, Cursor(*valid[-1]), False, False)
 
 
-def normalize_fill(raw: Mapping[str, Any]) -> OrderEvent:
+def normalize_fill(raw: Row) -> OrderEvent:
     """One subgraph `OrderFilledEvent` -> OrderEvent; anything malformed raises PoisonMessage with the reason."""
-    event = build_fill(raw)
+    event = build_fill(subgraph_fill(raw))
     validate_order_event(event)
     return event
 
 
-def build_fill(raw: Mapping[str, Any]) -> OrderEvent:
-    """The OrderEvent fields from a subgraph item, not validated yet (missing or non-numeric: PoisonMessage)."""
+def subgraph_fill(raw: Row) -> SubgraphFill:
+    """A row as a SubgraphFill: typed rows as they are, a plain JSON item's fields as text (missing: PoisonMessage)."""
+    if type(raw) is SubgraphFill:
+        return raw
     try:
-        event = OrderEvent(
-            id=str(raw["id"]).lower(),
+        return SubgraphFill(*(str(raw[name]) for name in _FIELD_NAMES))
+    except KeyError as exc:
+        raise PoisonMessage(f"goldsky fill {raw.get('id')!r}: missing field {exc.args[0]}") from None
+
+
+def build_fill(fill: SubgraphFill) -> OrderEvent:
+    """The OrderEvent fields of a subgraph item, not validated yet (a non-integer BigInt: PoisonMessage)."""
+    try:
+        return OrderEvent(
+            id=fill.id.lower(),
             source="goldsky",
             exchange="",
             block_number=0,
             log_index=None,
-            tx_hash=str(raw["transactionHash"]).lower(),
-            order_hash=str(raw["orderHash"]).lower(),
-            timestamp=int(raw["timestamp"]),
-            maker=str(raw["maker"]).lower(),
-            taker=str(raw["taker"]).lower(),
-            maker_asset_id=str(raw["makerAssetId"]),
-            taker_asset_id=str(raw["takerAssetId"]),
-            maker_amount=int(raw["makerAmountFilled"]),
-            taker_amount=int(raw["takerAmountFilled"]),
-            fee=int(raw["fee"]),
+            tx_hash=fill.transaction_hash.lower(),
+            order_hash=fill.order_hash.lower(),
+            timestamp=int(fill.timestamp),
+            maker=fill.maker.lower(),
+            taker=fill.taker.lower(),
+            maker_asset_id=fill.maker_asset_id,
+            taker_asset_id=fill.taker_asset_id,
+            maker_amount=int(fill.maker_amount_filled),
+            taker_amount=int(fill.taker_amount_filled),
+            fee=int(fill.fee),
         )
-    except KeyError as exc:
-        raise PoisonMessage(f"goldsky fill {raw.get('id')!r}: missing field {exc.args[0]}") from None
-    except (TypeError, ValueError) as exc:
-        raise PoisonMessage(f"goldsky fill {raw.get('id')!r}: {exc}") from None
-    return event
+    except ValueError as exc:
+        raise PoisonMessage(f"goldsky fill {fill.id!r}: {exc}") from None
 
 
-def normalize_rows(rows: Sequence[dict[str, Any]]) -> tuple[list[bytes], list[bytes]]:
+def normalize_rows(rows: Sequence[Row]) -> tuple[list[bytes], list[bytes]]:
     """Rows -> (encoded events, `stream:dlq` entries carrying the raw item and the reason)."""
     entries, dead = [], []
     for raw in rows:
         try:
-            entries.append(encode_valid_order_event(build_fill(raw)))
+            entries.append(encode_valid_order_event(build_fill(subgraph_fill(raw))))
         except PoisonMessage as exc:
-            payload = orjson.dumps(raw, default=str)
+            payload = msgspec.json.encode(raw) if type(raw) is SubgraphFill else orjson.dumps(raw, default=str)
             dead.append(
                 encode_dead_letter(
                     stream=keys.STREAM_ORDER_EVENTS, entry_id=None, payload=payload, error=str(exc), deliveries=0
@@ -205,8 +261,15 @@ def graphql_error(errors: Any) -> TransientSourceError | PermanentSourceError:
     return PermanentSourceError(f"goldsky GraphQL: {text}")
 
 
-def extract_rows(body: Any) -> list[dict[str, Any]]:
-    """`{"data": {"orderFilledEvents": [...]}}` -> the rows; GraphQL errors and odd shapes raise SourceErrors."""
+def extract_rows(body: Any) -> list[Row]:
+    """`{"data": {"orderFilledEvents": [...]}}` (a FillsReply, or plain JSON) -> the rows; GraphQL errors and odd
+    shapes raise SourceErrors."""
+    if isinstance(body, FillsReply):
+        if body.errors:
+            raise graphql_error(body.errors)
+        if body.data is None:
+            raise TransientSourceError("goldsky: response without data.orderFilledEvents")
+        return body.data.order_filled_events
     if not isinstance(body, dict):
         raise TransientSourceError(f"goldsky: unexpected response type {type(body).__name__}")
     if body.get("errors"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from eth_abi import decode, encode
 from eth_hash.auto import keccak
@@ -18,6 +19,7 @@ from ingesters.chain_logs import (
     SpanSizer,
     block_batch,
     classify_rpc_error,
+    decode_block_batch,
     decode_data_words,
     decode_order_filled,
     get_logs_filter,
@@ -232,6 +234,31 @@ def test_block_batch_reply_keeps_what_arrived_and_reports_the_rest() -> None:
     timestamps, failures = parse_block_batch(replies, [10, 11, 12])
     assert timestamps == {10: 0x62, 12: 0x64}
     assert len(failures) == 1 and isinstance(failures[0], TransientSourceError)
+
+
+def test_a_decoded_batch_reply_reads_as_its_plain_json_does_for_every_kind_of_reply() -> None:
+    replies = [
+        {"jsonrpc": "2.0", "id": 10, "result": {"number": "0xa", "timestamp": "0x62", "transactions": ["0x01"]}},
+        {"jsonrpc": "2.0", "id": 11, "error": {"code": -32603, "message": "internal error"}},
+        {"jsonrpc": "2.0", "id": 12, "result": None},  # not available (yet)
+        {"jsonrpc": "2.0", "id": 13},  # neither result nor error: malformed
+        {"jsonrpc": "2.0", "id": 14, "result": {"number": "0xe"}},  # no timestamp
+        {"jsonrpc": "2.0", "id": 15, "result": {"timestamp": "0x70"}},
+    ]
+    blocks = list(range(10, 17))  # 16: no reply at all
+    typed, plain = decode_block_batch(orjson.dumps(replies)), orjson.loads(orjson.dumps(replies))
+    assert not any("jsonrpc" in reply for reply in typed)  # the typed pass kept only what is read
+    (typed_stamps, typed_failures), (stamps, failures) = (
+        parse_block_batch(typed, blocks),
+        parse_block_batch(plain, blocks),
+    )
+    assert typed_stamps == stamps == {10: 0x62, 15: 0x70}
+    assert [str(f) for f in typed_failures] == [str(f) for f in failures] and len(failures) == 5
+    refused = b'{"jsonrpc": "2.0", "id": null, "error": {"code": -32600, "message": "batch not allowed"}}'
+    assert decode_block_batch(refused) == orjson.loads(refused)
+    assert decode_block_batch(b'[{"id": 1, "result": "0x5"}]') == [{"id": 1, "result": "0x5"}]
+    with pytest.raises(ValueError):
+        decode_block_batch(b'[{"id": 1, "result": {"timest')
 
 
 def test_a_batch_refused_as_a_whole_raises_the_classified_error() -> None:

@@ -5,20 +5,23 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import orjson
 import pytest
 
 from common.errors import PermanentSourceError, PoisonMessage, TransientSourceError
-from common.payloads import fill_id
+from common.payloads import decode_dead_letter, decode_order_event, fill_id
 from ingesters.backfill import split_range
 from ingesters.fetch_ahead import FetchAhead
 from ingesters.goldsky_pages import (
     Cursor,
     build_request,
     build_where,
+    decode_reply,
     extract_rows,
     graphql_error,
     is_second_complete,
     normalize_fill,
+    normalize_rows,
     parse_cursor,
     plan_page,
     start_cursor,
@@ -245,3 +248,52 @@ async def test_fetch_ahead_answers_only_the_request_it_was_made_for() -> None:
     ahead.start(4)
     ahead.close()
     assert await ahead.get(4) == 40
+
+
+def reply_rows(rows: list[dict[str, Any]]) -> list[Any]:
+    return extract_rows(decode_reply(orjson.dumps({"data": {"orderFilledEvents": rows}})))
+
+
+def test_a_reply_of_the_subgraph_shape_gives_the_same_events_typed_as_from_plain_json() -> None:
+    rows = [make_row(1700000000 + n // 3, n) for n in range(9)]
+    typed = reply_rows(rows)
+    assert not any(isinstance(row, dict) for row in typed)
+    assert normalize_rows(typed) == normalize_rows(rows)
+    page = plan_page(typed, cursor=Cursor(1699999999, ""), second_complete=True, page_size=9)
+    plain = plan_page(rows, cursor=Cursor(1699999999, ""), second_complete=True, page_size=9)
+    assert page.cursor == plain.cursor and len(page.rows) == len(plain.rows) == 6
+    assert [decode_order_event(e).id for e in normalize_rows(page.rows)[0]] == [r["id"] for r in plain.rows]
+
+
+def test_an_item_of_another_shape_sends_the_reply_to_plain_json_and_only_that_item_to_the_dlq() -> None:
+    rows = [make_row(1700000000, n) for n in range(4)]
+    del rows[1]["fee"]
+    rows[2]["makerAmountFilled"] = 5000000  # a number, not the subgraph's BigInt string: still read
+    parsed = reply_rows(rows)
+    assert all(isinstance(row, dict) for row in parsed)
+    entries, dead = normalize_rows(parsed)
+    assert len(entries) == 3 and len(dead) == 1
+    letter = decode_dead_letter(dead[0])
+    assert "missing field fee" in letter.error and orjson.loads(letter.payload) == rows[1]
+
+
+def test_a_typed_item_that_fails_validation_is_dead_lettered_as_the_subgraph_sent_it() -> None:
+    rows = [make_row(1700000000, n) for n in range(3)]
+    rows[1]["takerAssetId"] = "0"  # both legs USDC
+    rows[2]["fee"] = "-1"
+    typed = reply_rows(rows)
+    assert not any(isinstance(row, dict) for row in typed)
+    entries, dead = normalize_rows(typed)
+    assert len(entries) == 1 and len(dead) == 2
+    letters = [decode_dead_letter(letter) for letter in dead]
+    assert [orjson.loads(letter.payload) for letter in letters] == rows[1:]
+    assert "exactly one asset id" in letters[0].error and "fee" in letters[1].error
+
+
+def test_graphql_errors_and_a_reply_without_data_raise_from_a_typed_reply_too() -> None:
+    with pytest.raises(TransientSourceError, match="indexing"):
+        extract_rows(decode_reply(b'{"errors": [{"message": "subgraph is still indexing"}], "data": null}'))
+    with pytest.raises(TransientSourceError, match="without data"):
+        extract_rows(decode_reply(b'{"data": null}'))
+    with pytest.raises(ValueError):
+        decode_reply(b'{"data": {"orderFilledEvents": [{"id": "0x')

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import httpx
+import msgspec
 import pytest
 
 from common.config import HttpSettings
@@ -38,6 +39,16 @@ async def test_transient_failures_are_retried_until_success() -> None:
     )
     assert await request_json(client, "GET", "/markets", settings=SETTINGS, what="markets") == [{"id": "1"}]
     assert len(seen) == 4
+
+
+async def test_a_typed_decoder_gets_the_body_and_its_error_on_a_truncated_body_is_retried() -> None:
+    class Item(msgspec.Struct):
+        id: str
+
+    decoder = msgspec.json.Decoder(list[Item])
+    client, seen = scripted([httpx.Response(200, content=b'[{"id": "1"'), httpx.Response(200, json=[{"id": "1"}])])
+    reply = await request_json(client, "GET", "/markets", settings=SETTINGS, what="markets", decode=decoder.decode)
+    assert reply == [Item(id="1")] and len(seen) == 2
 
 
 async def test_retry_after_is_honoured() -> None:
