@@ -242,9 +242,7 @@ async def test_finish_of_ids_out_of_order_among_other_pending_entries(redis_clie
     result = await worker.finish(ack={e.id: [e.data + b":trade"] for e in chosen}, output_stream="stream:out")
     # Then each of them is acked and emitted once, in the order given, and the others stay pending
     assert result == (5, 5, 0)
-    assert await stream_payloads(redis_client, "stream:out") == [
-        f"fill-{i}:trade".encode() for i in (17, 3, 29, 0, 11)
-    ]
+    assert await stream_payloads(redis_client, "stream:out") == [f"fill-{i}:trade".encode() for i in (17, 3, 29, 0, 11)]
     assert (await redis_client.xpending(STREAM, "g"))["pending"] == 25
 
 
