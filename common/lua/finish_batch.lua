@@ -44,7 +44,8 @@ end
 -- Which of the ids are still pending for this consumer: XPENDING over their id range (read-only, so not
 -- propagated to the AOF) instead of one XACK per id. An id claimed away by another consumer is not ours any
 -- more: that consumer emits it. Everything found here is acked below, in this same script, so "pending for us
--- now" is exactly "removed by this call".
+-- now" is exactly "removed by this call". (Measured, 5,000 inputs of one 924-byte output each, AOF always:
+-- Redis CPU 20.7 -> 18.9 µs an input. One variadic XCLAIM ... JUSTID was worse: Redis propagates it per id.)
 local function pending_in(low, high, page)
     local found = {}
     while true do  -- pages: the range may also hold our other pending entries (held fills, the next batch)
