@@ -86,8 +86,20 @@ def encode_order_event(event: OrderEvent) -> bytes:
 
 def decode_order_event(data: bytes) -> OrderEvent:
     """Decode and validate; anything malformed raises PoisonMessage with the reason."""
-    event = _decode_or_poison(_order_event_decoder, data, "order event")  # types, ranges, asset id shape
-    check_order_event(event)
+    event = _decode_or_poison(_order_event_decoder, data, "order event")  # types, ranges, asset id lengths
+    # check_order_event's rules in one expression (the decoder already bounded the asset ids' lengths): this
+    # runs once a fill, and only an event that breaks one pays for check_order_event finding which, and raising
+    maker_asset, taker_asset = event.maker_asset_id, event.taker_asset_id
+    if not (
+        (maker_asset == "0") is not (taker_asset == "0")
+        and maker_asset.isdigit()
+        and taker_asset.isdigit()
+        and maker_asset.isascii()
+        and taker_asset.isascii()
+        and max(event.maker_amount, event.taker_amount, event.fee, event.block_number, event.timestamp) <= UINT64_MAX
+        and event.id == f"{event.tx_hash}_{event.order_hash}"
+    ):
+        check_order_event(event)
     return event
 
 
@@ -148,8 +160,13 @@ def check_order_event(event: OrderEvent) -> None:
 # --- trades ------------------------------------------------------------------------------------------------
 
 
-class Trade(msgspec.Struct, frozen=True, kw_only=True):
-    """A `stream:trades` entry; amounts are exact decimal strings, `fee` the raw integer."""
+class Trade(msgspec.Struct, frozen=True, gc=False):
+    """A `stream:trades` entry; amounts are exact decimal strings, `fee` the raw integer.
+
+    Positional construction is allowed (derive_trade, once a fill, builds it so), so the field order is the
+    constructor's: add new fields at the end. `gc=False`: its fields are scalars, it can hold no cycle, and the
+    collector need not track one object a fill.
+    """
 
     id: str
     timestamp: int

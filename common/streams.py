@@ -287,6 +287,7 @@ class StreamConsumer:
         ]
         args = [
             self.group,
+            self.consumer,
             join_lines(outputs),
             join_lines(str(len(produced)) for produced in outputs.values()),
             join_lines(payload for produced in outputs.values() for payload in produced),

@@ -3,8 +3,8 @@
 Reads `stream:order_events` in consumer group `trade-processor` (stable consumer name per worker, several
 workers share the load) and writes one trade per fill to `stream:trades`. The trades of a batch and the ack of
 their fills are one script (`StreamConsumer.finish`): a crash before it redoes the batch, after it nothing; a
-trade is only written by the call whose XACK removed its fill, so workers that raced on a claimed fill never
-both emit it.
+trade is only written by the call that acked its fill while it was still pending for this worker, so workers that
+raced on a claimed fill never both emit it.
 
 Markets come from the `markets:by_token` hash that the markets ingester writes together with the markets, with
 a local cache in front. A fill whose token is unknown is held (left pending, kept from other workers' XAUTOCLAIM),

@@ -212,6 +212,40 @@ async def test_finish_of_a_batch_partly_finished_elsewhere_writes_only_what_it_a
     assert (await redis_client.xpending(STREAM, "g"))["pending"] == 0
 
 
+async def test_finish_of_an_entry_claimed_away_leaves_it_to_the_new_owner(redis_client: aioredis.Redis) -> None:
+    # Given two fills read by worker-1, the second claimed by worker-2 (worker-1 looked dead) before worker-1 finished
+    for i in range(2):
+        await redis_client.xadd(STREAM, {"data": f"fill-{i}"})
+    slow, survivor = consumer(redis_client, "worker-1"), consumer(redis_client, "worker-2")
+    await slow.ensure_group()
+    batch = await slow.read()
+    await redis_client.xclaim(STREAM, "g", "worker-2", 0, [batch[1].id])
+    # When worker-1 finishes both, only its own is acked and emitted; the claimed one stays worker-2's
+    assert await slow.finish(ack={e.id: [e.data + b":trade"] for e in batch}, output_stream="stream:out") == (1, 1, 0)
+    pending = await redis_client.xpending_range(STREAM, "g", "-", "+", 10)
+    assert [(item["message_id"].decode(), item["consumer"]) for item in pending] == [(batch[1].id, b"worker-2")]
+    # Then worker-2's finish emits it, once
+    assert await survivor.finish(ack={batch[1].id: [b"fill-1:trade"]}, output_stream="stream:out") == (1, 1, 0)
+    assert await stream_payloads(redis_client, "stream:out") == [b"fill-0:trade", b"fill-1:trade"]
+
+
+async def test_finish_of_ids_out_of_order_among_other_pending_entries(redis_client: aioredis.Redis) -> None:
+    # Given 30 pending fills of one worker (more than a page of the script's XPENDING), finished in an order of its
+    # own (held fills are released so), with other pending entries of this worker between them
+    for i in range(30):
+        await redis_client.xadd(STREAM, {"data": f"fill-{i}"})
+    worker = consumer(redis_client, "worker-1")
+    await worker.ensure_group()
+    batch = await worker.read()
+    chosen = [batch[i] for i in (17, 3, 29, 0, 11)]
+    # When it finishes them
+    result = await worker.finish(ack={e.id: [e.data + b":trade"] for e in chosen}, output_stream="stream:out")
+    # Then each of them is acked and emitted once, in the order given, and the others stay pending
+    assert result == (5, 5, 0)
+    assert await stream_payloads(redis_client, "stream:out") == [f"fill-{i}:trade".encode() for i in (17, 3, 29, 0, 11)]
+    assert (await redis_client.xpending(STREAM, "g"))["pending"] == 25
+
+
 async def test_redis_kill_9_keeps_streams_groups_and_cursors(redis_server, redis_client: aioredis.Redis) -> None:
     await append_with_cursor(redis_client, STREAM, [b"a", b"b", b"c"], {CURSOR: (None, "3")})
     worker = consumer(redis_client, "worker-1")
