@@ -156,7 +156,8 @@ async def poll_forever(
     once: bool = False,
     max_backoff_s: float = 60.0,
 ) -> None:
-    """Call `step` until the service stops; `step` returns True when more work is ready right away.
+    """Call `step` every `interval_s` (from the start of one call to the next) until the service stops; `step`
+    returns True when more work is ready right away.
 
     An unreachable source or sink degrades the service and backs off (never a crash loop), at least as long as
     the server's Retry-After; a permanent source error backs off longer, because retrying at once cannot help.
@@ -165,6 +166,7 @@ async def poll_forever(
     """
     backoff = Backoff(base_s=1.0, max_s=max_backoff_s)
     while not service.stop.is_set():
+        started = time.monotonic()
         try:
             more = await _step_or_stop(service, step)
         except CursorMoved as exc:
@@ -182,7 +184,9 @@ async def poll_forever(
         if not more:
             if once:
                 return
-            await sleep_unless_stopped(service.stop, interval_s)
+            # every interval_s from the start of the last step, not after it: a source polled every second is
+            # read every second, however long a step took (less latency on a slow machine)
+            await sleep_unless_stopped(service.stop, max(0.0, interval_s - (time.monotonic() - started)))
 
 
 async def _step_or_stop(service: Service, step: Callable[[], Awaitable[bool]]) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import signal
 import subprocess
 import sys
@@ -35,6 +36,25 @@ async def test_heartbeat_records_state_counters_and_final_stop(redis_settings, r
     assert abs(float(seen_running[b"heartbeat_at"]) - time.time()) < 5
     final = await redis_client.hgetall(keys.service_key("demo"))
     assert final[b"state"] == b"stopped"
+
+
+async def test_a_source_is_polled_every_interval_from_the_start_of_each_step(redis_settings) -> None:
+    starts: list[float] = []
+
+    async def body(service: Service) -> None:
+        async def slow_step() -> bool:
+            starts.append(time.monotonic())
+            if len(starts) == 4:
+                service.stop.set()
+            await asyncio.sleep(0.4)  # a step that takes most of the interval
+            return False
+
+        await poll_forever(service, slow_step, interval_s=0.6)
+
+    await run_worker("poller", redis_settings, body)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    # every 0.6 s from one start to the next; sleeping the interval after each step would make it 1.0 s
+    assert len(gaps) == 3 and all(0.55 < gap < 0.9 for gap in gaps), gaps
 
 
 async def test_failing_source_degrades_then_recovers_without_crashing(redis_settings, redis_client) -> None:
