@@ -87,19 +87,7 @@ def encode_order_event(event: OrderEvent) -> bytes:
 def decode_order_event(data: bytes) -> OrderEvent:
     """Decode and validate; anything malformed raises PoisonMessage with the reason."""
     event = _decode_or_poison(_order_event_decoder, data, "order event")  # types, ranges, asset id lengths
-    # check_order_event's rules in one expression (the decoder already bounded the asset ids' lengths): this
-    # runs once a fill, and only an event that breaks one pays for check_order_event finding which, and raising
-    maker_asset, taker_asset = event.maker_asset_id, event.taker_asset_id
-    if not (
-        (maker_asset == "0") is not (taker_asset == "0")
-        and maker_asset.isdigit()
-        and taker_asset.isdigit()
-        and maker_asset.isascii()
-        and taker_asset.isascii()
-        and max(event.maker_amount, event.taker_amount, event.fee, event.block_number, event.timestamp) <= UINT64_MAX
-        and event.id == f"{event.tx_hash}_{event.order_hash}"
-    ):
-        check_order_event(event)
+    check_order_event(event)
     return event
 
 
@@ -145,6 +133,21 @@ def _is_asset_id(value: str) -> bool:
 def check_order_event(event: OrderEvent) -> None:
     """The rules no type says: amounts within UInt64, asset ids of decimal digits, exactly one of them USDC, and
     the id is `<tx_hash>_<order_hash>`."""
+    # All the rules in one expression first: this runs once a fill, and only an event that breaks one pays for
+    # finding which, below, and naming it
+    maker_asset, taker_asset = event.maker_asset_id, event.taker_asset_id
+    if (
+        (maker_asset == "0") is not (taker_asset == "0")
+        and 0 < len(maker_asset) <= 78
+        and 0 < len(taker_asset) <= 78
+        and maker_asset.isdigit()
+        and taker_asset.isdigit()
+        and maker_asset.isascii()
+        and taker_asset.isascii()
+        and max(event.maker_amount, event.taker_amount, event.fee, event.block_number, event.timestamp) <= UINT64_MAX
+        and event.id == f"{event.tx_hash}_{event.order_hash}"
+    ):
+        return
     if max(event.maker_amount, event.taker_amount, event.fee, event.block_number, event.timestamp) > UINT64_MAX:
         too_big = [name for name in _UINT64_FIELDS if getattr(event, name) > UINT64_MAX]
         raise PoisonMessage(f"invalid order event {event.id}: {', '.join(too_big)} beyond UInt64")
