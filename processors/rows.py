@@ -211,12 +211,9 @@ def event_row(data: bytes, ingested_at: datetime) -> EventRow:
     )
 
 
-def market_rows(data: bytes, ingested_at: datetime) -> tuple[Row]:
-    return (market_row(data, ingested_at),)
-
-
-def event_rows(data: bytes, ingested_at: datetime) -> tuple[Row]:
-    return (event_row(data, ingested_at),)
+def one_row(to_row: Callable[[bytes, datetime], Row]) -> Callable[[bytes, datetime], tuple[Row]]:
+    """`to_row` as the `StreamSpec.to_rows` of a stream that fills one table."""
+    return lambda data, ingested_at: (to_row(data, ingested_at),)
 
 
 # The stream structs' fields are the tables' columns, in their order, then `ingested_at`.
@@ -228,10 +225,6 @@ def order_event_row(data: bytes, ingested_at: datetime) -> Row:
     """A `stream:order_events` entry as its `order_filled_events` row: what the writer read before `stream:trades`
     fed that table, still used to drain a group left by that writer (`clickhouse_writer.drain_legacy_group`)."""
     return (*astuple(decode_order_event(data)), ingested_at)
-
-
-def order_event_rows(data: bytes, ingested_at: datetime) -> tuple[Row]:
-    return (order_event_row(data, ingested_at),)
 
 
 def trade_row(data: bytes, ingested_at: datetime) -> Row:
@@ -279,11 +272,11 @@ ORDER_FILLED_EVENTS = TableSpec("order_filled_events", ORDER_EVENT_COLUMNS, IMMU
 TRADES = TableSpec("trades", TRADE_COLUMNS, IMMUTABLE)
 TABLES = (MARKETS, EVENTS, ORDER_FILLED_EVENTS, TRADES)
 STREAMS = (
-    StreamSpec(keys.STREAM_MARKETS, (MARKETS,), market_rows),
-    StreamSpec(keys.STREAM_EVENTS, (EVENTS,), event_rows),
+    StreamSpec(keys.STREAM_MARKETS, (MARKETS,), one_row(market_row)),
+    StreamSpec(keys.STREAM_EVENTS, (EVENTS,), one_row(event_row)),
     # order_filled_events first: a crash between the two inserts leaves a fill without its trade, which the
     # entry's redelivery completes (and `replay` would find); trades last, as its own stream's table
     StreamSpec(keys.STREAM_TRADES, (ORDER_FILLED_EVENTS, TRADES), trade_rows),
 )
 # What the writer read before stream:trades fed order_filled_events; only drained now (clickhouse_writer.py).
-LEGACY_ORDER_EVENTS = StreamSpec(keys.STREAM_ORDER_EVENTS, (ORDER_FILLED_EVENTS,), order_event_rows)
+LEGACY_ORDER_EVENTS = StreamSpec(keys.STREAM_ORDER_EVENTS, (ORDER_FILLED_EVENTS,), one_row(order_event_row))
