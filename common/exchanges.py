@@ -13,7 +13,7 @@ those rows only counts every match once. Addresses are lowercase, as nodes retur
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from eth_hash.auto import keccak
@@ -27,10 +27,11 @@ class OrderFilledAbi:
 
     signature: str
     data_types: tuple[str, ...]
+    # computed once: the chain decoder compares it for every log, and a keccak per log was half its CPU
+    topic: str = field(init=False, compare=False)
 
-    @property
-    def topic(self) -> str:
-        return "0x" + keccak(self.signature.encode()).hex()
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "topic", "0x" + keccak(self.signature.encode()).hex())
 
 
 # OrderFilled(bytes32 indexed orderHash, address indexed maker, address indexed taker, uint256 makerAssetId,

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import msgspec
 import orjson
 
 from common import keys
 from common.errors import PermanentSourceError, PoisonMessage, SourceError, TransientSourceError
-from common.exchanges import EXCHANGES, TOPICS, V1_ABI
+from common.exchanges import BY_ADDRESS, EXCHANGES, TOPICS, V1_ABI
 from common.payloads import (
     OrderEvent,
     encode_dead_letter,
@@ -52,22 +52,6 @@ RANGE_HINTS = (
 )
 RATE_HINTS = ("rate limit", "rate-limit", "too many requests", "request rate", "daily request", "capacity", "quota")
 PERMANENT_CODES = frozenset({-32600, -32601, -32602, -32700})
-
-
-class _Decoding(NamedTuple):
-    """How to read an exchange's logs, worked out once: `OrderFilledAbi.topic` hashes the signature on every call
-    (keccak through eth-hash: about half the per-log CPU when it ran per log)."""
-
-    name: str
-    topic: str
-    words: int  # data words of its OrderFilled
-    v1: bool
-
-
-_DECODING = {
-    exchange.address: _Decoding(exchange.name, exchange.abi.topic, len(exchange.abi.data_types), exchange.abi == V1_ABI)
-    for exchange in EXCHANGES
-}
 
 
 def get_logs_filter(from_block: int, to_block: int) -> dict[str, Any]:
@@ -120,13 +104,13 @@ def build_order_filled(log: Mapping[str, Any], timestamp: int) -> OrderEvent:
         data = log["data"]
     except KeyError as exc:
         raise PoisonMessage(f"log without field {exc.args[0]}") from None
-    exchange = _DECODING.get(address)
+    exchange = BY_ADDRESS.get(address)
     if exchange is None:
         raise PoisonMessage(f"log of {address}, which is not an exchange of common.exchanges")
-    if len(topics) != 4 or topics[0] != exchange.topic:
+    if len(topics) != 4 or topics[0] != exchange.abi.topic:
         raise PoisonMessage(f"not an OrderFilled log of {exchange.name} (topics {topics[:1]}, {len(topics)} topics)")
-    words = decode_data_words(data, exchange.words)
-    if exchange.v1:
+    words = decode_data_words(data, len(exchange.abi.data_types))
+    if exchange.abi is V1_ABI:
         maker_asset, taker_asset, maker_amount, taker_amount, fee = words
     else:  # the trailing bytes32 builder and metadata are not needed, but must be there
         side, token_id, maker_amount, taker_amount, fee, _builder, _metadata = words
