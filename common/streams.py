@@ -7,8 +7,11 @@ neither advance the cursor without the data nor write the page twice.
 Consumers: `StreamConsumer` reads with a stable consumer name; on start (and after a failed batch) it re-reads
 its own pending entries from `0`, then new ones with `>`, and every `claim_interval_s` takes over entries of
 dead consumers with XAUTOCLAIM. An entry delivered more than `max_deliveries` times goes to `stream:dlq` with
-its last error. `finish()` acks a batch, appends its outputs and its poison in one script (see
-lua/finish_batch.lua for why nothing is ever emitted twice). `run_consumer()` is the loop around them.
+its last error, if one was recorded; one without (its consumer was killed or restarted before finishing it) is
+re-read and handled alone with a marker of its own, and goes to `stream:dlq` only once the consumer has died
+`DEATHS_ALONE_LIMIT` times while handling it alone (see `StreamConsumer.mark_handling_alone`). `finish()` acks a
+batch, appends its outputs and its poison in one script (see lua/finish_batch.lua for why nothing is ever emitted
+twice). `run_consumer()` is the loop around them.
 
 Trimming lives in `common.trimming`; the scripts' plumbing in `common.lua_scripts`.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -37,6 +41,11 @@ log = structlog.get_logger()
 
 # failures hash entries outlive a crash but not forever
 FAILURES_TTL_S = 7 * 24 * 3600
+# An entry is dead-lettered for killing its consumer only after this many deaths while it was the one entry in hand:
+# one can be a chance (a SIGKILL or OOM of the whole host landing during it), two in a row are the entry.
+DEATHS_ALONE_LIMIT = 2
+# The failures hash value of an entry being handled alone; the count survives the deaths it counts.
+_DIED_ALONE = re.compile(rb"the consumer died (\d+) times? while handling this entry alone")
 
 
 # --- producers ---------------------------------------------------------------------------------------------
@@ -132,6 +141,7 @@ class StreamConsumer:
         self._raw.response_callbacks.pop("XREADGROUP", None)
         self._pending_start: str | None = "0"  # None once our own pending list has been re-read
         self._isolate = False  # after a failed batch, re-read pending one entry at a time to isolate poison
+        self.read_alone = False  # the batch read() returned last is one entry to handle with nothing else in hand
         self._claim_start = "0-0"
         self._next_claim_at = 0.0
         self.dead_lettered = 0
@@ -155,10 +165,13 @@ class StreamConsumer:
 
     async def read(self) -> list[Entry]:
         """The next batch: own pending entries first, then dead consumers' entries when due, then new ones."""
+        self.read_alone = False
         async with map_redis_errors(f"read {self.stream}"):
             if self._pending_start is not None:
+                alone = self._isolate
                 batch = await self._read_own_pending()
                 if batch is not None:
+                    self.read_alone = alone and bool(batch)
                     return batch
             if time.monotonic() >= self._next_claim_at:
                 claimed = await self._claim_idle()
@@ -216,7 +229,8 @@ class StreamConsumer:
         return await self._screen(raw)
 
     async def _screen(self, raw: list[tuple[str, bytes | None]]) -> list[Entry]:
-        """Attach delivery counts; dead-letter entries past `max_deliveries` (and ack deleted ones)."""
+        """Attach delivery counts; dead-letter entries past `max_deliveries` with a recorded failure (and ack
+        deleted ones); entries past it without one are handled alone (see `_dead_letter_exhausted`)."""
         if not raw:
             return []
         pending = await self.redis.xpending_range(
@@ -232,16 +246,31 @@ class StreamConsumer:
             entry = Entry(entry_id, data, counts.get(entry_id, 1))
             (exhausted if entry.deliveries > self.settings.max_deliveries else entries).append(entry)
         if exhausted:
-            await self._dead_letter_exhausted(exhausted)
+            interrupted = await self._dead_letter_exhausted(exhausted)
+            if self._isolate:
+                entries += interrupted  # the one entry of an isolated read: handled alone, with its marker
+            elif interrupted:
+                log.warning("entries past max_deliveries without a recorded failure; handling them alone",
+                            stream=self.stream, group=self.group, entries=len(interrupted))  # fmt: skip
+                self.rewind(isolate=True)
         return entries
 
-    async def _dead_letter_exhausted(self, exhausted: list[Entry]) -> None:
+    async def _dead_letter_exhausted(self, exhausted: list[Entry]) -> list[Entry]:
+        """Dead-letter the entries that failed (an error, or `DEATHS_ALONE_LIMIT` deaths alone); return the others.
+
+        Those were interrupted (their consumer was killed or restarted mid-batch, which re-delivers them), not
+        proven poison: they are handled alone next, where a death is theirs to count.
+        """
         reasons = await self.redis.hmget(self.failures_key, [entry.id for entry in exhausted])
-        dead = [
-            (entry, f"failed {entry.deliveries - 1} deliveries; last error: {(reason or b'unknown').decode()}")
-            for entry, reason in zip(exhausted, reasons, strict=False)
-        ]
-        await self.finish(ack=[], dead=dead)
+        dead, interrupted = [], []
+        for entry, reason in zip(exhausted, reasons, strict=True):
+            if reason is None or 0 < _deaths_alone(reason) < DEATHS_ALONE_LIMIT:
+                interrupted.append(entry)
+            else:
+                dead.append((entry, f"failed {entry.deliveries - 1} deliveries; last error: {reason.decode()}"))
+        if dead:
+            await self.finish(ack=[], dead=dead)
+        return interrupted
 
     async def keep(self, ids: Sequence[str]) -> None:
         """Reset the idle time of entries we hold on purpose (e.g. waiting for their market), so other
@@ -250,6 +279,19 @@ class StreamConsumer:
             return
         async with map_redis_errors("keep pending entries"):
             await self.redis.xclaim(self.stream, self.group, self.consumer, 0, list(ids), justid=True)
+
+    async def mark_handling_alone(self, entry: Entry) -> None:
+        """Record, before handling `entry` alone, that the consumer died doing it: true if this process dies
+        before `clear_handling_alone` (or `record_failure`) replaces it, and counted from one death to the next."""
+        async with map_redis_errors("mark entry handled alone"):
+            deaths = _deaths_alone(await self.redis.hget(self.failures_key, entry.id)) + 1
+        await self.record_failure([entry], f"the consumer died {deaths} time{'s' if deaths > 1 else ''} while "
+                                           "handling this entry alone")  # fmt: skip
+
+    async def clear_handling_alone(self, entry: Entry) -> None:
+        """The entry was handled alone and the consumer lived (it may still be pending: held on purpose)."""
+        async with map_redis_errors("clear entry handled alone"):
+            await self.redis.hdel(self.failures_key, entry.id)
 
     async def record_failure(self, entries: Sequence[Entry], error: str) -> None:
         """Remember why these entries failed, so their dead letter can say so even after a crash."""
@@ -303,6 +345,12 @@ class StreamConsumer:
         return int(acked), int(emitted), int(dead_count)
 
 
+def _deaths_alone(reason: bytes | None) -> int:
+    """How many times the consumer died handling the entry alone, from its failures hash value (0: other value)."""
+    died = _DIED_ALONE.fullmatch(reason) if reason is not None else None
+    return int(died[1]) if died else 0
+
+
 BatchHandler = Callable[[list[Entry]], Awaitable[None]]
 
 
@@ -323,6 +371,8 @@ async def run_consumer(
     - Any other exception: log it with the traceback, record it as the entries' last error and re-read them one
       at a time; an entry that keeps failing reaches `max_deliveries` and goes to the dead-letter stream while
       the others go through.
+    - An entry read alone (isolation) is handled with nothing else in flight, and marked first
+      (`mark_handling_alone`), so that if the process dies meanwhile the next start knows whom to blame.
     `max_in_flight > 1` reads and handles the next batch while earlier ones are finishing in Redis (the processor
     does; `finish` writes each output once whatever the overlap). Keep 1 where a batch must be the consumer's
     only pending one (the ClickHouse writer). On stop, the batches in hand are finished before returning.
@@ -357,9 +407,15 @@ async def run_consumer(
                 elif once and consumer._pending_start is None:
                     return
                 continue
-            task = asyncio.create_task(
-                _handle_batch(consumer, handle, batch, stop=stop, on_error=on_error, on_success=on_success)
-            )
+            alone = consumer.read_alone
+            if alone and in_flight:
+                await asyncio.wait(in_flight)  # nothing else in hand while it runs: a death is this entry's
+            handling = _handle_batch(consumer, handle, batch, alone=alone, stop=stop, on_error=on_error,
+                                     on_success=on_success)  # fmt: skip
+            if alone:
+                await handling
+                continue
+            task = asyncio.create_task(handling)
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
     finally:
@@ -372,18 +428,25 @@ async def _handle_batch(
     handle: BatchHandler,
     batch: list[Entry],
     *,
+    alone: bool,
     stop: asyncio.Event,
     on_error: Callable[[BaseException], None] | None,
     on_success: Callable[[], None] | None,
 ) -> None:
+    """Handle `batch` until it is done, failed (recorded) or left pending for a stop; `alone`: it is one entry
+    with nothing else in flight, marked while in hand (see `StreamConsumer.mark_handling_alone`)."""
     backoff = Backoff(base_s=0.2, max_s=10.0)
+    marked = not alone
     while True:
         try:
+            if not marked:  # once: each mark counts one more death
+                await consumer.mark_handling_alone(batch[0])
+                marked = True
             await handle(batch)
         except TransientSinkError as exc:
             _report(on_error, exc)
             if stop.is_set():
-                return  # the batch stays pending; the next start re-reads it
+                break  # the batch stays pending; the next start re-reads it
             delay_s = backoff.next_delay_s()
             log.warning(
                 "sink unavailable; batch kept",
@@ -405,7 +468,10 @@ async def _handle_batch(
             return
         if on_success is not None:
             on_success()
-        return
+        break
+    if alone and marked:  # the consumer lived: no death to count (if Redis is down, one stays: one is a chance)
+        with contextlib.suppress(TransientSinkError):
+            await consumer.clear_handling_alone(batch[0])
 
 
 def _report(on_error: Callable[[BaseException], None] | None, exc: BaseException) -> None:

@@ -11,7 +11,15 @@ import redis.asyncio as aioredis
 from common import keys
 from common.config import StreamSettings
 from common.errors import CursorMoved
-from common.streams import Entry, StreamConsumer, append_with_cursor, read_cursor, run_consumer
+from common.streams import (
+    DEATHS_ALONE_LIMIT,
+    BatchHandler,
+    Entry,
+    StreamConsumer,
+    append_with_cursor,
+    read_cursor,
+    run_consumer,
+)
 from common.trimming import trim_acked
 
 STREAM = "stream:test"
@@ -171,6 +179,154 @@ async def test_failing_message_goes_to_dlq_while_later_messages_flow(redis_clien
     assert "ValueError: cannot handle poison" in dead[0]["error"]
     assert dead[0]["deliveries"] == 4
     assert (await redis_client.xpending(STREAM, "g"))["pending"] == 0
+
+
+async def restart_without_finishing(redis: aioredis.Redis, name: str, starts: int) -> None:
+    """`starts` starts of consumer `name` that each read their batch (pending first) and are killed before
+    finishing it: every re-read adds one to the entries' delivery counters, and no failure is recorded."""
+    for _ in range(starts):
+        doomed = consumer(redis, name)
+        await doomed.ensure_group()
+        assert await doomed.read()
+
+
+async def run_until_killed(worker: StreamConsumer, handle: BatchHandler, died: asyncio.Event, **options: int) -> bool:
+    """Run `worker` until its stream is drained (False) or its handler sets `died` and hangs: then kill it (True),
+    as a SIGKILL would: its handling is cancelled where it stands, nothing more of it runs."""
+    run = asyncio.create_task(run_consumer(worker, handle, stop=asyncio.Event(), once=True, **options))
+    death = asyncio.create_task(died.wait())
+    await asyncio.wait({run, death}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    death.cancel()
+    if run.done():
+        run.result()
+        return False
+    while not run.done():  # a second cancel reaches the in-flight handlers the first one's `finally` waits for
+        run.cancel()
+        await asyncio.sleep(0.01)
+    return True
+
+
+def acking_handler(worker: StreamConsumer, handled: list[list[bytes]], died: asyncio.Event, *, kill_on: bytes = b"",
+                   kill_alone_once: bytes = b"") -> BatchHandler:  # fmt: skip
+    """Acks its batches and records them in `handled`, except that a batch holding `kill_on`, or the first batch
+    that is `kill_alone_once` alone, kills the process (sets `died` and hangs, like a process past its last line)."""
+
+    async def handle(batch: list[Entry]) -> None:
+        datas = [e.data for e in batch]
+        if kill_on in datas or datas == [kill_alone_once]:
+            died.set()
+            await asyncio.Event().wait()
+        handled.append(datas)
+        await worker.finish(ack=[e.id for e in batch])
+
+    return handle
+
+
+async def test_entries_redelivered_past_max_deliveries_only_by_restarts_are_processed_not_dead_lettered(
+    redis_client: aioredis.Redis,
+) -> None:
+    # Given 5 entries whose consumer was killed more than max_deliveries (3) times before finishing its batch
+    for i in range(5):
+        await redis_client.xadd(STREAM, {"data": str(i)})
+    await restart_without_finishing(redis_client, "worker-1", starts=3)
+    # When it starts once more (their 4th delivery, past the limit) and lives
+    worker, handled = consumer(redis_client, "worker-1"), []
+    assert not await run_until_killed(worker, acking_handler(worker, handled, asyncio.Event()), asyncio.Event())
+    # Then none is dead-lettered: each is handled alone (no failure is recorded against them) and acked
+    assert handled == [[str(i).encode()] for i in range(5)]
+    assert await redis_client.xlen(keys.STREAM_DLQ) == 0
+    assert (await redis_client.xpending(STREAM, "g"))["pending"] == 0
+    assert await redis_client.exists(worker.failures_key) == 0
+
+
+async def test_an_entry_that_kills_its_consumer_alone_is_dead_lettered_and_its_batch_mates_go_through(
+    redis_client: aioredis.Redis,
+) -> None:
+    # Given 5 entries, the third of which kills the process whenever it is handled (os._exit, OOM, segfault)
+    for i in range(5):
+        await redis_client.xadd(STREAM, {"data": "kill" if i == 2 else str(i)})
+    handled: list[list[bytes]] = []
+    deaths = 0
+    # When the consumer is restarted after each death (as supervisord does)
+    while deaths < 10:
+        worker, died = consumer(redis_client, "worker-1"), asyncio.Event()
+        if not await run_until_killed(worker, acking_handler(worker, handled, died, kill_on=b"kill"), died):
+            break
+        deaths += 1
+    # Then it died max_deliveries times on the batch, then DEATHS_ALONE_LIMIT times on the entry alone, and no more:
+    # the entry is dead-lettered with that reason and the others are handled, alone, once each
+    assert deaths == 3 + DEATHS_ALONE_LIMIT
+    [dead] = [orjson.loads(p) for p in await stream_payloads(redis_client, keys.STREAM_DLQ)]
+    assert dead["payload"] == "kill"
+    assert dead["error"] == "failed 7 deliveries; last error: the consumer died 2 times while handling this entry alone"
+    assert handled == [[b"0"], [b"1"], [b"3"], [b"4"]]
+    assert (await redis_client.xpending(STREAM, "g"))["pending"] == 0
+    assert await redis_client.exists(worker.failures_key) == 0
+
+
+async def test_one_death_while_an_entry_is_handled_alone_does_not_dead_letter_it(redis_client: aioredis.Redis) -> None:
+    # Given 3 entries past max_deliveries by restarts, and a kill that lands while the second is handled alone
+    for i in range(3):
+        await redis_client.xadd(STREAM, {"data": str(i)})
+    await restart_without_finishing(redis_client, "worker-1", starts=3)
+    handled: list[list[bytes]] = []
+    worker, died = consumer(redis_client, "worker-1"), asyncio.Event()
+    assert await run_until_killed(worker, acking_handler(worker, handled, died, kill_alone_once=b"1"), died)
+    # When the consumer starts again and lives
+    worker = consumer(redis_client, "worker-1")
+    assert not await run_until_killed(worker, acking_handler(worker, handled, asyncio.Event()), asyncio.Event())
+    # Then the entry is handled (one death alone can be a chance), nothing is dead-lettered
+    assert handled == [[b"0"], [b"1"], [b"2"]]
+    assert await redis_client.xlen(keys.STREAM_DLQ) == 0
+    assert await redis_client.exists(worker.failures_key) == 0
+
+
+async def test_an_entry_held_pending_after_its_handling_alone_is_not_blamed_for_later_restarts(
+    redis_client: aioredis.Redis,
+) -> None:
+    # Given an entry past max_deliveries by restarts that the consumer holds on purpose when handling it (the
+    # processor's fill waiting for its market): handled alone, not acked
+    held_id = (await redis_client.xadd(STREAM, {"data": "held"})).decode()
+    await restart_without_finishing(redis_client, "worker-1", starts=3)
+    seen: list[bytes] = []
+
+    async def hold(batch: list[Entry]) -> None:
+        seen.extend(e.data for e in batch)
+
+    # When the consumer lives through its handling alone, then is restarted again and again
+    for _ in range(3):
+        worker = consumer(redis_client, "worker-1")
+        await asyncio.wait_for(run_consumer(worker, hold, stop=asyncio.Event(), once=True), timeout=30)
+        # Then no death is recorded against it and it stays pending, never dead-lettered
+        assert await redis_client.hget(worker.failures_key, held_id) is None
+    assert seen == [b"held"] * 3
+    assert await redis_client.xlen(keys.STREAM_DLQ) == 0
+    assert (await redis_client.xpending(STREAM, "g"))["pending"] == 1
+
+
+async def test_an_entry_handled_alone_waits_for_the_batches_in_flight(redis_client: aioredis.Redis) -> None:
+    # Given 3 entries past max_deliveries by restarts and 3 more read once, all pending for one consumer that
+    # handles 2 batches at a time (the processor)
+    for i in range(3):
+        await redis_client.xadd(STREAM, {"data": str(i)})
+    await restart_without_finishing(redis_client, "worker-1", starts=3)
+    for i in range(3, 6):
+        await redis_client.xadd(STREAM, {"data": str(i)})
+    await redis_client.xreadgroup("g", "worker-1", {STREAM: ">"})
+    worker, in_hand, log = consumer(redis_client, "worker-1"), [0], []
+
+    async def handle(batch: list[Entry]) -> None:
+        log.append(([e.data for e in batch], in_hand[0]))
+        in_hand[0] += 1
+        await asyncio.sleep(0.05)
+        in_hand[0] -= 1
+        await worker.finish(ack=[e.id for e in batch])
+
+    # When it starts: the 3 not yet past the limit go as a batch, the 3 past it alone
+    await asyncio.wait_for(run_consumer(worker, handle, stop=asyncio.Event(), once=True, max_in_flight=2), timeout=30)
+    # Then each entry handled alone started with no other batch in hand, so a death then would be its own
+    assert log == [([b"3", b"4", b"5"], 0), ([b"0"], 0), ([b"1"], 0), ([b"2"], 0)]
+    assert await redis_client.xlen(keys.STREAM_DLQ) == 0
 
 
 async def test_finish_emits_outputs_only_once_even_when_retried(redis_client: aioredis.Redis) -> None:
