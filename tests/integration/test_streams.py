@@ -264,6 +264,31 @@ async def test_an_entry_that_kills_its_consumer_alone_is_dead_lettered_and_its_b
     assert await redis_client.exists(worker.failures_key) == 0
 
 
+async def test_a_raising_entry_past_max_deliveries_by_restarts_is_dead_lettered_with_its_error(
+    redis_client: aioredis.Redis,
+) -> None:
+    # Given 3 entries past max_deliveries by restarts, the second of which raises when handled
+    for i in range(3):
+        await redis_client.xadd(STREAM, {"data": "poison" if i == 1 else str(i)})
+    await restart_without_finishing(redis_client, "worker-1", starts=3)
+    worker, handled = consumer(redis_client, "worker-1"), []
+
+    async def handle(batch: list[Entry]) -> None:
+        if batch[0].data == b"poison":
+            raise ValueError("cannot handle poison")
+        handled.extend(e.data for e in batch)
+        await worker.finish(ack=[e.id for e in batch])
+
+    # When the consumer starts and handles them alone
+    await asyncio.wait_for(run_consumer(worker, handle, stop=asyncio.Event(), once=True), timeout=30)
+    # Then the raise replaced its "died alone" marker: it is dead-lettered with its error on its next delivery
+    [dead] = [orjson.loads(p) for p in await stream_payloads(redis_client, keys.STREAM_DLQ)]
+    assert dead["payload"] == "poison"
+    assert dead["error"] == "failed 5 deliveries; last error: ValueError: cannot handle poison"
+    assert handled == [b"0", b"2"]
+    assert (await redis_client.xpending(STREAM, "g"))["pending"] == 0
+
+
 async def test_one_death_while_an_entry_is_handled_alone_does_not_dead_letter_it(redis_client: aioredis.Redis) -> None:
     # Given 3 entries past max_deliveries by restarts, and a kill that lands while the second is handled alone
     for i in range(3):
