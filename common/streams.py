@@ -7,9 +7,10 @@ neither advance the cursor without the data nor write the page twice.
 Consumers: `StreamConsumer` reads with a stable consumer name; on start (and after a failed batch) it re-reads
 its own pending entries from `0`, then new ones with `>`, and every `claim_interval_s` takes over entries of
 dead consumers with XAUTOCLAIM. An entry delivered more than `max_deliveries` times goes to `stream:dlq` with
-its last error, if one was recorded; one without (its consumer was killed or restarted before finishing it) is
-re-read and handled alone with a marker of its own, and goes to `stream:dlq` only once the consumer has died
-`DEATHS_ALONE_LIMIT` times while handling it alone (see `StreamConsumer.mark_handling_alone`). `finish()` acks a
+its last error, if one was recorded. One without was interrupted (its consumer killed or restarted before
+finishing it), not proven poison: it is handled again in its batch, marked "died in a batch"; if the consumer dies
+again, alone, marked with a count of deaths; it goes to `stream:dlq` only once the consumer has died
+`DEATHS_ALONE_LIMIT` times while handling it alone (`StreamConsumer._settle_exhausted`). `finish()` acks a
 batch, appends its outputs and its poison in one script (see lua/finish_batch.lua for why nothing is ever emitted
 twice). `run_consumer()` is the loop around them.
 
@@ -44,8 +45,12 @@ FAILURES_TTL_S = 7 * 24 * 3600
 # An entry is dead-lettered for killing its consumer only after this many deaths while it was the one entry in hand:
 # one can be a chance (a SIGKILL or OOM of the whole host landing during it), two in a row are the entry.
 DEATHS_ALONE_LIMIT = 2
-# The failures hash value of an entry being handled alone; the count survives the deaths it counts.
+# Failures hash values of entries past max_deliveries being handled again: in their batch, then alone, the count
+# surviving the deaths it counts.
+DIED_IN_BATCH = "the consumer died while handling this entry in a batch"
 _DIED_ALONE = re.compile(rb"the consumer died (\d+) times? while handling this entry alone")
+# An error recorded for several entries at once (`record_failure`): not yet any one entry's own.
+_IN_A_BATCH = re.compile(rb"in a batch of \d+: ")
 
 
 # --- producers ---------------------------------------------------------------------------------------------
@@ -229,8 +234,7 @@ class StreamConsumer:
         return await self._screen(raw)
 
     async def _screen(self, raw: list[tuple[str, bytes | None]]) -> list[Entry]:
-        """Attach delivery counts; dead-letter entries past `max_deliveries` with a recorded failure (and ack
-        deleted ones); entries past it without one are handled alone (see `_dead_letter_exhausted`)."""
+        """Attach delivery counts; settle entries past `max_deliveries` (`_settle_exhausted`); ack deleted ones."""
         if not raw:
             return []
         pending = await self.redis.xpending_range(
@@ -244,33 +248,48 @@ class StreamConsumer:
                 await self.redis.xack(self.stream, self.group, entry_id)
                 continue
             entry = Entry(entry_id, data, counts.get(entry_id, 1))
-            (exhausted if entry.deliveries > self.settings.max_deliveries else entries).append(entry)
+            entries.append(entry)
+            if entry.deliveries > self.settings.max_deliveries:
+                exhausted.append(entry)
         if exhausted:
-            interrupted = await self._dead_letter_exhausted(exhausted)
-            if self._isolate:
-                entries += interrupted  # the one entry of an isolated read: handled alone, with its marker
-            elif interrupted:
-                log.warning("entries past max_deliveries without a recorded failure; handling them alone",
-                            stream=self.stream, group=self.group, entries=len(interrupted))  # fmt: skip
-                self.rewind(isolate=True)
+            held_back = await self._settle_exhausted(exhausted)
+            entries = [entry for entry in entries if entry.id not in held_back]
         return entries
 
-    async def _dead_letter_exhausted(self, exhausted: list[Entry]) -> list[Entry]:
-        """Dead-letter the entries that failed (an error, or `DEATHS_ALONE_LIMIT` deaths alone); return the others.
+    async def _settle_exhausted(self, exhausted: list[Entry]) -> set[str]:
+        """Dead-letter the entries past `max_deliveries` that failed: an error, or `DEATHS_ALONE_LIMIT` deaths of
+        the consumer while handling them alone. Return their ids and those of the entries to handle alone first.
 
-        Those were interrupted (their consumer was killed or restarted mid-batch, which re-delivers them), not
-        proven poison: they are handled alone next, where a death is theirs to count.
+        Redelivery alone is no failure: a consumer killed or restarted mid-batch re-reads its batch on start. Such
+        an entry (nothing recorded) stays in this batch, marked DIED_IN_BATCH (one HSET: a crash loop's batch
+        usually goes through at once); one with a reason that is not its own failure (`_is_own_failure`: that mark,
+        a batch's error, too few deaths alone) is held back and the pending list re-read one at a time. An
+        isolated read's one entry is handled alone whatever its mark.
         """
         reasons = await self.redis.hmget(self.failures_key, [entry.id for entry in exhausted])
-        dead, interrupted = [], []
+        dead, unmarked, interrupted = [], [], []
         for entry, reason in zip(exhausted, reasons, strict=True):
-            if reason is None or 0 < _deaths_alone(reason) < DEATHS_ALONE_LIMIT:
-                interrupted.append(entry)
-            else:
+            if reason is None:
+                unmarked.append(entry)
+            elif _is_own_failure(reason):
                 dead.append((entry, f"failed {entry.deliveries - 1} deliveries; last error: {reason.decode()}"))
+            else:
+                interrupted.append(entry)
         if dead:
             await self.finish(ack=[], dead=dead)
-        return interrupted
+        held_back = {entry.id for entry, _ in dead}
+        if self._isolate:
+            return held_back
+        if unmarked:
+            log.warning("entries past max_deliveries without a recorded failure; handling them in their batch",
+                        stream=self.stream, group=self.group, entries=len(unmarked))  # fmt: skip
+            await self._record_failures(dict.fromkeys((entry.id for entry in unmarked), DIED_IN_BATCH))
+        if interrupted:
+            log.warning("entries past max_deliveries whose consumer died handling them; handling them alone",
+                        stream=self.stream, group=self.group, entries=len(interrupted))  # fmt: skip
+            held_back.update(entry.id for entry in interrupted)
+            self.rewind(isolate=True)
+        return held_back
 
     async def keep(self, ids: Sequence[str]) -> None:
         """Reset the idle time of entries we hold on purpose (e.g. waiting for their market), so other
@@ -285,8 +304,8 @@ class StreamConsumer:
         before `clear_handling_alone` (or `record_failure`) replaces it, and counted from one death to the next."""
         async with map_redis_errors("mark entry handled alone"):
             deaths = _deaths_alone(await self.redis.hget(self.failures_key, entry.id)) + 1
-        await self.record_failure([entry], f"the consumer died {deaths} time{'s' if deaths > 1 else ''} while "
-                                           "handling this entry alone")  # fmt: skip
+        times = f"{deaths} time{'s' if deaths > 1 else ''}"
+        await self._record_failures({entry.id: f"the consumer died {times} while handling this entry alone"})
 
     async def clear_handling_alone(self, entry: Entry) -> None:
         """The entry was handled alone and the consumer lived (it may still be pending: held on purpose)."""
@@ -294,11 +313,17 @@ class StreamConsumer:
             await self.redis.hdel(self.failures_key, entry.id)
 
     async def record_failure(self, entries: Sequence[Entry], error: str) -> None:
-        """Remember why these entries failed, so their dead letter can say so even after a crash."""
+        """Remember why these entries failed, so their dead letter can say so even after a crash. An error of
+        several entries at once is recorded as such ("in a batch of N: ..."): it dead-letters none of them, since
+        they are handled alone next, where an error is the entry's own."""
         if not entries:
             return
+        reason = error[:2000] if len(entries) == 1 else f"in a batch of {len(entries)}: {error[:2000]}"
+        await self._record_failures(dict.fromkeys((entry.id for entry in entries), reason))
+
+    async def _record_failures(self, reasons: Mapping[str, str]) -> None:
         async with map_redis_errors("record failure"), self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.failures_key, mapping={entry.id: error[:2000] for entry in entries})
+            pipe.hset(self.failures_key, mapping=reasons)
             pipe.expire(self.failures_key, FAILURES_TTL_S)
             await pipe.execute()
 
@@ -343,6 +368,16 @@ class StreamConsumer:
         if dead_count:
             log.warning("dead-lettered entries", stream=self.stream, group=self.group, entries=dead_count)
         return int(acked), int(emitted), int(dead_count)
+
+
+def _is_own_failure(reason: bytes) -> bool:
+    """Whether a recorded reason proves the entry poison: an error it raised alone, or `DEATHS_ALONE_LIMIT` deaths
+    alone; not fewer deaths alone, nor a death or an error of a batch it was in (`DIED_IN_BATCH`, "in a batch of
+    N: ...")."""
+    deaths = _deaths_alone(reason)
+    if deaths:
+        return deaths >= DEATHS_ALONE_LIMIT
+    return reason != DIED_IN_BATCH.encode() and not _IN_A_BATCH.match(reason)
 
 
 def _deaths_alone(reason: bytes | None) -> int:

@@ -207,13 +207,16 @@ async def run_until_killed(worker: StreamConsumer, handle: BatchHandler, died: a
 
 
 def acking_handler(worker: StreamConsumer, handled: list[list[bytes]], died: asyncio.Event, *, kill_on: bytes = b"",
-                   kill_alone_once: bytes = b"") -> BatchHandler:  # fmt: skip
-    """Acks its batches and records them in `handled`, except that a batch holding `kill_on`, or the first batch
-    that is `kill_alone_once` alone, kills the process (sets `died` and hangs, like a process past its last line)."""
+                   kills_once: list[list[bytes]] | None = None) -> BatchHandler:  # fmt: skip
+    """Acks its batches and records them in `handled`, except that a batch holding `kill_on`, or one of `kills_once`
+    (taken off that list as it kills), kills the process: sets `died` and hangs, like a process past its last line."""
+    kills = kills_once if kills_once is not None else []
 
     async def handle(batch: list[Entry]) -> None:
         datas = [e.data for e in batch]
-        if kill_on in datas or datas == [kill_alone_once]:
+        if kill_on in datas or datas in kills:
+            if datas in kills:
+                kills.remove(datas)
             died.set()
             await asyncio.Event().wait()
         handled.append(datas)
@@ -232,8 +235,8 @@ async def test_entries_redelivered_past_max_deliveries_only_by_restarts_are_proc
     # When it starts once more (their 4th delivery, past the limit) and lives
     worker, handled = consumer(redis_client, "worker-1"), []
     assert not await run_until_killed(worker, acking_handler(worker, handled, asyncio.Event()), asyncio.Event())
-    # Then none is dead-lettered: each is handled alone (no failure is recorded against them) and acked
-    assert handled == [[str(i).encode()] for i in range(5)]
+    # Then none is dead-lettered (no failure is recorded against them): their batch is handled whole and acked
+    assert handled == [[str(i).encode() for i in range(5)]]
     assert await redis_client.xlen(keys.STREAM_DLQ) == 0
     assert (await redis_client.xpending(STREAM, "g"))["pending"] == 0
     assert await redis_client.exists(worker.failures_key) == 0
@@ -253,18 +256,18 @@ async def test_an_entry_that_kills_its_consumer_alone_is_dead_lettered_and_its_b
         if not await run_until_killed(worker, acking_handler(worker, handled, died, kill_on=b"kill"), died):
             break
         deaths += 1
-    # Then it died max_deliveries times on the batch, then DEATHS_ALONE_LIMIT times on the entry alone, and no more:
-    # the entry is dead-lettered with that reason and the others are handled, alone, once each
-    assert deaths == 3 + DEATHS_ALONE_LIMIT
+    # Then it died max_deliveries times on the batch, once more on the batch past the limit, then DEATHS_ALONE_LIMIT
+    # times on the entry alone, and no more: the entry is dead-lettered with that reason, the others handled alone
+    assert deaths == 3 + 1 + DEATHS_ALONE_LIMIT
     [dead] = [orjson.loads(p) for p in await stream_payloads(redis_client, keys.STREAM_DLQ)]
     assert dead["payload"] == "kill"
-    assert dead["error"] == "failed 7 deliveries; last error: the consumer died 2 times while handling this entry alone"
+    assert dead["error"] == "failed 8 deliveries; last error: the consumer died 2 times while handling this entry alone"
     assert handled == [[b"0"], [b"1"], [b"3"], [b"4"]]
     assert (await redis_client.xpending(STREAM, "g"))["pending"] == 0
     assert await redis_client.exists(worker.failures_key) == 0
 
 
-async def test_a_raising_entry_past_max_deliveries_by_restarts_is_dead_lettered_with_its_error(
+async def test_a_raising_entry_past_max_deliveries_by_restarts_is_dead_lettered_with_its_own_error(
     redis_client: aioredis.Redis,
 ) -> None:
     # Given 3 entries past max_deliveries by restarts, the second of which raises when handled
@@ -274,14 +277,14 @@ async def test_a_raising_entry_past_max_deliveries_by_restarts_is_dead_lettered_
     worker, handled = consumer(redis_client, "worker-1"), []
 
     async def handle(batch: list[Entry]) -> None:
-        if batch[0].data == b"poison":
+        if any(e.data == b"poison" for e in batch):
             raise ValueError("cannot handle poison")
         handled.extend(e.data for e in batch)
         await worker.finish(ack=[e.id for e in batch])
 
-    # When the consumer starts and handles them alone
+    # When the consumer starts: the batch raises, so its entries are handled alone
     await asyncio.wait_for(run_consumer(worker, handle, stop=asyncio.Event(), once=True), timeout=30)
-    # Then the raise replaced its "died alone" marker: it is dead-lettered with its error on its next delivery
+    # Then the batch's error dead-letters none of them; the entry's own error, raised alone, does
     [dead] = [orjson.loads(p) for p in await stream_payloads(redis_client, keys.STREAM_DLQ)]
     assert dead["payload"] == "poison"
     assert dead["error"] == "failed 5 deliveries; last error: ValueError: cannot handle poison"
@@ -289,52 +292,57 @@ async def test_a_raising_entry_past_max_deliveries_by_restarts_is_dead_lettered_
     assert (await redis_client.xpending(STREAM, "g"))["pending"] == 0
 
 
-async def test_one_death_while_an_entry_is_handled_alone_does_not_dead_letter_it(redis_client: aioredis.Redis) -> None:
-    # Given 3 entries past max_deliveries by restarts, and a kill that lands while the second is handled alone
+async def test_one_death_in_a_batch_and_one_alone_do_not_dead_letter_an_entry(redis_client: aioredis.Redis) -> None:
+    # Given 3 entries past max_deliveries by restarts, and kills that land by chance: once while their batch is
+    # handled, once while the second is handled alone
     for i in range(3):
         await redis_client.xadd(STREAM, {"data": str(i)})
     await restart_without_finishing(redis_client, "worker-1", starts=3)
     handled: list[list[bytes]] = []
-    worker, died = consumer(redis_client, "worker-1"), asyncio.Event()
-    assert await run_until_killed(worker, acking_handler(worker, handled, died, kill_alone_once=b"1"), died)
+    kills = [[b"0", b"1", b"2"], [b"1"]]
+    for _ in kills[:]:
+        worker, died = consumer(redis_client, "worker-1"), asyncio.Event()
+        assert await run_until_killed(worker, acking_handler(worker, handled, died, kills_once=kills), died)
     # When the consumer starts again and lives
     worker = consumer(redis_client, "worker-1")
     assert not await run_until_killed(worker, acking_handler(worker, handled, asyncio.Event()), asyncio.Event())
-    # Then the entry is handled (one death alone can be a chance), nothing is dead-lettered
+    # Then every entry is handled (alone, after the death in their batch), nothing is dead-lettered
+    assert kills == []
     assert handled == [[b"0"], [b"1"], [b"2"]]
     assert await redis_client.xlen(keys.STREAM_DLQ) == 0
     assert await redis_client.exists(worker.failures_key) == 0
 
 
-async def test_an_entry_held_pending_after_its_handling_alone_is_not_blamed_for_later_restarts(
+async def test_an_entry_held_pending_after_its_handling_is_never_blamed_for_later_restarts(
     redis_client: aioredis.Redis,
 ) -> None:
     # Given an entry past max_deliveries by restarts that the consumer holds on purpose when handling it (the
-    # processor's fill waiting for its market): handled alone, not acked
-    held_id = (await redis_client.xadd(STREAM, {"data": "held"})).decode()
+    # processor's fill waiting for its market): handled, not acked
+    await redis_client.xadd(STREAM, {"data": "held"})
     await restart_without_finishing(redis_client, "worker-1", starts=3)
     seen: list[bytes] = []
 
     async def hold(batch: list[Entry]) -> None:
         seen.extend(e.data for e in batch)
 
-    # When the consumer lives through its handling alone, then is restarted again and again
-    for _ in range(3):
+    # When the consumer lives through each handling, and is restarted again and again
+    for _ in range(6):
         worker = consumer(redis_client, "worker-1")
         await asyncio.wait_for(run_consumer(worker, hold, stop=asyncio.Event(), once=True), timeout=30)
-        # Then no death is recorded against it and it stays pending, never dead-lettered
-        assert await redis_client.hget(worker.failures_key, held_id) is None
-    assert seen == [b"held"] * 3
+    # Then no death is counted against it: handled on each start (in its batch, then alone, in turn), it stays pending
+    assert seen == [b"held"] * 6
     assert await redis_client.xlen(keys.STREAM_DLQ) == 0
     assert (await redis_client.xpending(STREAM, "g"))["pending"] == 1
 
 
 async def test_an_entry_handled_alone_waits_for_the_batches_in_flight(redis_client: aioredis.Redis) -> None:
-    # Given 3 entries past max_deliveries by restarts and 3 more read once, all pending for one consumer that
-    # handles 2 batches at a time (the processor)
+    # Given 3 entries past max_deliveries whose consumer died in their batch too, and 3 more read once, all pending
+    # for one consumer that handles 2 batches at a time (the processor)
     for i in range(3):
         await redis_client.xadd(STREAM, {"data": str(i)})
     await restart_without_finishing(redis_client, "worker-1", starts=3)
+    worker, died = consumer(redis_client, "worker-1"), asyncio.Event()
+    assert await run_until_killed(worker, acking_handler(worker, [], died, kill_on=b"0"), died)
     for i in range(3, 6):
         await redis_client.xadd(STREAM, {"data": str(i)})
     await redis_client.xreadgroup("g", "worker-1", {STREAM: ">"})

@@ -119,6 +119,25 @@ async def test_a_crash_between_the_two_inserts_is_completed_by_the_replay(redis_
     assert group["pending"] == 0
 
 
+async def test_a_batch_the_writer_was_killed_on_past_max_deliveries_is_written_not_dead_lettered(
+    redis_settings, redis_client, ch_settings
+):
+    fills = make_fills(random.Random(6), make_markets(random.Random(6), 3), groups=30)
+    await publish_trades(redis_client, fills)
+    # a writer killed 3 times (max_deliveries) before it could finish its batch: each start re-read it
+    for _ in range(FAST_STREAMS.max_deliveries):
+        batch = await read_as(redis_client, keys.STREAM_TRADES, WRITER.clickhouse_writer_consumer, len(fills))
+        assert len(batch) == len(fills)
+
+    service = await run_writer_once(redis_settings, ch_settings)
+
+    # its 4th delivery, past the limit with no failure recorded: the batch is written, not parked in the DLQ
+    assert counts(ch_settings, "order_filled_events") == counts(ch_settings, "trades") == (len(fills), len(fills))
+    assert await redis_client.xlen(keys.STREAM_DLQ) == 0 and service.counters["dead_lettered"] == 0
+    (group,) = await redis_client.xinfo_groups(keys.STREAM_TRADES)
+    assert group["pending"] == 0
+
+
 async def test_upgrade_drains_the_earlier_writers_group_on_order_events_then_destroys_it(
     redis_settings, redis_client, ch_settings
 ):
