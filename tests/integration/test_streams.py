@@ -206,6 +206,13 @@ async def run_until_killed(worker: StreamConsumer, handle: BatchHandler, died: a
     return True
 
 
+async def the_one_dead_letter(redis: aioredis.Redis) -> tuple[str, str]:
+    """(payload, error) of the only dead letter, once the group has nothing left pending."""
+    assert (await redis.xpending(STREAM, "g"))["pending"] == 0
+    [dead] = [orjson.loads(p) for p in await stream_payloads(redis, keys.STREAM_DLQ)]
+    return dead["payload"], dead["error"]
+
+
 def acking_handler(worker: StreamConsumer, handled: list[list[bytes]], died: asyncio.Event, *, kill_on: bytes = b"",
                    kills_once: list[list[bytes]] | None = None) -> BatchHandler:  # fmt: skip
     """Acks its batches and records them in `handled`, except that a batch holding `kill_on`, or one of `kills_once`
@@ -259,11 +266,10 @@ async def test_an_entry_that_kills_its_consumer_alone_is_dead_lettered_and_its_b
     # Then it died max_deliveries times on the batch, once more on the batch past the limit, then DEATHS_ALONE_LIMIT
     # times on the entry alone, and no more: the entry is dead-lettered with that reason, the others handled alone
     assert deaths == 3 + 1 + DEATHS_ALONE_LIMIT
-    [dead] = [orjson.loads(p) for p in await stream_payloads(redis_client, keys.STREAM_DLQ)]
-    assert dead["payload"] == "kill"
-    assert dead["error"] == "failed 8 deliveries; last error: the consumer died 2 times while handling this entry alone"
+    assert await the_one_dead_letter(redis_client) == (
+        "kill", "failed 8 deliveries; last error: the consumer died 2 times while handling this entry alone"
+    )  # fmt: skip
     assert handled == [[b"0"], [b"1"], [b"3"], [b"4"]]
-    assert (await redis_client.xpending(STREAM, "g"))["pending"] == 0
     assert await redis_client.exists(worker.failures_key) == 0
 
 
@@ -285,11 +291,10 @@ async def test_a_raising_entry_past_max_deliveries_by_restarts_is_dead_lettered_
     # When the consumer starts: the batch raises, so its entries are handled alone
     await asyncio.wait_for(run_consumer(worker, handle, stop=asyncio.Event(), once=True), timeout=30)
     # Then the batch's error dead-letters none of them; the entry's own error, raised alone, does
-    [dead] = [orjson.loads(p) for p in await stream_payloads(redis_client, keys.STREAM_DLQ)]
-    assert dead["payload"] == "poison"
-    assert dead["error"] == "failed 5 deliveries; last error: ValueError: cannot handle poison"
+    assert await the_one_dead_letter(redis_client) == (
+        "poison", "failed 5 deliveries; last error: ValueError: cannot handle poison"
+    )  # fmt: skip
     assert handled == [b"0", b"2"]
-    assert (await redis_client.xpending(STREAM, "g"))["pending"] == 0
 
 
 async def test_one_death_in_a_batch_and_one_alone_do_not_dead_letter_an_entry(redis_client: aioredis.Redis) -> None:
