@@ -215,9 +215,13 @@ def _typed_logs(logs: Sequence[Any]) -> tuple[list[ChainLog], list[tuple[Any, Po
 def blocks_needing_timestamps(logs: Sequence[Any]) -> set[int]:
     """Blocks of `logs` whose timestamp the logs don't carry (newer nodes add `blockTimestamp` to each log)."""
     typed, _ = _typed_logs(logs)
-    return {position[0] for position in map(log_position, typed) if position[0] >= 0} - {
-        log_position(log)[0] for log in typed if log.block_timestamp is not None
-    }
+    needed: set[int] = set()
+    carried: set[int] = set()
+    for log in typed:
+        block = log_position(log)[0]
+        if block >= 0:
+            (needed if log.block_timestamp is None else carried).add(block)
+    return needed - carried
 
 
 def normalize_logs(logs: Sequence[Any], timestamps: Mapping[int, int]) -> tuple[list[bytes], list[bytes]]:
@@ -225,11 +229,10 @@ def normalize_logs(logs: Sequence[Any], timestamps: Mapping[int, int]) -> tuple[
     entries with the reason)."""
     typed, malformed = _typed_logs(logs)
     entries, dead = [], [_dead_letter(orjson.dumps(raw, default=str), exc) for raw, exc in malformed]
-    for log in sorted(typed, key=log_position):
+    for (block, _), log in sorted(((log_position(log), log) for log in typed), key=itemgetter(0)):
         if log.removed:
             continue  # a reorged-out log; finalized ranges don't have them
         try:
-            block = log_position(log)[0]
             stamp = log.block_timestamp
             timestamp = int(stamp, 16) if stamp is not None else timestamps.get(block)
             if timestamp is None:

@@ -21,6 +21,7 @@ from ingesters.chain_logs import (
     SpanSizer,
     as_chain_log,
     block_batch,
+    blocks_needing_timestamps,
     classify_rpc_error,
     decode_block_batch,
     decode_data_words,
@@ -321,3 +322,15 @@ def test_rpc_result_maps_errors_to_what_the_caller_does() -> None:
     assert hex_quantity("0x1f", "n") == 31
     with pytest.raises(TransientSourceError):
         hex_quantity(None, "eth_blockNumber")
+
+
+def test_a_carried_block_timestamp_is_used_and_its_block_not_asked_for_and_removed_logs_are_skipped() -> None:
+    carried = v1_log(0, TOKEN, blockTimestamp=hex(1_777_000_123))
+    other_block = v1_log(0, TOKEN, blockNumber=hex(84_000_001), logIndex="0x1")
+    removed = v1_log(0, TOKEN, blockNumber=hex(84_000_002), removed=True)
+    reply = decode_logs_reply(rpc_body([other_block, removed, carried]))
+    assert blocks_needing_timestamps(reply["result"]) == {84_000_001, 84_000_002}
+    entries, dead = normalize_logs(reply["result"], {84_000_001: 9})
+    events = [decode_order_event(entry) for entry in entries]
+    assert [(e.block_number, e.timestamp) for e in events] == [(84_000_000, 1_777_000_123), (84_000_001, 9)]
+    assert dead == []
