@@ -124,13 +124,18 @@ async def request_json(
     what: str,
     limiter: RateLimiter | None = None,
     decode: Decode = orjson.loads,
+    json: Any = None,
     **kwargs: Any,
 ) -> Any:
     """One HTTP call returning its body decoded by `decode`, retried on transient failures up to
-    `settings.max_attempts`.
+    `settings.max_attempts`. A `json` body is encoded once, by orjson (httpx's own encoding is the stdlib's:
+    3.4 ms a batch of 1,000 eth_getBlockByNumber calls here, against 0.1).
 
     `what` names the call in errors and logs; it is never the URL, which may carry an API key.
     """
+    if json is not None:
+        kwargs["content"] = orjson.dumps(json)
+        kwargs["headers"] = {**kwargs.get("headers", {}), "Content-Type": "application/json"}
     attempt = 0
     while True:
         attempt += 1

@@ -39,6 +39,7 @@ from common.streams import append_with_cursor, read_cursor
 from ingesters.backfill import ProgressCallback, main_with_backfill, plan_backfill, run_parts
 from ingesters.bounded_cache import BoundedCache
 from ingesters.chain_logs import (
+    REPLY_DECODERS,
     RangeTooLarge,
     SpanSizer,
     block_batch,
@@ -103,7 +104,8 @@ class Node:
         )  # fmt: skip
 
     async def call(self, method: str, params: list[Any]) -> Any:
-        reply = await self.post({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}, method)
+        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+        reply = await self.post(body, method, REPLY_DECODERS.get(method, orjson.loads))
         return rpc_result(reply, method)
 
     async def heads(self) -> tuple[int, int]:

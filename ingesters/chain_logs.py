@@ -13,8 +13,10 @@ reverse. The fill id is `<tx_hash>_<order_hash>`, the subgraph's, so both source
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, Literal
 
 import msgspec
@@ -85,31 +87,93 @@ def decode_data_words(data: Any, count: int) -> list[int]:
         raise PoisonMessage(f"undecodable log data ({exc})") from None
     if len(raw) < 32 * count:
         raise PoisonMessage(f"undecodable log data ({len(raw)} bytes, expected {32 * count})")
-    return [int.from_bytes(raw[i : i + 32], "big") for i in range(0, 32 * count, 32)]
+    return list(map(int.from_bytes, _word_getter(count)(raw)))  # big-endian, Python 3.11's default
 
 
-def decode_order_filled(log: Mapping[str, Any], timestamp: int) -> OrderEvent:
+@functools.cache
+def _word_getter(count: int) -> Callable[[bytes], tuple[bytes, ...]]:
+    """The first `count` words of data cut in one C call: a comprehension of slices cost twice as much per log."""
+    slices = [slice(i, i + 32) for i in range(0, 32 * count, 32)]
+    if count == 1:  # itemgetter of one item returns it bare, not in a tuple
+        return lambda raw: (raw[slices[0]],)
+    return itemgetter(*slices)
+
+
+class ChainLog(msgspec.Struct, rename="camel", gc=False):
+    """One eth_getLogs entry: the fields a fill is read from, and the rest of a standard log so a dead letter
+    carries it whole. Decoded straight from the reply (`decode_logs_reply`): no dict per log, and never tracked by
+    the garbage collector (its fields are text, a tuple of text and a bool: no cycle), whose passes over 6,000 dicts
+    per range were a tenth of the ingester's CPU."""
+
+    address: str
+    topics: tuple[str, ...]
+    data: str
+    block_number: str
+    transaction_hash: str
+    log_index: str
+    removed: bool = False
+    block_timestamp: str | None = None  # newer nodes add the block's timestamp to each log
+    block_hash: str | None = None
+    transaction_index: str | None = None
+
+
+class _LogsReply(msgspec.Struct):
+    jsonrpc: Any = None
+    id: Any = None
+    result: list[ChainLog] | msgspec.UnsetType = msgspec.UNSET
+    error: Any = msgspec.UNSET
+
+
+_logs_reply_decoder = msgspec.json.Decoder(_LogsReply)
+
+
+def decode_logs_reply(content: bytes) -> Any:
+    """An eth_getLogs reply body -> the JSON-RPC object with its `result` as ChainLogs, in one msgspec pass (3x
+    faster than orjson's dicts). A reply of any other shape (an error, an item that is no standard log) comes back
+    as plain JSON, whose items `as_chain_log` reads one by one; invalid JSON raises ValueError, which
+    `request_json` retries."""
+    try:
+        reply = _logs_reply_decoder.decode(content)
+    except msgspec.ValidationError:
+        return orjson.loads(content)
+    fields: dict[str, Any] = {"jsonrpc": reply.jsonrpc, "id": reply.id}
+    for name in ("result", "error"):
+        if (value := getattr(reply, name)) is not msgspec.UNSET:
+            fields[name] = value
+    return fields
+
+
+# How Node.call decodes a method's reply when it knows the shape (others: orjson).
+REPLY_DECODERS = {"eth_getLogs": decode_logs_reply}
+
+
+def as_chain_log(raw: Any) -> ChainLog:
+    """An eth_getLogs item as a ChainLog: typed items as they are, a plain JSON one checked field by field
+    (PoisonMessage naming what is wrong)."""
+    if type(raw) is ChainLog:
+        return raw
+    try:
+        return msgspec.convert(raw, ChainLog)
+    except msgspec.ValidationError as exc:
+        raise PoisonMessage(f"malformed log: {exc}") from None
+
+
+def decode_order_filled(log: ChainLog | Mapping[str, Any], timestamp: int) -> OrderEvent:
     """One eth_getLogs entry (v1 or v2 OrderFilled) + its block timestamp -> validated OrderEvent, or PoisonMessage."""
-    event = build_order_filled(log, timestamp)
+    event = build_order_filled(as_chain_log(log), timestamp)
     validate_order_event(event)
     return event
 
 
-def build_order_filled(log: Mapping[str, Any], timestamp: int) -> OrderEvent:
+def build_order_filled(log: ChainLog, timestamp: int) -> OrderEvent:
     """The OrderEvent fields of a log, decoded but not validated yet (malformed log: PoisonMessage)."""
-    try:
-        topics = [str(t).lower() for t in log["topics"]]
-        tx_hash, address = str(log["transactionHash"]).lower(), str(log["address"]).lower()
-        block_number, log_index = _hex_int(log["blockNumber"], "blockNumber"), _hex_int(log["logIndex"], "logIndex")
-        data = log["data"]
-    except KeyError as exc:
-        raise PoisonMessage(f"log without field {exc.args[0]}") from None
+    address, topics = log.address.lower(), log.topics
     exchange = BY_ADDRESS.get(address)
     if exchange is None:
         raise PoisonMessage(f"log of {address}, which is not an exchange of common.exchanges")
-    if len(topics) != 4 or topics[0] != exchange.abi.topic:
+    if len(topics) != 4 or topics[0].lower() != exchange.abi.topic:
         raise PoisonMessage(f"not an OrderFilled log of {exchange.name} (topics {topics[:1]}, {len(topics)} topics)")
-    words = decode_data_words(data, len(exchange.abi.data_types))
+    words = decode_data_words(log.data, len(exchange.abi.data_types))
     if exchange.abi is V1_ABI:
         maker_asset, taker_asset, maker_amount, taker_amount, fee = words
     else:  # the trailing bytes32 builder and metadata are not needed, but must be there
@@ -117,13 +181,13 @@ def build_order_filled(log: Mapping[str, Any], timestamp: int) -> OrderEvent:
         if side not in (0, 1):  # the whole word: a uint8 with non-zero padding is no side either
             raise PoisonMessage(f"v2 OrderFilled with side {side} (expected BUY=0 or SELL=1)")
         maker_asset, taker_asset = (0, token_id) if side == 0 else (token_id, 0)
-    order_hash = topics[1]
+    tx_hash, order_hash = log.transaction_hash.lower(), topics[1].lower()
     return OrderEvent(
         id=fill_id(tx_hash, order_hash),
         source="chain",
         exchange=address,
-        block_number=block_number,
-        log_index=log_index,
+        block_number=_hex_int(log.block_number, "blockNumber"),
+        log_index=_hex_int(log.log_index, "logIndex"),
         tx_hash=tx_hash,
         order_hash=order_hash,
         timestamp=timestamp,
@@ -137,41 +201,59 @@ def build_order_filled(log: Mapping[str, Any], timestamp: int) -> OrderEvent:
     )
 
 
-def blocks_needing_timestamps(logs: Sequence[Mapping[str, Any]]) -> set[int]:
+def _typed_logs(logs: Sequence[Any]) -> tuple[list[ChainLog], list[tuple[Any, PoisonMessage]]]:
+    """Items -> (the ChainLogs, (item, reason) of every item that is no log)."""
+    typed, malformed = [], []
+    for raw in logs:
+        try:
+            typed.append(as_chain_log(raw))
+        except PoisonMessage as exc:
+            malformed.append((raw, exc))
+    return typed, malformed
+
+
+def blocks_needing_timestamps(logs: Sequence[Any]) -> set[int]:
     """Blocks of `logs` whose timestamp the logs don't carry (newer nodes add `blockTimestamp` to each log)."""
-    return {position[0] for position in map(log_position, logs) if position[0] >= 0} - {
-        log_position(log)[0] for log in logs if isinstance(log.get("blockTimestamp"), str)
-    }
+    typed, _ = _typed_logs(logs)
+    needed: set[int] = set()
+    carried: set[int] = set()
+    for log in typed:
+        block = log_position(log)[0]
+        if block >= 0:
+            (needed if log.block_timestamp is None else carried).add(block)
+    return needed - carried
 
 
-def normalize_logs(logs: Sequence[Mapping[str, Any]], timestamps: Mapping[int, int]) -> tuple[list[bytes], list[bytes]]:
-    """Logs (any order) -> (encoded events in (block, log index) order, `stream:dlq` entries with the reason)."""
-    entries, dead = [], []
-    for log in sorted(logs, key=log_position):
-        if log.get("removed") is True:
+def normalize_logs(logs: Sequence[Any], timestamps: Mapping[int, int]) -> tuple[list[bytes], list[bytes]]:
+    """Logs (ChainLogs or plain JSON items, any order) -> (encoded events in (block, log index) order, `stream:dlq`
+    entries with the reason)."""
+    typed, malformed = _typed_logs(logs)
+    entries, dead = [], [_dead_letter(orjson.dumps(raw, default=str), exc) for raw, exc in malformed]
+    for (block, _), log in sorted(((log_position(log), log) for log in typed), key=itemgetter(0)):
+        if log.removed:
             continue  # a reorged-out log; finalized ranges don't have them
         try:
-            block = log_position(log)[0]
-            stamp = log.get("blockTimestamp")
-            timestamp = int(stamp, 16) if isinstance(stamp, str) else timestamps.get(block)
+            stamp = log.block_timestamp
+            timestamp = int(stamp, 16) if stamp is not None else timestamps.get(block)
             if timestamp is None:
                 raise PoisonMessage(f"no timestamp for block {block}")
             entries.append(encode_valid_order_event(build_order_filled(log, timestamp)))
         except (PoisonMessage, ValueError) as exc:
-            payload = orjson.dumps(log, default=str)
-            dead.append(
-                encode_dead_letter(
-                    stream=keys.STREAM_ORDER_EVENTS, entry_id=None, payload=payload, error=str(exc), deliveries=0
-                )
-            )
+            dead.append(_dead_letter(msgspec.json.encode(log), exc))
     return entries, dead
 
 
-def log_position(log: Mapping[str, Any]) -> tuple[int, int]:
+def _dead_letter(payload: bytes, exc: Exception) -> bytes:
+    return encode_dead_letter(
+        stream=keys.STREAM_ORDER_EVENTS, entry_id=None, payload=payload, error=str(exc), deliveries=0
+    )
+
+
+def log_position(log: ChainLog) -> tuple[int, int]:
     """(block, log index) for ordering; a log without them sorts first (and is dead-lettered on decode)."""
     try:
-        return (int(log["blockNumber"], 16), int(log["logIndex"], 16))
-    except (KeyError, TypeError, ValueError):
+        return (int(log.block_number, 16), int(log.log_index, 16))
+    except ValueError:
         return (-1, -1)
 
 

@@ -19,6 +19,7 @@ is decoded as plain JSON instead, and its items are read one by one, so a malfor
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import itemgetter
@@ -171,26 +172,25 @@ def _order_key(row: Row) -> tuple[int, str]:
 
 def plan_page(rows: Sequence[Row], *, cursor: Cursor, second_complete: bool, page_size: int) -> Page:
     """Decide which rows of a response to write and the cursor that follows them."""
-    keyed = sorted(((_order_key(row), row) for row in rows), key=itemgetter(0))
+    keyed = sorted(zip(map(_order_key, rows), rows, strict=True), key=itemgetter(0))
+    keys = [key for key, _ in keyed]
     ordered = [row for _, row in keyed]
     full = len(rows) >= page_size
-    valid = [key for key, _ in keyed if key[0] >= 0]
-    if not valid:
+    first_valid = bisect_left(keys, (0,))  # rows without a usable key sort first, as (-1, "")
+    if first_valid == len(keys):
         if full:
             raise PermanentSourceError("goldsky: a full page without one usable (timestamp, id); cannot page on")
         return Page(ordered, cursor, True, second_complete)
-    last_second = valid[-1][0]
+    last_second = keys[-1][0]
     if not full:
         # Short sticky page: second T is finished, go open. Short open page: the range is drained for now.
-        after = Cursor(*valid[-1])
-        return Page(ordered, after, True, second_complete)
-    if second_complete and valid[0][0] != last_second:
+        return Page(ordered, Cursor(*keys[-1]), True, second_complete)
+    if second_complete and keys[first_valid][0] != last_second:
         # Full page over several seconds: keep the whole seconds, fetch the last one again next time.
-        kept = [row for key, row in keyed if key[0] < last_second]
-        done = max(key for key in valid if key[0] < last_second)
-        return Page(kept, Cursor(*done), True, False)
+        cut = bisect_left(keys, (last_second,))
+        return Page(ordered[:cut], Cursor(*keys[cut - 1]), True, False)
     # Full page inside one second (a burst): go (or stay) sticky on it.
-    return Page(ordered, Cursor(*valid[-1]), False, False)
+    return Page(ordered, Cursor(*keys[-1]), False, False)
 
 
 def normalize_fill(raw: Row) -> OrderEvent:

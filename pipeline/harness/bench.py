@@ -11,7 +11,8 @@ Starts the simulator, Redis, the embedded ClickHouse and the six services as sep
    whole run's average and the best 5-second window. Samples every process's RSS (VmHWM, across restarts) and
    Redis `used_memory`, and the longest each stream got. CPU (utime + stime from /proc/<pid>/stat, over every
    incarnation) per process from services start to drained, as CPU-µs per fill: each product process and their
-   total without the simulator (the fill ingesters also per fill of their own source).
+   total without the simulator; the fill ingesters also per fill they emitted (`trades` rows of their `source`:
+   the chain ingester starts at the cutover, so it emits only the v2/v3 fills, not all the chain holds).
 2. latency: live fills at `--live-rate` for `--live-s`, ingesters polling every second; per fill, ClickHouse's
    `ingested_at` minus the fill's `first_visible_at` at the simulator (block production time; the simulator's
    `finalized` is its latest block, so the figure excludes the source's finality lag). p50/p95/p99.
@@ -125,6 +126,7 @@ def throughput_phase(fleet: Fleet, truth: dict[str, Any], timeout_s: float, log)
     wait_converged(fleet, expected, 120.0, tick=sampler.sample)
     last_row = float(fleet.ch("SELECT toUnixTimestamp64Milli(max(ingested_at)) FROM trades").strip()) / 1000
     cpu = {name: round(s - cpu_before[name], 1) for name, s in fleet.cpu_seconds().items()}
+    emitted = fills_per_source(fleet)
     stages = {}
     for stage, attr in (("ingest", "ingested"), ("processor", "processed"), ("writer", "written")):
         done = last_row if stage == "writer" else (sampler.reached(attr, expected) or last_row)
@@ -140,9 +142,17 @@ def throughput_phase(fleet: Fleet, truth: dict[str, Any], timeout_s: float, log)
         "fills_per_s": round(expected / (last_row - started)),
         "stages": stages,
         "cpu_s": cpu,  # per process, from services start to drained (includes the convergence checks' tail)
-        "cpu_us_per_fill": cpu_per_fill(cpu, expected, truth["per_source"]),
+        "fills_per_source": emitted,  # rows in `trades` per ingester source, the /own figures' denominators
+        "cpu_us_per_fill": cpu_per_fill(cpu, expected, emitted),
         "memory": memory_figures(fleet, sampler),
     }
+
+
+def fills_per_source(fleet: Fleet) -> dict[str, int]:
+    """Rows in `trades` per `source` (goldsky, chain): the fills each ingester emitted, since the bench's world has
+    no fill that both sources serve and the writer stores each fill once."""
+    rows = fleet.ch("SELECT source, count() FROM trades GROUP BY source")
+    return {source: int(n) for source, n in (line.split("\t") for line in rows.splitlines())}
 
 
 def memory_figures(fleet: Fleet, sampler: Sampler) -> dict[str, Any]:

@@ -59,14 +59,14 @@ def percentile(values: list[float], pct: float) -> float:
     return values[rank - 1]
 
 
-def cpu_per_fill(cpu_s: dict[str, float], fills: int, per_source: dict[str, int]) -> dict[str, Any]:
+def cpu_per_fill(cpu_s: dict[str, float], fills: int, emitted: dict[str, int]) -> dict[str, Any]:
     """CPU-µs per fill of every product process and their total (simulator excluded); the fill ingesters also
-    per fill of their own source (`<name>/own`)."""
+    per fill they emitted (`<name>/own`; `emitted`: fills per source that reached `trades`)."""
     product = {name: seconds for name, seconds in cpu_s.items() if name not in NOT_PRODUCT}
     figures: dict[str, Any] = {name: round(seconds * 1e6 / max(fills, 1), 1) for name, seconds in product.items()}
     for name, source in OWN_SOURCE.items():
-        if name in product and per_source.get(source):
-            figures[f"{name}/own"] = round(product[name] * 1e6 / per_source[source], 1)
+        if name in product and emitted.get(source):
+            figures[f"{name}/own"] = round(product[name] * 1e6 / emitted[source], 1)
     figures["total"] = round(sum(product.values()) * 1e6 / max(fills, 1), 1)
     return figures
 
@@ -162,7 +162,12 @@ def cpu_text(tp: dict[str, Any], name: str) -> str:
     per_fill = tp["cpu_us_per_fill"]
     if name not in per_fill:
         return "not product"
-    own = f" ({per_fill[name + '/own']:.1f} per {OWN_SOURCE[name]} fill)" if name + "/own" in per_fill else ""
+    own = ""
+    if name + "/own" in per_fill:
+        source = OWN_SOURCE[name]
+        emitted = tp.get("fills_per_source", {}).get(source)
+        count = f", {emitted:,} emitted" if emitted else ""
+        own = f" ({per_fill[name + '/own']:.1f} per {source} fill{count})"
     return f"{per_fill[name]:.1f} CPU-µs per fill{own}"
 
 

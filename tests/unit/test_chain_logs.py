@@ -13,18 +13,24 @@ from common.errors import PermanentSourceError, PoisonMessage, TransientSourceEr
 from common.exchanges import ALL_EXCHANGES, EXCHANGE_V3, V1_ABI, V2_ABI
 from common.exchanges import V1_EXCHANGES as EXCHANGES_V1
 from common.exchanges import V2_EXCHANGES as EXCHANGES_V2
+from common.payloads import decode_dead_letter, decode_order_event
 from ingesters.bounded_cache import BoundedCache
 from ingesters.chain_logs import (
+    ChainLog,
     RangeTooLarge,
     SpanSizer,
+    as_chain_log,
     block_batch,
+    blocks_needing_timestamps,
     classify_rpc_error,
     decode_block_batch,
     decode_data_words,
+    decode_logs_reply,
     decode_order_filled,
     get_logs_filter,
     hex_quantity,
     log_position,
+    normalize_logs,
     parse_block_batch,
     rpc_result,
 )
@@ -148,10 +154,49 @@ def test_v1_and_v2_logs_with_edge_token_ids_decode_like_eth_abi() -> None:
         assert (event.maker_asset_id, event.maker_amount) == (str(token), 2**64 - 1)
 
 
-@pytest.mark.parametrize("data", ["0x", "0x" + "00" * 159, "0xzz" + "00" * 160, None])
-def test_short_or_non_hex_data_is_poison(data: Any) -> None:
-    with pytest.raises(PoisonMessage, match="undecodable"):
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [("0x", "undecodable"), ("0x" + "00" * 159, "undecodable"), ("0xzz" + "00" * 160, "undecodable"), (None, "data")],
+)
+def test_short_or_non_hex_data_is_poison(data: Any, reason: str) -> None:
+    with pytest.raises(PoisonMessage, match=reason):
         decode_order_filled(v1_log(0, TOKEN, data=data), timestamp=1)
+
+
+def rpc_body(result: list[Any]) -> bytes:
+    return orjson.dumps({"jsonrpc": "2.0", "id": 1, "result": result})
+
+
+def test_a_logs_reply_decodes_to_typed_logs_that_give_the_events_plain_json_gives() -> None:
+    logs = [v2_log(1, logIndex="0x2", blockHash="0x" + "cd" * 32, transactionIndex="0x0"), v1_log(0, TOKEN)]
+    reply = decode_logs_reply(rpc_body(logs))
+    assert reply["id"] == 1 and all(isinstance(log, ChainLog) for log in reply["result"])
+    typed, plain = normalize_logs(reply["result"], {84_000_000: 7}), normalize_logs(logs, {84_000_000: 7})
+    assert typed == plain and len(typed[0]) == 2 and typed[1] == []
+    assert [decode_order_event(entry).log_index for entry in typed[0]] == [2, 31]  # (block, log index) order
+
+
+def test_a_reply_with_an_item_that_is_no_log_dead_letters_that_item_raw_and_ingests_the_rest() -> None:
+    missing = {k: v for k, v in v1_log(0, TOKEN, logIndex="0x5").items() if k != "data"}
+    reply = decode_logs_reply(rpc_body([v1_log(0, TOKEN), missing, "not a log"]))
+    entries, dead = normalize_logs(reply["result"], {84_000_000: 7})
+    assert [decode_order_event(entry).log_index for entry in entries] == [31]
+    letters = [decode_dead_letter(d) for d in dead]
+    assert orjson.loads(letters[0].payload) == missing and "data" in letters[0].error
+    assert orjson.loads(letters[1].payload) == "not a log" and "malformed log" in letters[1].error
+
+
+def test_a_dead_letter_of_a_typed_log_carries_the_whole_log() -> None:
+    log = v1_log(TOKEN, TOKEN, blockHash="0x" + "cd" * 32, transactionIndex="0x3")  # two asset ids: poison
+    entries, dead = normalize_logs(decode_logs_reply(rpc_body([log]))["result"], {84_000_000: 7})
+    assert entries == [] and orjson.loads(decode_dead_letter(dead[0]).payload) == {**log, "blockTimestamp": None}
+
+
+def test_an_rpc_error_reply_is_returned_as_plain_json_for_rpc_result() -> None:
+    error = {"code": -32005, "message": "block range is too large"}
+    reply = decode_logs_reply(orjson.dumps({"jsonrpc": "2.0", "id": 1, "error": error}))
+    with pytest.raises(RangeTooLarge):
+        rpc_result(reply, "eth_getLogs")
 
 
 def test_amount_over_uint64_is_poison() -> None:
@@ -166,8 +211,8 @@ def test_filter_covers_both_abis_and_all_five_exchanges() -> None:
     assert set(flt["address"]) == set(EXCHANGES_V1 + EXCHANGES_V2 + (EXCHANGE_V3,)) == ALL_EXCHANGES
     assert all(a == a.lower() for a in flt["address"])
     assert flt["topics"] == [[V1_TOPIC, V2_TOPIC]]
-    assert log_position(v1_log(0, TOKEN)) == (84_000_000, 31)
-    assert log_position({"blockNumber": None}) == (-1, -1)
+    assert log_position(as_chain_log(v1_log(0, TOKEN))) == (84_000_000, 31)
+    assert log_position(as_chain_log(v1_log(0, TOKEN, blockNumber="0xzz"))) == (-1, -1)
 
 
 @pytest.mark.parametrize(
@@ -277,3 +322,15 @@ def test_rpc_result_maps_errors_to_what_the_caller_does() -> None:
     assert hex_quantity("0x1f", "n") == 31
     with pytest.raises(TransientSourceError):
         hex_quantity(None, "eth_blockNumber")
+
+
+def test_a_carried_block_timestamp_is_used_and_its_block_not_asked_for_and_removed_logs_are_skipped() -> None:
+    carried = v1_log(0, TOKEN, blockTimestamp=hex(1_777_000_123))
+    other_block = v1_log(0, TOKEN, blockNumber=hex(84_000_001), logIndex="0x1")
+    removed = v1_log(0, TOKEN, blockNumber=hex(84_000_002), removed=True)
+    reply = decode_logs_reply(rpc_body([other_block, removed, carried]))
+    assert blocks_needing_timestamps(reply["result"]) == {84_000_001, 84_000_002}
+    entries, dead = normalize_logs(reply["result"], {84_000_001: 9})
+    events = [decode_order_event(entry) for entry in entries]
+    assert [(e.block_number, e.timestamp) for e in events] == [(84_000_000, 1_777_000_123), (84_000_001, 9)]
+    assert dead == []

@@ -7,7 +7,7 @@ import random
 from collections import Counter
 from decimal import Decimal
 
-from pipeline.harness.bench_report import cpu_per_fill, percentile
+from pipeline.harness.bench_report import cpu_per_fill, cpu_text, percentile
 from pipeline.harness.chaos import VICTIMS, ChaosResult, kill_schedule, verdict_line
 from pipeline.harness.fleet import _stream_id, read_cpu_s, read_status_kb
 from pipeline.harness.truth_check import Verdict, problems_of
@@ -43,13 +43,22 @@ def test_nearest_rank_percentile():
     assert percentile([0.7], 99) == 0.7
 
 
-def test_cpu_per_fill_leaves_the_simulator_out_and_gives_fill_ingesters_their_own_source():
+def test_cpu_per_fill_leaves_the_simulator_out_and_divides_fill_ingesters_by_what_they_emitted():
     cpu_s = {"simulator": 9.0, "redis": 2.0, "goldsky_ingester": 1.0, "chain_ingester": 0.5, "clickhouse_writer": 1.5}
     figures = cpu_per_fill(cpu_s, 100_000, {"goldsky": 80_000, "chain": 20_000})
     assert "simulator" not in figures
     assert figures["redis"] == 20.0 and figures["goldsky_ingester"] == 10.0
     assert figures["goldsky_ingester/own"] == 12.5 and figures["chain_ingester/own"] == 25.0
     assert figures["total"] == 50.0
+
+
+def test_an_ingester_that_emitted_nothing_gets_no_own_figure_and_the_text_names_the_count():
+    cpu_s = {"goldsky_ingester": 1.0, "chain_ingester": 0.5}
+    figures = cpu_per_fill(cpu_s, 100_000, {"chain": 20_000})
+    assert "goldsky_ingester/own" not in figures
+    tp = {"cpu_us_per_fill": figures, "fills_per_source": {"chain": 20_000}}
+    assert cpu_text(tp, "chain_ingester") == "5.0 CPU-µs per fill (25.0 per chain fill, 20,000 emitted)"
+    assert cpu_text(tp, "goldsky_ingester") == "10.0 CPU-µs per fill"
 
 
 def test_stream_ids_compare_numerically():

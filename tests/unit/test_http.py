@@ -93,3 +93,13 @@ async def test_errors_carry_the_http_status() -> None:
     with pytest.raises(TransientSourceError) as info:
         await request_json(client, "GET", "/markets/keyset", settings=HttpSettings(max_attempts=1), what="keyset")
     assert info.value.status == 503
+
+
+async def test_a_json_body_is_sent_as_json_on_every_attempt() -> None:
+    client, seen = scripted([httpx.Response(503, text="busy"), httpx.Response(200, json={"ok": True})])
+    body = [{"jsonrpc": "2.0", "id": 7, "method": "eth_getBlockByNumber", "params": ["0x10", False]}]
+    assert await request_json(client, "POST", "/rpc", settings=SETTINGS, what="rpc", json=body) == {"ok": True}
+    assert len(seen) == 2
+    for request in seen:
+        assert request.headers["Content-Type"] == "application/json"
+        assert msgspec.json.decode(request.content) == body
