@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -18,6 +20,7 @@ from common.clickhouse import (
 )
 from common.config import ClickHouseSettings
 from common.errors import TransientSinkError
+from tests.fixtures.clickhouse_server import REPO_ROOT
 
 
 @pytest.fixture
@@ -120,3 +123,24 @@ def test_wire_columns_changes_only_what_the_server_converts_exactly() -> None:
     assert wire_types == ["String", "Decimal(18, 6)", "DateTime64(3, 'UTC')", "DateTime64(6, 'UTC')", "String"]
     assert wire_data[2] == [int(at.timestamp() * 1000)] * 2  # one datetime throughout: its ticks, once
     assert wire_data[3] is data[3] and wire_data[0] is data[0]  # different datetimes: left to the client
+
+
+def test_inserts_and_queries_leave_pandas_numpy_and_pyarrow_unimported(clickhouse_server) -> None:
+    # a fresh interpreter, as a service starts: clickhouse-connect would import all three on the first insert
+    program = f"""
+import sys
+from common.clickhouse import apply_migrations, describe_columns, make_client, insert_columns
+from common.config import ClickHouseSettings
+settings = ClickHouseSettings(host="127.0.0.1", port={clickhouse_server.port}, database="no_pandas")
+apply_migrations(settings)
+client = make_client(settings)
+types = describe_columns(client, "markets")
+insert_columns(client, "markets", ["id", "outcomes", "updated_at"], [["1"], [["Yes", "No"]], [1_777_000_000]],
+               "tok-no-pandas", column_types=[types["id"], types["outcomes"], types["updated_at"]])
+assert client.query("SELECT id, outcomes FROM markets").result_rows == [("1", ["Yes", "No"])]
+client.command("DROP DATABASE no_pandas")
+print(sorted({{"pandas", "numpy", "pyarrow"}} & set(sys.modules)))
+"""
+    done = subprocess.run([sys.executable, "-c", program], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"
