@@ -166,13 +166,15 @@ def insert_columns(
     Passing `column_types` (from `describe_columns`) saves a DESCRIBE round trip per insert, and lets the columns go
     in a cheaper form (`wire_columns`).
     """
-    wire_types: list[str] | None = None
+    # clickhouse-connect's InsertContext keeps the columns and a bound method of its own: a reference cycle, so
+    # each insert's columns outlived it until the next collection (writer RSS 118 -> 152 MB over the bench's
+    # latency phase, whose small batches rarely trigger one). It gets a list of our own, emptied after the insert.
+    sent: list[Sequence[Any]] = []
     try:
-        if column_types:
-            wire_types, data = wire_columns(column_types, data)
+        wire_types, sent = wire_columns(column_types, data) if column_types else (None, list(data))
         client.insert(
             table,
-            data,
+            sent,
             column_names=list(columns),
             column_type_names=wire_types,
             column_oriented=True,
@@ -184,6 +186,8 @@ def insert_columns(
                 f"clickhouse rejected rows for {table}: {str(exc)[:500]}", sink="clickhouse"
             ) from None
         raise TransientSinkError(f"clickhouse insert into {table}: {str(exc)[:500]}", sink="clickhouse") from None
+    finally:
+        sent.clear()
 
 
 @dataclass(frozen=True)
