@@ -163,3 +163,15 @@ def test_an_insert_keeps_no_reference_to_its_columns(ch, typed: bool) -> None:
         gc.enable()
     assert held_after == held_before
     assert ch.query("SELECT id, question FROM markets ORDER BY id").result_rows == [("1", "q1"), ("2", "q2")]
+
+
+def test_batch_tokens_are_those_earlier_versions_sent() -> None:
+    # a writer restarted over an earlier version's pending batch must send that version's token (sha1 of the
+    # source, then "," + id for each id): these are the values it computed
+    ids = ["1777000000000-0", "1777000000000-1", "1777000000001-0"]
+    assert (
+        batch_token("stream:trades", ids) == "stream:trades:1777000000000-0:3:5341de7043095f23ddf523f8b90a01ba6eed53c4"
+    )
+    assert batch_token("stream:trades>order_filled_events", []) == (
+        "stream:trades>order_filled_events::0:4d6b367cdf263e3be0d7787ba2ca78285cc6084a"
+    )
