@@ -1,12 +1,15 @@
 """Benchmark: trade processor fills/s and ClickHouse writer rows/s, each in one process on one core.
 
-    python bench/bench_processor_writer.py [--fills 200000] [--flow 1000000]
+    python bench/bench_processor_writer.py [--fills 200000] [--batch-size 50000] [--flow 1000000]
 
 Starts its own redis-server (AOF, appendfsync always) and embedded ClickHouse on free ports in a temp folder.
 1. processor: N fills already in `stream:order_events`, markets known; time `trade_processor --once`.
-2. writer: the resulting N trades + N order events; time `clickhouse_writer --once` (rows/s over both tables).
+2. writer: the resulting N trades + N order events; time `clickhouse_writer --once` (rows/s over both tables),
+   CLICKHOUSE_BATCH_SIZE `--batch-size`.
 Each stage prints its rate and CPU-µs per fill (per row for the writer) of the service (this process: user +
-system, threads included), of redis-server and of the embedded ClickHouse, with the load average beside it.
+system, threads included), of redis-server and of the embedded ClickHouse, with the load average beside it, and
+this process's peak RSS over the stage (the kernel's high-water mark, reset at the stage's start) and how far it
+rose above the RSS at the start: the peak includes the bench's own fills, the rise is what the stage added.
 3. flow (with --flow M): processor and writer running together while M fills are appended at full speed;
    samples every stream's length and reports the maximum: trimming keeps Redis bounded.
 """
@@ -28,7 +31,7 @@ from common import keys
 from common.config import ClickHouseSettings, StreamSettings
 from common.redis_client import make_redis
 from common.service import tune_gc
-from pipeline.harness.fleet import load_average, read_cpu_s
+from pipeline.harness.fleet import load_average, read_cpu_s, read_status_kb
 from processors import clickhouse_writer, trade_processor
 from tests.fixtures.clickhouse_server import ClickHouseServer
 from tests.fixtures.fills_world import make_fills, make_markets, publish_fills, publish_markets
@@ -48,27 +51,32 @@ class StageClock:
         return {"service": times.user + times.system} | {name: read_cpu_s(pid) for name, pid in self.pids.items()}
 
     def __enter__(self) -> StageClock:
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS, so the peak is this stage's
+        self.rss_before_mb = read_status_kb(os.getpid(), "VmRSS") / 1024
         self.cpu_before, self.started = self.cpu_s(), time.perf_counter()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self.started
         self.cpu = {name: s - self.cpu_before[name] for name, s in self.cpu_s().items()}
+        self.peak_rss_mb = read_status_kb(os.getpid(), "VmHWM") / 1024
 
     def report(self, stage: str, units: int, unit: str) -> str:
         per_unit = ", ".join(f"{name} {s * 1e6 / units:.1f}" for name, s in self.cpu.items())
         total = sum(self.cpu.values()) * 1e6 / units
         return (f"{stage}: {units / self.seconds:,.0f} {unit}s/s ({units:,} in {self.seconds:.2f} s); CPU-µs per "
-                f"{unit}: {per_unit}, total {total:.1f}; load {load_average()}")  # fmt: skip
+                f"{unit}: {per_unit}, total {total:.1f}; peak RSS {self.peak_rss_mb:.0f} MB "
+                f"(+{self.peak_rss_mb - self.rss_before_mb:.0f} over the stage's start); "
+                f"load {load_average()}")  # fmt: skip
 
 
-async def bench(fills_n: int, flow_n: int, workdir: Path) -> None:
+async def bench(fills_n: int, batch_size: int, flow_n: int, workdir: Path) -> None:
     redis_server = RedisServer(workdir / "redis", free_port())
     (workdir / "redis").mkdir()
     redis_server.start()
     clickhouse = ClickHouseServer(workdir / "clickhouse", free_port())
     clickhouse.start()
-    ch = ClickHouseSettings(host="127.0.0.1", port=clickhouse.port, database="bench", batch_size=50_000)
+    ch = ClickHouseSettings(host="127.0.0.1", port=clickhouse.port, database="bench", batch_size=batch_size)
     redis = make_redis(redis_server.settings)
     try:
         rng = random.Random(1)
@@ -131,11 +139,12 @@ async def flow(redis, redis_settings, ch, rng, markets, total: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fills", type=int, default=200_000)
+    parser.add_argument("--batch-size", type=int, default=50_000, help="the writer's CLICKHOUSE_BATCH_SIZE")
     parser.add_argument("--flow", type=int, default=0, help="fills to push through both services together")
     args = parser.parse_args()
     tune_gc()  # as service_main does for every service process
     with tempfile.TemporaryDirectory() as workdir:
-        asyncio.run(bench(args.fills, args.flow, Path(workdir)))
+        asyncio.run(bench(args.fills, args.batch_size, args.flow, Path(workdir)))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import subprocess
+import sys
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -12,12 +15,14 @@ from common.clickhouse import (
     batch_token,
     describe_columns,
     insert_batch,
+    insert_columns,
     insert_rows_isolating_rejects,
     make_client,
     wire_columns,
 )
 from common.config import ClickHouseSettings
 from common.errors import TransientSinkError
+from tests.fixtures.clickhouse_server import REPO_ROOT
 
 
 @pytest.fixture
@@ -120,3 +125,53 @@ def test_wire_columns_changes_only_what_the_server_converts_exactly() -> None:
     assert wire_types == ["String", "Decimal(18, 6)", "DateTime64(3, 'UTC')", "DateTime64(6, 'UTC')", "String"]
     assert wire_data[2] == [int(at.timestamp() * 1000)] * 2  # one datetime throughout: its ticks, once
     assert wire_data[3] is data[3] and wire_data[0] is data[0]  # different datetimes: left to the client
+
+
+def test_inserts_and_queries_leave_pandas_numpy_and_pyarrow_unimported(clickhouse_server) -> None:
+    # a fresh interpreter, as a service starts: clickhouse-connect would import all three on the first insert
+    program = f"""
+import sys
+from common.clickhouse import apply_migrations, describe_columns, make_client, insert_columns
+from common.config import ClickHouseSettings
+settings = ClickHouseSettings(host="127.0.0.1", port={clickhouse_server.port}, database="no_pandas")
+apply_migrations(settings)
+client = make_client(settings)
+types = describe_columns(client, "markets")
+insert_columns(client, "markets", ["id", "outcomes", "updated_at"], [["1"], [["Yes", "No"]], [1_777_000_000]],
+               "tok-no-pandas", column_types=[types["id"], types["outcomes"], types["updated_at"]])
+assert client.query("SELECT id, outcomes FROM markets").result_rows == [("1", ["Yes", "No"])]
+client.command("DROP DATABASE no_pandas")
+print(sorted({{"pandas", "numpy", "pyarrow"}} & set(sys.modules)))
+"""
+    done = subprocess.run([sys.executable, "-c", program], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("typed", [True, False])
+def test_an_insert_keeps_no_reference_to_its_columns(ch, typed: bool) -> None:
+    # clickhouse-connect's insert context is a reference cycle: whatever it still holds lives until a collection
+    types = describe_columns(ch, "markets")
+    ids, questions = ["1", "2"], ["q1", "q2"]
+    held_before = sys.getrefcount(ids), sys.getrefcount(questions)
+    gc.disable()
+    try:
+        insert_columns(ch, "markets", ["id", "question"], [ids, questions], f"tok-refs-{typed}",
+                       column_types=[types["id"], types["question"]] if typed else None)  # fmt: skip
+        held_after = sys.getrefcount(ids), sys.getrefcount(questions)
+    finally:
+        gc.enable()
+    assert held_after == held_before
+    assert ch.query("SELECT id, question FROM markets ORDER BY id").result_rows == [("1", "q1"), ("2", "q2")]
+
+
+def test_batch_tokens_are_those_earlier_versions_sent() -> None:
+    # a writer restarted over an earlier version's pending batch must send that version's token (sha1 of the
+    # source, then "," + id for each id): these are the values it computed
+    ids = ["1777000000000-0", "1777000000000-1", "1777000000001-0"]
+    assert (
+        batch_token("stream:trades", ids) == "stream:trades:1777000000000-0:3:5341de7043095f23ddf523f8b90a01ba6eed53c4"
+    )
+    assert batch_token("stream:trades>order_filled_events", []) == (
+        "stream:trades>order_filled_events::0:4d6b367cdf263e3be0d7787ba2ca78285cc6084a"
+    )
