@@ -226,7 +226,7 @@ GC_THRESHOLDS = (20_000, 1, 1)
 
 def tune_gc() -> None:
     """Collect less often, and never scan what start-up created (modules, settings): call once, after imports
-    (the trade processor's and the writer's `main()`)."""
+    (the trade processor's and the writer's `main()`; `service_main` freezes start-up objects for every service)."""
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
 
@@ -243,6 +243,9 @@ def service_main(
 ) -> int:
     """`main()` of every service: parse flags, set up logging, run; a bad setting exits 2 with one line."""
     args = service_arguments(description, argv)
+    # what start-up created (modules, settings) is never garbage: no collection scans it again (measured, chain
+    # ingester: 0.13-0.29 -> 0.06-0.07 CPU-s of GC per 50,000 fills)
+    gc.freeze()
     try:
         configure_logging(name, load(LogSettings))
         asyncio.run(start(args))
