@@ -32,7 +32,9 @@ def unowned_outcome_index(token_id: str) -> int:
 
 def micros_to_decimal(units: int) -> str:
     """6-decimal base units as an exact decimal string: 1500000 -> '1.500000'."""
-    return f"{units // 1_000_000}.{units % 1_000_000:06d}"  # no divmod tuple: 0.2 CPU-µs less a call here
+    # The fraction zero-padded by adding 10**6 and dropping the leading 1: str() of an int, where the `06d` format
+    # spec goes through the format machinery (twice a fill: 0.39 CPU-µs a call here against 0.8-1.1)
+    return f"{units // 1_000_000}.{str(units % 1_000_000 + 1_000_000)[1:]}"
 
 
 def derive_trade(event: OrderEvent, market: MarketRef | None) -> Trade:
