@@ -4,7 +4,6 @@ what operators look at)."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import gc
 import time
 
@@ -83,21 +82,6 @@ def test_every_amount_is_bounded_by_uint64_alone_and_with_the_others_at_the_limi
     for check in (lambda: decode_order_event(msgspec.json.encode(beyond)), lambda: encode_valid_order_event(beyond)):
         with pytest.raises(PoisonMessage, match=f"{field} beyond UInt64"):
             check()
-
-
-def test_payloads_encoded_through_the_reused_buffer_are_exactly_their_json_whatever_came_before() -> None:
-    long_trade = msgspec.structs.replace(TRADE, outcome="x" * 5000)
-    short_event = msgspec.structs.replace(EVENT, maker="0x1", taker="0x2")
-    for payload in [TRADE, long_trade, TRADE, EVENT, short_event, long_trade, EVENT]:
-        data = encode_trade(payload) if isinstance(payload, Trade) else encode_order_event(payload)
-        assert data == msgspec.json.encode(payload)
-        assert type(data) is bytes
-    kept = encode_trade(TRADE)
-    encode_trade(long_trade)
-    assert kept == msgspec.json.encode(TRADE)  # a copy, not a view of the buffer
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        encoded = list(pool.map(encode_trade, [TRADE, long_trade] * 200))
-    assert encoded == [msgspec.json.encode(TRADE), msgspec.json.encode(long_trade)] * 200
 
 
 def test_decoded_order_events_are_not_tracked_by_the_collector() -> None:
