@@ -44,14 +44,22 @@ def join_lines(items: Iterable[bytes | str]) -> bytes:
             joined = "\n".join(listed).encode()
         except TypeError:  # mixed (a hash's fields and values)
             joined = b"\n".join(item.encode() if isinstance(item, str) else item for item in listed)
-    if _newlines(joined) != max(0, len(listed) - 1) or not all(listed):
+    if _newlines(joined, len(listed)) != max(0, len(listed) - 1) or not all(listed):
         raise ValueError("stream payloads must be non-empty and contain no raw newline")
     return joined
 
 
-def _newlines(joined: bytes) -> int:
-    """How many newlines `joined` holds. bytes.find of one byte runs memchr, bytes.count a byte-by-byte loop:
-    measured on 5,000 payloads of ~900 bytes, 0.19 µs an item against 0.62."""
+# Average item length below which counting every byte beats one memchr per item (measured here on 5,000 items:
+# even at 256 bytes, 0.11 µs an item against 0.19; at 1,024 bytes, 0.47 against 0.21)
+_COUNT_BELOW_BYTES = 256
+
+
+def _newlines(joined: bytes, items: int) -> int:
+    """How many newlines `joined` (of `items` items) holds. bytes.count is a byte-by-byte loop in C, bytes.find of
+    one byte a memchr but one Python iteration a newline: count for short items (ids, counts), find for long ones
+    (payloads)."""
+    if len(joined) < _COUNT_BELOW_BYTES * items:
+        return joined.count(b"\n")
     count, at = 0, joined.find(b"\n")
     while at != -1:
         count += 1

@@ -87,7 +87,7 @@ class Processor:
         markets = await self.markets.resolve(set(tokens))
         # an entry id starts with its unix ms: older than this, a fill stops waiting for its market
         give_up_ms = time.time() * 1000 - self.settings.unknown_market_wait_s * 1000
-        ready: dict[str, list[bytes]] = {}
+        ready: dict[str, tuple[bytes]] = {}  # a fill's one trade in a tuple: one allocation, a list's two
         unresolved = 0
         for (entry, event), token in zip(fills, tokens, strict=True):
             market = markets.get(token)
@@ -96,7 +96,7 @@ class Processor:
                     self.held.setdefault(entry.id, (entry, event))
                     continue
                 unresolved += 1
-            ready[entry.id] = [encode_trade(derive_trade(event, market))]
+            ready[entry.id] = (encode_trade(derive_trade(event, market)),)
         if not ready and not dead:
             return 0
         acked, emitted, _ = await self.consumer.finish(ack=ready, output_stream=keys.STREAM_TRADES, dead=dead)

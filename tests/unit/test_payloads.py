@@ -4,6 +4,7 @@ what operators look at)."""
 
 from __future__ import annotations
 
+import gc
 import time
 
 import msgspec
@@ -70,6 +71,22 @@ def test_built_events_are_validated_like_the_decoder_validates_their_bytes(chang
             encode_valid_order_event(event)
     else:
         assert decode_order_event(encode_valid_order_event(event)) == expected
+
+
+@pytest.mark.parametrize("field", ["maker_amount", "taker_amount", "fee", "block_number", "timestamp"])
+def test_every_amount_is_bounded_by_uint64_alone_and_with_the_others_at_the_limit(field: str) -> None:
+    at_limit = msgspec.structs.replace(EVENT, maker_amount=2**64 - 1, taker_amount=2**63, fee=2**64 - 1,
+                                       block_number=2**63 - 1, timestamp=2**64 - 1)  # fmt: skip
+    assert decode_order_event(encode_order_event(at_limit)) == at_limit
+    beyond = msgspec.structs.replace(at_limit, **{field: 2**64})
+    for check in (lambda: decode_order_event(msgspec.json.encode(beyond)), lambda: encode_valid_order_event(beyond)):
+        with pytest.raises(PoisonMessage, match=f"{field} beyond UInt64"):
+            check()
+
+
+def test_decoded_order_events_are_not_tracked_by_the_collector() -> None:
+    # one a fill: their fields are scalars and can hold no cycle (payloads.OrderEvent)
+    assert not gc.is_tracked(decode_order_event(encode_order_event(EVENT)))
 
 
 def test_trade_round_trips_with_exact_decimal_strings() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from decimal import Decimal
 
 import pytest
@@ -73,7 +74,18 @@ def test_zero_token_amount_gives_zero_price_not_a_crash() -> None:
 
 
 @pytest.mark.parametrize(
-    ("units", "text"), [(0, "0.000000"), (1, "0.000001"), (1_500_000, "1.500000"), (123_456_789_012, "123456.789012")]
-)
+    ("units", "text"),
+    [
+        (0, "0.000000"), (1, "0.000001"), (999_999, "0.999999"), (1_000_000, "1.000000"), (1_500_000, "1.500000"),
+        (10_000_001, "10.000001"), (123_456_789_012, "123456.789012"), (2**64 - 1, "18446744073709.551615"),
+    ],
+)  # fmt: skip
 def test_micros_to_decimal_is_exact(units: int, text: str) -> None:
     assert micros_to_decimal(units) == text
+
+
+def test_micros_to_decimal_matches_decimal_arithmetic_across_magnitudes() -> None:
+    rng = random.Random(7)
+    for units in [rng.randrange(10**digits) for digits in range(1, 21) for _ in range(50)]:
+        assert Decimal(micros_to_decimal(units)) == Decimal(units) / 10**6
+        assert len(micros_to_decimal(units).partition(".")[2]) == 6
