@@ -34,7 +34,7 @@ from common.errors import SourceError
 from common.exchanges import EXCHANGES
 from common.http import RateLimiter, make_client, request_json
 from ingesters import chain_ingester, goldsky_ingester
-from ingesters.chain_logs import RangeTooLarge, get_logs_filter, hex_quantity
+from ingesters.chain_logs import ChainLog, RangeTooLarge, get_logs_filter, hex_quantity
 from pipeline.ops.common import console, iso, make_parser, run_command
 
 Verdict = Literal["ok", "warn", "fail"]
@@ -160,9 +160,17 @@ async def count_logs(node: chain_ingester.Node, first: int, last: int, span: int
         except RangeTooLarge:
             span = max(1, span // 2)  # dense blocks fail by result count, not span
             continue
-        counts.update(str(log.get("address", "")).lower() for log in logs if isinstance(log, dict))
+        counts.update(map(log_address, logs))
         block = to_block + 1
     return counts
+
+
+def log_address(raw: Any) -> str:
+    """The emitting contract of an eth_getLogs item: typed (`ChainLog`) when the reply is all standard logs,
+    plain JSON otherwise ("" when it has none)."""
+    if isinstance(raw, ChainLog):
+        return raw.address.lower()
+    return str(raw.get("address", "")).lower() if isinstance(raw, dict) else ""
 
 
 def exchange_checks(counts: Counter[str], blocks: int) -> list[Check]:
