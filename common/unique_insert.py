@@ -37,6 +37,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
@@ -110,6 +111,8 @@ def first_of_each_id(columns: ColumnData, names: Sequence[str], unique: UniqueKe
     ids = columns[names.index(unique.id_column)]
     chosen: dict[str, int] = {}
     if unique.version_column is None:
+        if len(set(ids)) == len(ids):  # the usual batch: one C pass instead of a Python loop
+            return list(range(len(ids)))
         for index, row_id in enumerate(ids):
             chosen.setdefault(row_id, index)
     else:
@@ -121,11 +124,14 @@ def first_of_each_id(columns: ColumnData, names: Sequence[str], unique: UniqueKe
     return sorted(chosen.values())
 
 
+def pick(column: Sequence[Any], indexes: Sequence[int]) -> Sequence[Any]:
+    """The values at `indexes` (ascending, distinct) of `column`; all of them: `column` itself, not a copy."""
+    return column if len(indexes) == len(column) else [column[index] for index in indexes]
+
+
 def take(columns: ColumnData, indexes: Sequence[int]) -> ColumnData:
-    """The rows at `indexes` (ascending, distinct) of `columns`; all of them: `columns` itself, not a copy."""
-    if len(indexes) == len(columns[0]):
-        return columns
-    return [[column[index] for index in indexes] for column in columns]
+    """The rows at `indexes` (ascending, distinct) of `columns`, as columns."""
+    return [pick(column, indexes) for column in columns]
 
 
 def fetch_stored_ids(client: Client, table: str, time_column: str, ranges: Sequence[tuple[int, int]]) -> set[str]:
@@ -163,16 +169,19 @@ def select_new(
 ) -> tuple[list[int], list[str]]:
     """The candidates (row indexes) `table` does not hold yet, and the ids whose stored (older) version they
     replace."""
-    ids = columns[names.index(unique.id_column)]
+    ids = pick(columns[names.index(unique.id_column)], candidates)  # ids[n]: candidate n's
     if unique.time_column is not None:
-        times = columns[names.index(unique.time_column)]
-        stored_ids = fetch_stored_ids(client, table, unique.time_column, time_ranges(times[i] for i in candidates))
-        return [index for index in candidates if ids[index] not in stored_ids], []
+        times = pick(columns[names.index(unique.time_column)], candidates)
+        stored_ids = fetch_stored_ids(client, table, unique.time_column, time_ranges(times))
+        if stored_ids.isdisjoint(ids):  # the live case: nothing of the batch stored yet
+            return candidates, []
+        return [index for index, row_id in zip(candidates, ids, strict=True) if row_id not in stored_ids], []
     assert unique.version_column is not None
-    versions = columns[names.index(unique.version_column)]
-    stored = fetch_stored_versions(client, table, unique.version_column, [ids[i] for i in candidates])
-    fresh = [i for i in candidates if stored.get(ids[i], -1) < version_micros(versions[i])]
-    return fresh, [ids[i] for i in fresh if ids[i] in stored]
+    versions = pick(columns[names.index(unique.version_column)], candidates)
+    stored = fetch_stored_versions(client, table, unique.version_column, ids)
+    fresh = [(index, row_id) for index, row_id, version in zip(candidates, ids, versions, strict=True)
+             if stored.get(row_id, -1) < version_micros(version)]  # fmt: skip
+    return [index for index, _ in fresh], [row_id for _, row_id in fresh if row_id in stored]
 
 
 @contextlib.asynccontextmanager
