@@ -287,13 +287,13 @@ def trade_columns(entries: Sequence[bytes], ingested_at: datetime) -> Converted:
     """`stream:trades` entries, each decoded once, as the columns of `order_filled_events` and of `trades` (the
     writer's hot path: two rows per fill). The fill table's columns that are the trade's are the same lists."""
     trades: list[Trade] = []
-    legs: list[tuple[str, str, int, int]] = []
+    legs: list[str | int] = []  # the 4 of _LEGS an entry, flat: no tuple of them outlives its entry for the GC
     kept: list[int] = []
     poison: list[tuple[int, str]] = []
     for index, data in enumerate(entries):
         try:
             trade = decode_trade(data)
-            legs.append(fill_legs(trade))
+            legs.extend(fill_legs(trade))
         except PoisonMessage as exc:
             poison.append((index, str(exc)))
             continue
@@ -301,8 +301,7 @@ def trade_columns(entries: Sequence[bytes], ingested_at: datetime) -> Converted:
         kept.append(index)
     by_name = {name: list(map(get, trades)) for name, get in _TRADE_FIELDS}  # amounts: exact decimal text
     by_name["ingested_at"] = [ingested_at] * len(trades)
-    leg_columns = [list(leg) for leg in zip(*legs, strict=True)] or [[] for _ in _LEGS]
-    by_name.update(zip(_LEGS, leg_columns, strict=True))
+    by_name.update((name, legs[at :: len(_LEGS)]) for at, name in enumerate(_LEGS))
     return Converted(([by_name[c] for c in ORDER_EVENT_COLUMNS], [by_name[c] for c in TRADE_COLUMNS]), kept, poison)
 
 
