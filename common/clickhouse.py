@@ -59,6 +59,8 @@ _DECIMAL_TYPE = re.compile(r"^(Nullable\()?Decimal(32|64|128|256)?\(")
 _DATETIME64_TYPE = re.compile(r"^DateTime64\((\d)")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+ColumnData = Sequence[Sequence[Any]]  # a batch of rows as one sequence of values per column, in the columns' order
+
 
 @contextlib.contextmanager
 def map_clickhouse_errors(what: str) -> Iterator[None]:
@@ -132,7 +134,7 @@ def _is_rejection(exc: Exception) -> bool:
     )
 
 
-def wire_columns(column_types: Sequence[str], data: Sequence[Sequence[Any]]) -> tuple[list[str], list[Sequence[Any]]]:
+def wire_columns(column_types: Sequence[str], data: ColumnData) -> tuple[list[str], list[Sequence[Any]]]:
     """The types and columns to send: cheaper to serialize than the table's own, and stored the same.
 
     Decimals held as text (trades' exact amounts) go as `String`: the server parses the text exactly, as the client
@@ -157,7 +159,7 @@ def insert_columns(
     client: Client,
     table: str,
     columns: Sequence[str],
-    data: Sequence[Sequence[Any]],
+    data: ColumnData,
     token: str,
     column_types: Sequence[str] | None = None,
 ) -> None:
@@ -207,7 +209,7 @@ async def insert_batch(
     client: Client,
     table: str,
     columns: Sequence[str],
-    data: Sequence[Sequence[Any]],
+    data: ColumnData,
     token: str,
     *,
     column_types: Sequence[str] | None = None,
@@ -238,37 +240,37 @@ async def insert_batch(
             await asyncio.sleep(delay_s)
 
 
-async def insert_rows_isolating_rejects(
+async def insert_columns_isolating_rejects(
     client: Client,
     table: str,
     columns: Sequence[str],
-    rows: Sequence[Sequence[Any]],
+    data: ColumnData,
     token: str,
     *,
     column_types: Sequence[str] | None = None,
     max_attempts: int = 5,
 ) -> list[tuple[int, str]]:
-    """Insert `rows`; if ClickHouse rejects the data, bisect to find the rejected rows and insert the others.
+    """Insert the rows of column-oriented `data`; if ClickHouse rejects the data, bisect to find the rejected rows
+    and insert the others.
 
     Returns (index, reason) of each rejected row. Halves get tokens derived from the parent's, so a replayed
     batch splits, and deduplicates, exactly the same way.
     """
     try:
-        await insert_batch(
-            client, table, columns, list(zip(*rows, strict=True)), token,
-            column_types=column_types, max_attempts=max_attempts,
-        )  # fmt: skip
+        await insert_batch(client, table, columns, data, token, column_types=column_types, max_attempts=max_attempts)
         return []
     except RejectedRowsError as exc:
-        if len(rows) == 1:
+        if len(data[0]) == 1:
             return [(0, str(exc))]
-    middle = len(rows) // 2
-    left = await insert_rows_isolating_rejects(
-        client, table, columns, rows[:middle], f"{token}/0", column_types=column_types, max_attempts=max_attempts
-    )
-    right = await insert_rows_isolating_rejects(
-        client, table, columns, rows[middle:], f"{token}/1", column_types=column_types, max_attempts=max_attempts
-    )
+    middle = len(data[0]) // 2
+    left = await insert_columns_isolating_rejects(
+        client, table, columns, [column[:middle] for column in data], f"{token}/0",
+        column_types=column_types, max_attempts=max_attempts,
+    )  # fmt: skip
+    right = await insert_columns_isolating_rejects(
+        client, table, columns, [column[middle:] for column in data], f"{token}/1",
+        column_types=column_types, max_attempts=max_attempts,
+    )  # fmt: skip
     return left + [(index + middle, reason) for index, reason in right]
 
 

@@ -2,7 +2,7 @@
 
 Reads `stream:markets`, `stream:events` and `stream:trades`, each in consumer group `clickhouse-writer`, into
 `markets`, `events`, and both `order_filled_events` and `trades`: a trade entry is decoded once into its fill's row
-and its own (`processors.rows.trade_rows`, exact: see that module), so the writer does not read
+and its own (`processors.rows.trade_columns`, exact: see that module), so the writer does not read
 `stream:order_events`. A fill the processor holds while waiting for its market reaches `order_filled_events` when
 its trade is emitted.
 
@@ -44,12 +44,12 @@ from common import keys
 from common.backoff import Backoff, sleep_unless_stopped
 from common.clickhouse import apply_migrations, describe_columns, make_client
 from common.config import ClickHouseSettings, PipelineSettings, RedisSettings, StreamSettings, load
-from common.errors import PoisonMessage, SinkError, TransientSinkError
+from common.errors import SinkError, TransientSinkError
 from common.service import Service, run_worker, service_main, tune_gc
 from common.streams import Entry, StreamConsumer, run_consumer
 from common.trimming import group_backlog_end, retire_group, stream_id_key, trim_acked
 from common.unique_insert import UniqueTarget, insert_unique
-from processors.rows import LEGACY_ORDER_EVENTS, STREAMS, Row, StreamSpec
+from processors.rows import LEGACY_ORDER_EVENTS, STREAMS, StreamSpec
 
 log = structlog.get_logger()
 T = TypeVar("T")
@@ -66,7 +66,7 @@ class BatchCounts(NamedTuple):
 
 
 class StreamWriter:
-    """One stream into its tables: each entry converted once, into one row per table."""
+    """One stream into its tables: each batch converted once, into the columns of each table."""
 
     def __init__(
         self,
@@ -81,8 +81,8 @@ class StreamWriter:
         self.spec = spec
         self.consumer = consumer
         self.ch = ch
-        # Shared by the streams: one batch at a time is turned into rows and inserted, so the process holds one
-        # batch of Python rows, not three (the bench measured 488 MB RSS without it). The work is CPU-bound in
+        # Shared by the streams: one batch at a time is turned into columns and inserted, so the process holds one
+        # batch of Python values, not three (the bench measured 488 MB RSS without it). The work is CPU-bound in
         # one interpreter either way, so little overlap is lost.
         self.converting = converting
         self.owner = owner  # of the tables' insert locks: the consumer name, stable across restarts
@@ -108,31 +108,17 @@ class StreamWriter:
             await self.insert_and_finish(batch)
         await self.pace(len(batch))
 
-    def convert(self, batch: list[Entry]) -> tuple[list[tuple[Row, ...]], list[Entry], list[tuple[Entry, str]]]:
-        """Each entry's rows (one per table), the entries they came from, and the entries that are poison."""
-        ingested_at = datetime.now(UTC)
-        to_rows = self.spec.to_rows
-        converted: list[tuple[Row, ...]] = []
-        row_entries: list[Entry] = []
-        dead: list[tuple[Entry, str]] = []
-        for entry in batch:
-            try:
-                converted.append(to_rows(entry.data, ingested_at))
-            except PoisonMessage as exc:
-                dead.append((entry, str(exc)))
-                continue
-            row_entries.append(entry)
-        return converted, row_entries, dead
-
     async def insert_and_finish(self, batch: list[Entry]) -> BatchCounts:
         started = time.perf_counter()
         client, targets = await asyncio.to_thread(self.connect)
-        converted, row_entries, dead = self.convert(batch)
+        converted = self.spec.to_columns([entry.data for entry in batch], datetime.now(UTC))
+        row_entries = [batch[index] for index in converted.kept]
+        dead = [(batch[index], reason) for index, reason in converted.poison]
         entry_ids = [entry.id for entry in row_entries]
         rejected: dict[int, list[str]] = {}  # index into row_entries -> why each table refused its row
         inserted = skipped = 0
-        for target, rows in zip(targets, list(zip(*converted, strict=True)) or [()] * len(targets), strict=True):
-            outcome = await insert_unique(client, self.service.redis, target, rows, entry_ids, self.ch,
+        for target, columns in zip(targets, converted.tables, strict=True):
+            outcome = await insert_unique(client, self.service.redis, target, columns, entry_ids, self.ch,
                                           stop=self.service.stop)  # fmt: skip
             # dies here, between two tables: the entries stay pending; their replay finds this table's ids stored
             # and inserts only what the next table lacks

@@ -1,9 +1,12 @@
-"""Stream entries to ClickHouse rows, pure functions (DESIGN §4).
+"""Stream entries to ClickHouse columns, pure functions (DESIGN §4).
 
-Each `StreamSpec.to_rows(data, ingested_at)` returns one tuple per table the stream fills, each in the order of its
-table's COLUMNS, or raises PoisonMessage with the reason; the writer dead-letters that entry and inserts the rest of
-its batch. The columns come from the row's own shape, so they cannot drift from the values: the fields of the
-stream's struct (`common.payloads`) for fills and trades, a NamedTuple per row for markets and events. Gamma's
+`StreamSpec.to_columns(entries, ingested_at)` turns a batch of entries into the columns of each table the stream
+fills (`Converted`: one list per column, in the order of the table's COLUMNS, one value per entry kept), and names
+the entries that are poison (PoisonMessage's reason); the writer dead-letters those and inserts the rest of the
+batch. Columns, not rows: clickhouse-connect inserts columns, and building them directly spares a tuple per row
+(tracked by the collector) and a transposition per table. The column names come from the values' own shape, so
+they cannot drift from them: the fields of the stream's struct (`common.payloads`) for fills and trades, a
+NamedTuple per row for markets and events (whose small batches are built as rows, then transposed). Gamma's
 JSON-encoded strings (`outcomes`, `outcomePrices`, `clobTokenIds`) become arrays; the full source object is kept in
 `raw`. Trades keep their amounts as the exact decimal text the processor wrote; clickhouse-connect scales that text
 into Decimal(18, 6) itself, so no Decimal is built here.
@@ -12,14 +15,15 @@ into Decimal(18, 6) itself, so no Decimal is built here.
 asset and amount columns, and those are exact functions of it, because a fill has exactly one USDC asset id "0"
 (`common.payloads.check_order_event`) and `processors.trades.derive_trade` keeps both legs as exact 6-decimal text:
 maker BUY: maker_asset_id "0", taker_asset_id token_id, maker_amount the USD micros, taker_amount the token micros;
-maker SELL: the other way round (`fill_row`).
+maker SELL: the other way round (`fill_legs`). The fill's other columns are the trade's own lists, shared.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 import orjson
@@ -33,6 +37,18 @@ from common.unique_insert import UniqueKey
 from processors.trades import USDC
 
 Row = tuple[Any, ...]
+Columns = list[list[Any]]  # a table's values, one list per column in the table's column order
+
+
+class Converted(NamedTuple):
+    """A batch of entries as columns: the rows of entry `kept[i]` are value i of every column."""
+
+    tables: tuple[Columns, ...]  # per table of the stream, in the order of `StreamSpec.tables`
+    kept: list[int]  # indexes into the batch of the entries converted
+    poison: list[tuple[int, str]]  # (index into the batch, why the entry cannot be converted)
+
+
+ToColumns = Callable[[Sequence[bytes], datetime], Converted]
 
 
 @dataclass(frozen=True)
@@ -48,7 +64,7 @@ class StreamSpec:
 
     stream: str
     tables: tuple[TableSpec, ...]
-    to_rows: Callable[[bytes, datetime], tuple[Row, ...]]  # one row per table, in the order of `tables`
+    to_columns: ToColumns
 
     def token_source(self, table: TableSpec) -> str:
         """The namespace of `table`'s dedup tokens (`common.clickhouse.batch_token`). The last of `tables` is the
@@ -211,9 +227,23 @@ def event_row(data: bytes, ingested_at: datetime) -> EventRow:
     )
 
 
-def one_row(to_row: Callable[[bytes, datetime], Row]) -> Callable[[bytes, datetime], tuple[Row]]:
-    """`to_row` as the `StreamSpec.to_rows` of a stream that fills one table."""
-    return lambda data, ingested_at: (to_row(data, ingested_at),)
+def one_row(table: TableSpec, to_row: Callable[[bytes, datetime], Row]) -> ToColumns:
+    """`to_row`, one entry's row of `table`, as the `StreamSpec.to_columns` of a stream that fills only `table`
+    (markets, events, the legacy fills: small or rare batches, where rows cost little)."""
+
+    def to_columns(entries: Sequence[bytes], ingested_at: datetime) -> Converted:
+        rows, kept, poison = [], [], []
+        for index, data in enumerate(entries):
+            try:
+                rows.append(to_row(data, ingested_at))
+            except PoisonMessage as exc:
+                poison.append((index, str(exc)))
+                continue
+            kept.append(index)
+        columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in table.columns]
+        return Converted((columns,), kept, poison)
+
+    return to_columns
 
 
 # The stream structs' fields are the tables' columns, in their order, then `ingested_at`.
@@ -227,10 +257,6 @@ def order_event_row(data: bytes, ingested_at: datetime) -> Row:
     return (*astuple(decode_order_event(data)), ingested_at)
 
 
-def trade_row(data: bytes, ingested_at: datetime) -> Row:
-    return (*astuple(decode_trade(data)), ingested_at)  # amounts: exact decimal text (module docstring)
-
-
 def micros(amount: str) -> int:
     """Exact 6-decimal text ('1.500000', as `derive_trade` writes it) as integer base units (1500000)."""
     digits = amount.replace(".", "", 1)  # one C call: 0.3 µs less than slicing around the dot, on this machine
@@ -241,26 +267,42 @@ def micros(amount: str) -> int:
     return int(digits)
 
 
-def fill_row(trade: Trade, ingested_at: datetime) -> Row:
-    """The `order_filled_events` row of the fill `trade` was derived from (module docstring), in ORDER_EVENT_COLUMNS
-    order; the trade's other fields are the fill's own, copied by `derive_trade`."""
+def fill_legs(trade: Trade) -> tuple[str, str, int, int]:
+    """The maker_asset_id, taker_asset_id, maker_amount and taker_amount of the fill `trade` was derived from
+    (module docstring); its other columns are the trade's own, copied by `derive_trade`."""
     t = trade
     usd, tokens = micros(t.usd_amount), micros(t.token_amount)
     if t.maker_direction == "BUY":
-        maker_asset_id, taker_asset_id, maker_amount, taker_amount = USDC, t.token_id, usd, tokens
-    elif t.maker_direction == "SELL":
-        maker_asset_id, taker_asset_id, maker_amount, taker_amount = t.token_id, USDC, tokens, usd
-    else:
-        raise PoisonMessage(f"trade {t.id}: maker_direction {t.maker_direction!r} is neither BUY nor SELL")
-    return (t.id, t.source, t.exchange, t.block_number, t.log_index, t.tx_hash, t.order_hash, t.timestamp, t.maker,
-            t.taker, maker_asset_id, taker_asset_id, maker_amount, taker_amount, t.fee, ingested_at)  # fmt: skip
+        return USDC, t.token_id, usd, tokens
+    if t.maker_direction == "SELL":
+        return t.token_id, USDC, tokens, usd
+    raise PoisonMessage(f"trade {t.id}: maker_direction {t.maker_direction!r} is neither BUY nor SELL")
 
 
-def trade_rows(data: bytes, ingested_at: datetime) -> tuple[Row, Row]:
-    """A `stream:trades` entry, decoded once, as its `order_filled_events` row and its `trades` row (the writer's
-    hot path: two rows per fill)."""
-    trade = decode_trade(data)
-    return fill_row(trade, ingested_at), (*astuple(trade), ingested_at)
+_TRADE_FIELDS = [(name, attrgetter(name)) for name in Trade.__struct_fields__]
+_LEGS = ("maker_asset_id", "taker_asset_id", "maker_amount", "taker_amount")
+
+
+def trade_columns(entries: Sequence[bytes], ingested_at: datetime) -> Converted:
+    """`stream:trades` entries, each decoded once, as the columns of `order_filled_events` and of `trades` (the
+    writer's hot path: two rows per fill). The fill table's columns that are the trade's are the same lists."""
+    trades: list[Trade] = []
+    legs: list[str | int] = []  # the 4 of _LEGS an entry, flat: no tuple of them outlives its entry for the GC
+    kept: list[int] = []
+    poison: list[tuple[int, str]] = []
+    for index, data in enumerate(entries):
+        try:
+            trade = decode_trade(data)
+            legs.extend(fill_legs(trade))
+        except PoisonMessage as exc:
+            poison.append((index, str(exc)))
+            continue
+        trades.append(trade)
+        kept.append(index)
+    by_name = {name: list(map(get, trades)) for name, get in _TRADE_FIELDS}  # amounts: exact decimal text
+    by_name["ingested_at"] = [ingested_at] * len(trades)
+    by_name.update((name, legs[at :: len(_LEGS)]) for at, name in enumerate(_LEGS))
+    return Converted(([by_name[c] for c in ORDER_EVENT_COLUMNS], [by_name[c] for c in TRADE_COLUMNS]), kept, poison)
 
 
 # Fills and trades never change: checked by id over their time ranges. Markets and events do: newest updated_at.
@@ -272,11 +314,13 @@ ORDER_FILLED_EVENTS = TableSpec("order_filled_events", ORDER_EVENT_COLUMNS, IMMU
 TRADES = TableSpec("trades", TRADE_COLUMNS, IMMUTABLE)
 TABLES = (MARKETS, EVENTS, ORDER_FILLED_EVENTS, TRADES)
 STREAMS = (
-    StreamSpec(keys.STREAM_MARKETS, (MARKETS,), one_row(market_row)),
-    StreamSpec(keys.STREAM_EVENTS, (EVENTS,), one_row(event_row)),
+    StreamSpec(keys.STREAM_MARKETS, (MARKETS,), one_row(MARKETS, market_row)),
+    StreamSpec(keys.STREAM_EVENTS, (EVENTS,), one_row(EVENTS, event_row)),
     # order_filled_events first: a crash between the two inserts leaves a fill without its trade, which the
     # entry's redelivery completes (and `replay` would find); trades last, as its own stream's table
-    StreamSpec(keys.STREAM_TRADES, (ORDER_FILLED_EVENTS, TRADES), trade_rows),
+    StreamSpec(keys.STREAM_TRADES, (ORDER_FILLED_EVENTS, TRADES), trade_columns),
 )
 # What the writer read before stream:trades fed order_filled_events; only drained now (clickhouse_writer.py).
-LEGACY_ORDER_EVENTS = StreamSpec(keys.STREAM_ORDER_EVENTS, (ORDER_FILLED_EVENTS,), one_row(order_event_row))
+LEGACY_ORDER_EVENTS = StreamSpec(
+    keys.STREAM_ORDER_EVENTS, (ORDER_FILLED_EVENTS,), one_row(ORDER_FILLED_EVENTS, order_event_row)
+)

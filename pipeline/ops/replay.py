@@ -37,7 +37,7 @@ from common.redis_client import make_redis, map_redis_errors
 from common.unique_insert import UniqueTarget, insert_unique
 from dashboard.snapshot import read_streams
 from pipeline.ops.common import add_time_range, chunks, console, fail, make_parser, parse_range, run_command, settings
-from processors.rows import IMMUTABLE, TRADE_COLUMNS, trade_row
+from processors.rows import IMMUTABLE, TRADE_COLUMNS, trade_columns
 from processors.trades import derive_trade, token_of
 
 FILL_COLUMNS = tuple(OrderEvent.__struct_fields__)
@@ -124,11 +124,16 @@ async def insert_trades(
     inserted = rejected = 0
     for start in range(0, len(ordered), BATCH_ROWS):
         batch = ordered[start : start + BATCH_ROWS]
-        rows = [trade_row(encode_trade(derive_trade(e, markets.get(token_of(e)))), ingested_at) for e in batch]
-        outcome = await insert_unique(client, redis, target, rows, [e.id for e in batch], ch)
-        for index, reason in outcome.rejected:
-            console.print(f"rejected {batch[index].id}: {reason}", markup=False)
-        inserted, rejected = inserted + outcome.inserted, rejected + len(outcome.rejected)
+        converted = trade_columns([encode_trade(derive_trade(e, markets.get(token_of(e)))) for e in batch],
+                                  ingested_at)  # fmt: skip
+        trades = converted.tables[-1]  # the fill table's columns beside it are not used: the fills are stored
+        kept = [batch[index] for index in converted.kept]
+        outcome = await insert_unique(client, redis, target, trades, [e.id for e in kept], ch)
+        refused = [(batch[index], reason) for index, reason in converted.poison]
+        refused += [(kept[index], reason) for index, reason in outcome.rejected]
+        for event, reason in refused:
+            console.print(f"rejected {event.id}: {reason}", markup=False)
+        inserted, rejected = inserted + outcome.inserted, rejected + len(refused)
     return inserted, rejected
 
 

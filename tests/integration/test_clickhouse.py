@@ -16,7 +16,7 @@ from common.clickhouse import (
     describe_columns,
     insert_batch,
     insert_columns,
-    insert_rows_isolating_rejects,
+    insert_columns_isolating_rejects,
     make_client,
     wire_columns,
 )
@@ -78,7 +78,8 @@ async def test_rejected_rows_are_isolated_and_the_rest_inserted(ch) -> None:
     columns = ["id", "question", "updated_at", "raw", "ingested_at"]
     rows = [[str(i), "q", 1_777_000_000, "{}", 1_777_000_000_000] for i in range(9)]
     rows[4][2] = "not a date"  # refused while serializing
-    rejected = await insert_rows_isolating_rejects(ch, "markets", columns, rows, "tok-1")
+    data = [list(column) for column in zip(*rows, strict=True)]
+    rejected = await insert_columns_isolating_rejects(ch, "markets", columns, data, "tok-1")
     assert [index for index, _ in rejected] == [4]
     assert sorted(int(row[0]) for row in ch.query("SELECT id FROM markets").result_rows) == [0, 1, 2, 3, 5, 6, 7, 8]
 
@@ -92,15 +93,18 @@ def test_unreachable_clickhouse_is_a_transient_error() -> None:
 TRADE_COLUMNS = ["id", "timestamp", "token_id", "usd_amount", "token_amount", "ingested_at"]
 
 
-def trade_rows(amounts: list[str], ingested_at: datetime) -> list[list[object]]:
-    return [[f"t{i}", 1_777_000_000 + i, "tok", amount, amount, ingested_at] for i, amount in enumerate(amounts)]
+def trade_columns(amounts: list[str], ingested_at: datetime) -> list[list[object]]:
+    """Trades of these amounts, in TRADE_COLUMNS order, as columns."""
+    count = len(amounts)
+    return [[f"t{i}" for i in range(count)], [1_777_000_000 + i for i in range(count)], ["tok"] * count, amounts,
+            amounts, [ingested_at] * count]  # fmt: skip
 
 
 async def test_text_amounts_and_one_ingested_at_are_stored_as_the_table_types(ch) -> None:
     types = describe_columns(ch, "trades")
     ingested_at = datetime(2026, 5, 1, 12, 30, 15, 123456, tzinfo=UTC)
     amounts = ["0.000001", "123456789012.123456", "1.5", "7"]
-    columns = [list(column) for column in zip(*trade_rows(amounts, ingested_at), strict=True)]
+    columns = trade_columns(amounts, ingested_at)
     await insert_batch(ch, "trades", TRADE_COLUMNS, columns, "tok-amounts",
                        column_types=[types[c] for c in TRADE_COLUMNS])  # fmt: skip
     stored = ch.query("SELECT usd_amount, token_amount, ingested_at FROM trades ORDER BY id").result_rows
@@ -110,9 +114,9 @@ async def test_text_amounts_and_one_ingested_at_are_stored_as_the_table_types(ch
 
 async def test_a_bad_amount_text_is_rejected_by_the_server_and_isolated(ch) -> None:
     types = describe_columns(ch, "trades")
-    rows = trade_rows(["1.5", "2.5", "not a number", "4.5", "99999999999999.5"], datetime.now(UTC))
-    rejected = await insert_rows_isolating_rejects(ch, "trades", TRADE_COLUMNS, rows, "tok-bad",
-                                                   column_types=[types[c] for c in TRADE_COLUMNS])  # fmt: skip
+    columns = trade_columns(["1.5", "2.5", "not a number", "4.5", "99999999999999.5"], datetime.now(UTC))
+    rejected = await insert_columns_isolating_rejects(ch, "trades", TRADE_COLUMNS, columns, "tok-bad",
+                                                      column_types=[types[c] for c in TRADE_COLUMNS])  # fmt: skip
     assert [index for index, _ in rejected] == [2, 4]  # unparseable; beyond Decimal(18, 6)
     assert [row[0] for row in ch.query("SELECT id FROM trades ORDER BY id").result_rows] == ["t0", "t1", "t3"]
 

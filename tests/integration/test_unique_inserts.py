@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from common import keys
 from common.clickhouse import apply_migrations, make_client
 from common.config import ClickHouseSettings, SourceSettings
-from common.unique_insert import time_ranges
+from common.unique_insert import UniqueKey, first_of_each_id, take, time_ranges
 from ingesters import chain_ingester, goldsky_ingester
 from pipeline.ops import dedupe as ops_dedupe
 from pipeline.ops import verify as ops_verify
@@ -72,6 +72,17 @@ async def ingest_both_sources_over_v1(sim: Any, redis_settings: Any) -> int:
     await chain_ingester.run(chain_ingester.ChainConfig(chain, sources, FAST_HTTP, redis_settings), once=True)
     return len({f["id"] for f in truth["fills"] if f["block_number"] <= truth["finalized_block"] or
                 "goldsky" in f["sources"]})  # fmt: skip
+
+
+def test_first_of_each_id_keeps_the_first_or_the_newest_row_of_an_id_from_columns() -> None:
+    names = ("id", "v")
+    immutable, versioned = UniqueKey(time_column="v"), UniqueKey(version_column="v")
+    assert first_of_each_id([["a", "b", "c"], [1, 2, 3]], names, immutable) == [0, 1, 2]
+    columns = [["a", "b", "a", "c", "b"], [1, 5, 3, 1, 5]]
+    assert first_of_each_id(columns, names, immutable) == [0, 1, 3]
+    assert first_of_each_id(columns, names, versioned) == [1, 2, 3]  # b's tie: the first
+    assert take(columns, [1, 2, 3]) == [["b", "a", "c"], [5, 3, 1]]
+    assert all(kept is column for kept, column in zip(take(columns, range(5)), columns, strict=True))
 
 
 def test_time_ranges_split_at_gaps_and_merge_the_closest_beyond_the_cap() -> None:

@@ -16,7 +16,7 @@ from common.streams import StreamConsumer
 from common.trimming import trim_acked
 from common.unique_insert import UniqueTarget, insert_unique
 from processors import clickhouse_writer
-from processors.rows import LEGACY_ORDER_EVENTS, STREAMS, order_event_row, trade_rows
+from processors.rows import LEGACY_ORDER_EVENTS, STREAMS, StreamSpec
 from processors.trades import derive_trade
 from tests.fixtures.fills_world import make_fills, make_markets, publish_fills
 
@@ -55,13 +55,16 @@ async def read_as(redis: aioredis.Redis, stream: str, consumer: str, count: int)
     return await reader.read()
 
 
-async def insert_as_the_writer(redis, ch_settings, target_table, rows, entry_ids, token_source: str) -> None:
+async def insert_as_the_writer(redis, ch_settings, spec: StreamSpec, table_name: str, entries: list) -> None:
+    """What a writer inserts into `table_name` for `entries` of `spec`'s stream (all convertible), with its token."""
     client = make_client(ch_settings)
     try:
-        table = next(t for spec in (*STREAMS, LEGACY_ORDER_EVENTS) for t in spec.tables if t.table == target_table)
+        at, table = next((at, table) for at, table in enumerate(spec.tables) if table.table == table_name)
+        converted = spec.to_columns([entry.data for entry in entries], NOW)
+        assert converted.kept == list(range(len(entries)))
         target = UniqueTarget(table.table, table.columns, table.unique, owner=WRITER.clickhouse_writer_consumer,
-                              token_source=token_source)  # fmt: skip
-        await insert_unique(client, redis, target, rows, entry_ids, ch_settings)
+                              token_source=spec.token_source(table))  # fmt: skip
+        await insert_unique(client, redis, target, converted.tables[at], [entry.id for entry in entries], ch_settings)
     finally:
         client.close()
 
@@ -106,10 +109,7 @@ async def test_a_crash_between_the_two_inserts_is_completed_by_the_replay(redis_
     apply_migrations(ch_settings)
     # a writer read the batch and inserted its order_filled_events rows, then died before inserting its trades
     batch = await read_as(redis_client, keys.STREAM_TRADES, WRITER.clickhouse_writer_consumer, len(fills))
-    (fills_table, _) = TRADES_STREAM.tables
-    await insert_as_the_writer(redis_client, ch_settings, "order_filled_events",
-                               [trade_rows(entry.data, NOW)[0] for entry in batch], [entry.id for entry in batch],
-                               TRADES_STREAM.token_source(fills_table))  # fmt: skip
+    await insert_as_the_writer(redis_client, ch_settings, TRADES_STREAM, "order_filled_events", batch)
     assert counts(ch_settings, "trades") == (0, 0)
 
     service = await run_writer_once(redis_settings, ch_settings)
@@ -156,16 +156,12 @@ async def test_upgrade_drains_the_earlier_writers_group_on_order_events_then_des
 
     old_name = WRITER.clickhouse_writer_consumer
     written = await read_as(redis_client, keys.STREAM_ORDER_EVENTS, old_name, 30)
-    await insert_as_the_writer(redis_client, ch_settings, "order_filled_events",
-                               [order_event_row(e.data, NOW) for e in written], [e.id for e in written],
-                               keys.STREAM_ORDER_EVENTS)  # fmt: skip
+    await insert_as_the_writer(redis_client, ch_settings, LEGACY_ORDER_EVENTS, "order_filled_events", written)
     await redis_client.xack(keys.STREAM_ORDER_EVENTS, keys.GROUP_CLICKHOUSE_WRITER, *(e.id for e in written))
     await read_as(redis_client, keys.STREAM_ORDER_EVENTS, old_name, 20)
     await read_as(redis_client, keys.STREAM_ORDER_EVENTS, "clickhouse_writer-2", 10)
     trades_written = await read_as(redis_client, keys.STREAM_TRADES, old_name, 60)
-    await insert_as_the_writer(redis_client, ch_settings, "trades",
-                               [trade_rows(e.data, NOW)[1] for e in trades_written], [e.id for e in trades_written],
-                               keys.STREAM_TRADES)  # fmt: skip
+    await insert_as_the_writer(redis_client, ch_settings, TRADES_STREAM, "trades", trades_written)
     await redis_client.xack(keys.STREAM_TRADES, keys.GROUP_CLICKHOUSE_WRITER, *trade_ids[:60])
 
     service = await run_writer_once(redis_settings, ch_settings)

@@ -10,6 +10,7 @@ from decimal import Decimal
 
 import orjson
 import pytest
+from msgspec.structs import astuple
 
 from common import keys
 from common.clickhouse import load_migrations
@@ -28,22 +29,37 @@ from common.position_ids import decode_position_id
 from processors.rows import (
     EVENT_COLUMNS,
     MARKET_COLUMNS,
+    MARKETS,
     ORDER_EVENT_COLUMNS,
     STREAMS,
     TABLES,
     TRADE_COLUMNS,
+    Converted,
     TableSpec,
     event_row,
-    fill_row,
+    fill_legs,
     market_row,
     micros,
+    one_row,
     order_event_row,
-    trade_row,
-    trade_rows,
+    trade_columns,
 )
 from processors.trades import derive_trade
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
+
+
+def rows_of(columns: list[list[object]]) -> list[tuple[object, ...]]:
+    return list(zip(*columns, strict=True))
+
+
+def trade_row(data: bytes) -> tuple[object, ...]:
+    """The `trades` row of one `stream:trades` entry, through the stream's own conversion."""
+    converted = trade_columns([data], NOW)
+    if converted.poison:
+        raise PoisonMessage(converted.poison[0][1])
+    (row,) = rows_of(converted.tables[1])
+    return row
 
 
 ADD_COLUMN = r"ALTER TABLE db\.(\w+) ADD COLUMN IF NOT EXISTS (\w+) .*?(?: AFTER (\w+))?$"
@@ -186,7 +202,7 @@ def test_fill_with_a_missing_field_is_poison() -> None:
 def test_trade_row_is_the_trade_in_column_order_with_exact_decimal_amounts() -> None:
     event = decode_order_event(order_event(maker_amount=5_850_000, taker_amount=10_000_001, fee=3))
     trade = derive_trade(event, MarketRef(market_id="7", condition_id="0x2e", outcome="Up", outcome_index=0))
-    row = dict(zip(TRADE_COLUMNS, trade_row(encode_trade(trade), NOW), strict=True))
+    row = dict(zip(TRADE_COLUMNS, trade_row(encode_trade(trade)), strict=True))
     # the exact text clickhouse-connect scales into Decimal(18, 6) (no float, no Decimal round trip here)
     assert row["usd_amount"] == "5.850000" and row["token_amount"] == "10.000001"
     assert Decimal(row["usd_amount"]) == Decimal("5.85") and Decimal(row["token_amount"]) == Decimal("10.000001")
@@ -197,7 +213,7 @@ def test_trade_row_is_the_trade_in_column_order_with_exact_decimal_amounts() -> 
 
 def test_malformed_trade_is_poison() -> None:
     with pytest.raises(PoisonMessage, match="invalid trade"):
-        trade_row(b'{"id": "x"}', NOW)
+        trade_row(b'{"id": "x"}')
 
 
 def position_id(rng: random.Random) -> str:
@@ -231,16 +247,50 @@ def varied_fills(rng: random.Random, count: int) -> list[OrderEvent]:
     return fills
 
 
-def test_the_fill_row_rebuilt_from_its_trade_is_the_row_its_order_event_gave() -> None:
+def test_the_fill_rows_rebuilt_from_their_trades_are_the_rows_their_order_events_gave() -> None:
     market = MarketRef(market_id="7", condition_id="0x2e", outcome="Up", outcome_index=1)
     fills = varied_fills(random.Random(14), 3000)
     assert {(f.maker_asset_id == "0", f.log_index is None) for f in fills} == {(a, b) for a in (0, 1) for b in (0, 1)}
-    for event in fills:
-        data = encode_order_event(event)
-        trade_data = encode_trade(derive_trade(decode_order_event(data), market if event.timestamp % 2 else None))
-        rebuilt, trade = trade_rows(trade_data, NOW)
-        assert rebuilt == order_event_row(data, NOW)  # the oracle: the row the writer built from the order event
-        assert trade == trade_row(trade_data, NOW)
+    datas = [encode_order_event(event) for event in fills]
+    trades = [encode_trade(derive_trade(decode_order_event(data), market if event.timestamp % 2 else None))
+              for data, event in zip(datas, fills, strict=True)]  # fmt: skip
+    converted = trade_columns(trades, NOW)
+    assert converted.kept == list(range(len(fills))) and converted.poison == []
+    fill_columns, trade_columns_ = converted.tables
+    # the oracles: the row the writer built from the order event, and the trade's own fields in column order
+    assert rows_of(fill_columns) == [order_event_row(data, NOW) for data in datas]
+    assert rows_of(trade_columns_) == [(*astuple(decode_trade(data)), NOW) for data in trades]
+
+
+def test_poison_trades_are_named_by_their_index_and_their_batch_mates_converted() -> None:
+    good = [encode_trade(derive_trade(event, None)) for event in varied_fills(random.Random(3), 4)]
+    batch = [b"not json", good[0], good[1].replace(b'"maker_direction":"', b'"maker_direction":"x'), *good[2:],
+             b'{"id": "x"}']  # fmt: skip
+    converted = trade_columns(batch, NOW)
+    assert converted.kept == [1, 3, 4]
+    assert [(index, reason.split(":")[0]) for index, reason in converted.poison] == [
+        (0, "invalid trade"), (2, f"trade {decode_trade(good[1]).id}"), (5, "invalid trade")
+    ]  # fmt: skip
+    expected = [(*astuple(decode_trade(data)), NOW) for data in (good[0], *good[2:])]
+    assert rows_of(converted.tables[1]) == expected
+    assert [row[0] for row in rows_of(converted.tables[0])] == [row[0] for row in expected]
+
+
+def test_a_batch_of_poison_only_gives_empty_columns_of_every_table() -> None:
+    (spec,) = [spec for spec in STREAMS if spec.stream == keys.STREAM_TRADES]
+    converted = spec.to_columns([b"{}"], NOW)
+    assert converted.kept == [] and len(converted.poison) == 1
+    assert [len(columns) for columns in converted.tables] == [len(table.columns) for table in spec.tables]
+    assert all(column == [] for columns in converted.tables for column in columns)
+    markets = one_row(MARKETS, market_row)([b"[]"], NOW)
+    assert markets == Converted(([[] for _ in MARKET_COLUMNS],), [], [(0, "not an object with an id")])
+
+
+def test_one_row_streams_give_their_rows_as_columns_and_name_their_poison() -> None:
+    batch = [orjson.dumps(MARKET), b"{", orjson.dumps({**MARKET, "id": "2"})]
+    converted = one_row(MARKETS, market_row)(batch, NOW)
+    assert converted.kept == [0, 2] and [index for index, _ in converted.poison] == [1]
+    assert rows_of(converted.tables[0]) == [market_row(batch[0], NOW), market_row(batch[2], NOW)]
 
 
 def test_the_trades_stream_fills_both_fill_tables_with_distinct_tokens() -> None:
@@ -282,6 +332,6 @@ def test_a_trade_whose_fill_cannot_be_rebuilt_is_poison() -> None:
     event = decode_order_event(order_event())
     trade = derive_trade(event, None)
     with pytest.raises(PoisonMessage, match="neither BUY nor SELL"):
-        fill_row(decode_trade(encode_trade(trade).replace(b'"maker_direction":"BUY"', b'"maker_direction":"buy"')), NOW)
+        fill_legs(decode_trade(encode_trade(trade).replace(b'"maker_direction":"BUY"', b'"maker_direction":"buy"')))
     with pytest.raises(PoisonMessage, match="not a decimal with 6 decimals"):
-        trade_rows(encode_trade(trade).replace(b'"usd_amount":"0.000010"', b'"usd_amount":"0.00001"'), NOW)
+        trade_row(encode_trade(trade).replace(b'"usd_amount":"0.000010"', b'"usd_amount":"0.00001"'))
