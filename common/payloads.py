@@ -254,9 +254,10 @@ _dead_letter_decoder = msgspec.json.Decoder(DeadLetter)
 
 
 def encode_dead_letter(
-    *, stream: str, entry_id: str | None, payload: bytes | str, error: str, deliveries: int, group: str = ""
+    *, stream: str, payload: bytes | str, error: str, entry_id: str | None = None, deliveries: int = 0, group: str = ""
 ) -> bytes:
-    """A dead letter of `payload` (bytes are shown as UTF-8 text), stamped with the time now."""
+    """A dead letter of `payload` (bytes are shown as UTF-8 text), stamped with the time now. Without `entry_id`
+    and `deliveries`: an item a source served that never became a stream entry (the ingesters' malformed items)."""
     text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
     letter = DeadLetter(stream=stream, group=group, entry_id=entry_id, payload=text, error=error,
                         deliveries=deliveries, time=round(time.time(), 3))  # fmt: skip

@@ -228,7 +228,9 @@ def normalize_logs(logs: Sequence[Any], timestamps: Mapping[int, int]) -> tuple[
     """Logs (ChainLogs or plain JSON items, any order) -> (encoded events in (block, log index) order, `stream:dlq`
     entries with the reason)."""
     typed, malformed = _typed_logs(logs)
-    entries, dead = [], [_dead_letter(orjson.dumps(raw, default=str), exc) for raw, exc in malformed]
+    entries = []
+    dead = [encode_dead_letter(stream=keys.STREAM_ORDER_EVENTS, payload=orjson.dumps(raw, default=str), error=str(exc))
+            for raw, exc in malformed]  # fmt: skip
     for (block, _), log in sorted(((log_position(log), log) for log in typed), key=itemgetter(0)):
         if log.removed:
             continue  # a reorged-out log; finalized ranges don't have them
@@ -239,14 +241,9 @@ def normalize_logs(logs: Sequence[Any], timestamps: Mapping[int, int]) -> tuple[
                 raise PoisonMessage(f"no timestamp for block {block}")
             entries.append(encode_valid_order_event(build_order_filled(log, timestamp)))
         except (PoisonMessage, ValueError) as exc:
-            dead.append(_dead_letter(msgspec.json.encode(log), exc))
+            dead.append(encode_dead_letter(stream=keys.STREAM_ORDER_EVENTS, payload=msgspec.json.encode(log),
+                                           error=str(exc)))  # fmt: skip
     return entries, dead
-
-
-def _dead_letter(payload: bytes, exc: Exception) -> bytes:
-    return encode_dead_letter(
-        stream=keys.STREAM_ORDER_EVENTS, entry_id=None, payload=payload, error=str(exc), deliveries=0
-    )
 
 
 def log_position(log: ChainLog) -> tuple[int, int]:

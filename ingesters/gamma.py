@@ -132,9 +132,7 @@ def prepare_page(
             resource.validate(item)
         except PoisonMessage as exc:
             error = f"malformed {resource.name[:-1]}: {exc}"
-            page.dead_letters.append(
-                encode_dead_letter(stream=resource.stream, entry_id=None, payload=raw, error=error, deliveries=0)
-            )
+            page.dead_letters.append(encode_dead_letter(stream=resource.stream, payload=raw, error=error))
             continue
         page.entries.append(raw)
         page.add_hashes(resource.index(item))

@@ -242,11 +242,7 @@ def normalize_rows(rows: Sequence[Row]) -> tuple[list[bytes], list[bytes]]:
             entries.append(encode_valid_order_event(build_fill(subgraph_fill(raw))))
         except PoisonMessage as exc:
             payload = msgspec.json.encode(raw) if type(raw) is SubgraphFill else orjson.dumps(raw, default=str)
-            dead.append(
-                encode_dead_letter(
-                    stream=keys.STREAM_ORDER_EVENTS, entry_id=None, payload=payload, error=str(exc), deliveries=0
-                )
-            )
+            dead.append(encode_dead_letter(stream=keys.STREAM_ORDER_EVENTS, payload=payload, error=str(exc)))
     return entries, dead
 
 
