@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import attrgetter
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 from msgspec.structs import astuple
@@ -37,6 +37,7 @@ from common.unique_insert import UniqueKey
 from processors.trades import USDC
 
 Row = tuple[Any, ...]
+T = TypeVar("T")
 Columns = list[list[Any]]  # a table's values, one list per column in the table's column order
 
 
@@ -227,19 +228,30 @@ def event_row(data: bytes, ingested_at: datetime) -> EventRow:
     )
 
 
+def convert_each(
+    entries: Sequence[bytes], convert: Callable[[bytes], T]
+) -> tuple[list[T], list[int], list[tuple[int, str]]]:
+    """`convert` of each entry: the values, the indexes of the entries they came from, and (index, reason) of
+    each entry it found poison (PoisonMessage), so one bad entry costs only itself."""
+    values: list[T] = []
+    kept: list[int] = []
+    poison: list[tuple[int, str]] = []
+    for index, data in enumerate(entries):
+        try:
+            values.append(convert(data))
+        except PoisonMessage as exc:
+            poison.append((index, str(exc)))
+            continue
+        kept.append(index)
+    return values, kept, poison
+
+
 def one_row(table: TableSpec, to_row: Callable[[bytes, datetime], Row]) -> ToColumns:
     """`to_row`, one entry's row of `table`, as the `StreamSpec.to_columns` of a stream that fills only `table`
     (markets, events, the legacy fills: small or rare batches, where rows cost little)."""
 
     def to_columns(entries: Sequence[bytes], ingested_at: datetime) -> Converted:
-        rows, kept, poison = [], [], []
-        for index, data in enumerate(entries):
-            try:
-                rows.append(to_row(data, ingested_at))
-            except PoisonMessage as exc:
-                poison.append((index, str(exc)))
-                continue
-            kept.append(index)
+        rows, kept, poison = convert_each(entries, lambda data: to_row(data, ingested_at))
         columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in table.columns]
         return Converted((columns,), kept, poison)
 
@@ -286,19 +298,14 @@ _LEGS = ("maker_asset_id", "taker_asset_id", "maker_amount", "taker_amount")
 def trade_columns(entries: Sequence[bytes], ingested_at: datetime) -> Converted:
     """`stream:trades` entries, each decoded once, as the columns of `order_filled_events` and of `trades` (the
     writer's hot path: two rows per fill). The fill table's columns that are the trade's are the same lists."""
-    trades: list[Trade] = []
     legs: list[str | int] = []  # the 4 of _LEGS an entry, flat: no tuple of them outlives its entry for the GC
-    kept: list[int] = []
-    poison: list[tuple[int, str]] = []
-    for index, data in enumerate(entries):
-        try:
-            trade = decode_trade(data)
-            legs.extend(fill_legs(trade))
-        except PoisonMessage as exc:
-            poison.append((index, str(exc)))
-            continue
-        trades.append(trade)
-        kept.append(index)
+
+    def decode_with_legs(data: bytes) -> Trade:
+        trade = decode_trade(data)
+        legs.extend(fill_legs(trade))  # fill_legs raises before returning: a poison entry adds no leg
+        return trade
+
+    trades, kept, poison = convert_each(entries, decode_with_legs)
     by_name = {name: list(map(get, trades)) for name, get in _TRADE_FIELDS}  # amounts: exact decimal text
     by_name["ingested_at"] = [ingested_at] * len(trades)
     by_name.update((name, legs[at :: len(_LEGS)]) for at, name in enumerate(_LEGS))
