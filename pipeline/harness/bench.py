@@ -12,7 +12,8 @@ Starts the simulator, Redis, the embedded ClickHouse and the six services as sep
    Redis `used_memory`, and the longest each stream got. CPU (utime + stime from /proc/<pid>/stat, over every
    incarnation) per process from services start to drained, as CPU-µs per fill: each product process and their
    total without the simulator; the fill ingesters also per fill they emitted (`trades` rows of their `source`:
-   the chain ingester starts at the cutover, so it emits only the v2/v3 fills, not all the chain holds).
+   the chain ingester starts at the cutover, so it emits only the v2/v3 fills, not all the chain holds). Redis'
+   time inside each command over the phase (`INFO commandstats` after `CONFIG RESETSTAT`), µs per fill.
 2. latency: live fills at `--live-rate` for `--live-s`, ingesters polling every second; per fill, ClickHouse's
    `ingested_at` minus the fill's `first_visible_at` at the simulator (block production time; the simulator's
    `finalized` is its latest block, so the figure excludes the source's finality lag). p50/p95/p99.
@@ -37,7 +38,7 @@ from typing import Any
 import orjson
 
 from common import keys
-from pipeline.harness.bench_report import cpu_per_fill, machine, percentile, write_results
+from pipeline.harness.bench_report import cpu_per_fill, machine, percentile, redis_command_figures, write_results
 from pipeline.harness.fleet import (
     SERVICE_DEFAULTS,
     SERVICE_MODULES,
@@ -111,6 +112,8 @@ def throughput_phase(fleet: Fleet, truth: dict[str, Any], timeout_s: float, log)
     expected = int(truth["count"])
     sampler = Sampler(fleet)
     cpu_before = fleet.cpu_seconds()
+    with fleet.redis() as client:
+        client.config_resetstat()  # the command breakdown below covers this phase only
     started = time.time()
     fleet.start_services()
     give_up = time.monotonic() + timeout_s
@@ -127,6 +130,8 @@ def throughput_phase(fleet: Fleet, truth: dict[str, Any], timeout_s: float, log)
     last_row = float(fleet.ch("SELECT toUnixTimestamp64Milli(max(ingested_at)) FROM trades").strip()) / 1000
     cpu = {name: round(s - cpu_before[name], 1) for name, s in fleet.cpu_seconds().items()}
     emitted = fills_per_source(fleet)
+    with fleet.redis() as client:
+        redis_commands = redis_command_figures(client.info("commandstats"), expected)
     stages = {}
     for stage, attr in (("ingest", "ingested"), ("processor", "processed"), ("writer", "written")):
         done = last_row if stage == "writer" else (sampler.reached(attr, expected) or last_row)
@@ -145,6 +150,7 @@ def throughput_phase(fleet: Fleet, truth: dict[str, Any], timeout_s: float, log)
         "fills_per_source": emitted,  # rows in `trades` per ingester source, the /own figures' denominators
         "cpu_us_per_fill": cpu_per_fill(cpu, expected, emitted),
         "memory": memory_figures(fleet, sampler),
+        "redis_commands": redis_commands,
     }
 
 

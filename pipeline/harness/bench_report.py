@@ -71,6 +71,19 @@ def cpu_per_fill(cpu_s: dict[str, float], fills: int, emitted: dict[str, int]) -
     return figures
 
 
+def redis_command_figures(commandstats: dict[str, dict[str, Any]], fills: int) -> dict[str, dict[str, float]]:
+    """Redis' own time inside each command (`INFO commandstats`: execution only, not reading requests, writing
+    replies or the AOF) as µs per fill, with calls per fill; the costliest first."""
+    figures = {
+        name.removeprefix("cmdstat_"): {
+            "us_per_fill": round(stats["usec"] / max(fills, 1), 2),
+            "calls_per_fill": round(stats["calls"] / max(fills, 1), 4),
+        }
+        for name, stats in commandstats.items()
+    }
+    return dict(sorted(figures.items(), key=lambda item: -item[1]["us_per_fill"]))
+
+
 def verdict(ok: bool) -> str:
     return "meets" if ok else "MISSES"
 
@@ -116,6 +129,13 @@ def markdown(result: dict[str, Any], stamp: str) -> str:
     for name, mb in mem["peak_rss_mb"].items():
         cpu = f"{tp['cpu_s'][name]:.1f} CPU-s, {cpu_text(tp, name)}"
         lines.append(f"| &nbsp;&nbsp;{name} | {mb:.0f} MB peak RSS, {cpu} | |")
+    if commands := tp.get("redis_commands"):
+        top = ", ".join(
+            f"{name} {c['us_per_fill']} ({c['calls_per_fill']:g} calls)" for name, c in list(commands.items())[:8]
+        )
+        lines.append(
+            f"| &nbsp;&nbsp;Redis time inside commands, µs per fill (a script's includes its own calls') | {top} | |"
+        )
     streams = ", ".join(f"`{s}` {n:,}" for s, n in mem["max_stream_len"].items())
     lines += [
         f"| Redis `used_memory` (max sampled / `used_memory_peak`) | {mem['redis_used_memory_max_mb']:.0f} MB / "

@@ -7,7 +7,7 @@ import random
 from collections import Counter
 from decimal import Decimal
 
-from pipeline.harness.bench_report import cpu_per_fill, cpu_text, percentile
+from pipeline.harness.bench_report import cpu_per_fill, cpu_text, percentile, redis_command_figures
 from pipeline.harness.chaos import VICTIMS, ChaosResult, kill_schedule, verdict_line
 from pipeline.harness.fleet import _stream_id, read_cpu_s, read_status_kb
 from pipeline.harness.truth_check import Verdict, problems_of
@@ -101,3 +101,15 @@ def test_a_kind_never_killed_or_a_pipeline_that_never_drained_fails():
     assert "never killed: redis" in verdict_line(ChaosResult(make_verdict(), kills, 1.0, ""))
     full = Counter(dict.fromkeys(VICTIMS, 1))
     assert not ChaosResult(make_verdict(), full, 1.0, "", not_converged="lag").passed
+
+
+def test_redis_command_figures_are_per_fill_and_costliest_first():
+    stats = {
+        "cmdstat_xadd": {"calls": 2000, "usec": 3000, "usec_per_call": 1.5},
+        "cmdstat_evalsha": {"calls": 4, "usec": 12000, "usec_per_call": 3000.0},
+        "cmdstat_ping": {"calls": 1, "usec": 1, "usec_per_call": 1.0},
+    }
+    figures = redis_command_figures(stats, fills=1000)
+    assert list(figures) == ["evalsha", "xadd", "ping"]
+    assert figures["evalsha"] == {"us_per_fill": 12.0, "calls_per_fill": 0.004}
+    assert figures["xadd"] == {"us_per_fill": 3.0, "calls_per_fill": 2.0}
