@@ -9,7 +9,8 @@ Starts the simulator, Redis, the embedded ClickHouse and the six services as sep
    fills/s end to end (fills / (last `ingested_at` - services started)) and per stage: ingest (entries added to
    `stream:order_events`), processor (entries added to `stream:trades`), writer (rows in `trades`), each as the
    whole run's average and the best 5-second window. Samples every process's RSS (VmHWM, across restarts) and
-   Redis `used_memory`, and the longest each stream got. CPU (utime + stime from /proc/<pid>/stat, over every
+   Redis `used_memory`, and the longest each stream got. CPU (utime + stime from /proc/<pid>/stat, with the
+   children each reaped: Redis rewrites its AOF in a forked child; over every
    incarnation) per process from services start to drained, as CPU-µs per fill: each product process and their
    total without the simulator; the fill ingesters also per fill they emitted (`trades` rows of their `source`:
    the chain ingester starts at the cutover, so it emits only the v2/v3 fills, not all the chain holds). Redis'

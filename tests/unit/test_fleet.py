@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 from collections import Counter
 from decimal import Decimal
 
@@ -113,3 +115,13 @@ def test_redis_command_figures_are_per_fill_and_costliest_first():
     assert list(figures) == ["evalsha", "xadd", "ping"]
     assert figures["evalsha"] == {"us_per_fill": 12.0, "calls_per_fill": 0.004}
     assert figures["xadd"] == {"us_per_fill": 3.0, "calls_per_fill": 2.0}
+
+
+def test_cpu_figures_count_the_children_a_process_reaped():
+    # Redis rewrites its AOF in a forked child: that CPU is the pipeline's too
+    before = read_cpu_s(os.getpid())
+    subprocess.run(
+        [sys.executable, "-c", "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"],
+        check=True,
+    )
+    assert read_cpu_s(os.getpid()) - before >= 0.25
