@@ -17,6 +17,7 @@ import yaml
 from supervisor.datatypes import RestartUnconditionally
 from supervisor.options import ServerOptions
 
+from pipeline.embedded.redis_server import SERVER_SETTINGS
 from pipeline.harness.fleet import SERVICE_MODULES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,9 +116,11 @@ def test_compose_has_one_container_per_service_plus_redis_and_clickhouse() -> No
 
 def test_compose_redis_is_durable_and_clickhouse_is_the_official_server() -> None:
     services = compose()["services"]
-    redis_command = " ".join(services["redis"]["command"])
-    assert "--appendonly yes" in redis_command
-    assert "--appendfsync always" in redis_command
+    command = services["redis"]["command"]
+    given = dict(zip(command[1::2], command[2::2], strict=True))
+    # the embedded Redis' settings, the same in compose: AOF always, no snapshots, the rewrite's threshold and format
+    assert given == {f"--{name}": value.strip('"') for name, value in SERVER_SETTINGS.items()}
+    assert given["--appendfsync"] == "always"
     assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
     assert "redis-data:/data" in services["redis"]["volumes"]
     clickhouse = services["clickhouse"]
