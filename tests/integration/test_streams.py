@@ -440,6 +440,41 @@ async def test_finish_of_ids_out_of_order_among_other_pending_entries(redis_clie
     assert (await redis_client.xpending(STREAM, "g"))["pending"] == 25
 
 
+async def test_finish_of_one_output_each_writes_those_of_the_fills_it_acked(redis_client: aioredis.Redis) -> None:
+    # Given five fills of one worker, the second claimed away by another worker, the fourth poison
+    for i in range(5):
+        await redis_client.xadd(STREAM, {"data": f"fill-{i}"})
+    worker = consumer(redis_client, "worker-1")
+    await worker.ensure_group()
+    batch = await worker.read()
+    await redis_client.xclaim(STREAM, "g", "worker-2", 0, [batch[1].id])
+    # When it finishes the others with one trade each (the script is told "one each", not given the counts)
+    ready = {e.id: [e.data + b":trade"] for i, e in enumerate(batch) if i != 3}
+    result = await worker.finish(ack=ready, output_stream="stream:out", dead=[(batch[3], "poison")])
+    # Then each trade of a fill it acked is written once, in order; the claimed fill's is left to its owner
+    assert result == (3, 3, 1)
+    assert await stream_payloads(redis_client, "stream:out") == [b"fill-0:trade", b"fill-2:trade", b"fill-4:trade"]
+    assert [orjson.loads(p)["payload"] for p in await stream_payloads(redis_client, keys.STREAM_DLQ)] == ["fill-3"]
+
+
+async def test_finish_of_fills_with_one_output_or_none_keeps_each_output_with_its_fill(
+    redis_client: aioredis.Redis,
+) -> None:
+    # Given three fills, the second claimed away; the first and the third have a trade, the second none
+    for i in range(3):
+        await redis_client.xadd(STREAM, {"data": f"fill-{i}"})
+    worker = consumer(redis_client, "worker-1")
+    await worker.ensure_group()
+    batch = await worker.read()
+    await redis_client.xclaim(STREAM, "g", "worker-2", 0, [batch[1].id])
+    # When it finishes all three
+    result = await worker.finish(ack={batch[0].id: [b"t0"], batch[1].id: [], batch[2].id: [b"t2"]},
+                                 output_stream="stream:out")  # fmt: skip
+    # Then both trades are written: the counts went with the outputs, so the claimed fill took none of them
+    assert result == (2, 2, 0)
+    assert await stream_payloads(redis_client, "stream:out") == [b"t0", b"t2"]
+
+
 async def test_redis_kill_9_keeps_streams_groups_and_cursors(redis_server, redis_client: aioredis.Redis) -> None:
     await append_with_cursor(redis_client, STREAM, [b"a", b"b", b"c"], {CURSOR: (None, "3")})
     worker = consumer(redis_client, "worker-1")
