@@ -2,7 +2,7 @@
 -- produced, and move poison to the dead-letter stream. An input's outputs and dead letter are written only
 -- if this call's ack removed it from the group's pending list, so a retried call (reply lost) or a second
 -- consumer that processed the same claimed entry adds nothing: no output is ever written twice.
--- split() comes from prelude.lua. Lists travel as one argument each, items joined by "\n" (ids and compact JSON never contain a newline).
+-- split() and xadd_each() come from prelude.lua. Lists travel as one argument each, items joined by "\n" (ids and compact JSON never contain a newline).
 --
 -- KEYS[1]  input stream
 -- KEYS[2]  output stream (unused when no entry has outputs)
@@ -75,11 +75,7 @@ if #dead_ids == 0 and #ids > 0 then
     end
     if all_ours then
         local acked = ack_all(ids)
-        local outputs = split(ARGV[5])
-        for _, payload in ipairs(outputs) do
-            redis.call('XADD', KEYS[2], '*', 'data', payload)
-        end
-        return {acked, #outputs, 0}
+        return {acked, xadd_each(KEYS[2], ARGV[5]), 0}
     end
 end
 
