@@ -30,8 +30,8 @@ local appended = xadd_each(KEYS[1], ARGV[2 + 2 * n])
 xadd_each(KEYS[2], ARGV[3 + 2 * n])
 for h = 1, #KEYS - 2 - n do
     local pairs_ = split(ARGV[3 + 2 * n + h])
-    for i = 1, #pairs_, 2 do
-        redis.call('HSET', KEYS[2 + n + h], pairs_[i], pairs_[i + 1])
+    for first = 1, #pairs_, 1000 do  -- variadic, 500 pairs a call (unpack's stack limit); a later pair still wins
+        redis.call('HSET', KEYS[2 + n + h], unpack(pairs_, first, math.min(first + 999, #pairs_)))
     end
 end
 return appended

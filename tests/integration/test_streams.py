@@ -81,6 +81,13 @@ async def test_append_moves_several_cursor_keys_and_hash_atomically(redis_client
     assert await stream_payloads(redis_client) == [b"x"]
 
 
+async def test_append_writes_a_hash_of_more_pairs_than_one_hset_call_takes(redis_client: aioredis.Redis) -> None:
+    # The script writes 500 pairs a call: 1,201 pairs make three calls, the last one short
+    tokens = {f"token-{i}": f"market-{i // 2}".encode() for i in range(1201)}
+    await append_with_cursor(redis_client, STREAM, [b"x"], {CURSOR: (None, "1")}, hash_items={"h": tokens})
+    assert await redis_client.hgetall("h") == {token.encode(): market for token, market in tokens.items()}
+
+
 async def test_trim_never_removes_entries_a_group_has_not_acked(redis_client: aioredis.Redis) -> None:
     ids = [(await redis_client.xadd(STREAM, {"data": str(i)})).decode() for i in range(10)]
     await redis_client.xgroup_create(STREAM, "fast", id="0")
