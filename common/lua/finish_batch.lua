@@ -22,15 +22,15 @@
 local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
 local has_failures = redis.call('EXISTS', KEYS[4]) == 1
 
--- Variadic XACK, a thousand ids a call (unpack's stack limit); returns how many were pending.
+-- Variadic XACK and HDEL, a thousand ids a call (unpack's stack limit); returns how many were pending.
+-- (HDEL per id cost 1.2 Redis µs an input more while the failures hash exists: 9.33 -> 8.13, 1,000 a batch.)
 local function ack_all(ids)
     local removed = 0
     for first = 1, #ids, 1000 do
-        removed = removed + redis.call('XACK', stream, group, unpack(ids, first, math.min(first + 999, #ids)))
-    end
-    if has_failures then
-        for _, id in ipairs(ids) do
-            redis.call('HDEL', KEYS[4], id)
+        local last = math.min(first + 999, #ids)
+        removed = removed + redis.call('XACK', stream, group, unpack(ids, first, last))
+        if has_failures then
+            redis.call('HDEL', KEYS[4], unpack(ids, first, last))
         end
     end
     return removed

@@ -482,6 +482,23 @@ async def test_finish_of_fills_with_one_output_or_none_keeps_each_output_with_it
     assert await stream_payloads(redis_client, "stream:out") == [b"t0", b"t2"]
 
 
+async def test_finish_clears_the_recorded_failures_of_every_entry_it_acks(redis_client: aioredis.Redis) -> None:
+    # Given 2,500 entries (more than one script chunk) with a failure recorded, and one that stays pending
+    async with redis_client.pipeline(transaction=False) as pipe:
+        for i in range(2501):
+            pipe.xadd(STREAM, {"data": f"fill-{i}"})
+        await pipe.execute()
+    worker = StreamConsumer(redis_client, stream=STREAM, group="g", consumer="worker-1", settings=fast_settings(),
+                            batch_max=5000)  # fmt: skip
+    await worker.ensure_group()
+    batch = await worker.read()
+    await worker.record_failure(batch, "boom")
+    # When all but the last are finished
+    assert await worker.finish(ack=[entry.id for entry in batch[:-1]]) == (2500, 0, 0)
+    # Then only the last one's failure is left
+    assert await redis_client.hkeys(worker.failures_key) == [batch[-1].id.encode()]
+
+
 async def test_redis_kill_9_keeps_streams_groups_and_cursors(redis_server, redis_client: aioredis.Redis) -> None:
     await append_with_cursor(redis_client, STREAM, [b"a", b"b", b"c"], {CURSOR: (None, "3")})
     worker = consumer(redis_client, "worker-1")
