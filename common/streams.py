@@ -24,6 +24,7 @@ import contextlib
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from itertools import chain
 from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
@@ -352,12 +353,14 @@ class StreamConsumer:
             )
             for entry, error in dead
         ]
+        sizes = list(map(len, outputs.values()))
         args = [
             self.group,
             self.consumer,
             join_lines(outputs),
-            join_lines(str(len(produced)) for produced in outputs.values()),
-            join_lines(payload for produced in outputs.values() for payload in produced),
+            # "" tells the script every id has one output, or none has (the processor's, the writer's batches)
+            b"" if not sizes or min(sizes) == max(sizes) <= 1 else join_lines(map(str, sizes)),
+            join_lines(chain.from_iterable(outputs.values())),
             join_lines(entry.id for entry, _ in dead),
             join_lines(dead_payloads),
         ]

@@ -1,7 +1,7 @@
 -- Append a page from a source and advance its cursor in one atomic step (DESIGN §3 rule 1).
 -- A crash can leave either nothing or everything; a retry of a call whose reply was lost is refused,
 -- because the cursor no longer holds the value the caller expects (compare-and-set).
--- split() comes from prelude.lua. Lists travel as one argument each, items joined by "\n" (compact JSON never contains a raw newline): one
+-- split() and xadd_each() come from prelude.lua. Lists travel as one argument each, items joined by "\n" (compact JSON never contains a raw newline): one
 -- big argument costs the client far less to send than thousands of small ones.
 --
 -- KEYS[1]            stream that receives the entries (field `data`)
@@ -26,17 +26,12 @@ end
 for i = 1, n do
     redis.call('SET', KEYS[2 + i], ARGV[1 + n + i])
 end
-local entries = split(ARGV[2 + 2 * n])
-for _, payload in ipairs(entries) do
-    redis.call('XADD', KEYS[1], '*', 'data', payload)
-end
-for _, payload in ipairs(split(ARGV[3 + 2 * n])) do
-    redis.call('XADD', KEYS[2], '*', 'data', payload)
-end
+local appended = xadd_each(KEYS[1], ARGV[2 + 2 * n])
+xadd_each(KEYS[2], ARGV[3 + 2 * n])
 for h = 1, #KEYS - 2 - n do
     local pairs_ = split(ARGV[3 + 2 * n + h])
-    for i = 1, #pairs_, 2 do
-        redis.call('HSET', KEYS[2 + n + h], pairs_[i], pairs_[i + 1])
+    for first = 1, #pairs_, 1000 do  -- variadic, 500 pairs a call (unpack's stack limit); a later pair still wins
+        redis.call('HSET', KEYS[2 + n + h], unpack(pairs_, first, math.min(first + 999, #pairs_)))
     end
 end
-return #entries
+return appended

@@ -2,7 +2,7 @@
 -- produced, and move poison to the dead-letter stream. An input's outputs and dead letter are written only
 -- if this call's ack removed it from the group's pending list, so a retried call (reply lost) or a second
 -- consumer that processed the same claimed entry adds nothing: no output is ever written twice.
--- split() comes from prelude.lua. Lists travel as one argument each, items joined by "\n" (ids and compact JSON never contain a newline).
+-- split() and xadd_each() come from prelude.lua. Lists travel as one argument each, items joined by "\n" (ids and compact JSON never contain a newline).
 --
 -- KEYS[1]  input stream
 -- KEYS[2]  output stream (unused when no entry has outputs)
@@ -11,7 +11,9 @@
 -- ARGV[1]  group name
 -- ARGV[2]  consumer name: of the caller, whose pending entries these are
 -- ARGV[3]  ids to ack, joined by "\n"
--- ARGV[4]  number of outputs of each of those ids, joined by "\n"
+-- ARGV[4]  number of outputs of each of those ids, joined by "\n"; "" when every id has one, or none has any
+--          (the processor's and the writer's batches: no list to send and split; measured, processor batches of
+--          1,000, AOF always: Redis 9.65 -> 9.16 µs an input, the writer's 1.39 -> 1.14)
 -- ARGV[5]  all outputs in id order, joined by "\n"
 -- ARGV[6]  ids to dead-letter, joined by "\n"
 -- ARGV[7]  their dead-letter payloads, joined by "\n"
@@ -20,26 +22,26 @@
 local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
 local has_failures = redis.call('EXISTS', KEYS[4]) == 1
 
--- Variadic XACK, a thousand ids a call (unpack's stack limit); returns how many were pending.
+-- Variadic XACK and HDEL, a thousand ids a call (unpack's stack limit); returns how many were pending.
+-- (HDEL per id cost 1.2 Redis µs an input more while the failures hash exists: 9.33 -> 8.13, 1,000 a batch.)
 local function ack_all(ids)
     local removed = 0
     for first = 1, #ids, 1000 do
-        removed = removed + redis.call('XACK', stream, group, unpack(ids, first, math.min(first + 999, #ids)))
-    end
-    if has_failures then
-        for _, id in ipairs(ids) do
-            redis.call('HDEL', KEYS[4], id)
+        local last = math.min(first + 999, #ids)
+        removed = removed + redis.call('XACK', stream, group, unpack(ids, first, last))
+        if has_failures then
+            redis.call('HDEL', KEYS[4], unpack(ids, first, last))
         end
     end
     return removed
 end
 
-local ids, counts, outputs = split(ARGV[3]), split(ARGV[4]), split(ARGV[5])
-local dead_ids, dead_payloads = split(ARGV[6]), split(ARGV[7])
-if #outputs == 0 and #dead_ids == 0 then
+local ids = split(ARGV[3])
+if ARGV[5] == '' and ARGV[6] == '' then
     -- nothing to emit (the writer's case): whether an id was still pending changes nothing
     return {ack_all(ids), 0, 0}
 end
+local dead_ids, dead_payloads = split(ARGV[6]), split(ARGV[7])
 
 -- Which of the ids are still pending for this consumer: XPENDING over their id range (read-only, so not
 -- propagated to the AOF) instead of one XACK per id. An id claimed away by another consumer is not ours any
@@ -73,10 +75,7 @@ if #dead_ids == 0 and #ids > 0 then
     end
     if all_ours then
         local acked = ack_all(ids)
-        for _, payload in ipairs(outputs) do
-            redis.call('XADD', KEYS[2], '*', 'data', payload)
-        end
-        return {acked, #outputs, 0}
+        return {acked, xadd_each(KEYS[2], ARGV[5]), 0}
     end
 end
 
@@ -107,9 +106,14 @@ if low_ms ~= nil then
 end
 
 -- Outputs of the ids pending for us, in id order; an id listed twice counts once.
+local outputs = split(ARGV[5])
+local counts, each = nil, #outputs > 0 and 1 or 0  -- ARGV[4] "": one output each, or none at all
+if ARGV[4] ~= '' then
+    counts = split(ARGV[4])
+end
 local to_ack, new_outputs, next_output = {}, {}, 1
 for i, id in ipairs(ids) do
-    local k = tonumber(counts[i])
+    local k = counts and tonumber(counts[i]) or each
     if pending[id] then
         pending[id] = nil
         to_ack[#to_ack + 1] = id

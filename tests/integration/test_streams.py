@@ -81,6 +81,13 @@ async def test_append_moves_several_cursor_keys_and_hash_atomically(redis_client
     assert await stream_payloads(redis_client) == [b"x"]
 
 
+async def test_append_writes_a_hash_of_more_pairs_than_one_hset_call_takes(redis_client: aioredis.Redis) -> None:
+    # The script writes 500 pairs a call: 1,201 pairs make three calls, the last one short
+    tokens = {f"token-{i}": f"market-{i // 2}".encode() for i in range(1201)}
+    await append_with_cursor(redis_client, STREAM, [b"x"], {CURSOR: (None, "1")}, hash_items={"h": tokens})
+    assert await redis_client.hgetall("h") == {token.encode(): market for token, market in tokens.items()}
+
+
 async def test_trim_never_removes_entries_a_group_has_not_acked(redis_client: aioredis.Redis) -> None:
     ids = [(await redis_client.xadd(STREAM, {"data": str(i)})).decode() for i in range(10)]
     await redis_client.xgroup_create(STREAM, "fast", id="0")
@@ -438,6 +445,58 @@ async def test_finish_of_ids_out_of_order_among_other_pending_entries(redis_clie
     assert result == (5, 5, 0)
     assert await stream_payloads(redis_client, "stream:out") == [f"fill-{i}:trade".encode() for i in (17, 3, 29, 0, 11)]
     assert (await redis_client.xpending(STREAM, "g"))["pending"] == 25
+
+
+async def test_finish_of_one_output_each_writes_those_of_the_fills_it_acked(redis_client: aioredis.Redis) -> None:
+    # Given five fills of one worker, the second claimed away by another worker, the fourth poison
+    for i in range(5):
+        await redis_client.xadd(STREAM, {"data": f"fill-{i}"})
+    worker = consumer(redis_client, "worker-1")
+    await worker.ensure_group()
+    batch = await worker.read()
+    await redis_client.xclaim(STREAM, "g", "worker-2", 0, [batch[1].id])
+    # When it finishes the others with one trade each (the script is told "one each", not given the counts)
+    ready = {e.id: [e.data + b":trade"] for i, e in enumerate(batch) if i != 3}
+    result = await worker.finish(ack=ready, output_stream="stream:out", dead=[(batch[3], "poison")])
+    # Then each trade of a fill it acked is written once, in order; the claimed fill's is left to its owner
+    assert result == (3, 3, 1)
+    assert await stream_payloads(redis_client, "stream:out") == [b"fill-0:trade", b"fill-2:trade", b"fill-4:trade"]
+    assert [orjson.loads(p)["payload"] for p in await stream_payloads(redis_client, keys.STREAM_DLQ)] == ["fill-3"]
+
+
+async def test_finish_of_fills_with_one_output_or_none_keeps_each_output_with_its_fill(
+    redis_client: aioredis.Redis,
+) -> None:
+    # Given three fills, the second claimed away; the first and the third have a trade, the second none
+    for i in range(3):
+        await redis_client.xadd(STREAM, {"data": f"fill-{i}"})
+    worker = consumer(redis_client, "worker-1")
+    await worker.ensure_group()
+    batch = await worker.read()
+    await redis_client.xclaim(STREAM, "g", "worker-2", 0, [batch[1].id])
+    # When it finishes all three
+    result = await worker.finish(ack={batch[0].id: [b"t0"], batch[1].id: [], batch[2].id: [b"t2"]},
+                                 output_stream="stream:out")  # fmt: skip
+    # Then both trades are written: the counts went with the outputs, so the claimed fill took none of them
+    assert result == (2, 2, 0)
+    assert await stream_payloads(redis_client, "stream:out") == [b"t0", b"t2"]
+
+
+async def test_finish_clears_the_recorded_failures_of_every_entry_it_acks(redis_client: aioredis.Redis) -> None:
+    # Given 2,500 entries (more than one script chunk) with a failure recorded, and one that stays pending
+    async with redis_client.pipeline(transaction=False) as pipe:
+        for i in range(2501):
+            pipe.xadd(STREAM, {"data": f"fill-{i}"})
+        await pipe.execute()
+    worker = StreamConsumer(redis_client, stream=STREAM, group="g", consumer="worker-1", settings=fast_settings(),
+                            batch_max=5000)  # fmt: skip
+    await worker.ensure_group()
+    batch = await worker.read()
+    await worker.record_failure(batch, "boom")
+    # When all but the last are finished
+    assert await worker.finish(ack=[entry.id for entry in batch[:-1]]) == (2500, 0, 0)
+    # Then only the last one's failure is left
+    assert await redis_client.hkeys(worker.failures_key) == [batch[-1].id.encode()]
 
 
 async def test_redis_kill_9_keeps_streams_groups_and_cursors(redis_server, redis_client: aioredis.Redis) -> None:
