@@ -19,8 +19,9 @@ refetches the page, after it resumes on the next one; nothing is appended twice.
 Token lookups: take up to TOKEN_LOOKUP_BATCH ids, ask Gamma with the filter of each id's kind
 (`/markets?clob_token_ids=` for CTF token ids, `/markets/keyset?position_ids=` for position ids, since plain
 `/markets` ignores that filter), `closed=false` then `closed=true` (its implicit default hides closed markets),
-append what changed (always refreshing the token map), then remove the ids from the set. A crash between the append
-and the removal only repeats the lookup.
+and the GAMMA_VERSIONS selection (without it Gamma hides every V2 market, so a position id would find nothing);
+an id of a kind whose version is not selected is not asked for. Append what changed (always refreshing the token
+map), then remove the ids from the set. A crash between the append and the removal only repeats the lookup.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from pydantic import Field
 from common import keys
 from common.config import PipelineSettings, load
 from common.errors import PermanentSourceError, PoisonMessage
-from common.gamma_fields import parse_json_list
+from common.gamma_fields import outcome_id_version, parse_json_list, version_params
 from common.payloads import MarketRef, encode_market_ref
 from common.position_ids import is_v2_position_id
 from common.redis_client import map_redis_errors
@@ -130,8 +131,9 @@ async def fetch_markets_by_ids(gamma: GammaClient, ids: list[str], *, closed: bo
     for path, name, group in by_filter:
         if group:
             params = [(name, i) for i in group] + [("closed", closed_text), ("limit", str(len(group)))]
+            params += version_params(gamma.versions)
             body = await gamma.get(path, params, what=f"gamma markets by {name} closed={closed_text}")
-            found += markets_of(body)
+            found += gamma.selected(markets_of(body))
     return found
 
 
@@ -150,7 +152,8 @@ async def resolve_token_lookups(service: Service, gamma: GammaClient, batch: int
         return False
     found: list[Any] = []
     try:
-        if wanted := [t for t in token_ids if t.isdigit()]:  # anything else cannot be a token id
+        # anything not a number cannot be a token id; an id of a version not selected is not asked for
+        if wanted := [t for t in token_ids if t.isdigit() and outcome_id_version(t) in gamma.versions]:
             found = await fetch_markets_by_ids(gamma, wanted, closed=False)
         if missing := sorted(set(wanted).difference(*(market_outcome_ids(m) for m in found))):
             found += await fetch_markets_by_ids(gamma, missing, closed=True)  # Gamma hides closed ones otherwise
