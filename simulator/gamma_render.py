@@ -222,7 +222,7 @@ def apply_shape(market: Market, data: dict[str, Any]) -> None:
     elif shape == "no_start_date":
         del data["startDate"]
     elif shape == "amm":
-        data["marketMakerAddress"] = "0x8BD6C3D7a57D650A1870dd338234f9" + market.condition_id[-10:].upper()
+        data["marketMakerAddress"] = "0xFeEd0000aBcDeF" + market.condition_id[-26:].upper()
         data["fpmmLive"] = True
     elif shape == "scalar":
         data.update(marketType="scalar", lowerBound="8000000000", upperBound="20000000000")
