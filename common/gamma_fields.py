@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from common.errors import PoisonMessage
+from common.payloads import MarketRef
 from common.position_ids import is_v2_position_id
 
 
@@ -46,3 +47,20 @@ def outcome_id_version(token_id: str) -> str:
     (ExchangeV3 fills, Combos included) belongs to a "v2" market, a CTF token id (v1 and CLOB v2 exchanges) to a
     "v1" one. Gamma's own rule is the same: a market's `version` names the kind of ids its fills carry."""
     return "v2" if is_v2_position_id(token_id) else "v1"
+
+
+def outcome_refs(
+    market_id: str, condition_id: str, question: str, outcomes: Sequence[Any], outcome_ids: Sequence[str]
+) -> dict[str, MarketRef]:
+    """Each outcome id of a market -> its MarketRef: id i is outcome i (`outcome_ids` chosen by the market's version:
+    `positionIds` for "v2", `clobTokenIds` otherwise)."""
+    return {
+        token: MarketRef(
+            market_id=market_id,
+            condition_id=condition_id,
+            question=question,
+            outcome_index=i,
+            outcome=str(outcomes[i]) if i < len(outcomes) else "",
+        )
+        for i, token in enumerate(outcome_ids)
+    }

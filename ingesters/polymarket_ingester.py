@@ -36,8 +36,8 @@ from pydantic import Field
 from common import keys
 from common.config import PipelineSettings, load
 from common.errors import PermanentSourceError, PoisonMessage
-from common.gamma_fields import outcome_id_version, parse_json_list, version_params
-from common.payloads import MarketRef, encode_market_ref
+from common.gamma_fields import outcome_id_version, outcome_refs, parse_json_list, version_params
+from common.payloads import encode_market_ref
 from common.position_ids import is_v2_position_id
 from common.redis_client import map_redis_errors
 from common.service import Service, service_main
@@ -92,22 +92,9 @@ def validate_market(item: Any) -> None:
 def token_index(market: dict[str, Any]) -> HashItems:
     """`markets:by_token` fields of one validated market: every outcome id i -> its market and outcome i."""
     outcomes = parse_json_list(market.get("outcomes"), "outcomes")
-    market_id, condition_id = str(market["id"]), str(market.get("conditionId") or "")
-    question = str(market.get("question") or "")
-    return {
-        keys.MARKETS_BY_TOKEN: {
-            token: encode_market_ref(
-                MarketRef(
-                    market_id=market_id,
-                    condition_id=condition_id,
-                    question=question,
-                    outcome_index=i,
-                    outcome=str(outcomes[i]) if i < len(outcomes) else "",
-                )
-            )
-            for i, token in enumerate(market_outcome_ids(market))
-        }
-    }
+    market_id, condition_id, question = str(market["id"]), str(market.get("conditionId") or ""), market.get("question")
+    refs = outcome_refs(market_id, condition_id, str(question or ""), outcomes, market_outcome_ids(market))
+    return {keys.MARKETS_BY_TOKEN: {token: encode_market_ref(ref) for token, ref in refs.items()}}
 
 
 MARKETS = Resource(
