@@ -36,7 +36,8 @@ from common.payloads import MarketRef, decode_market_ref
 from common.redis_client import make_redis, map_redis_errors
 from pipeline.ops.common import chunks, console, settings
 
-TOKENS_PER_MUTATION = 2_000  # ~0.3 MB of literals a mutation: parsed once per part it touches
+TOKENS_PER_MUTATION = 2_000  # ~0.8 MB of literals a mutation: parsed once per part it touches
+MUTATION_SETTINGS = {"max_query_size": 8 * 2**20}  # the literals exceed the default 256 KiB
 LOOKUP_BATCH = 5_000
 LAST_TIMESTAMP = 2**32 - 1  # DateTime's last second: the default --to
 
@@ -133,7 +134,7 @@ async def repair(args: argparse.Namespace) -> int:
         for number, batch in enumerate(batches, 1):
             sql = mutation({token: refs[token] for token in batch}, start, end)
             with map_clickhouse_errors("repair mutation"):
-                await asyncio.to_thread(client.command, sql)
+                await asyncio.to_thread(client.command, sql, settings=MUTATION_SETTINGS)
             console.print(f"  mutation {number}/{len(batches)}: {len(batch):,} token(s) done", markup=False)
         total_after, unresolved_after = await asyncio.to_thread(count_trades, client, start, end)
     finally:
