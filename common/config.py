@@ -8,10 +8,10 @@ whose one-line message names the variable.
 
 from __future__ import annotations
 
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from common.errors import ConfigError
 
@@ -88,6 +88,35 @@ class SourceSettings(PipelineSettings):
         "https://api.goldsky.com/api/public/project_cl6mb8i9h0003e201j6li0diw/subgraphs/orderbook-subgraph/0.0.1/gn"
     )
     polygon_rpc_url: SecretStr = SecretStr("https://polygon-rpc.com")
+
+
+GammaVersion = Literal["v1", "v2"]
+
+
+class GammaSettings(PipelineSettings):
+    """Which of Gamma's protocol versions the pipeline lists, looks up and resolves fills for.
+
+    Gamma answers only `version: "v1"` (CTF) items to a request that names no `version` (docs/upstream-gamma.md):
+    every listing and lookup names this selection, as a repeated `version` key. `GAMMA_VERSIONS=v1,v2` (default)
+    follows every market; `v1` leaves Protocol V2 markets out on purpose: their fills are then written at once
+    without a market and counted as excluded, instead of waiting for a market that will never be asked for.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="GAMMA_")
+
+    versions: Annotated[tuple[GammaVersion, ...], NoDecode] = ("v1", "v2")
+
+    @field_validator("versions", mode="before")
+    @classmethod
+    def split_versions(cls, value: object) -> object:
+        """The environment's "v1,v2" -> ("v1", "v2"), sorted, each once; empty is refused."""
+        if isinstance(value, str):
+            value = [part.strip().lower() for part in value.split(",") if part.strip()]
+        if isinstance(value, list | tuple):
+            if not value:
+                raise ValueError('names no version; use "v1", "v2" or "v1,v2"')
+            return tuple(sorted(set(value)))
+        return value
 
 
 class StreamSettings(PipelineSettings):

@@ -78,6 +78,7 @@ def cursor_families(status: PipelineStatus) -> Iterator[Metric]:
     unresolved = _gauge("pipeline_unresolved_markets", "Trades without a market", ["where"])
     unresolved.add_metric(["token_lookups"], status.unresolved.lookups_pending)
     unresolved.add_metric(["emitted_by_processor"], status.unresolved.emitted_without_market)
+    unresolved.add_metric(["excluded_by_gamma_versions"], status.unresolved.excluded_by_versions)
     if status.unresolved.trades_without_market is not None:
         unresolved.add_metric(["clickhouse_trades"], status.unresolved.trades_without_market)
     by_module = _gauge("pipeline_unresolved_trades_by_module", "Trades without a market by token kind", ["module"])

@@ -109,6 +109,10 @@ class DlqStatus(BaseModel):
 
 class UnresolvedStatus(BaseModel):
     emitted_without_market: int = Field(0, description="trade processor's count since it started")
+    excluded_by_versions: int = Field(
+        0, description="trades the processor wrote at once without a market because GAMMA_VERSIONS leaves their "
+        "market's version out (since it started)",
+    )  # fmt: skip
     lookups_pending: int = Field(0, description="tokens waiting in markets:token_lookups")
     trades_without_market: int | None = Field(None, description="rows of trades with market_id = ''")
     by_module: dict[str, int] = Field(

@@ -321,6 +321,7 @@ async def read_redis(redis: aioredis.Redis, status: PipelineStatus, *, dead_afte
     processors = [s for s in status.services if is_instance_of(s.name, "trade_processor")]
     status.unresolved = UnresolvedStatus(
         emitted_without_market=sum(s.counters.get("unresolved_markets", 0) for s in processors),
+        excluded_by_versions=sum(s.counters.get("excluded_markets", 0) for s in processors),
         lookups_pending=int(await redis.scard(keys.TOKEN_LOOKUPS)),
     )
 

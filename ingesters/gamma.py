@@ -3,9 +3,14 @@
 Sync position (the cursor key, a plain string readable with `redis-cli GET`):
 - absent: nothing synced yet; the full sync starts with the `closed=false` pass, then does `closed=true`
   (Gamma applies an implicit `closed=false` when the parameter is missing, so both passes are explicit);
-- `keyset closed=false after=<next_cursor>`: the keyset page to fetch next (`after=` empty: the first page);
-- `offset closed=true after=1500`: the offset listing (fallback) at row 1500 of that pass;
-- `synced`: the full sync is done; refresh passes over open items keep their position in memory only.
+- `keyset closed=false versions=v1,v2 after=<next_cursor>`: the keyset page to fetch next (`after=` empty: the
+  first page), requested with those versions (GAMMA_VERSIONS);
+- `offset closed=true versions=v1,v2 after=1500`: the offset listing (fallback) at row 1500 of that pass;
+- `synced versions=v1,v2`: the full sync is done; refresh passes over open items keep their position in memory.
+A position made with another selection than GAMMA_VERSIONS, or stored before positions named one (they then
+mean v1, Gamma's default), restarts the full sync with the current selection: a cursor is only valid under the
+selection it was made with, and an earlier sync never saw the versions it lacked. The content hashes make that
+re-listing cheap: the items already stored are unchanged and not appended again; only the new ones are.
 A page, its content hashes (and the token map for markets) and the next position are written by one
 `append_with_cursor` call, compare-and-set on the position. A crash before that call leaves the old position:
 the page is fetched again and, thanks to the hashes, nothing is appended twice. A crash after it resumes on
@@ -30,7 +35,7 @@ import orjson
 import redis.asyncio as aioredis
 import structlog
 
-from common.config import HttpSettings, RedisSettings, SourceSettings, load
+from common.config import GammaSettings, HttpSettings, RedisSettings, SourceSettings, load
 from common.errors import PermanentSourceError, PoisonMessage, TransientSourceError
 from common.payloads import encode_dead_letter
 from common.redis_client import map_redis_errors
@@ -38,7 +43,6 @@ from common.service import Service, poll_forever, run_worker
 from common.streams import append_with_cursor, read_cursor
 from ingesters.gamma_listing import (
     ID_BATCH,
-    SYNCED,
     GammaClient,
     Listing,
     Page,
@@ -49,6 +53,8 @@ from ingesters.gamma_listing import (
     open_gamma,
     probe_keyset,
     sync_state_after,
+    synced,
+    synced_versions,
 )
 
 log = structlog.get_logger()
@@ -200,12 +206,34 @@ class GammaSync:
         # leaves the open listing has closed, and is fetched once with closed=true to append its final state.
         self.open_ids: set[str] = set()
         self.pass_ids: set[str] = set()
+        self.synced = synced(gamma.versions)  # the stored state once the full sync is done
 
     async def step(self) -> bool:
         state = (await read_cursor(self.service.redis, [self.resource.cursor_key]))[self.resource.cursor_key]
-        if state == SYNCED:
+        if state == self.synced:
             return await self.refresh_page()
         return await self.sync_page(state)
+
+    def start(self, state: str | None) -> Position:
+        """The position to sync from: the stored one if it was made with the current selection, else the start."""
+        first = Position(self.listing or "keyset", closed=False, versions=self.gamma.versions)
+        if state is None:
+            return first
+        try:
+            position = Position.decode(state)
+            versions = position.versions
+        except ValueError as exc:
+            versions = synced_versions(state)
+            if versions is None:
+                log.warning("unreadable position; restarting the full sync", resource=self.resource.name,
+                            error=str(exc))  # fmt: skip
+                return first
+            position = first
+        if versions != self.gamma.versions:
+            log.warning("position made with other versions; full sync again with GAMMA_VERSIONS",
+                        resource=self.resource.name, stored=state, versions=",".join(self.gamma.versions))  # fmt: skip
+            return first
+        return position
 
     async def mode(self) -> Listing:
         if self.listing is None:
@@ -213,11 +241,8 @@ class GammaSync:
         return self.listing
 
     async def sync_page(self, state: str | None) -> bool:
-        try:
-            position = Position.decode(state) if state else Position(await self.mode(), closed=False)
-        except ValueError as exc:
-            log.warning("unreadable position; restarting the full sync", resource=self.resource.name, error=str(exc))
-            position = Position(await self.mode(), closed=False)
+        await self.mode()
+        position = self.start(state)
         if self.listing is not None and position.listing != self.listing:
             position = position.start_of_pass(self.listing)
         page = await self.fetch(position)
@@ -232,7 +257,7 @@ class GammaSync:
             self.pass_ids.update(item_key(item) for item in page.items)
             if page.next_after is None:
                 self.open_ids, self.pass_ids = self.pass_ids, set()
-        if new_state == SYNCED:
+        if new_state == self.synced:
             self.refresh_due_at = time.monotonic() + self.refresh_s
             log.info("full sync done", resource=self.resource.name)
             return False
@@ -242,13 +267,13 @@ class GammaSync:
         if self.refresh is None:
             if time.monotonic() < self.refresh_due_at:
                 return False
-            self.refresh = Position(await self.mode(), closed=False)
+            self.refresh = Position(await self.mode(), closed=False, versions=self.gamma.versions)
         position = self.refresh
         page = await self.fetch(position)
         if page is None:
-            self.refresh = Position("offset", closed=False)
+            self.refresh = position.start_of_pass("offset")
             return True
-        written = await append_changed(self.service.redis, self.resource, page.items, (SYNCED, SYNCED))
+        written = await append_changed(self.service.redis, self.resource, page.items, (self.synced, self.synced))
         self.report(written, page, position, next_position="refresh")
         self.pass_ids.update(item_key(item) for item in page.items)
         if page.next_after is None:
@@ -258,14 +283,14 @@ class GammaSync:
             self.refresh = None
             self.refresh_due_at = time.monotonic() + self.refresh_s
             return False
-        self.refresh = Position(position.listing, position.closed, page.next_after)
+        self.refresh = Position(position.listing, position.closed, page.next_after, position.versions)
         return True
 
     async def append_closed(self, ids: Sequence[str]) -> None:
         """Append the final state of items that left the open listing; a failure retries the last page, then this."""
         for start in range(0, len(ids), ID_BATCH):
             items = await fetch_by_ids(self.gamma, self.resource.name, ids[start : start + ID_BATCH], closed=True)
-            written = await append_changed(self.service.redis, self.resource, items, (SYNCED, SYNCED))
+            written = await append_changed(self.service.redis, self.resource, items, (self.synced, self.synced))
             self.service.count("appended", len(written.entries))
             log.info("closed since last pass", resource=self.resource.name, ids=len(ids), appended=len(written.entries))
 
@@ -312,15 +337,17 @@ class SyncKnobs:
 
 @dataclass(frozen=True, slots=True)
 class Connections:
-    """What a Gamma ingester talks to: Redis, and Gamma (`source.gamma_api_url`) under the HTTP retry policy."""
+    """What a Gamma ingester talks to: Redis, and Gamma (`source.gamma_api_url`) under the HTTP retry policy,
+    asking for the versions of `gamma` (GAMMA_VERSIONS)."""
 
     redis: RedisSettings
     http: HttpSettings
     source: SourceSettings
+    gamma: GammaSettings = field(default_factory=GammaSettings)
 
     @classmethod
     def load(cls) -> Connections:
-        return cls(load(RedisSettings), load(HttpSettings), load(SourceSettings))
+        return cls(load(RedisSettings), load(HttpSettings), load(SourceSettings), load(GammaSettings))
 
 
 async def run_sync(
@@ -339,7 +366,9 @@ async def run_sync(
     """
 
     async def body(service: Service) -> None:
-        async with open_gamma(connections.http, connections.source, knobs.rate_per_s) as gamma:
+        async with open_gamma(
+            connections.http, connections.source, knobs.rate_per_s, connections.gamma.versions
+        ) as gamma:
             sync = GammaSync(
                 service, resource, gamma, listing=knobs.listing, page_limit=knobs.page_limit, refresh_s=knobs.refresh_s
             )

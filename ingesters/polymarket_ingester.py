@@ -19,8 +19,9 @@ refetches the page, after it resumes on the next one; nothing is appended twice.
 Token lookups: take up to TOKEN_LOOKUP_BATCH ids, ask Gamma with the filter of each id's kind
 (`/markets?clob_token_ids=` for CTF token ids, `/markets/keyset?position_ids=` for position ids, since plain
 `/markets` ignores that filter), `closed=false` then `closed=true` (its implicit default hides closed markets),
-append what changed (always refreshing the token map), then remove the ids from the set. A crash between the append
-and the removal only repeats the lookup.
+and the GAMMA_VERSIONS selection (without it Gamma hides every V2 market, so a position id would find nothing);
+an id of a kind whose version is not selected is not asked for. Append what changed (always refreshing the token
+map), then remove the ids from the set. A crash between the append and the removal only repeats the lookup.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ from pydantic import Field
 from common import keys
 from common.config import PipelineSettings, load
 from common.errors import PermanentSourceError, PoisonMessage
-from common.gamma_fields import parse_json_list
-from common.payloads import MarketRef, encode_market_ref
+from common.gamma_fields import outcome_id_version, outcome_refs, parse_json_list, version_params
+from common.payloads import encode_market_ref
 from common.position_ids import is_v2_position_id
 from common.redis_client import map_redis_errors
 from common.service import Service, service_main
@@ -91,22 +92,9 @@ def validate_market(item: Any) -> None:
 def token_index(market: dict[str, Any]) -> HashItems:
     """`markets:by_token` fields of one validated market: every outcome id i -> its market and outcome i."""
     outcomes = parse_json_list(market.get("outcomes"), "outcomes")
-    market_id, condition_id = str(market["id"]), str(market.get("conditionId") or "")
-    question = str(market.get("question") or "")
-    return {
-        keys.MARKETS_BY_TOKEN: {
-            token: encode_market_ref(
-                MarketRef(
-                    market_id=market_id,
-                    condition_id=condition_id,
-                    question=question,
-                    outcome_index=i,
-                    outcome=str(outcomes[i]) if i < len(outcomes) else "",
-                )
-            )
-            for i, token in enumerate(market_outcome_ids(market))
-        }
-    }
+    market_id, condition_id, question = str(market["id"]), str(market.get("conditionId") or ""), market.get("question")
+    refs = outcome_refs(market_id, condition_id, str(question or ""), outcomes, market_outcome_ids(market))
+    return {keys.MARKETS_BY_TOKEN: {token: encode_market_ref(ref) for token, ref in refs.items()}}
 
 
 MARKETS = Resource(
@@ -130,8 +118,9 @@ async def fetch_markets_by_ids(gamma: GammaClient, ids: list[str], *, closed: bo
     for path, name, group in by_filter:
         if group:
             params = [(name, i) for i in group] + [("closed", closed_text), ("limit", str(len(group)))]
+            params += version_params(gamma.versions)
             body = await gamma.get(path, params, what=f"gamma markets by {name} closed={closed_text}")
-            found += markets_of(body)
+            found += gamma.selected(markets_of(body))
     return found
 
 
@@ -150,7 +139,8 @@ async def resolve_token_lookups(service: Service, gamma: GammaClient, batch: int
         return False
     found: list[Any] = []
     try:
-        if wanted := [t for t in token_ids if t.isdigit()]:  # anything else cannot be a token id
+        # anything not a number cannot be a token id; an id of a version not selected is not asked for
+        if wanted := [t for t in token_ids if t.isdigit() and outcome_id_version(t) in gamma.versions]:
             found = await fetch_markets_by_ids(gamma, wanted, closed=False)
         if missing := sorted(set(wanted).difference(*(market_outcome_ids(m) for m in found))):
             found += await fetch_markets_by_ids(gamma, missing, closed=True)  # Gamma hides closed ones otherwise

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import redis.asyncio as aioredis
 import structlog
@@ -19,13 +19,20 @@ CACHE_MAX_TOKENS = 500_000
 
 
 class MarketsCache:
-    def __init__(self, redis: aioredis.Redis, *, max_tokens: int = CACHE_MAX_TOKENS) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        max_tokens: int = CACHE_MAX_TOKENS,
+        wanted: Callable[[str], bool] = lambda _: True,
+    ) -> None:
         self.redis = redis
         self.max_tokens = max_tokens
+        self.wanted = wanted  # which unknown tokens to ask the markets ingester for
         self._cache: dict[str, MarketRef] = {}
 
     async def resolve(self, tokens: Iterable[str]) -> dict[str, MarketRef]:
-        """The markets of `tokens` that are known; unknown tokens are asked of the markets ingester."""
+        """The markets of `tokens` that are known; unknown `wanted` tokens are asked of the markets ingester."""
         found = {token: self._cache[token] for token in tokens if token in self._cache}
         missing = [token for token in tokens if token not in found]
         if missing:
@@ -38,7 +45,7 @@ class MarketsCache:
                     found[token] = self._remember(token, decode_market_ref(value))
                 except PoisonMessage as exc:
                     log.error("bad markets:by_token value", token=token, error=str(exc))
-            await self.request_lookups(token for token in missing if token not in found)
+            await self.request_lookups(token for token in missing if token not in found and self.wanted(token))
         return found
 
     async def request_lookups(self, tokens: Iterable[str]) -> None:

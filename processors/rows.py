@@ -96,6 +96,11 @@ def number(value: Any, field: str) -> float:
         raise PoisonMessage(f"{field} is not a number: {value!r}") from exc
 
 
+def optional_number(value: Any, field: str) -> float | None:
+    """A Gamma number that may be absent: None (NULL in ClickHouse), not a zero that would look real."""
+    return None if value in (None, "") else number(value, field)
+
+
 def load_object(data: bytes) -> dict[str, Any]:
     try:
         obj = orjson.loads(data)
@@ -117,9 +122,10 @@ class MarketRow(NamedTuple):
     outcome_prices: list[float]
     clob_token_ids: list[str]
     version: str  # Gamma's `version`: "v1", "v2", or "" when absent (which means v1)
-    position_ids: list[str]  # a V2 market's outcome ids (a native JSON array, not a JSON-encoded string)
-    volume: float
-    liquidity: float
+    position_ids: list[str]  # a V2 market's outcome ids (a native JSON array, or a JSON-encoded string)
+    resolution_status: str  # a V2 market's `resolutionStatus` (inactive, active, resolved), "" when absent
+    volume: float | None  # None when Gamma sends neither `volume` nor `volumeNum` (some closed markets)
+    liquidity: float | None
     active: bool
     closed: bool
     archived: bool
@@ -150,8 +156,9 @@ def market_row(data: bytes, ingested_at: datetime) -> MarketRow:
         clob_token_ids=[str(item) for item in parse_json_list(market.get("clobTokenIds"), "clobTokenIds")],
         version=str(market.get("version") or ""),
         position_ids=[str(item) for item in parse_json_list(market.get("positionIds"), "positionIds")],
-        volume=number(market.get("volume", market.get("volumeNum")), "volume"),
-        liquidity=number(market.get("liquidity", market.get("liquidityNum")), "liquidity"),
+        resolution_status=str(market.get("resolutionStatus") or ""),
+        volume=optional_number(market.get("volume", market.get("volumeNum")), "volume"),
+        liquidity=optional_number(market.get("liquidity", market.get("liquidityNum")), "liquidity"),
         active=bool(market.get("active")),
         closed=bool(market.get("closed")),
         archived=bool(market.get("archived")),
@@ -191,6 +198,7 @@ class EventRow(NamedTuple):
     tag_labels: list[str]
     tag_slugs: list[str]
     market_ids: list[str]
+    version: str  # Gamma's `version` of the event: "v1", "v2", or "" when absent (which means v1)
     raw: str
     ingested_at: datetime
 
@@ -223,6 +231,7 @@ def event_row(data: bytes, ingested_at: datetime) -> EventRow:
         tag_labels=[str(tag.get("label") or "") for tag in tags],
         tag_slugs=[str(tag.get("slug") or "") for tag in tags],
         market_ids=[str(market["id"]) for market in markets if "id" in market],
+        version=str(event.get("version") or ""),
         raw=data.decode(),
         ingested_at=ingested_at,
     )

@@ -10,6 +10,11 @@ Markets come from the `markets:by_token` hash that the markets ingester writes t
 a local cache in front. A fill whose token is unknown is held (left pending, kept from other workers' XAUTOCLAIM),
 its token is put in `markets:token_lookups` for the markets ingester, and the trade is emitted when the market
 arrives, or after UNKNOWN_MARKET_WAIT_S with `market_id = ''` (counted as `unresolved_markets`).
+A fill whose token belongs to a version GAMMA_VERSIONS leaves out (a Protocol V2 position id when only v1 is
+selected, a CTF token id when only v2 is) is not held: no market of that version is ever listed or looked up, so
+its trade is written at once with `market_id = ''` (counted as `excluded_markets`). The version is read from the
+id itself (`common.gamma_fields.outcome_id_version`), not from the exchange: the subgraph names none, and the id's
+kind is what Gamma's own `version` rule keys on.
 Poison fills go to `stream:dlq` with the reason.
 """
 
@@ -25,8 +30,9 @@ from pydantic import Field
 
 from common import keys
 from common.backoff import sleep_unless_stopped
-from common.config import PipelineSettings, RedisSettings, StreamSettings, load
+from common.config import GammaSettings, PipelineSettings, RedisSettings, StreamSettings, load
 from common.errors import PoisonMessage, TransientSinkError
+from common.gamma_fields import outcome_id_version
 from common.payloads import OrderEvent, decode_order_event, encode_trade
 from common.service import Service, run_worker, service_main, tune_gc
 from common.streams import Entry, StreamConsumer, run_consumer
@@ -48,10 +54,13 @@ class ProcessorSettings(PipelineSettings):
 class Processor:
     """One worker's state: the consumer, the markets cache and the fills held for their market."""
 
-    def __init__(self, service: Service, settings: ProcessorSettings, stream_settings: StreamSettings) -> None:
+    def __init__(
+        self, service: Service, settings: ProcessorSettings, stream_settings: StreamSettings, gamma: GammaSettings
+    ) -> None:
         self.service = service
         self.settings = settings
-        self.markets = MarketsCache(service.redis)
+        self.versions = gamma.versions
+        self.markets = MarketsCache(service.redis, wanted=self.is_selected)
         self.consumer = StreamConsumer(
             service.redis,
             stream=keys.STREAM_ORDER_EVENTS,
@@ -61,6 +70,10 @@ class Processor:
             batch_max=settings.trade_processor_batch_max,
         )
         self.held: dict[str, tuple[Entry, OrderEvent]] = {}
+
+    def is_selected(self, token: str) -> bool:
+        """Whether the market of `token` is of a version GAMMA_VERSIONS selects (else it is never looked up)."""
+        return outcome_id_version(token) in self.versions
 
     async def handle(self, batch: list[Entry]) -> None:
         """Decode, resolve markets, emit what is ready, hold the rest."""
@@ -88,14 +101,17 @@ class Processor:
         # an entry id starts with its unix ms: older than this, a fill stops waiting for its market
         give_up_ms = time.time() * 1000 - self.settings.unknown_market_wait_s * 1000
         ready: dict[str, tuple[bytes]] = {}  # a fill's one trade in a tuple: one allocation, a list's two
-        unresolved = 0
+        unresolved = excluded = 0
         for (entry, event), token in zip(fills, tokens, strict=True):
             market = markets.get(token)
             if market is None:
-                if int(entry.id.partition("-")[0]) > give_up_ms:
+                if not self.is_selected(token):
+                    excluded += 1
+                elif int(entry.id.partition("-")[0]) > give_up_ms:
                     self.held.setdefault(entry.id, (entry, event))
                     continue
-                unresolved += 1
+                else:
+                    unresolved += 1
             ready[entry.id] = (encode_trade(derive_trade(event, market)),)
         if not ready and not dead:
             return 0
@@ -107,6 +123,7 @@ class Processor:
         self.service.count("fills", acked)
         self.service.count("trades", emitted)
         self.service.count("unresolved_markets", unresolved)
+        self.service.count("excluded_markets", excluded)
         self.service.count("dead_lettered", len(dead))
         return emitted
 
@@ -130,11 +147,14 @@ async def run(
     *,
     redis: RedisSettings,
     streams: StreamSettings,
+    gamma: GammaSettings | None = None,
     once: bool = False,
     stop: asyncio.Event | None = None,
 ) -> Service:
+    gamma = gamma if gamma is not None else load(GammaSettings)
+
     async def body(service: Service) -> None:
-        processor = Processor(service, settings, streams)
+        processor = Processor(service, settings, streams, gamma)
         held_task = asyncio.create_task(processor.release_held_forever())
         try:
             await run_consumer(
@@ -155,7 +175,8 @@ async def run(
 
 
 async def start(args: argparse.Namespace) -> None:
-    await run(load(ProcessorSettings), redis=load(RedisSettings), streams=load(StreamSettings), once=args.once)
+    settings, gamma = load(ProcessorSettings), load(GammaSettings)
+    await run(settings, redis=load(RedisSettings), streams=load(StreamSettings), gamma=gamma, once=args.once)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,7 +64,7 @@ class Market:
     slug: str
     condition_id: str
     question_id: str
-    outcomes: tuple[str, str]
+    outcomes: tuple[str, ...]
     token_ids: tuple[str, ...]  # CTF token ids (Gamma's clobTokenIds), index i <-> outcomes[i]; () for Combos
     tick: float
     neg_risk: bool
@@ -82,6 +82,7 @@ class Market:
     version: str | None = "v1"  # Gamma's `version`: "v1", "v2", or None (the field is absent)
     position_ids: tuple[str, ...] = ()  # "v2": PositionManager position ids, index i <-> outcomes[i]
     shows_clob_token_ids: bool = True  # Gamma renders clobTokenIds (a V2 market may carry both id fields)
+    gamma_shape: str = ""  # one of today's rarer Gamma shapes (`gamma_shapes.py`), "" for the common one
 
     @property
     def traded_ids(self) -> tuple[str, ...]:

@@ -124,6 +124,10 @@ class SimConfig:
     unversioned_share: float = 0.2  # share of v1 markets without a `version` field
     combo_share: float = 0.05  # share of match groups from EXCHANGE_V3_START_BLOCK on that trade Combo positions
     gamma_offset_cap: int | None = 2_000  # offset listings answer 422 past this offset (None: no cap)
+    # How the offset listings (and the lookups on them) treat the `version` key, unverified upstream:
+    # "honour" it, "ignore" it (every version), or serve "v1_only" (Gamma's default) whatever is asked.
+    gamma_offset_versions: str = "honour"
+    gamma_shape_share: float = 0.15  # share of listed markets rendered in one of today's rarer Gamma shapes
     faults: Faults = field(default_factory=Faults)
 
     def v2_fill_count(self) -> int:
@@ -137,7 +141,9 @@ class SimConfig:
         return self.late_markets
 
     def __post_init__(self) -> None:
-        for name in ("v2_market_share", "v2_clob_ids_share", "unversioned_share", "combo_share"):
+        if self.gamma_offset_versions not in ("honour", "ignore", "v1_only"):
+            raise ValueError(f"gamma_offset_versions={self.gamma_offset_versions!r} is not honour, ignore or v1_only")
+        for name in ("v2_market_share", "v2_clob_ids_share", "unversioned_share", "combo_share", "gamma_shape_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}={getattr(self, name)} is not in [0, 1]")
 

@@ -10,7 +10,13 @@ Contract (reference §1.2–1.4):
   page is full, `offset` -> 422; events `limit` must be 1..500 (422 otherwise); markets keyset pages hold at most
   100 rows whatever the `limit`; `/markets/keyset` also filters by `position_ids` (V2 markets' `positionIds`);
   the `keyset_off` switch makes both answer 503 "keyset pagination is not configured";
-- late markets appear only once listed; unlisted markets never (404 on `/markets/{id}`).
+- late markets appear only once listed; unlisted markets never (404 on `/markets/{id}`);
+- protocol versions (docs/upstream-gamma.md): every listing serves only the versions its `version` keys name
+  (`version=v1&version=v2`, repeated; comma lists accepted too), and only "v1" items when it names none, as
+  Gamma's documented default; an item without a `version` field is a v1 item. Whether the offset listings (and so
+  the `clob_token_ids` and `id` lookups) honour `version` is unverified upstream: `gamma_offset_versions` picks
+  "honour" (default), "ignore" (every version, whatever is asked) or "v1_only" (the default, whatever is asked);
+  keyset listings always honour it. An unknown version is a 422.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ OFFSET_MAX_LIMIT = 1000
 MARKETS_KEYSET_MAX_ROWS = 100
 EVENTS_KEYSET_MAX_LIMIT = 500
 NUMERIC_TEXT_FIELDS = ("volume", "liquidity", "id")
+VERSIONS = ("v1", "v2")
+DEFAULT_VERSIONS = frozenset({"v1"})  # Gamma's current server default: CTF items only
 
 Response = tuple[int, Any]
 
@@ -96,6 +104,11 @@ def _sort_value(row: dict[str, Any], field: str) -> tuple[int, Any]:
     return (2, str(value))
 
 
+def market_version(market: Market) -> str:
+    """The version a market is listed under: its `version`, "v1" when it has none."""
+    return market.version or "v1"
+
+
 def encode_cursor(key: list[Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(key).encode()).decode().rstrip("=")
 
@@ -143,7 +156,19 @@ class GammaService:
         catalogue = self.world.catalogue
         return render_event(event, catalogue, [self.market_json(catalogue.markets[i]) for i in event.market_indexes])
 
+    def _versions(self, query: list[tuple[str, str]], keyset: bool) -> frozenset[str]:
+        """The versions a listing serves: those asked for (v1 alone when none), unless the offset listings are
+        configured to ignore the key."""
+        asked = frozenset(_params(query, "version"))
+        if unknown := sorted(asked - set(VERSIONS)):
+            raise GammaError(422, f"version must be one of {', '.join(VERSIONS)}, not {unknown[0]!r}")
+        mode = "honour" if keyset else self.world.config.gamma_offset_versions
+        if mode == "ignore":
+            return frozenset(VERSIONS)
+        return asked if asked and mode == "honour" else DEFAULT_VERSIONS
+
     def _filtered(self, kind: str, query: list[tuple[str, str]], now_s: float, keyset: bool = False) -> list[Any]:
+        versions = self._versions(query, keyset)
         closed = _bool(_one(query, "closed"))
         closed = False if closed is None else closed  # Gamma's implicit closed=false
         ids, slugs = set(_params(query, "id")), set(_params(query, "slug"))
@@ -160,7 +185,18 @@ class GammaService:
             ]
         else:
             rows = self.listed_events(now_s)
-        return [r for r in rows if r.closed == closed and (not ids or r.id in ids) and (not slugs or r.slug in slugs)]
+        version = market_version if kind == "markets" else self.event_version
+        return [
+            r
+            for r in rows
+            if r.closed == closed
+            and version(r) in versions
+            and (not ids or r.id in ids)
+            and (not slugs or r.slug in slugs)
+        ]
+
+    def event_version(self, event: Event) -> str:
+        return market_version(self.world.catalogue.markets[event.market_indexes[0]])
 
     def _sorted(self, kind: str, rows: list[Any], query: list[tuple[str, str]]) -> list[tuple[list[Any], Any]]:
         """[(sort key, row)] in the requested order; the key always ends with the numeric id."""

@@ -1,15 +1,19 @@
 """Catalogue objects -> Gamma JSON, with Gamma's types (reference §1.5–1.7).
 
 Quirks kept on purpose: `outcomes`, `outcomePrices`, `clobTokenIds`, `umaResolutionStatuses` are JSON-encoded
-strings while `positionIds` (V2 markets, reference §7.1) is a native array; `version` is "v1", "v2" or absent;
-market `volume`/`liquidity` are strings (with `volumeNum`/`liquidityNum` numbers) while event `volume`,
-`liquidity`, `openInterest` are numbers; `closedTime` and tag `publishedAt` are not strict ISO.
+strings while `positionIds` (V2 markets) is a native array (or, for some, a JSON-encoded string); a market's
+`version` is "v1", "v2" or absent, an event's "v1" or "v2"; market `volume`/`liquidity` are strings (with
+`volumeNum`/`liquidityNum` numbers) while event `volume`, `liquidity`, `openInterest` are numbers; `closedTime`
+and tag `publishedAt` are not strict ISO. Today's changes (docs/upstream-gamma.md): `marketMakerAddress` only on
+legacy AMM markets; V2 markets carry `resolutionStatus`, `onchainEventId`, `requestId` and `questionId`; the rarer
+real shapes of `gamma_shapes.py`.
 """
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from decimal import Decimal, localcontext
 from typing import Any
 
 from simulator.catalogue import SERIES, TAGS, Catalogue, Event, Market
@@ -19,6 +23,11 @@ IMAGE = "https://polymarket-upload.s3.us-east-2.amazonaws.com/simulated.png"
 
 def iso_us(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def iso_fraction(seconds: float, digits: int) -> str:
+    """ISO time with `digits` digits of fractions of a second (Gamma sends 3 to 6)."""
+    return iso_us(seconds)[: 20 + digits] + "Z"
 
 
 def iso_s(seconds: float) -> str:
@@ -39,7 +48,15 @@ def price_text(price: float) -> str:
 
 
 def outcome_prices(market: Market) -> list[str]:
+    if market.gamma_shape == "long_prices":  # 34 significant digits, as 2020 markets' prices
+        with localcontext(prec=40):
+            first = Decimal(f"{market.price:.4f}") + Decimal("1e-34")
+            return [str(first), str(1 - first)]
     return [price_text(market.price), price_text(1.0 - market.price)]
+
+
+def event_version(event: Event, catalogue: Catalogue) -> str:
+    return "v2" if catalogue.markets[event.market_indexes[0]].version == "v2" else "v1"
 
 
 def slim_event(event: Event, catalogue: Catalogue) -> dict[str, Any]:
@@ -84,6 +101,7 @@ def slim_event(event: Event, catalogue: Catalogue) -> dict[str, Any]:
         "pendingDeployment": False,
         "deploying": False,
         "requiresTranslation": False,
+        "version": event_version(event, catalogue),
     }
     if event.neg_risk:
         data["negRiskMarketID"] = event.neg_risk_market_id
@@ -115,7 +133,6 @@ def render_market(market: Market, catalogue: Catalogue) -> dict[str, Any]:
         "volume": str(volume),
         "active": True,
         "closed": market.closed,
-        "marketMakerAddress": "",
         "createdAt": iso_us(market.created_s),
         "updatedAt": iso_us(market.updated_s),
         "new": False,
@@ -178,6 +195,10 @@ def render_market(market: Market, catalogue: Catalogue) -> dict[str, Any]:
         data["version"] = market.version
     if market.version == "v2":
         data["positionIds"] = list(market.position_ids)
+        data["resolutionStatus"] = "resolved" if market.closed else "active"
+        data["onchainEventId"] = event.neg_risk_market_id or market.condition_id
+        data["requestId"] = market.condition_id
+        data["questionId"] = market.question_id
     if not market.shows_clob_token_ids:
         del data["clobTokenIds"]
     if market.neg_risk:
@@ -186,7 +207,32 @@ def render_market(market: Market, catalogue: Catalogue) -> dict[str, Any]:
     if market.closed:
         data["closedTime"] = pg_time(market.updated_s)
         data["umaResolutionStatuses"] = json.dumps(["proposed", "resolved"])
+    apply_shape(market, data)
     return data
+
+
+def apply_shape(market: Market, data: dict[str, Any]) -> None:
+    """The market's rarer real shape (`gamma_shapes.py`), applied to its rendered JSON."""
+    shape = market.gamma_shape
+    if shape == "no_volume":
+        for key in ("volume", "liquidity", "volumeNum", "liquidityNum"):
+            del data[key]
+    elif shape == "no_neg_risk":
+        del data["negRisk"]
+    elif shape == "no_start_date":
+        del data["startDate"]
+    elif shape == "amm":
+        data["marketMakerAddress"] = "0xFeEd0000aBcDeF" + market.condition_id[-26:].upper()
+        data["fpmmLive"] = True
+    elif shape == "scalar":
+        data.update(marketType="scalar", lowerBound="8000000000", upperBound="20000000000")
+    elif shape == "short_fraction":
+        digits = 3 + market.index % 3
+        for key, seconds in (("createdAt", market.created_s), ("updatedAt", market.updated_s),
+                             ("startDate", market.created_s + 30)):  # fmt: skip
+            data[key] = iso_fraction(seconds, digits)
+    elif shape == "position_ids_text":
+        data["positionIds"] = json.dumps(data["positionIds"])
 
 
 def render_tag(index: int) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from simulator.catalogue import COMBO, LATE, LISTED, UNLISTED, Catalogue, Market
 from simulator.config import SimConfig
 from simulator.constants import BLOCK_TIME_S, CUTOVER_BLOCK, EXCHANGE_ADDRESSES, block_timestamp
 from simulator.fills import ExchangeV3Mix, FillStore, generate_live_block, generate_part, market_weights
+from simulator.gamma_shapes import apply_gamma_shapes
 from simulator.protocol_v2 import COMBO_MARKETS, apply_protocol_v2
 
 TRAILING_EMPTY_BLOCKS = 4  # after the last history fill, beyond the finality lag
@@ -82,6 +83,7 @@ class World:
             config.unversioned_share,
             combos,
         )
+        apply_gamma_shapes(self.catalogue, config.seed, config.gamma_shape_share)
         self.weights = market_weights(self.catalogue, config.seed)
         self.v3_mix = ExchangeV3Mix.of(self.catalogue, self.weights, config.combo_share)
         wallet_count = int(min(20_000, max(200, config.history_fills // 20)))

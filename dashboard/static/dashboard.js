@@ -110,7 +110,7 @@ function renderClickHouse(status) {
   const u = status.unresolved;
   const modules = Object.entries(u.by_module).map(([name, n]) => `${name.replaceAll("_", " ")} ${count(n)}`).join(", ");
   document.getElementById("unresolved").textContent =
-    `${count(u.trades_without_market)} trades without a market in ClickHouse${modules ? ` (${modules})` : ""} · ${count(u.lookups_pending)} tokens being looked up · ${count(u.emitted_without_market)} emitted without a market by the processor`;
+    `${count(u.trades_without_market)} trades without a market in ClickHouse${modules ? ` (${modules})` : ""} · ${count(u.lookups_pending)} tokens being looked up · ${count(u.emitted_without_market)} emitted without a market by the processor${u.excluded_by_versions ? ` · ${count(u.excluded_by_versions)} written at once without a market: their market's version is left out by GAMMA_VERSIONS` : ""}`;
   fillTable("trades", ch.latest_trades.map((t) => row([
     when(t.timestamp), t.question || (t.market_id ? `market ${t.market_id}` : "unknown market"), t.outcome, t.side,
     [t.price.toFixed(4), "num"], [Number(t.usd_amount).toFixed(2), "num"],

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from common.clickhouse import ping
-from common.config import ClickHouseSettings, RedisSettings, SourceSettings, load
+from common.config import ClickHouseSettings, GammaSettings, RedisSettings, SourceSettings, load
 from common.errors import TransientSinkError
 from dashboard.settings import DashboardSettings
 from pipeline.embedded.redis_server import find_redis_server, is_reachable
@@ -162,6 +162,7 @@ def make_plan(*, demo: bool, python: str, environ: Mapping[str, str], rate: floa
     env = {"PIPELINE_PYTHON": python, "PIPELINE_DEMO": str(demo).lower(), "PIPELINE_AUTOSTART_SERVICES": "false"}
     if demo:
         env.update(REDIS_DATA_DIR=DEMO_REDIS_DATA_DIR, CLICKHOUSE_DATA_DIR=DEMO_CLICKHOUSE_DATA_DIR)
+    load(GammaSettings)  # read by three services: a bad GAMMA_VERSIONS stops the run before any starts
     redis = load(RedisSettings, **({"data_dir": DEMO_REDIS_DATA_DIR} if demo else {}))
     clickhouse = load(ClickHouseSettings, **({"data_dir": DEMO_CLICKHOUSE_DATA_DIR} if demo else {}))
     dashboard = dashboard_url(load(DashboardSettings))

@@ -76,16 +76,16 @@ def chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def add_time_range(parser: argparse.ArgumentParser) -> None:
-    """`--from` and `--to` (inclusive) as unix seconds, into `args.start` and `args.end`."""
-    parser.add_argument("--from", dest="start", type=parse_time, required=True, help="unix seconds or ISO time")
-    parser.add_argument("--to", dest="end", type=parse_time, required=True, help="inclusive")
+def add_time_range(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """`--from` and `--to` (inclusive) as unix seconds, into `args.start` and `args.end` (None when optional)."""
+    parser.add_argument("--from", dest="start", type=parse_time, required=required, help="unix seconds or ISO time")
+    parser.add_argument("--to", dest="end", type=parse_time, required=required, help="inclusive")
 
 
 def parse_range(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """`parser.parse_args(argv)` for a parser with `add_time_range`; `--to` before `--from` is a usage error (2)."""
     args = parser.parse_args(argv)
-    if args.end < args.start:
+    if args.start is not None and args.end is not None and args.end < args.start:
         parser.error("--to is before --from")
     return args
 

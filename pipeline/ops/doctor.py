@@ -1,8 +1,11 @@
 """`python -m pipeline doctor`: probe the configured sources before trusting a live setup; exit 1 on a failing check.
 
 One line per check, with its verdict (ok, warn, FAIL) and why:
-  gamma      GAMMA_API_URL: `/markets/keyset` answers (a full sync needs it: offset listings stop at 2000), and the
-             share of `version: "v2"` markets on its first `--pages` pages (their fills carry position ids)
+  gamma      GAMMA_API_URL: `/markets/keyset` answers (a full sync needs it: offset listings stop at 2000), and for
+             each listing (markets and events, keyset and offset), asked for GAMMA_VERSIONS, the share of
+             `version: "v2"` items on its first pages (keyset: `--pages`): a listing that returns none while v2 is
+             asked for may not honour `version`. With v2 left out by GAMMA_VERSIONS it warns, and says how many
+             trades the trade processor wrote without a market as excluded (its counters in Redis)
   goldsky    GOLDSKY_URL: reachable, and the time of its newest fill (frozen since the 2026-04-28 cutover, as
              expected: live fills come from the chain)
   finality   POLYGON_RPC_URL: the `finalized` tag, and how far it lags behind head (blocks and seconds)
@@ -29,10 +32,13 @@ import httpx
 import orjson
 from rich.text import Text
 
-from common.config import HttpSettings, SourceSettings, load
-from common.errors import SourceError
+from common.config import GammaSettings, HttpSettings, RedisSettings, SourceSettings, load
+from common.errors import SinkError, SourceError
 from common.exchanges import EXCHANGES
+from common.gamma_fields import item_version, version_params
 from common.http import RateLimiter, make_client, request_json
+from common.redis_client import make_redis, map_redis_errors
+from dashboard.snapshot import is_instance_of, read_services
 from ingesters import chain_ingester, goldsky_ingester
 from ingesters.chain_logs import ChainLog, RangeTooLarge, get_logs_filter, hex_quantity
 from pipeline.ops.common import console, iso, make_parser, run_command
@@ -68,25 +74,69 @@ def failed(name: str, exc: SourceError, why: str = "") -> Check:
 # --- gamma and goldsky ---------------------------------------------------------------------------------------
 
 
-async def check_gamma(client: httpx.AsyncClient, http: HttpSettings, url: str, pages: int) -> Check:
-    markets: list[Any] = []
-    params: dict[str, Any] = {"limit": 100, "closed": "false"}
+async def sample_listing(
+    client: httpx.AsyncClient, http: HttpSettings, url: str, name: str, keyset: bool, versions: tuple[str, ...],
+    pages: int,
+) -> list[Any]:  # fmt: skip
+    """The open items of the first pages of one listing, asked for `versions` (keyset: `pages` pages of 100)."""
+    params: list[tuple[str, str]] = [("limit", "100"), ("closed", "false"), *version_params(versions)]
+    path = f"{url}/{name}/keyset" if keyset else f"{url}/{name}"
+    what = f"gamma {name} {'keyset' if keyset else 'offset'}"
+    items: list[Any] = []
+    cursor = None
+    for _ in range(pages if keyset else 1):
+        query = params + ([("after_cursor", cursor)] if cursor else [])
+        body = await request_json(client, "GET", path, settings=http, what=what, params=query)
+        page = body.get(name) if keyset and isinstance(body, dict) else body
+        if not isinstance(page, list):
+            raise SourceError(f"{what}: the reply has no {name!r} list")
+        items += page
+        cursor = body.get("next_cursor") if keyset else None
+        if not cursor:
+            break
+    return items
+
+
+async def excluded_trades() -> str:
+    """What the trade processors counted as excluded by GAMMA_VERSIONS, read from their heartbeats in Redis."""
+    redis = make_redis(load(RedisSettings))
     try:
-        for _ in range(pages):
-            body = await request_json(client, "GET", f"{url}/markets/keyset", settings=http, what="gamma keyset",
-                                      params=params)  # fmt: skip
-            if not isinstance(body, dict) or not isinstance(body.get("markets"), list):
-                return Check("gamma", "fail", "gamma /markets/keyset: the reply has no 'markets' list")
-            markets += body["markets"]
-            if not body.get("next_cursor"):
-                break
-            params["after_cursor"] = body["next_cursor"]
+        async with asyncio.timeout(3.0), map_redis_errors("doctor: trade processor counters"):
+            services = await read_services(redis, now=time.time(), dead_after_s=15.0)
+    except (TimeoutError, SinkError) as exc:
+        return f"trade processor counters unavailable ({exc or 'Redis did not answer'})"
+    finally:
+        await redis.aclose()
+    excluded = sum(s.counters.get("excluded_markets", 0) for s in services if is_instance_of(s.name, "trade_processor"))
+    return f"{excluded:,} trades written without a market as excluded so far (trade processor counters)"
+
+
+async def check_gamma(client: httpx.AsyncClient, http: HttpSettings, url: str, pages: int) -> Check:
+    versions = load(GammaSettings).versions
+    listings: dict[str, dict[str, Any]] = {}
+    try:
+        for name, keyset in (("markets", True), ("events", True), ("markets", False), ("events", False)):
+            items = await sample_listing(client, http, url, name, keyset, versions, pages)
+            v2 = sum(1 for item in items if item_version(item) == "v2")
+            share = v2 / len(items) if items else 0.0
+            listings[f"{name} {'keyset' if keyset else 'offset'}"] = {"items": len(items), "v2_share": round(share, 4)}
     except SourceError as exc:
-        return failed("gamma", exc, "keyset listing unavailable; a full sync cannot go past offset 2000 without it")
-    v2 = sum(1 for m in markets if isinstance(m, dict) and m.get("version") == "v2")
-    share = v2 / len(markets) if markets else 0.0
-    detail = f"keyset reachable; {len(markets):,} open markets on the first pages, {share:.0%} version v2"
-    return Check("gamma", "ok" if markets else "warn", detail, {"markets": len(markets), "v2_share": round(share, 4)})
+        if not listings:
+            return failed("gamma", exc, "keyset listing unavailable; a full sync cannot go past offset 2000 without it")
+        listings["error"] = {"detail": str(exc)}
+    selection = ",".join(versions)
+    shares = "; ".join(f"{name} {v['items']:,} open, {v['v2_share']:.0%} version v2" for name, v in listings.items()
+                       if "items" in v)  # fmt: skip
+    detail = f"keyset reachable; GAMMA_VERSIONS={selection}: {shares}"
+    markets = listings["markets keyset"]
+    data = {"versions": list(versions), "markets": markets["items"], "v2_share": markets["v2_share"],
+            "listings": listings}  # fmt: skip
+    if "v2" not in versions:
+        detail += f"; Protocol V2 markets are left out on purpose: {await excluded_trades()}"
+        return Check("gamma", "warn", detail, data)
+    if "error" in listings:
+        return Check("gamma", "warn", f"{detail}; {listings['error']['detail']}", data)
+    return Check("gamma", "ok" if markets["items"] else "warn", detail, data)
 
 
 async def check_goldsky(client: httpx.AsyncClient, config: goldsky_ingester.GoldskyConfig) -> Check:

@@ -12,6 +12,9 @@ second run, or a retry after a lost reply. A crashed replay can leave `lock:inse
 (CLICKHOUSE_SEND_RECEIVE_TIMEOUT_S + 30 s), and the writer's trades wait that long. It refuses to run while trades
 are in flight (the processor or the writer has lag or pending entries): those trades are on their way, and the
 lock would only make the two take turns (`--force` to run anyway). `--dry-run` only counts.
+
+`--unresolved [--from T --to T]` repairs instead: the stored trades without a market whose market is now known get
+it, in place (`pipeline/ops/repair_unresolved.py`); without a range, every stored trade.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from common.payloads import MarketRef, OrderEvent, decode_market_ref, decode_ord
 from common.redis_client import make_redis, map_redis_errors
 from common.unique_insert import UniqueTarget, insert_unique
 from dashboard.snapshot import read_streams
+from pipeline.ops import repair_unresolved
 from pipeline.ops.common import add_time_range, chunks, console, fail, make_parser, parse_range, run_command, settings
 from processors.rows import IMMUTABLE, TRADE_COLUMNS, trade_columns
 from processors.trades import derive_trade, token_of
@@ -182,9 +186,15 @@ async def replay(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser("replay", __doc__)
-    add_time_range(parser)
+    add_time_range(parser, required=False)
     parser.add_argument("--source", choices=("clickhouse", "stream"), default="clickhouse")
     parser.add_argument("--dry-run", action="store_true", help="count what is missing, insert nothing")
     parser.add_argument("--force", action="store_true", help="run even while trades are in flight")
+    parser.add_argument("--unresolved", action="store_true",
+                        help="give stored trades without a market the market now known (range optional)")  # fmt: skip
     args = parse_range(parser, argv)
+    if args.unresolved:
+        return run_command("replay", lambda: repair_unresolved.repair(args))
+    if args.start is None or args.end is None:
+        parser.error("--from and --to are required (optional only with --unresolved)")
     return run_command("replay", lambda: replay(args))

@@ -96,7 +96,8 @@ def print_status(status: PipelineStatus) -> None:
     modules = ", ".join(f"{name} {n:,}" for name, n in u.by_module.items())
     console.print(f"newest trade: {iso(ch.newest_trade_at)}; unresolved markets: {_n(u.trades_without_market)} "
                   f"trades without a market{f' ({modules})' if modules else ''}, {u.lookups_pending} tokens being "
-                  "looked up", markup=False)  # fmt: skip
+                  f"looked up, {u.excluded_by_versions:,} written at once as excluded by GAMMA_VERSIONS",
+                  markup=False)  # fmt: skip
     for letter in status.dlq.latest[:5]:
         where = f"{letter.stream} {letter.group or '(ingester)'}"
         console.print(f"dead letter {letter.id} from {where}: {letter.error}", markup=False)

@@ -44,7 +44,7 @@ def test_migrations_create_the_contract_tables_once(ch_settings, ch) -> None:
     assert {"markets", "events", "order_filled_events", "trades", "schema_migrations"} <= tables
     assert apply_migrations(ch_settings) == []  # second start: nothing to do
     versions = ch.query("SELECT version, name FROM mig_test.schema_migrations ORDER BY version").result_rows
-    assert versions == [(1, "tables"), (2, "views"), (3, "market_versions"), (4, "unique_keys")]
+    assert versions == [(1, "tables"), (2, "views"), (3, "market_versions"), (4, "unique_keys"), (5, "gamma_2026_12")]
     engine = ch.query("SELECT engine_full FROM system.tables WHERE database='mig_test' AND name='trades'").result_rows
     assert "ReplacingMergeTree" in engine[0][0] and "non_replicated_deduplication_window = 10000" in engine[0][0]
 

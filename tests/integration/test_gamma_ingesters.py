@@ -26,10 +26,11 @@ from common.service import Service
 from ingesters import polymarket_events_ingester as events_ingester
 from ingesters import polymarket_ingester as markets_ingester
 from ingesters.gamma import Connections, GammaSync, append_changed
-from ingesters.gamma_listing import SYNCED, GammaClient
+from ingesters.gamma_listing import GammaClient, synced
 from simulator.server import SimulatorHandle
 
 ROOT = Path(__file__).resolve().parents[2]
+SYNCED_BOTH = synced(("v1", "v2")).encode()  # a full sync asks for both versions by default
 SYNC_KNOBS: dict[str, Any] = {"listing": "keyset", "page_limit": 100, "refresh_s": 0.01}
 SIM = {"seed": 5, "markets": 40, "history_fills": 300, "late_listing_delay_s": 3600.0}
 HTTP = HttpSettings(
@@ -108,8 +109,8 @@ async def test_full_sync_appends_exactly_the_simulators_markets_and_events_once(
     await run_events(sim, redis_settings, events_listing=listing, events_page_limit=7)
 
     await assert_exact_sets(sim, redis_client)
-    assert await redis_client.get(keys.STATE_POLYMARKET_OFFSET) == SYNCED.encode()
-    assert await redis_client.get(keys.STATE_POLYMARKET_EVENTS_OFFSET) == SYNCED.encode()
+    assert await redis_client.get(keys.STATE_POLYMARKET_OFFSET) == SYNCED_BOTH
+    assert await redis_client.get(keys.STATE_POLYMARKET_EVENTS_OFFSET) == SYNCED_BOTH
     assert markets_service.counters["pages"] > 4
     lengths = (await redis_client.xlen(keys.STREAM_MARKETS), await redis_client.xlen(keys.STREAM_EVENTS))
 
@@ -183,7 +184,7 @@ async def test_a_3000_market_sync_completes_by_keyset_and_without_keyset_stops_a
 
     service = await run_markets(sim, redis_settings)  # auto: keyset, 100 markets a page
 
-    assert await redis_client.get(keys.STATE_POLYMARKET_OFFSET) == SYNCED.encode()
+    assert await redis_client.get(keys.STATE_POLYMARKET_OFFSET) == SYNCED_BOTH
     assert await stream_ids(redis_client, keys.STREAM_MARKETS) == Counter(m.id for m in markets)
     assert service.counters["pages"] >= len(markets) // 100
 
@@ -205,7 +206,7 @@ async def test_a_3000_market_sync_completes_by_keyset_and_without_keyset_stops_a
     assert "offset too large, use /markets/keyset for deeper pagination" in error, error
     assert "MARKETS_LISTING" in error and "refused offset 2100" in error and "not complete" in error
     # no claim of completion: the cursor waits at the refused page, and only what offset served was appended
-    assert await redis_client.get(keys.STATE_POLYMARKET_OFFSET) == b"offset closed=false after=2100"
+    assert await redis_client.get(keys.STATE_POLYMARKET_OFFSET) == b"offset closed=false versions=v1,v2 after=2100"
     assert await redis_client.xlen(keys.STREAM_MARKETS) == 2_100
 
 
@@ -329,7 +330,7 @@ async def test_sigkill_mid_sync_then_restart_ends_with_the_exact_set_and_sigterm
 
     async def mid_sync() -> bool:
         state = (await redis_client.get(keys.STATE_POLYMARKET_OFFSET) or b"").decode()
-        return state.startswith("offset closed=false after=") and int(state.rsplit("=", 1)[1]) >= 6
+        return state.startswith("offset closed=false versions=v1,v2 after=") and int(state.rsplit("=", 1)[1]) >= 6
 
     await wait_for(mid_sync, "the first pages of the sync")
     first.send_signal(signal.SIGKILL)
@@ -340,7 +341,7 @@ async def test_sigkill_mid_sync_then_restart_ends_with_the_exact_set_and_sigterm
     second = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     async def synced() -> bool:
-        return await redis_client.get(keys.STATE_POLYMARKET_OFFSET) == SYNCED.encode()
+        return await redis_client.get(keys.STATE_POLYMARKET_OFFSET) == SYNCED_BOTH
 
     await wait_for(synced, "the end of the full sync")
     second.send_signal(signal.SIGTERM)

@@ -1,5 +1,5 @@
 """Gamma REST stand-in driven with httpx: shapes and types of the reference's real examples, the offset and
-keyset contracts, Gamma's implicit closed=false, late and unlisted markets."""
+keyset contracts, Gamma's implicit closed=false and v1-only default, late and unlisted markets."""
 
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ MARKET_FIELD_TYPES = {
             "outcomes",
             "outcomePrices",
             "volume",
-            "marketMakerAddress",
             "createdAt",
             "updatedAt",
             "groupItemThreshold",
@@ -136,7 +135,9 @@ EVENT_FIELD_TYPES = {
         bool,
     ),
     **dict.fromkeys(["liquidity", "volume", "openInterest", "commentCount", "volume24hr"], (int, float)),
+    "version": str,
 }
+BOTH = {"version": ["v1", "v2"]}  # httpx repeats the key: version=v1&version=v2
 TAG_FIELD_TYPES = {"id": str, "label": str, "slug": str, "forceShow": bool, "createdAt": str, "updatedAt": str}
 
 
@@ -152,10 +153,12 @@ def check_market_types(market: dict[str, object]) -> None:
     """v1 markets carry `clobTokenIds`; V2 ones a native `positionIds` array, and `clobTokenIds` only sometimes."""
     types = dict(MARKET_FIELD_TYPES)
     if market.get("version") == "v2":
+        types |= dict.fromkeys(("resolutionStatus", "onchainEventId", "requestId", "questionId"), str)
         types["positionIds"] = list
         if "clobTokenIds" not in market:
             types.pop("clobTokenIds")
     check_types(market, types)
+    assert "marketMakerAddress" not in market  # omitted since 2026-08 for every market but legacy AMM ones
 
 
 def outcome_ids(market: dict[str, Any]) -> list[str]:
@@ -165,7 +168,8 @@ def outcome_ids(market: dict[str, Any]) -> list[str]:
 
 @pytest.fixture
 def sim(simulator):  # type: ignore[no-untyped-def]
-    return simulator(seed=3, markets=300, history_fills=3_000, late_listing_delay_s=3600)
+    """Without the rarer real shapes (`test_simulator_gamma_shapes.py` covers them): every field is here."""
+    return simulator(seed=3, markets=300, history_fills=3_000, late_listing_delay_s=3600, gamma_shape_share=0)
 
 
 def all_pages(client: httpx.Client, url: str, params: dict[str, object]) -> list[dict[str, object]]:
@@ -180,7 +184,7 @@ def all_pages(client: httpx.Client, url: str, params: dict[str, object]) -> list
 
 
 def test_market_fields_have_the_reference_types_and_json_encoded_strings(sim) -> None:  # type: ignore[no-untyped-def]
-    markets = httpx.get(f"{sim.gamma_url}/markets", params={"limit": 50}).json()
+    markets = httpx.get(f"{sim.gamma_url}/markets", params={"limit": 50, **BOTH}).json()
     assert isinstance(markets, list) and len(markets) == 50
     for market in markets:
         check_market_types(market)
@@ -199,9 +203,9 @@ def test_market_fields_have_the_reference_types_and_json_encoded_strings(sim) ->
 
 def test_markets_listing_applies_gammas_implicit_closed_false(sim) -> None:  # type: ignore[no-untyped-def]
     with httpx.Client() as client:
-        default = all_pages(client, f"{sim.gamma_url}/markets", {"limit": 40})
-        open_ = all_pages(client, f"{sim.gamma_url}/markets", {"limit": 40, "closed": "false"})
-        closed = all_pages(client, f"{sim.gamma_url}/markets", {"limit": 40, "closed": "true"})
+        default = all_pages(client, f"{sim.gamma_url}/markets", {"limit": 40, **BOTH})
+        open_ = all_pages(client, f"{sim.gamma_url}/markets", {"limit": 40, "closed": "false", **BOTH})
+        closed = all_pages(client, f"{sim.gamma_url}/markets", {"limit": 40, "closed": "true", **BOTH})
     assert [m["id"] for m in default] == [m["id"] for m in open_]
     assert closed and all(m["closed"] for m in closed) and not any(m["closed"] for m in default)
     listed = [m for m in sim.world.catalogue.markets if m.listing == "listed"]
@@ -213,7 +217,7 @@ def test_markets_listing_applies_gammas_implicit_closed_false(sim) -> None:  # t
 
 def test_offset_listing_orders_by_requested_field(sim) -> None:  # type: ignore[no-untyped-def]
     rows = httpx.get(
-        f"{sim.gamma_url}/markets", params={"limit": 500, "order": "volumeNum", "ascending": "false"}
+        f"{sim.gamma_url}/markets", params={"limit": 500, "order": "volumeNum", "ascending": "false", **BOTH}
     ).json()
     volumes = [m["volumeNum"] for m in rows]
     assert volumes == sorted(volumes, reverse=True) and len(rows) > 20
@@ -252,19 +256,19 @@ def test_keyset_cursor_returns_rows_created_after_it(sim) -> None:  # type: igno
     seen: set[str] = set()
     last_cursor, cursor = None, None
     while True:
-        page = httpx.get(url, params={"limit": 100, **({"after_cursor": cursor} if cursor else {})}).json()
+        page = httpx.get(url, params={"limit": 100, **BOTH, **({"after_cursor": cursor} if cursor else {})}).json()
         seen |= {m["id"] for m in page["markets"]}
         if "next_cursor" not in page:
             break
         last_cursor = cursor = page["next_cursor"]
     assert last_cursor is not None and late_ids and not late_ids & seen
     sim.list_late_markets()
-    again = httpx.get(url, params={"limit": 100, "after_cursor": last_cursor}).json()
+    again = httpx.get(url, params={"limit": 100, "after_cursor": last_cursor, **BOTH}).json()
     assert late_ids <= {m["id"] for m in again["markets"]}
 
 
 def test_events_carry_nested_markets_tags_series_and_numeric_volume(sim) -> None:  # type: ignore[no-untyped-def]
-    events = httpx.get(f"{sim.gamma_url}/events", params={"limit": 200}).json()
+    events = httpx.get(f"{sim.gamma_url}/events", params={"limit": 200, **BOTH}).json()
     assert events
     for event in events:
         check_types(event, EVENT_FIELD_TYPES)
@@ -275,9 +279,10 @@ def test_events_carry_nested_markets_tags_series_and_numeric_volume(sim) -> None
         for market in event["markets"]:
             check_market_types(market)
             assert market["negRisk"] == event["negRisk"]
+            assert (market.get("version") or "v1") == event["version"]  # an event is one version, as its markets
     neg_risk = [e for e in events if e["negRisk"]]
     assert neg_risk and all(len(e["markets"]) >= 3 and e["negRiskMarketID"].startswith("0x") for e in neg_risk)
-    assert any(e["series"] for e in events)
+    assert any(e["series"] for e in events) and {e["version"] for e in events} == {"v1", "v2"}
     keyset = httpx.get(f"{sim.gamma_url}/events/keyset", params={"limit": 5}).json()
     assert len(keyset["events"]) == 5 and "next_cursor" in keyset
 

@@ -16,6 +16,7 @@ from tests.integration.test_simulator_live import wait_for
 from tests.integration.test_simulator_rpc import V1_TOPIC, V2_DATA, V2_TOPIC, rpc
 
 EXCHANGE_V3 = "0xe3333700cA9d93003F00f0F71f8515005F6c00Aa"
+BOTH = {"version": ["v1", "v2"]}  # Gamma serves v1 items only to a request naming no version
 V2_WORLD = dict(seed=17, markets=120, history_fills=9_000, v2_fills=4_000, v2_market_share=0.3, combo_share=0.05)
 
 
@@ -37,17 +38,18 @@ def test_a_2700_market_world_syncs_by_keyset_while_offset_stops_at_2000(simulato
     with httpx.Client(base_url=sim.gamma_url) as client:
         markets: list[dict[str, Any]] = []
         for closed in ("false", "true"):
-            rows, pages = keyset_rows(client, "/markets/keyset", "markets", {"limit": 500, "closed": closed})
+            rows, pages = keyset_rows(client, "/markets/keyset", "markets", {"limit": 500, "closed": closed, **BOTH})
             assert pages >= len(rows) // 100 and all(r["closed"] == (closed == "true") for r in rows)
             markets += rows
         assert sorted(m["id"] for m in markets) == sorted(m.id for m in listed) and len(listed) > 2_500
-        events, _ = keyset_rows(client, "/events/keyset", "events", {"limit": 500})
-        first = client.get("/events/keyset", params={"limit": 500}).json()
+        events, _ = keyset_rows(client, "/events/keyset", "events", {"limit": 500, **BOTH})
+        first = client.get("/events/keyset", params={"limit": 500, **BOTH}).json()
         assert len(first["events"]) == 500 and len(events) > 500  # events pages hold up to 500
         assert len(client.get("/markets/keyset", params={"limit": 500}).json()["markets"]) == 100
 
         open_count = sum(1 for m in listed if not m.closed)
-        assert len(client.get("/markets", params={"offset": 1_500, "limit": 1000}).json()) == open_count - 1_500
+        offset_page = client.get("/markets", params={"offset": 1_500, "limit": 1000, **BOTH}).json()
+        assert len(offset_page) == open_count - 1_500
         assert client.get("/markets", params={"offset": 2_000, "closed": "true"}).status_code == 200
         for name in ("markets", "events"):
             capped = client.get(f"/{name}", params={"offset": 2_001})
@@ -81,13 +83,18 @@ def test_position_ids_filter_finds_v2_markets_by_their_position_ids_only(simulat
     only = next(m for m in v2 if not m.shows_clob_token_ids)
     v1 = next(m for m in markets if m.version != "v2" and m.listing == "listed")
 
-    def ids(path: str, params: list[tuple[str, str]], market: Any) -> list[str]:
-        body = httpx.get(f"{sim.gamma_url}{path}", params=[*params, ("closed", str(market.closed).lower())]).json()
+    def ids(
+        path: str, params: list[tuple[str, str]], market: Any, versions: tuple[str, ...] = ("v1", "v2")
+    ) -> list[str]:
+        query = [*params, ("closed", str(market.closed).lower()), *(("version", v) for v in versions)]
+        body = httpx.get(f"{sim.gamma_url}{path}", params=query).json()
         return sorted(m["id"] for m in (body["markets"] if isinstance(body, dict) else body))
 
     for market in (both, only):
         wanted = [("position_ids", market.position_ids[1])]
         assert ids("/markets/keyset", wanted, market) == [market.id]
+        assert ids("/markets/keyset", wanted, market, ("v2",)) == [market.id]
+        assert ids("/markets/keyset", wanted, market, ()) == []  # Gamma's default hides every V2 market
         row = httpx.get(f"{sim.gamma_url}/markets/{market.id}").json()
         assert row["version"] == "v2" and row["positionIds"] == list(market.position_ids)
         assert ids("/markets", [("clob_token_ids", market.position_ids[0])], market) == []
@@ -185,7 +192,7 @@ def test_a_live_exchange_v3_fill_precedes_the_listing_of_its_v2_market(simulator
     sim.set_rate(0)
     assert fill["family"] == "v3" and fill["first_visible_at"] < history["started_at"] + 6.0
     market = next(m for m in sim.world.catalogue.markets if m.id == fill["market_id"])
-    lookup = {"position_ids": fill["token_id"], "closed": str(market.closed).lower()}
+    lookup = {"position_ids": fill["token_id"], "closed": str(market.closed).lower(), "version": "v2"}
     if sim.truth(fills=False)["late_listed_at"] is None:
         assert httpx.get(f"{sim.gamma_url}/markets/keyset", params=lookup).json()["markets"] == []
     wait_for(lambda: sim.truth(fills=False)["late_listed_at"], timeout_s=10.0)

@@ -8,6 +8,7 @@ from pydantic_settings import SettingsConfigDict
 
 from common.config import (
     ClickHouseSettings,
+    GammaSettings,
     HttpSettings,
     LogSettings,
     PipelineSettings,
@@ -35,6 +36,9 @@ BAD_VALUES = [
     (LogSettings, "LOG_FORMAT", "xml"),
     (LogSettings, "LOG_LEVEL", "loud"),
     (ServiceSettings, "SERVICE_HEARTBEAT_INTERVAL_S", "0"),
+    (GammaSettings, "GAMMA_VERSIONS", "v3"),
+    (GammaSettings, "GAMMA_VERSIONS", ""),
+    (GammaSettings, "GAMMA_VERSIONS", "v1;v2"),
 ]
 
 
@@ -42,7 +46,8 @@ BAD_VALUES = [
 def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     """No variable from the developer's shell or .env changes what these tests see."""
     monkeypatch.chdir(tmp_path)
-    for model in (RedisSettings, ClickHouseSettings, HttpSettings, SourceSettings, StreamSettings, LogSettings):
+    for model in (RedisSettings, ClickHouseSettings, HttpSettings, SourceSettings, StreamSettings, LogSettings,
+                  GammaSettings):  # fmt: skip
         prefix = model.model_config.get("env_prefix") or ""
         for name in model.model_fields:
             monkeypatch.delenv(f"{prefix}{name}".upper(), raising=False)
@@ -56,6 +61,13 @@ def test_config_error_names_its_variable(monkeypatch, model: type[PipelineSettin
     message = str(info.value)
     assert variable in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(("value", "versions"), [("v1,v2", ("v1", "v2")), (" V2 , v1,v1", ("v1", "v2")),
+                                                 ("v1", ("v1",)), ("v2", ("v2",))])  # fmt: skip
+def test_gamma_versions_read_as_a_comma_list(monkeypatch, value: str, versions: tuple[str, ...]) -> None:
+    monkeypatch.setenv("GAMMA_VERSIONS", value)
+    assert load(GammaSettings).versions == versions
 
 
 def test_defaults_are_the_seeds() -> None:

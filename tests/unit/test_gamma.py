@@ -14,11 +14,21 @@ from common.errors import PermanentSourceError, PoisonMessage, TransientSourceEr
 from common.gamma_fields import parse_json_list
 from common.http import RateLimiter
 from ingesters.gamma import Resource, content_hash, item_key, prepare_page, validate_event
-from ingesters.gamma_listing import SYNCED, GammaClient, Position, fetch_page, keyset_unavailable, sync_state_after
+from ingesters.gamma_listing import (
+    SYNCED,
+    GammaClient,
+    Position,
+    fetch_page,
+    keyset_unavailable,
+    sync_state_after,
+    synced,
+    synced_versions,
+)
 from ingesters.polymarket_ingester import MARKETS, market_outcome_ids, markets_of, token_index, validate_market
 
 TOKEN_A = "8851848546962572193739008211889046036776198486765606333032192644001246174440"
 TOKEN_B = "10181859819235412241349111952383458602722012323104397550162049365057126390549"
+BOTH = ("v1", "v2")
 POSITIONS = [str((1 << 248) | (0xBEEF << 120) | (2 << 104) | i) for i in range(2)]  # a Binary market's ids
 
 
@@ -39,24 +49,37 @@ def market(**changes: Any) -> dict[str, Any]:
 # --- positions -------------------------------------------------------------------------------------------------
 
 
-def test_position_round_trips_through_its_readable_text() -> None:
-    for position in (Position("keyset", False), Position("keyset", True, "WzEsIDJd"), Position("offset", True, "1500")):
+def test_position_round_trips_through_its_readable_text_with_its_versions() -> None:
+    for position in (Position("keyset", False), Position("keyset", True, "WzEsIDJd", BOTH),
+                     Position("offset", True, "1500", ("v2",))):  # fmt: skip
         assert Position.decode(position.encode()) == position
-    assert Position("offset", True, "1500").encode() == "offset closed=true after=1500"
+    assert Position("offset", True, "1500", BOTH).encode() == "offset closed=true versions=v1,v2 after=1500"
 
 
-@pytest.mark.parametrize("text", ["", "17", "keyset closed=maybe after=", "offset closed=true after=abc", SYNCED])
+def test_a_position_or_synced_state_stored_before_versions_were_named_means_gammas_default_v1() -> None:
+    assert Position.decode("offset closed=true after=1500") == Position("offset", True, "1500", ("v1",))
+    assert synced_versions(SYNCED) == ("v1",)
+    assert synced_versions(synced(BOTH)) == BOTH and synced(BOTH) == "synced versions=v1,v2"
+    assert synced_versions("keyset closed=false after=") is None and synced_versions(None) is None
+
+
+REFUSED = ["", "17", "keyset closed=maybe after=", "offset closed=true after=abc", SYNCED,
+           "keyset closed=false versions=v3 after=", "keyset closed=false versions= after="]  # fmt: skip
+
+
+@pytest.mark.parametrize("text", REFUSED)
 def test_position_refuses_text_it_did_not_write(text: str) -> None:
     with pytest.raises(ValueError):
         Position.decode(text)
 
 
-def test_sync_goes_open_pass_then_closed_pass_then_synced() -> None:
-    open_pass = Position("keyset", closed=False, after="c1")
-    assert sync_state_after(open_pass, "c2") == "keyset closed=false after=c2"
-    assert sync_state_after(open_pass, None) == "keyset closed=true after="
-    assert sync_state_after(Position("offset", closed=True, after="500"), None) == SYNCED
-    assert sync_state_after(Position("offset", closed=True, after="500"), "1000") == "offset closed=true after=1000"
+def test_sync_goes_open_pass_then_closed_pass_then_synced_keeping_the_versions() -> None:
+    open_pass = Position("keyset", closed=False, after="c1", versions=BOTH)
+    assert sync_state_after(open_pass, "c2") == "keyset closed=false versions=v1,v2 after=c2"
+    assert sync_state_after(open_pass, None) == "keyset closed=true versions=v1,v2 after="
+    assert sync_state_after(Position("offset", True, "500", BOTH), None) == "synced versions=v1,v2"
+    next_page = sync_state_after(Position("offset", True, "500", ("v1",)), "1000")
+    assert next_page == "offset closed=true versions=v1 after=1000"
 
 
 # --- JSON-string fields and validation -------------------------------------------------------------------------

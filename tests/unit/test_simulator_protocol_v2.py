@@ -87,11 +87,12 @@ def test_gamma_json_has_version_native_position_ids_and_sometimes_both_id_fields
     v1 = [r for r in rendered if r.get("version") != "v2"]
     both = [r for r in v2 if "clobTokenIds" in r]
     assert both and len(both) < len(v2)
+    text_ids = [r for r in v2 if isinstance(r["positionIds"], str)]  # the `position_ids_text` shape
+    assert text_ids and len(text_ids) < len(v2)
     for row in v2:
-        assert isinstance(row["positionIds"], list) and all(
-            isinstance(p, str) and p.isdigit() for p in row["positionIds"]
-        )
-        assert len(row["positionIds"]) == len(json.loads(row["outcomes"]))
+        ids = json.loads(row["positionIds"]) if row in text_ids else row["positionIds"]
+        assert isinstance(ids, list) and all(isinstance(p, str) and p.isdigit() for p in ids)
+        assert len(ids) == len(json.loads(row["outcomes"]))
     for row in both:
         assert not set(json.loads(row["clobTokenIds"])) & set(row["positionIds"])  # `version` must decide
     assert all("positionIds" not in r and isinstance(r["clobTokenIds"], str) for r in v1)
