@@ -1,4 +1,4 @@
-"""Data API v2 stand-in: `GET /data-api/v2/trades`, served from the world's fills (reference §8.4).
+"""Data API v2 stand-in: `GET /data-api/v2/trades`, served from the world's fills (docs/upstream.md).
 
 Shape as documented: envelope `{data, pagination: {limit, offset, has_more, next_cursor}}`, snake_case rows
 `proxy_wallet, token_id, condition_id, side, size, price, timestamp, transaction_hash, title, slug, outcome,

@@ -8,7 +8,7 @@ v2: OrderFilled(bytes32 indexed orderHash, address indexed maker, address indexe
 Data words are built as hex text directly (every field is a static 32-byte word), which is what eth-abi would
 produce but ~50x faster.
 
-`LogShape` gives the item shapes real nodes serve (reference §8.2): `blockTimestamp` on each log (newer nodes),
+`LogShape` gives the item shapes real nodes serve (docs/upstream.md): `blockTimestamp` on each log (newer nodes),
 no `removed`/`blockHash`/`transactionIndex` (logs read from receipts), and the emitting address EIP-55
 mixed-case (web3's output).
 """

@@ -1,6 +1,6 @@
 """Logs planted beside the fills: an `Upgraded(address)` of ExchangeV3's proxy, or any log on any address.
 
-ExchangeV3 is an ERC-1967 (UUPS) proxy (reference §8.3); planting an upgrade also moves the implementation that
+ExchangeV3 is an ERC-1967 (UUPS) proxy (docs/upstream.md); planting an upgrade also moves the implementation that
 `eth_getStorageAt` answers for its implementation slot from that block on. Planted logs get log indexes from
 PLANTED_LOG_INDEX up, above any fill's in their block, and are served by eth_getLogs in the shape of the fills.
 """
