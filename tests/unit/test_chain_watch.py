@@ -1,10 +1,10 @@
-"""The eth_getLogs item shapes real nodes serve, as the project's own fixtures (values made up here, data encoded
-with eth-abi), each decoded by the chain decoder; the simulator renders the same shapes; `Upgraded` logs are taken
-out of a reply before the fills are decoded.
+"""The chain watch (docs/chain-watch.md): the eth_getLogs item shapes real nodes serve, as the project's own
+fixtures (values made up here, data encoded with eth-abi), each decoded by the chain decoder, and the simulator's
+rendering of each; `Upgraded` logs taken out of a reply before the fills are decoded; the standing alert.
 
-Shapes seen in real captures (docs/chain-watch.md): a CTFExchangeV2 log with `blockTimestamp` (newer nodes); a
-NegRiskCtfExchangeV2 log read from a receipt, without `removed`, `blockHash`, `transactionIndex` or
-`blockTimestamp`; a v1 log as web3.py prints it, its `address` EIP-55 mixed-case.
+Shapes seen in real captures: a CTFExchangeV2 log with `blockTimestamp` (newer nodes); a NegRiskCtfExchangeV2 log
+read from a receipt, without `removed`, `blockHash`, `transactionIndex` or `blockTimestamp`; a v1 log as web3.py
+prints it, its `address` EIP-55 mixed-case.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from common.exchanges import (
     V2_ABI,
 )
 from common.payloads import decode_dead_letter, decode_order_event
+from common.service import Service
 from ingesters.chain_logs import ChainLog, as_chain_log, blocks_needing_timestamps, decode_logs_reply, normalize_logs
 from ingesters.upgrade_watch import decode_upgraded, split_upgrades
 from simulator.config import SimConfig
@@ -164,3 +165,16 @@ def test_the_simulator_renders_each_shape_and_the_decoder_reads_the_same_events(
     stamps = {int(log["blockNumber"], 16): int(world.timestamps(np.array([i]))[0]) for i, log in enumerate(plain)}
     events = normalize_logs(reply(*plain), stamps)[0]
     assert len(events) == world.count and normalize_logs(reply(*shaped), stamps)[0] == events
+
+
+def test_a_standing_alert_keeps_the_service_degraded_through_good_steps_until_cleared() -> None:
+    service = Service("chain_ingester", redis=None)  # type: ignore[arg-type]  (no Redis call is made here)
+    service.healthy()
+    service.set_alert("exchange_upgrade", "exchange 0xe333 upgraded")
+    service.healthy()  # a step went through: still degraded, the alert is the last error
+    assert (service.state, service.last_error) == ("degraded", "exchange 0xe333 upgraded")
+    service.degraded(RuntimeError("timeout"))
+    service.healthy()
+    assert (service.state, service.last_error) == ("degraded", "exchange 0xe333 upgraded")
+    service.set_alert("exchange_upgrade", None)
+    assert service.state == "running"
