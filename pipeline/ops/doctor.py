@@ -221,7 +221,10 @@ def topics_check(counts: Counter[tuple[str, str]], blocks: int) -> Check:
 
 async def check_implementation(node: chain_ingester.Node, top: int) -> Check:
     """ExchangeV3's implementation: the address in its proxy's ERC-1967 implementation slot at block `top`."""
-    slot = await node.call("eth_getStorageAt", [EXCHANGE_V3, IMPLEMENTATION_SLOT, hex(top)])
+    try:
+        slot = await node.call("eth_getStorageAt", [EXCHANGE_V3, IMPLEMENTATION_SLOT, hex(top)])
+    except SourceError as exc:
+        return failed("implementation", exc, "the node does not answer eth_getStorageAt")
     if not isinstance(slot, str) or len(slot) != 66:
         return Check("implementation", "fail", f"eth_getStorageAt: unexpected answer {str(slot)[:80]!r}")
     implementation = "0x" + slot[-40:].lower()

@@ -28,6 +28,7 @@ from clickhouse_connect.driver.client import Client
 
 from common.clickhouse import make_client, map_clickhouse_errors
 from common.config import HttpSettings, SourceSettings, load
+from common.errors import ConfigError
 from common.http import RateLimiter, request_json
 from common.http import make_client as make_http_client
 from pipeline.ops.common import chunks, console, errors, iso, settings
@@ -203,8 +204,9 @@ def describe(diff: Difference, market_of: dict[str, str], titles: dict[str, str]
 
 
 async def verify_against_data_api(args: argparse.Namespace) -> int:
-    source = load(SourceSettings)
-    url = source.data_api_url.rstrip("/")
+    url = load(SourceSettings).data_api_url.rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"DATA_API_URL: must be an http(s) URL (got {url!r})")
     client = await asyncio.to_thread(make_client, settings()[1])
     try:
         ours = await asyncio.to_thread(read_ours, client, args.start, args.end, args.market)
