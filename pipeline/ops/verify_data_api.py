@@ -128,9 +128,11 @@ def named_market(client: Client, market: str) -> tuple[str, str] | None:
     return (rows[0][0], rows[0][1].lower()) if rows else None
 
 
-async def read_theirs(url: str, http: HttpSettings, conditions: list[str], start: int, end: int) -> tuple[Side, dict]:
+async def read_theirs(
+    url: str, http: HttpSettings, conditions: list[str], start: int, end: int
+) -> tuple[Side, dict[str, str]]:
     """The Data API's taker-side trades of `conditions` in [start, end], and a title per condition."""
-    side, titles = Side(), {}
+    side, titles = Side(), dict[str, str]()
     limiter = RateLimiter(REQUESTS_PER_S)
     groups = chunks(sorted(conditions), MAX_CONDITIONS)
     async with make_http_client(http) as client:
