@@ -191,12 +191,13 @@ class BlockRangeIngester:
         self.sizer.succeeded()
         if not isinstance(logs, list):
             raise TransientSourceError(f"eth_getLogs: expected a list, got {type(logs).__name__}")
-        logs, upgrades = split_upgrades(logs)
+        logs, upgrades, bad_upgrades = split_upgrades(logs)
         if self.watch is not None:
             await self.watch.record(upgrades)  # before the cursor moves past them; recording twice is harmless
             await self.watch.refresh()
         timestamps = await self.node.block_timestamps(blocks_needing_timestamps(logs))
         entries, dead = normalize_logs(logs, timestamps)
+        dead += bad_upgrades
         # A crash before this line re-reads the range; the script writes all of it or nothing.
         await append_with_cursor(
             self.service.redis,

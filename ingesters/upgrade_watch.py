@@ -3,9 +3,10 @@
 The chain ingester's one eth_getLogs call per range asks for the `Upgraded` topic0 too (`WATCHED_TOPICS`): the
 filter is already "any of the exchanges' addresses and any of these topic0s", so watching costs no request and
 no byte while nothing is upgraded (the CLOB exchanges are not proxies and never emit it; if one did, it would be
-recorded the same way). `split_upgrades` takes those logs out before the fills are decoded; `UpgradeWatch`
-records them in `chain:exchange_upgrades` before the range's cursor moves, and keeps the service degraded, with
-the block and the new implementation in its last error, while any is unacknowledged.
+recorded the same way). `split_upgrades` takes those logs out before the fills are decoded (a malformed one
+becomes a dead letter with the reason); `UpgradeWatch` records them in `chain:exchange_upgrades` before the
+range's cursor moves, and keeps the service degraded, with the block and the new implementation in its last
+error, while any is unacknowledged.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import structlog
 
 from common import keys
 from common.errors import PoisonMessage
 from common.exchange_upgrades import describe, read_upgrades, record_upgrades
 from common.exchanges import TOPICS, UPGRADED_TOPIC
-from common.payloads import ExchangeUpgrade
+from common.payloads import ExchangeUpgrade, encode_dead_letter
 from common.service import Service
 from ingesters.chain_logs import ChainLog, as_chain_log
 
@@ -43,11 +45,12 @@ def decode_upgraded(log: ChainLog, seen_at: float) -> ExchangeUpgrade:
                            seen_at=seen_at)  # fmt: skip
 
 
-def split_upgrades(logs: Sequence[Any]) -> tuple[list[Any], list[ExchangeUpgrade]]:
-    """eth_getLogs items -> (the others, for `normalize_logs`; the well-formed `Upgraded` logs). A malformed one
-    stays with the others, which dead-letter it with the reason."""
+def split_upgrades(logs: Sequence[Any]) -> tuple[list[Any], list[ExchangeUpgrade], list[bytes]]:
+    """eth_getLogs items -> (the others, for `normalize_logs`; the `Upgraded` logs; `stream:dlq` entries of the
+    malformed `Upgraded` logs, with the reason)."""
     others: list[Any] = []
     upgrades: list[ExchangeUpgrade] = []
+    dead: list[bytes] = []
     now = round(time.time(), 3)
     for raw in logs:
         if type(raw) is ChainLog and raw.topics and raw.topics[0] in FILL_TOPICS:  # nearly every log: a fill
@@ -55,13 +58,18 @@ def split_upgrades(logs: Sequence[Any]) -> tuple[list[Any], list[ExchangeUpgrade
             continue
         try:
             typed = as_chain_log(raw)
-            if typed.topics and typed.topics[0].lower() == UPGRADED_TOPIC and not typed.removed:
-                upgrades.append(decode_upgraded(typed, now))
-                continue
         except PoisonMessage:
-            pass
-        others.append(raw)
-    return others, upgrades
+            others.append(raw)  # no log at all: normalize_logs dead-letters it raw
+            continue
+        if not typed.topics or typed.topics[0].lower() != UPGRADED_TOPIC or typed.removed:
+            others.append(raw)
+            continue
+        try:
+            upgrades.append(decode_upgraded(typed, now))
+        except PoisonMessage as exc:
+            dead.append(encode_dead_letter(stream=keys.STREAM_ORDER_EVENTS, payload=msgspec.json.encode(typed),
+                                           error=str(exc)))  # fmt: skip
+    return others, upgrades, dead
 
 
 @dataclass

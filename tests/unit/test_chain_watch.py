@@ -128,19 +128,20 @@ def upgraded(implementation: str, **override: Any) -> dict[str, Any]:
 
 def test_upgraded_logs_are_taken_out_of_a_reply_with_their_implementation_and_the_fills_stay() -> None:
     implementation = "0x" + "7e" * 20
-    others, upgrades = split_upgrades(reply(WITH_BLOCK_TIMESTAMP, upgraded(implementation), FROM_A_RECEIPT))
+    others, upgrades, dead = split_upgrades(reply(WITH_BLOCK_TIMESTAMP, upgraded(implementation), FROM_A_RECEIPT))
+    assert dead == []
     assert [log.address.lower() for log in others] == [CTF_EXCHANGE_V2, NEG_RISK_CTF_EXCHANGE_V2]
     (upgrade,) = upgrades
     assert (upgrade.proxy, upgrade.implementation, upgrade.block_number, upgrade.log_index, upgrade.id) == (
         EXCHANGE_V3, implementation, 91_700_001, 0, "91700001-0")  # fmt: skip
 
 
-def test_a_malformed_upgraded_log_stays_with_the_fills_and_is_dead_lettered() -> None:
+def test_a_malformed_upgraded_log_is_dead_lettered_whole_with_the_reason() -> None:
     bad = upgraded("0x" + "7e" * 20, topics=[UPGRADED_TOPIC])
-    others, upgrades = split_upgrades(reply(bad))
-    assert upgrades == [] and len(others) == 1
-    _, dead = normalize_logs(others, {91_700_001: 1})
-    assert "not an OrderFilled log of ExchangeV3" in decode_dead_letter(dead[0]).error
+    others, upgrades, dead = split_upgrades(reply(bad, FROM_A_RECEIPT))
+    assert upgrades == [] and [log.address for log in others] == [NEG_RISK_CTF_EXCHANGE_V2]
+    letter = decode_dead_letter(dead[0])
+    assert "Upgraded log with topics" in letter.error and orjson.loads(letter.payload)["topics"] == [UPGRADED_TOPIC]
     with pytest.raises(PoisonMessage, match="expected topic0 and the implementation"):
         decode_upgraded(as_chain_log(bad), 0.0)
 
