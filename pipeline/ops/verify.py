@@ -1,5 +1,5 @@
 """`python -m pipeline verify --from T --to T [--source clickhouse|goldsky|chain] [--bucket-s 3600]`: are all fills
-of a range trades, each once?  `verify --against data-api --from T --to T [--market ID] [--tolerance R]
+of a range trades, each once?  `verify --against data-api --from T --to T [--market ID] [--all] [--tolerance R]
 [--tolerance-abs A]`: do the taker-side trade counts and volumes per market and hour agree with Polymarket's Data API
 (pipeline/ops/verify_data_api.py)?
 
@@ -206,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--against", choices=("data-api",), help="compare taker-side volume per market and hour "
                         "with Polymarket's Data API (DATA_API_URL) instead")  # fmt: skip
     parser.add_argument("--market", help="with --against: only this market (its id or condition id)")
+    parser.add_argument("--all", action="store_true", help="with --against: print every market and hour, not only "
+                        "those that differ")  # fmt: skip
     parser.add_argument("--tolerance", type=float, default=1e-6, help="with --against: relative, for volumes")
     parser.add_argument("--tolerance-abs", type=float, default=0.01, help="with --against: absolute, shares or USD")
     args = parse_range(parser, argv)
@@ -213,8 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail("verify: --bucket-s must be at least 1", 2)
     if args.tolerance < 0 or args.tolerance_abs < 0:
         return fail("verify: --tolerance and --tolerance-abs must not be negative", 2)
-    if args.market and not args.against:
-        return fail("verify: --market goes with --against data-api", 2)
+    if (args.market or args.all) and not args.against:
+        return fail("verify: --market and --all go with --against data-api", 2)
     if args.against:
         return run_command("verify", lambda: verify_against_data_api(args))
     return run_command("verify", lambda: verify(args))

@@ -11,7 +11,8 @@ here (`market_id = ''`) cannot be matched to a condition and are counted apart. 
 exactly, the shares (`size`, here `token_amount`) and the USD volume (`size * price`, here `usd_amount`) within
 max(--tolerance-abs, --tolerance × the larger value): the API's sizes and prices are floats. The markets asked for
 are those with a taker-side trade here in the range, and `--market` (a market id or condition id) even without
-one. What the real endpoint does beyond its documentation (whether `start`/`end` work with `condition`, how a
+one. Only what differs is printed; `--all` prints every market's total and every hour ("same" or "DIFF").
+What the real endpoint does beyond its documentation (whether `start`/`end` work with `condition`, how a
 cursor ages, exact rounding) is unverified: docs/chain-watch.md.
 """
 
@@ -174,35 +175,35 @@ class Tolerance:
 
 
 @dataclass(frozen=True)
-class Difference:
+class Comparison:
     condition: str
     hour: int | None  # None: the market's total over the range
     ours: Totals
     theirs: Totals
+    differs: bool
 
 
-def compare(ours: Side, theirs: Side, tolerance: Tolerance) -> list[Difference]:
-    """Per market totals first, then per (market, hour), every pair beyond the tolerance."""
-    found = []
+def compare(ours: Side, theirs: Side, tolerance: Tolerance) -> list[Comparison]:
+    """Per market totals first, then per (market, hour): every pair either side has, and whether it differs
+    beyond the tolerance."""
     mine, other = ours.per_market(), theirs.per_market()
-    for condition in sorted(set(mine) | set(other)):
-        a, b = mine.get(condition, Totals()), other.get(condition, Totals())
-        if tolerance.differs(a, b):
-            found.append(Difference(condition, None, a, b))
-    for key in sorted(set(ours.by_hour) | set(theirs.by_hour)):
-        a, b = ours.by_hour.get(key, Totals()), theirs.by_hour.get(key, Totals())
-        if tolerance.differs(a, b):
-            found.append(Difference(key[0], key[1], a, b))
-    return found
+    pairs: list[tuple[str, int | None, Totals, Totals]] = [
+        (condition, None, mine.get(condition, Totals()), other.get(condition, Totals()))
+        for condition in sorted(set(mine) | set(other))
+    ]
+    pairs += [(key[0], key[1], ours.by_hour.get(key, Totals()), theirs.by_hour.get(key, Totals()))
+              for key in sorted(set(ours.by_hour) | set(theirs.by_hour))]  # fmt: skip
+    return [Comparison(condition, hour, a, b, tolerance.differs(a, b)) for condition, hour, a, b in pairs]
 
 
-def describe(diff: Difference, market_of: dict[str, str], titles: dict[str, str]) -> str:
-    a, b = diff.ours, diff.theirs
-    where = f"hour {iso(diff.hour)}" if diff.hour is not None else "total"
-    market = market_of.get(diff.condition, "?")
-    title = f" {titles[diff.condition]!r}" if diff.hour is None and titles.get(diff.condition) else ""
-    return (f"  DIFF market {market} ({diff.condition}) {where}{title}: trades {a.trades:,} here / {b.trades:,} "
-            f"at the Data API; shares {a.shares:,.6f} / {b.shares:,.6f}; usd {a.usd:,.6f} / {b.usd:,.6f}")  # fmt: skip
+def describe(row: Comparison, market_of: dict[str, str], titles: dict[str, str]) -> str:
+    a, b = row.ours, row.theirs
+    where = f"hour {iso(row.hour)}" if row.hour is not None else "total"
+    market = market_of.get(row.condition, "?")
+    title = f" {titles[row.condition]!r}" if row.hour is None and titles.get(row.condition) else ""
+    return (f"  {'DIFF' if row.differs else 'same'} market {market} ({row.condition}) {where}{title}: trades "
+            f"{a.trades:,} here / {b.trades:,} at the Data API; shares {a.shares:,.6f} / {b.shares:,.6f}; usd "
+            f"{a.usd:,.6f} / {b.usd:,.6f}")  # fmt: skip
 
 
 async def verify_against_data_api(args: argparse.Namespace) -> int:
@@ -223,7 +224,8 @@ async def verify_against_data_api(args: argparse.Namespace) -> int:
     conditions = sorted(ours.market_of)
     theirs, titles = await read_theirs(url, load(HttpSettings), conditions, args.start, args.end)
     tolerance = Tolerance(args.tolerance_abs, args.tolerance)
-    differences = compare(ours.side, theirs, tolerance)
+    rows = compare(ours.side, theirs, tolerance)
+    differences = [row for row in rows if row.differs]
     here = sum(t.trades for t in ours.side.by_hour.values())
     there = sum(t.trades for t in theirs.by_hour.values())
     console.print(f"verify data-api [{iso(args.start)}, {iso(args.end)}] at {url}: {len(conditions):,} market(s), "
@@ -232,8 +234,8 @@ async def verify_against_data_api(args: argparse.Namespace) -> int:
                   markup=False, soft_wrap=True)  # fmt: skip
     console.print(f"  not compared: {ours.without_market:,} taker-side trade(s) without a market, "
                   f"{ours.below_filter:,} below the Data API's {MIN_SHARES} shares", markup=False)  # fmt: skip
-    for diff in differences:
-        console.print(describe(diff, ours.market_of, titles), markup=False, soft_wrap=True)
+    for row in rows if args.all else differences:
+        console.print(describe(row, ours.market_of, titles), markup=False, soft_wrap=True)
     markets = sum(1 for d in differences if d.hour is None)
     console.print(f"differences: {markets} market(s), {len(differences) - markets} hour(s)", markup=False)
     return 1 if differences else 0

@@ -116,10 +116,13 @@ async def test_verify_against_the_data_api_is_clean_then_names_each_planted_disc
     ours, theirs = (float(x.replace(",", "")) for x in shares.groups())
     assert theirs > ours
 
-    # --market narrows the check to one market (by id or condition id)
-    assert await run_command(ops_verify.main, "--against", "data-api", *window, "--market", altered_market) == 1
-    only = [line for line in capsys.readouterr().out.splitlines() if "DIFF" in line]
-    assert len(only) == 2 and all(f"market {altered_market} " in line for line in only)
+    # --market narrows the check to one market (by id or condition id); --all prints its every hour too
+    argv = ("--against", "data-api", *window, "--market", altered_market, "--all")
+    assert await run_command(ops_verify.main, *argv) == 1
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("  DIFF", "  same"))]
+    hours = {h for market, h, _ in busiest_hours(truth) if market == altered_market}
+    assert len(lines) == 1 + len(hours) and all(f"market {altered_market} " in line for line in lines)
+    assert sum(line.startswith("  DIFF") for line in lines) == 2
 
 
 async def test_the_simulated_data_api_pages_newest_first_by_cursor_and_refuses_what_the_real_one_refuses(
