@@ -88,6 +88,8 @@ class SourceSettings(PipelineSettings):
         "https://api.goldsky.com/api/public/project_cl6mb8i9h0003e201j6li0diw/subgraphs/orderbook-subgraph/0.0.1/gn"
     )
     polygon_rpc_url: SecretStr = SecretStr("https://polygon-rpc.com")
+    # Data API v2: a cross-check only (`python -m pipeline verify --against data-api`), never a source of trades.
+    data_api_url: str = "https://data-api.polymarket.com"
 
 
 GammaVersion = Literal["v1", "v2"]

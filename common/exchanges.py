@@ -78,3 +78,23 @@ CTF_EXCHANGE_V2, NEG_RISK_CTF_EXCHANGE_V2 = V2_EXCHANGES = addresses("clob_v2")
 # First block of the CLOB v2 exchanges (2026-04-28); the Goldsky subgraph has no fills after it. ExchangeV3 was
 # deployed later (its block is UNVERIFIED, reference §7.1), so scanning from here covers all three families.
 V2_GENESIS_BLOCK = 84_902_353
+
+# ExchangeV3 is an upgradeable ERC-1967 (UUPS) proxy whose implementation has already changed once, and an upgrade
+# can change its events without an address change (docs/upstream.md). `Upgraded(address indexed implementation)`
+# is the proxy's own event; the implementation's address is also in the ERC-1967 storage slot below
+# (keccak256("eip1967.proxy.implementation") - 1).
+UPGRADED_TOPIC = "0x" + keccak(b"Upgraded(address)").hex()
+IMPLEMENTATION_SLOT = hex(int.from_bytes(keccak(b"eip1967.proxy.implementation"), "big") - 1)
+# What the chain ingester asks eth_getLogs for: the fills, and in the same call an upgrade of any exchange.
+WATCHED_TOPICS = (*TOPICS, UPGRADED_TOPIC)
+# Events the exchanges emit beside the fills that the pipeline knows and does not need (`doctor` names them; a
+# topic0 in none of these tables from an exchange's address may be an event an upgrade added).
+KNOWN_UNDECODED_EVENTS = {
+    "0x" + keccak(signature.encode()).hex(): signature
+    for signature in (
+        "OrdersMatched(bytes32,address,uint256,uint256,uint256,uint256)",  # v1: one per match
+        "OrdersMatched(bytes32,address,uint8,uint256,uint256,uint256)",  # CLOB v2 and ExchangeV3
+        "FeeCharged(address,uint256,uint256)",  # v1
+        "FeeCharged(address,uint256)",  # CLOB v2 and ExchangeV3: the batch fee transfer
+    )
+}

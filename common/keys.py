@@ -50,6 +50,13 @@ TOKEN_LOOKUPS = "markets:token_lookups"
 MARKETS_CONTENT_HASH = "markets:content_hash"
 EVENTS_CONTENT_HASH = "events:content_hash"
 
+# `Upgraded` logs of the exchanges' proxies (ExchangeV3), field `<block>-<log index>`, value a JSON
+# `ExchangeUpgrade`; written by the chain ingester (HSETNX: a range read again keeps an acknowledgement), marked
+# acknowledged by `python -m pipeline ack-upgrade`. The chain ingester is degraded while one is unacknowledged.
+EXCHANGE_UPGRADES = "chain:exchange_upgrades"
+# Gauge of the chain ingester: how many of them are not acknowledged yet.
+GAUGE_UNACKNOWLEDGED_UPGRADES = "exchange_upgrades_unacknowledged"
+
 # One lock per ClickHouse table, held while a batch is checked against the table and inserted, so two writers
 # never both find a fill absent and both insert it (common/unique_insert.py). Value: the owner's name.
 INSERT_LOCK_PREFIX = "lock:insert:"

@@ -7,6 +7,7 @@
 - `MarketRef`, a value of the `markets:by_token` hash: what a trade needs of its market.
 - `DeadLetter`, a `stream:dlq` entry: where it came from, the original payload, why it failed, and when.
 - `Heartbeat`, the `service:<name>` hash: state, times, last error, `count:*` counters and `gauge:*` gauges.
+- `ExchangeUpgrade`, a value of the `chain:exchange_upgrades` hash: an `Upgraded` log of an exchange's proxy.
 
 The JSON field and hash field names are product surface (operators read them with redis-cli): renaming one
 is a format change. Decoders of stream entries raise PoisonMessage with the reason; the decoders of what only
@@ -332,3 +333,35 @@ def decode_heartbeat(fields: Mapping[bytes, bytes]) -> Heartbeat:
         gauges={name.removeprefix(GAUGE_PREFIX): _number(value)
                 for name, value in values.items() if name.startswith(GAUGE_PREFIX)},
     )  # fmt: skip
+
+
+# --- exchange upgrades -------------------------------------------------------------------------------------
+
+
+class ExchangeUpgrade(msgspec.Struct, frozen=True, kw_only=True):
+    """An `Upgraded(address)` log of an exchange's proxy (ExchangeV3), a value of `chain:exchange_upgrades` under
+    its `id` (`<block>-<log index>`). Times are unix seconds; `acknowledged_at` 0 until an operator acknowledges
+    it (`python -m pipeline ack-upgrade`)."""
+
+    proxy: str
+    implementation: str
+    block_number: int
+    log_index: int
+    tx_hash: str
+    seen_at: float = 0.0
+    acknowledged_at: float = 0.0
+
+    @property
+    def id(self) -> str:
+        return f"{self.block_number}-{self.log_index}"
+
+
+_exchange_upgrade_decoder = msgspec.json.Decoder(ExchangeUpgrade)
+
+
+def encode_exchange_upgrade(upgrade: ExchangeUpgrade) -> bytes:
+    return _encoder.encode(upgrade)
+
+
+def decode_exchange_upgrade(data: bytes) -> ExchangeUpgrade:
+    return _decode_or_poison(_exchange_upgrade_decoder, data, "exchange upgrade")

@@ -52,6 +52,8 @@ class Service:
         self.counters: Counter[str] = Counter()
         self.gauges: dict[str, float] = {}
         self.state = "starting"
+        # standing conditions an operator must clear (name -> what to tell them): degraded until they are gone
+        self.alerts: dict[str, str] = {}
         self.last_error = ""
         self.last_error_at = 0.0
         self.started_at = time.time()
@@ -73,7 +75,20 @@ class Service:
         self.count("errors")
 
     def healthy(self) -> None:
-        self.state = "running"
+        """A step went through: running, unless an alert stands (then degraded, its text the last error)."""
+        self.state = "degraded" if self.alerts else "running"
+        if self.alerts:
+            self.last_error = "; ".join(self.alerts.values())[:500]
+
+    def set_alert(self, name: str, message: str | None) -> None:
+        """Raise (or, with None, clear) a standing alert: unlike an error, the next good step does not clear it."""
+        if message is None:
+            self.alerts.pop(name, None)
+        elif self.alerts.get(name) != message:
+            self.alerts[name] = message
+            self.last_error_at = time.time()
+        if self.state in ("running", "degraded"):
+            self.healthy()
 
     def heartbeat(self) -> Heartbeat:
         return Heartbeat(

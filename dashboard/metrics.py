@@ -32,6 +32,8 @@ def service_families(status: PipelineStatus) -> Iterator[Metric]:
     up = _gauge("pipeline_service_up", "1 while the service heartbeats (running or degraded)", ["service"])
     degraded = _gauge("pipeline_service_degraded", "1 while the service reports degraded", ["service"])
     age = _gauge("pipeline_service_heartbeat_age_seconds", "Seconds since the last heartbeat", ["service"])
+    gauges = _gauge("pipeline_service_gauge", "A value the service sets (e.g. exchange_upgrades_unacknowledged)",
+                    ["service", "gauge"])  # fmt: skip
     for service in status.services:
         for counter, value in sorted(service.counters.items()):
             family = failed if counter in FAILURE_COUNTERS else processed
@@ -40,7 +42,9 @@ def service_families(status: PipelineStatus) -> Iterator[Metric]:
         degraded.add_metric([service.name], 1 if service.state == "degraded" else 0)
         if service.heartbeat_age_s is not None:
             age.add_metric([service.name], service.heartbeat_age_s)
-    yield from (processed, failed, up, degraded, age)
+        for gauge, value in sorted(service.gauges.items()):
+            gauges.add_metric([service.name, gauge], value)
+    yield from (processed, failed, up, degraded, age, gauges)
 
 
 def stream_families(status: PipelineStatus) -> Iterator[Metric]:

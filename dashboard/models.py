@@ -61,6 +61,7 @@ class ServiceStatus(BaseModel):
     last_error: str = ""
     last_error_at: float | None = None
     counters: dict[str, int] = {}
+    gauges: dict[str, float] = Field({}, description="values the service sets (head blocks, unacknowledged upgrades)")
     rates: dict[str, float] = Field({}, description="per-second rate of each counter over the last sample")
 
 

@@ -72,6 +72,7 @@ def service_status(name: str, fields: dict[bytes, bytes], *, now: float, dead_af
         name=name, state=state, reported_state=reported, heartbeat_at=heartbeat.heartbeat_at or None,
         heartbeat_age_s=age_s, started_at=heartbeat.started_at or None, pid=heartbeat.pid or None,
         last_error=heartbeat.last_error, last_error_at=heartbeat.last_error_at or None, counters=heartbeat.counters,
+        gauges=heartbeat.gauges,
     )  # fmt: skip
 
 

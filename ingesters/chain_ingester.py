@@ -12,7 +12,9 @@ heartbeat gauges `gauge:chain_head` and `gauge:safe_head` (their difference is t
 Each range's logs, dead letters and the new cursor are one `append_with_cursor` call (compare-and-set): a crash
 before it re-reads the range, after it loses nothing. Block timestamps come from batched `eth_getBlockByNumber`
 (one POST, a JSON array) through a bounded cache. The range grows while calls pass and shrinks on the
-range-too-large errors providers give (`chain_logs.classify_rpc_error`). POLYGON_RPC_URL carries an API key: it
+range-too-large errors providers give (`chain_logs.classify_rpc_error`). The same eth_getLogs call asks for the
+exchanges' proxy `Upgraded` logs: a new one is recorded in `chain:exchange_upgrades` and keeps the service degraded
+until acknowledged (`ingesters/upgrade_watch.py`); fills flow on meanwhile. POLYGON_RPC_URL carries an API key: it
 is never logged; requests are named by method.
 """
 
@@ -32,7 +34,7 @@ from pydantic_settings import SettingsConfigDict
 from common import keys
 from common.config import HttpSettings, PipelineSettings, RedisSettings, SourceSettings, load
 from common.errors import ConfigError, PermanentSourceError, TransientSourceError
-from common.exchanges import V2_GENESIS_BLOCK
+from common.exchanges import V2_GENESIS_BLOCK, WATCHED_TOPICS
 from common.http import Decode, RateLimiter, make_client, request_json
 from common.service import Service, poll_forever, run_worker
 from common.streams import append_with_cursor, read_cursor
@@ -51,6 +53,7 @@ from ingesters.chain_logs import (
     parse_block_batch,
     rpc_result,
 )
+from ingesters.upgrade_watch import UpgradeWatch, split_upgrades
 
 NAME = "chain_ingester"
 log = structlog.get_logger()
@@ -151,6 +154,7 @@ class BlockRangeIngester:
     first_block: int
     last_block: int | None
     cursor_key: str = keys.STATE_CHAIN_LAST_BLOCK
+    watch: UpgradeWatch | None = None  # ExchangeV3's upgrades (ingesters/upgrade_watch.py); None: not watched
     done: int = 0  # blocks of the range behind the cursor, for progress
     sizer: SpanSizer = field(default_factory=lambda: SpanSizer(1000, 10_000))
     safe: int = -1  # the safe head last seen; it only grows, so it is asked again once reached or stale
@@ -166,6 +170,8 @@ class BlockRangeIngester:
         self.service.gauge(keys.GAUGE_SAFE_HEAD, self.safe)
 
     async def step(self) -> bool:
+        if self.watch is not None:
+            await self.watch.refresh()  # an acknowledgement clears the alert even while no block comes
         stored = (await read_cursor(self.service.redis, [self.cursor_key]))[self.cursor_key]
         last_done = int(stored) if stored is not None else self.first_block - 1
         if last_done >= self.safe or time.monotonic() - self.heads_at > self.node.config.chain.poll_interval_s:
@@ -176,7 +182,7 @@ class BlockRangeIngester:
             return False
         from_block, to_block = last_done + 1, min(end, last_done + self.sizer.span)
         try:
-            logs = await self.node.call("eth_getLogs", [get_logs_filter(from_block, to_block)])
+            logs = await self.node.call("eth_getLogs", [get_logs_filter(from_block, to_block, WATCHED_TOPICS)])
         except RangeTooLarge as exc:
             self.sizer.too_large(exc.error, from_block, to_block - from_block + 1)
             self.service.count("range_too_large")
@@ -185,8 +191,13 @@ class BlockRangeIngester:
         self.sizer.succeeded()
         if not isinstance(logs, list):
             raise TransientSourceError(f"eth_getLogs: expected a list, got {type(logs).__name__}")
+        logs, upgrades, bad_upgrades = split_upgrades(logs)
+        if self.watch is not None:
+            await self.watch.record(upgrades)  # before the cursor moves past them; recording twice is harmless
+            await self.watch.refresh()
         timestamps = await self.node.block_timestamps(blocks_needing_timestamps(logs))
         entries, dead = normalize_logs(logs, timestamps)
+        dead += bad_upgrades
         # A crash before this line re-reads the range; the script writes all of it or nothing.
         await append_with_cursor(
             self.service.redis,
@@ -210,7 +221,8 @@ def make_node(client: httpx.AsyncClient, config: ChainConfig) -> Node:
 def range_ingester(service: Service, node: Node, first: int, last: int | None, key: str) -> BlockRangeIngester:
     settings = node.config.chain
     sizer = SpanSizer(min(settings.initial_span_blocks, settings.max_span_blocks), settings.max_span_blocks)
-    return BlockRangeIngester(service, node, first, last, key, sizer=sizer)
+    watch = UpgradeWatch(service, recheck_s=settings.poll_interval_s)
+    return BlockRangeIngester(service, node, first, last, key, watch=watch, sizer=sizer)
 
 
 async def run(config: ChainConfig, *, once: bool = False, stop: asyncio.Event | None = None) -> Service:

@@ -56,13 +56,13 @@ RATE_HINTS = ("rate limit", "rate-limit", "too many requests", "request rate", "
 PERMANENT_CODES = frozenset({-32600, -32601, -32602, -32700})
 
 
-def get_logs_filter(from_block: int, to_block: int) -> dict[str, Any]:
-    return {
-        "fromBlock": hex(from_block),
-        "toBlock": hex(to_block),
-        "address": [exchange.address for exchange in EXCHANGES],
-        "topics": [list(TOPICS)],
-    }
+def get_logs_filter(from_block: int, to_block: int, topics: Sequence[str] | None = TOPICS) -> dict[str, Any]:
+    """Every exchange's logs whose topic0 is one of `topics` (the fills by default; None: every log)."""
+    flt: dict[str, Any] = {"fromBlock": hex(from_block), "toBlock": hex(to_block),
+                           "address": [exchange.address for exchange in EXCHANGES]}  # fmt: skip
+    if topics is not None:
+        flt["topics"] = [list(topics)]
+    return flt
 
 
 def _hex_int(value: Any, name: str) -> int:

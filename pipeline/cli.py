@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dlq": ("pipeline.ops.dlq", "dead letters: list, retry (re-deliver) or purge"),
     "replay": ("pipeline.ops.replay", "re-derive missing trades for a time range from order_filled_events"),
     "verify": ("pipeline.ops.verify", "reconcile trades against a source for a range; exit 1 on a gap"),
+    "ack-upgrade": ("pipeline.ops.ack_upgrade", "list the exchange upgrades seen on chain, or acknowledge them"),
     "dedupe": ("pipeline.ops.dedupe", "merge away rows stored twice (from before unique inserts) in a time range"),
     "backfill": ("pipeline.ops.backfill", "backfill goldsky|chain for a range with N workers, with progress"),
     "bench": (

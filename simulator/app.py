@@ -3,6 +3,7 @@
     GET  /gamma/markets, /gamma/markets/keyset, /gamma/markets/{id}, /gamma/events, ...   (GAMMA_API_URL=/gamma)
     POST /goldsky/subgraphs/orderbook-subgraph/0.0.1/gn                                     (GOLDSKY_URL)
     POST /rpc                                                                               (POLYGON_RPC_URL)
+    GET  /data-api/v2/trades                                                                (DATA_API_URL=/data-api)
     GET  /_sim/truth[?fills=0&offset=&limit=&fields=], GET/POST /_sim/config, GET /_sim/health
 
 A plain ASGI callable (no framework routing) keeps the hot path short; bodies are orjson bytes.
@@ -20,7 +21,8 @@ from urllib.parse import parse_qsl
 import orjson
 
 from simulator.config import SimConfig, parse_fault_changes, parse_faults
-from simulator.constants import GAMMA_PREFIX, GOLDSKY_PATH, RPC_PATH
+from simulator.constants import DATA_API_PREFIX, GAMMA_PREFIX, GOLDSKY_PATH, RPC_PATH
+from simulator.data_api import DataApiService
 from simulator.faults import FaultInjector, error_response
 from simulator.gamma import GammaService
 from simulator.goldsky import GoldskyService
@@ -45,8 +47,10 @@ class SimulatorApp:
         self.gamma = GammaService(world)
         self.goldsky = GoldskyService(world)
         self.rpc = RpcService(world, stalled=lambda: self.config.faults.finalized_stall)
+        self.data_api = DataApiService(world)
+        self.planted_fills: list[str] = []  # fills the Data API serves wrong on purpose (their ids)
         self.clock = LiveClock(world)
-        self.requests: dict[str, int] = {"gamma": 0, "goldsky": 0, "rpc": 0, "sim": 0}
+        self.requests: dict[str, int] = {"gamma": 0, "goldsky": 0, "rpc": 0, "data_api": 0, "sim": 0}
         self._clock_task: asyncio.Task[None] | None = None
 
     # --- ASGI -------------------------------------------------------------------------------------------
@@ -60,6 +64,9 @@ class SimulatorApp:
         if path.startswith(GAMMA_PREFIX + "/") and method == "GET":
             query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
             await self._serve("gamma", send, lambda: self.gamma.handle(path[len(GAMMA_PREFIX) :], query))
+        elif path.startswith(DATA_API_PREFIX + "/") and method == "GET":
+            query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+            await self._serve("data_api", send, lambda: self.data_api.handle(path[len(DATA_API_PREFIX) :], query))
         elif path.rstrip("/") == GOLDSKY_PATH and method == "POST":
             body = await _read_body(receive)
             await self._serve("goldsky", send, lambda: self._goldsky(body))
@@ -149,7 +156,7 @@ class SimulatorApp:
             if method == "POST":
                 try:
                     self.apply_changes(orjson.loads(body or b"{}"))
-                except (ValueError, TypeError) as exc:
+                except (ValueError, TypeError, KeyError) as exc:
                     return 400, {"error": str(exc)}
             return 200, self.describe()
         return 404, {"error": "not found"}
@@ -190,12 +197,17 @@ class SimulatorApp:
             "faults_injected": dict(self.faults.injected),
             "live_blocks_produced": self.world.live_blocks_produced,
             "market_updates": self.clock.market_updates,
+            "planted_logs": len(self.world.planted.logs),
+            "data_api_discrepancies": list(self.planted_fills),
             "now": time.time(),
         }
 
     def apply_changes(self, changes: dict[str, Any]) -> None:
         """POST /_sim/config: {"rate": N, "faults": {...} | "429=0.1,...", "reset_faults": true,
-        "list_late_markets": true}."""
+        "list_late_markets": true, "plant_upgrade": {"block": N, "implementation": "0x…"}, "plant_log": {"block":
+        N, "address": "0x…", "topics": [...], "data": "0x…"}, "data_api_discrepancy": {"market_id": "…", "hour":
+        unix s, "mode": "drop"|"alter"}}; a planted log's block defaults to the head. The answer's `planted` names
+        what was planted (the discrepancy's fill id)."""
         if not isinstance(changes, dict):
             raise ValueError("expected a JSON object")
         if changes.get("reset_faults"):
@@ -213,6 +225,15 @@ class SimulatorApp:
             self.clock.rate = self.config.rate = rate
         if changes.get("list_late_markets"):
             self.world.list_late_markets()
+        planted = self.world.planted
+        if isinstance(upgrade := changes.get("plant_upgrade"), dict):
+            planted.plant_upgrade(int(upgrade.get("block", self.world.head_block)), str(upgrade["implementation"]))
+        if isinstance(extra := changes.get("plant_log"), dict):
+            planted.plant(int(extra.get("block", self.world.head_block)), str(extra["address"]),
+                          list(extra["topics"]), str(extra.get("data", "0x")))  # fmt: skip
+        if isinstance(wrong := changes.get("data_api_discrepancy"), dict):
+            self.planted_fills.append(self.data_api.plant_discrepancy(str(wrong["market_id"]), int(wrong["hour"]),
+                                                                      str(wrong.get("mode", "drop"))))  # fmt: skip
 
 
 async def _read_body(receive: Any) -> bytes:

@@ -21,8 +21,11 @@ VALUE_FAULTS = (
     "keyset_off",
     "finalized_tag_off",
     "exchange_v3_logs_off",
+    "logs_block_timestamp",
+    "logs_bare",
+    "logs_checksum",
 )
-FAULT_SCOPES = ("gamma", "goldsky", "rpc")
+FAULT_SCOPES = ("gamma", "goldsky", "rpc", "data_api")
 
 
 @dataclass
@@ -35,6 +38,9 @@ class Faults:
     `finalized_stall=1` freezes the RPC `finalized` head. Switches for probing a deployment (`pipeline doctor`):
     `keyset_off=1` (Gamma keyset listings answer 503 "keyset pagination is not configured"), `finalized_tag_off=1`
     (the node rejects the `finalized`/`safe` tags), `exchange_v3_logs_off=1` (eth_getLogs returns no ExchangeV3 logs).
+    eth_getLogs item shapes real nodes serve (`simulator.logs.LogShape`, combinable): `logs_block_timestamp=1` (each
+    log carries `blockTimestamp`), `logs_bare=1` (no `removed`, `blockHash`, `transactionIndex`), `logs_checksum=1`
+    (the emitting address EIP-55 mixed-case).
     """
 
     rates: dict[str, float] = field(default_factory=dict)  # key: "kind" or "scope.kind"
@@ -46,6 +52,9 @@ class Faults:
     keyset_off: bool = False
     finalized_tag_off: bool = False
     exchange_v3_logs_off: bool = False
+    logs_block_timestamp: bool = False
+    logs_bare: bool = False
+    logs_checksum: bool = False
 
     def rate(self, scope: str, kind: str) -> float:
         scoped = self.rates.get(f"{scope}.{kind}")

@@ -38,6 +38,7 @@ V2_TOPIC = "0x" + keccak(V2_SIGNATURE.encode()).hex()
 GOLDSKY_PATH = "/goldsky/subgraphs/orderbook-subgraph/0.0.1/gn"
 GAMMA_PREFIX = "/gamma"
 RPC_PATH = "/rpc"
+DATA_API_PREFIX = "/data-api"
 MASK64 = (1 << 64) - 1
 
 

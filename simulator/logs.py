@@ -7,16 +7,22 @@ v2: OrderFilled(bytes32 indexed orderHash, address indexed maker, address indexe
     bytes32 metadata) — side is the maker order's side (BUY=0, SELL=1).
 Data words are built as hex text directly (every field is a static 32-byte word), which is what eth-abi would
 produce but ~50x faster.
+
+`LogShape` gives the item shapes real nodes serve (docs/upstream.md): `blockTimestamp` on each log (newer nodes),
+no `removed`/`blockHash`/`transactionIndex` (logs read from receipts), and the emitting address EIP-55
+mixed-case (web3's output).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 import orjson
+from eth_hash.auto import keccak
 
-from simulator.constants import EXCHANGE_ADDRESSES, V1_TOPIC, V2_TOPIC, block_hash_words
+from simulator.constants import EXCHANGE_ADDRESSES, V1_TOPIC, V2_TOPIC, block_hash_words, block_timestamp
 from simulator.world import World, hex_rows
 
 BUILDER_TAIL = np.frombuffer(bytes.fromhex("b0113e21"), np.uint8)  # a sample builder code in the last 4 bytes
@@ -24,6 +30,30 @@ BUILDER_TAIL = np.frombuffer(bytes.fromhex("b0113e21"), np.uint8)  # a sample bu
 
 def address_topic(address: str) -> str:
     return "0x" + "0" * 24 + address[2:]
+
+
+def checksum_address(address: str) -> str:
+    """EIP-55: a hex digit is upper-case where the keccak of the lowercase address has a nibble >= 8."""
+    hexits = address.lower().removeprefix("0x")
+    digest = keccak(hexits.encode()).hex()
+    return "0x" + "".join(c.upper() if int(d, 16) >= 8 else c for c, d in zip(hexits, digest, strict=False))
+
+
+@dataclass(frozen=True)
+class LogShape:
+    """Which of the real item shapes eth_getLogs serves (combinable)."""
+
+    block_timestamp: bool = False  # add `blockTimestamp` to each log
+    bare: bool = False  # leave out `removed`, `blockHash` and `transactionIndex`
+    checksum: bool = False  # the emitting address EIP-55 mixed-case
+
+    def envelope(self, block: int, block_hash: str) -> str:
+        """The block fields of a log, as JSON members."""
+        text = f'"blockNumber":"{hex(block)}"' + ("" if self.bare else f',"blockHash":"{block_hash}"')
+        return text + (f',"blockTimestamp":"{hex(block_timestamp(block))}"' if self.block_timestamp else "")
+
+    def address(self, address: str) -> str:
+        return checksum_address(address) if self.checksum else address
 
 
 class LogRenderer:
@@ -85,7 +115,7 @@ class LogRenderer:
                 out[row] = text[j * width : (j + 1) * width]
         return out
 
-    def render_json(self, idx: np.ndarray) -> bytes:
+    def render_json(self, idx: np.ndarray, shape: LogShape = LogShape()) -> bytes:
         """The JSON array of logs for fill indexes `idx`, built as text (the hot path of eth_getLogs)."""
         w = self.world
         blocks, log_index = w.col("block")[idx].tolist(), w.col("log_index")[idx].tolist()
@@ -95,19 +125,22 @@ class LogRenderer:
         wallet_topics, exchange_topics = self.wallet_topics, self.exchange_topics
         unique_blocks = np.unique(w.col("block")[idx])
         hashes = dict(zip(unique_blocks.tolist(), hex_rows(block_hash_words(w.seed, unique_blocks)), strict=True))
+        addresses = [shape.address(a) for a in EXCHANGE_ADDRESSES]
+        bare, removed_part = shape.bare, "" if shape.bare else ',"removed":false'
         out: list[str] = []
         last_block, block_part = -1, ""
         for i in range(len(blocks)):
             if blocks[i] != last_block:
                 last_block = blocks[i]
-                block_part = f'"blockNumber":"{hex(last_block)}","blockHash":"{hashes[last_block]}"'
+                block_part = shape.envelope(last_block, hashes[last_block])
             maker, taker, code = makers[i], takers[i], exchange[i]
             maker_topic = wallet_topics[maker] if maker >= 0 else exchange_topics[-maker - 1]
             taker_topic = wallet_topics[taker] if taker >= 0 else exchange_topics[-taker - 1]
+            tx_part = "" if bare else f'"transactionIndex":"{hex(tx_index[i])}",'
             out.append(
-                f'{{"address":"{EXCHANGE_ADDRESSES[code]}","topics":["{V2_TOPIC if code >= 2 else V1_TOPIC}",'
+                f'{{"address":"{addresses[code]}","topics":["{V2_TOPIC if code >= 2 else V1_TOPIC}",'
                 f'"{order_hashes[i]}","{maker_topic}","{taker_topic}"],"data":"0x{data[i]}",{block_part},'
-                f'"transactionHash":"{tx_hashes[i]}","transactionIndex":"{hex(tx_index[i])}",'
-                f'"logIndex":"{hex(log_index[i])}","removed":false}}'
+                f'"transactionHash":"{tx_hashes[i]}",{tx_part}'
+                f'"logIndex":"{hex(log_index[i])}"{removed_part}}}'
             )
         return ("[" + ",".join(out) + "]").encode()

@@ -8,7 +8,10 @@ Error shapes mimic public providers:
 - unknown method -32601, bad params -32602, parse error -32700, injected faults -32603 / -32000.
 `toBlock` past the head is clamped to the head; `fromBlock > toBlock` is -32602 "invalid block range params".
 Switches: `finalized_tag_off` answers the `finalized`/`safe` tags as a node that predates them does (geth's
-"invalid argument 0: hex string without 0x prefix"); `exchange_v3_logs_off` leaves ExchangeV3's logs out.
+"invalid argument 0: hex string without 0x prefix"); `exchange_v3_logs_off` leaves ExchangeV3's logs out;
+`logs_block_timestamp`, `logs_bare`, `logs_checksum` pick the real item shapes of `simulator.logs.LogShape`.
+Logs planted beside the fills (`simulator.planted`: an ExchangeV3 `Upgraded`) are served in the same shape, and
+eth_getStorageAt answers ExchangeV3's ERC-1967 implementation slot (zero for any other slot or address).
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ from typing import Any
 
 import numpy as np
 import orjson
+from eth_hash.auto import keccak
 
 from simulator.constants import (
     CHAIN_ID,
+    EXCHANGE_ADDRESSES,
     EXCHANGE_CODE_BY_ADDRESS,
     EXCHANGE_V3,
     V1_TOPIC,
@@ -28,7 +33,8 @@ from simulator.constants import (
     block_hash,
     block_timestamp,
 )
-from simulator.logs import LogRenderer
+from simulator.logs import LogRenderer, LogShape
+from simulator.planted import IMPLEMENTATION_SLOT, PlantedLog, word
 from simulator.world import World
 
 
@@ -59,6 +65,7 @@ class RpcService:
             "eth_blockNumber": lambda _: hex(self.world.head_block),
             "eth_getBlockByNumber": self.get_block_by_number,
             "eth_getLogs": self.get_logs,
+            "eth_getStorageAt": self.get_storage_at,
         }
 
     def call(self, request: Any, inject_error: Callable[[], bool]) -> dict[str, Any] | None:
@@ -187,7 +194,28 @@ class RpcService:
                 f"[{hex(from_block)}, {hex(to_hint)}].",
                 {"from": hex(from_block), "to": hex(to_hint)},
             )
-        return orjson.Fragment(self.renderer.render_json(idx))
+        faults = self.world.config.faults
+        shape = LogShape(faults.logs_block_timestamp, faults.logs_bare, faults.logs_checksum)
+        planted = [p for p in self.world.planted.between(from_block, to_block) if _planted_matches(p, flt)]
+        if not planted:
+            return orjson.Fragment(self.renderer.render_json(idx, shape))
+        logs = orjson.loads(self.renderer.render_json(idx, shape)) + [
+            _render_planted(p, shape, block_hash(self.world.seed, p.block)) for p in planted
+        ]
+        return orjson.Fragment(orjson.dumps(sorted(logs, key=lambda x: (int(x["blockNumber"], 16),
+                                                                        int(x["logIndex"], 16)))))  # fmt: skip
+
+    def get_storage_at(self, params: list[Any]) -> str:
+        if len(params) < 2 or not isinstance(params[0], str) or not isinstance(params[1], str):
+            raise RpcError(-32602, "invalid params: expected [address, slot, block]")
+        block = self.resolve_block(params[2] if len(params) > 2 else "latest")
+        try:
+            slot = int(params[1], 16)
+        except ValueError:
+            raise RpcError(-32602, f"invalid argument 1: hex string expected, got {params[1]!r}") from None
+        if params[0].lower() == EXCHANGE_ADDRESSES[EXCHANGE_V3] and slot == IMPLEMENTATION_SLOT:
+            return word(self.world.planted.implementation_at(block))
+        return "0x" + "0" * 64
 
     def _filter_mask(self, flt: dict[str, Any], idx: np.ndarray) -> np.ndarray | None:
         mask: np.ndarray | None = None
@@ -224,3 +252,32 @@ class RpcService:
         renderer = self.renderer
         codes = {c for c in np.unique(column).tolist() if renderer.address_topic(c) in values}
         return np.isin(column, list(codes))
+
+
+def _planted_matches(planted: PlantedLog, flt: dict[str, Any]) -> bool:
+    """A planted log against an eth_getLogs filter's `address` and `topics` (a null position matches anything)."""
+    address = flt.get("address")
+    if address:
+        wanted = {address.lower()} if isinstance(address, str) else {str(a).lower() for a in address}
+        if planted.address not in wanted:
+            return False
+    for position, values in enumerate(flt.get("topics") or []):
+        if values is None:
+            continue
+        options = {values.lower()} if isinstance(values, str) else {str(v).lower() for v in values}
+        if position >= len(planted.topics) or planted.topics[position] not in options:
+            return False
+    return True
+
+
+def _render_planted(planted: PlantedLog, shape: LogShape, hash_of_block: str) -> dict[str, Any]:
+    log: dict[str, Any] = {"address": shape.address(planted.address), "topics": list(planted.topics),
+                           "data": planted.data}  # fmt: skip
+    log.update(orjson.loads("{" + shape.envelope(planted.block, hash_of_block) + "}"))
+    log["transactionHash"] = "0x" + keccak(f"planted:{planted.block}:{planted.log_index}".encode()).hex()
+    if not shape.bare:
+        log["transactionIndex"] = "0x0"
+    log["logIndex"] = hex(planted.log_index)
+    if not shape.bare:
+        log["removed"] = False
+    return log

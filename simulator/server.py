@@ -3,6 +3,7 @@
 GAMMA_API_URL=http://HOST:PORT/gamma
 GOLDSKY_URL=http://HOST:PORT/goldsky/subgraphs/orderbook-subgraph/0.0.1/gn
 POLYGON_RPC_URL=http://HOST:PORT/rpc
+DATA_API_URL=http://HOST:PORT/data-api
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import uvicorn
 
 from simulator.app import SimulatedDrop, SimulatorApp
 from simulator.config import SimConfig, parse_faults
-from simulator.constants import GAMMA_PREFIX, GOLDSKY_PATH, RPC_PATH
+from simulator.constants import DATA_API_PREFIX, GAMMA_PREFIX, GOLDSKY_PATH, RPC_PATH
 from simulator.truth import truth_json_chunks, truth_summary
 from simulator.world import World
 
@@ -42,6 +43,7 @@ def urls(base_url: str) -> dict[str, str]:
         "GAMMA_API_URL": base_url + GAMMA_PREFIX,
         "GOLDSKY_URL": base_url + GOLDSKY_PATH,
         "POLYGON_RPC_URL": base_url + RPC_PATH,
+        "DATA_API_URL": base_url + DATA_API_PREFIX,
     }
 
 
@@ -67,6 +69,10 @@ class SimulatorHandle:
     @property
     def rpc_url(self) -> str:
         return self.base_url + RPC_PATH
+
+    @property
+    def data_api_url(self) -> str:
+        return self.base_url + DATA_API_PREFIX
 
     def env(self) -> dict[str, str]:
         return urls(self.base_url)
@@ -103,6 +109,11 @@ class SimulatorHandle:
 
     def list_late_markets(self) -> dict[str, Any]:
         return self._control("POST", "/_sim/config", json={"list_late_markets": True})
+
+    def plant(self, **changes: dict[str, Any]) -> dict[str, Any]:
+        """`plant_upgrade={"block": N, "implementation": "0x…"}`, `plant_log={...}` or
+        `data_api_discrepancy={"market_id": "…", "hour": T, "mode": "drop"}` (see `SimulatorApp.apply_changes`)."""
+        return self._control("POST", "/_sim/config", json=changes)
 
 
 def _uvicorn_config(app: SimulatorApp, host: str, port: int, log_level: str) -> uvicorn.Config:

@@ -19,6 +19,7 @@ from simulator.config import SimConfig
 from simulator.constants import BLOCK_TIME_S, CUTOVER_BLOCK, EXCHANGE_ADDRESSES, block_timestamp
 from simulator.fills import ExchangeV3Mix, FillStore, generate_live_block, generate_part, market_weights
 from simulator.gamma_shapes import apply_gamma_shapes
+from simulator.planted import PlantedLogs
 from simulator.protocol_v2 import COMBO_MARKETS, apply_protocol_v2
 
 TRAILING_EMPTY_BLOCKS = 4  # after the last history fill, beyond the finality lag
@@ -96,6 +97,7 @@ class World:
         self.late_listed_at: float | None = None  # set when late markets become visible
         self._finalized_frozen: int | None = None
         self.live_blocks_produced = 0
+        self.planted = PlantedLogs()  # logs beside the fills (an ExchangeV3 upgrade), simulator/planted.py
 
     def _generate_history(self) -> None:
         cfg = self.config

@@ -12,6 +12,11 @@ One line per check, with its verdict (ok, warn, FAIL) and why:
   getLogs    the largest eth_getLogs span the provider accepts, halving from 10,000 blocks
   <exchange> for each exchange of `common.exchanges`: its OrderFilled logs in the last `--blocks` blocks below the
              safe head (the v1 exchanges retired at the cutover, so none is expected there)
+  implementation  ExchangeV3's implementation address, read with eth_getStorageAt from its ERC-1967 slot (it is
+             an upgradeable proxy; the chain ingester reports each `Upgraded` log, `python -m pipeline ack-upgrade`)
+  topics     every log of the exchanges in the same window (one unfiltered eth_getLogs pass): a topic0 the pipeline
+             neither decodes (OrderFilled, Upgraded) nor knows (OrdersMatched, FeeCharged) warns, naming the
+             exchange and the count (an upgrade may have changed the events)
 The RPC URL usually embeds an API key: it is shown masked. Requests use the HTTP_* timeouts, capped at
 `--timeout-s`, and at most two attempts each. `--json` prints the checks as one JSON document.
 """
@@ -34,7 +39,14 @@ from rich.text import Text
 
 from common.config import GammaSettings, HttpSettings, RedisSettings, SourceSettings, load
 from common.errors import SinkError, SourceError
-from common.exchanges import EXCHANGES
+from common.exchanges import (
+    EXCHANGE_V3,
+    EXCHANGES,
+    IMPLEMENTATION_SLOT,
+    KNOWN_UNDECODED_EVENTS,
+    TOPICS,
+    UPGRADED_TOPIC,
+)
 from common.gamma_fields import item_version, version_params
 from common.http import RateLimiter, make_client, request_json
 from common.redis_client import make_redis, map_redis_errors
@@ -199,28 +211,78 @@ async def check_span(node: chain_ingester.Node, top: int) -> tuple[Check, int]:
     return Check("getLogs", verdict, detail, {"largest_span_blocks": span}), span
 
 
-async def count_logs(node: chain_ingester.Node, first: int, last: int, span: int) -> Counter[str]:
-    """OrderFilled logs per exchange address in [first, last], `span` blocks per call (halved when refused)."""
-    counts: Counter[str] = Counter()
+async def count_logs(node: chain_ingester.Node, first: int, last: int, span: int) -> Counter[tuple[str, str]]:
+    """Every log of the exchanges in [first, last] per (address, topic0), `span` blocks per call (halved when
+    refused)."""
+    counts: Counter[tuple[str, str]] = Counter()
     block = first
     while block <= last:
         to_block = min(last, block + span - 1)
         try:
-            logs = await node.call("eth_getLogs", [get_logs_filter(block, to_block)])
+            logs = await node.call("eth_getLogs", [get_logs_filter(block, to_block, topics=None)])
         except RangeTooLarge:
             span = max(1, span // 2)  # dense blocks fail by result count, not span
             continue
-        counts.update(map(log_address, logs))
+        counts.update(map(log_kind, logs))
         block = to_block + 1
     return counts
 
 
-def log_address(raw: Any) -> str:
-    """The emitting contract of an eth_getLogs item: typed (`ChainLog`) when the reply is all standard logs,
-    plain JSON otherwise ("" when it has none)."""
+def log_kind(raw: Any) -> tuple[str, str]:
+    """(emitting contract, topic0) of an eth_getLogs item: typed (`ChainLog`) when the reply is all standard logs,
+    plain JSON otherwise ("" for what it lacks)."""
     if isinstance(raw, ChainLog):
-        return raw.address.lower()
-    return str(raw.get("address", "")).lower() if isinstance(raw, dict) else ""
+        address, topics = raw.address, list(raw.topics)
+    elif isinstance(raw, dict):
+        address, topics = str(raw.get("address", "")), raw.get("topics") or []
+    else:
+        return "", ""
+    return address.lower(), str(topics[0]).lower() if isinstance(topics, list) and topics else ""
+
+
+def fills_per_exchange(counts: Counter[tuple[str, str]]) -> Counter[str]:
+    fills: Counter[str] = Counter()
+    for (address, topic0), n in counts.items():
+        if topic0 in TOPICS:
+            fills[address] += n
+    return fills
+
+
+def topics_check(counts: Counter[tuple[str, str]], blocks: int) -> Check:
+    """Warn on logs of an exchange whose topic0 the pipeline neither decodes nor knows."""
+    names = {exchange.address: exchange.name for exchange in EXCHANGES}
+    decoded = {*TOPICS, UPGRADED_TOPIC}
+    known = {(names.get(a, a), KNOWN_UNDECODED_EVENTS[t].split("(")[0]): n for (a, t), n in counts.items()
+             if t in KNOWN_UNDECODED_EVENTS}  # fmt: skip
+    unknown = {
+        (names.get(a, a), t): n for (a, t), n in counts.items() if t not in decoded and t not in KNOWN_UNDECODED_EVENTS
+    }
+    upgrades = sum(n for (_, t), n in counts.items() if t == UPGRADED_TOPIC)
+    data = {"unknown": [{"exchange": e, "topic0": t, "logs": n} for (e, t), n in sorted(unknown.items())],
+            "known_not_needed": [{"exchange": e, "event": t, "logs": n} for (e, t), n in sorted(known.items())],
+            "upgraded": upgrades}  # fmt: skip
+    extra = f"; {upgrades} Upgraded log(s): see `python -m pipeline ack-upgrade`" if upgrades else ""
+    if unknown:
+        listed = ", ".join(f"{e} {t} ×{n:,}" for (e, t), n in sorted(unknown.items()))
+        return Check("topics", "warn", f"logs with a topic0 the pipeline does not decode in the last {blocks:,} "
+                     f"blocks: {listed} (an upgrade may have changed the exchange's events){extra}", data)  # fmt: skip
+    return Check("topics", "ok", f"every exchange log of the last {blocks:,} blocks has a known topic0{extra}", data)
+
+
+async def check_implementation(node: chain_ingester.Node, top: int) -> Check:
+    """ExchangeV3's implementation: the address in its proxy's ERC-1967 implementation slot at block `top`."""
+    try:
+        slot = await node.call("eth_getStorageAt", [EXCHANGE_V3, IMPLEMENTATION_SLOT, hex(top)])
+    except SourceError as exc:
+        return failed("implementation", exc, "the node does not answer eth_getStorageAt")
+    if not isinstance(slot, str) or len(slot) != 66:
+        return Check("implementation", "fail", f"eth_getStorageAt: unexpected answer {str(slot)[:80]!r}")
+    implementation = "0x" + slot[-40:].lower()
+    if int(implementation, 16) == 0:
+        return Check("implementation", "warn", "ExchangeV3's ERC-1967 implementation slot is empty (not a proxy?)",
+                     {"address": EXCHANGE_V3, "implementation": implementation})  # fmt: skip
+    detail = f"ExchangeV3 {EXCHANGE_V3} runs implementation {implementation} (ERC-1967 slot, block {top:,})"
+    return Check("implementation", "ok", detail, {"address": EXCHANGE_V3, "implementation": implementation})
 
 
 def exchange_checks(counts: Counter[str], blocks: int) -> list[Check]:
@@ -246,9 +308,11 @@ async def check_rpc(client: httpx.AsyncClient, config: chain_ingester.ChainConfi
         if span_check.verdict == "fail":
             return [finality, span_check]
         counts = await count_logs(node, max(0, top - blocks + 1), top, span)
+        implementation = await check_implementation(node, top)
     except SourceError as exc:
         return [failed("rpc", exc)]
-    return [finality, span_check, *exchange_checks(counts, blocks)]
+    fills = fills_per_exchange(counts)
+    return [finality, span_check, *exchange_checks(fills, blocks), implementation, topics_check(counts, blocks)]
 
 
 # --- the command ---------------------------------------------------------------------------------------------

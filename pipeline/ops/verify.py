@@ -1,5 +1,7 @@
 """`python -m pipeline verify --from T --to T [--source clickhouse|goldsky|chain] [--bucket-s 3600]`: are all fills
-of a range trades, each once?
+of a range trades, each once?  `verify --against data-api --from T --to T [--market ID] [--all] [--tolerance R]
+[--tolerance-abs A]`: do the taker-side trade counts and volumes per market and hour agree with Polymarket's Data API
+(pipeline/ops/verify_data_api.py)?
 
 Reads the fill ids of the time range [FROM, TO] at a source and the `trades` rows of that range, and reports:
   missing     fills at the source without a row in `trades` (a gap: `replay` refills it from ClickHouse)
@@ -11,7 +13,8 @@ Reads the fill ids of the time range [FROM, TO] at a source and the `trades` row
 Sources: `clickhouse` (default): `order_filled_events`, the raw fills as the writer stored them; `goldsky`: the
 subgraph at GOLDSKY_URL, paged like the ingester; `chain`: eth_getLogs at POLYGON_RPC_URL over the blocks whose
 time is in the range (found by binary search, from CHAIN_START_BLOCK to the safe head). Uses the ingesters' own
-request, paging and normalization code. Exit 1 when anything is missing, extra or duplicated.
+request, paging and normalization code. Exit 1 when anything is missing, extra or duplicated (with `--against`:
+when any market or hour differs beyond the tolerance).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from ingesters import chain_ingester, goldsky_ingester
 from ingesters.chain_logs import RangeTooLarge, SpanSizer, blocks_needing_timestamps, get_logs_filter, normalize_logs
 from ingesters.goldsky_pages import build_request, is_second_complete, normalize_fill, plan_page, start_cursor
 from pipeline.ops.common import add_time_range, console, fail, iso, make_parser, parse_range, run_command, settings
+from pipeline.ops.verify_data_api import verify_against_data_api
 
 SHOW = 20
 
@@ -199,7 +203,20 @@ def main(argv: list[str] | None = None) -> int:
     add_time_range(parser)
     parser.add_argument("--source", choices=("clickhouse", "goldsky", "chain"), default="clickhouse")
     parser.add_argument("--bucket-s", type=int, default=3600, help="duplicates per bucket of this many seconds")
+    parser.add_argument("--against", choices=("data-api",), help="compare taker-side volume per market and hour "
+                        "with Polymarket's Data API (DATA_API_URL) instead")  # fmt: skip
+    parser.add_argument("--market", help="with --against: only this market (its id or condition id)")
+    parser.add_argument("--all", action="store_true", help="with --against: print every market and hour, not only "
+                        "those that differ")  # fmt: skip
+    parser.add_argument("--tolerance", type=float, default=1e-6, help="with --against: relative, for volumes")
+    parser.add_argument("--tolerance-abs", type=float, default=0.01, help="with --against: absolute, shares or USD")
     args = parse_range(parser, argv)
     if args.bucket_s < 1:
         return fail("verify: --bucket-s must be at least 1", 2)
+    if args.tolerance < 0 or args.tolerance_abs < 0:
+        return fail("verify: --tolerance and --tolerance-abs must not be negative", 2)
+    if (args.market or args.all) and not args.against:
+        return fail("verify: --market and --all go with --against data-api", 2)
+    if args.against:
+        return run_command("verify", lambda: verify_against_data_api(args))
     return run_command("verify", lambda: verify(args))

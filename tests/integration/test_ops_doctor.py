@@ -9,7 +9,9 @@ from typing import Any
 import orjson
 import pytest
 
+from common.exchanges import EXCHANGE_V3
 from pipeline.ops import doctor
+from simulator.planted import INITIAL_IMPLEMENTATION
 from tests.fixtures.simulator import SimulatorFactory
 
 # today's world (V2 markets, Combos); the last 1,000 blocks hold only fills after the cutover
@@ -37,7 +39,7 @@ def lines_of(out: str) -> dict[str, str]:
 
 
 CHECK_NAMES = ("gamma", "goldsky", "finality", "getLogs", "CTF Exchange", "NegRisk CTF Exchange", "CTFExchangeV2",
-               "NegRiskCtfExchangeV2", "ExchangeV3")  # fmt: skip
+               "NegRiskCtfExchangeV2", "ExchangeV3", "implementation", "topics")  # fmt: skip
 
 
 async def test_doctor_passes_every_check_on_the_simulator(simulator: SimulatorFactory, monkeypatch, capsys) -> None:
@@ -54,6 +56,8 @@ async def test_doctor_passes_every_check_on_the_simulator(simulator: SimulatorFa
     assert "block range is too large (max 2000 blocks)" in lines["getLogs"]
     assert "retired" in lines["CTF Exchange"] and "fills in the last 1,000 blocks" in lines["ExchangeV3"]
     assert "/rpc" not in out and "/***" in out  # the RPC URL's path (where keys live) is masked
+    assert f"runs implementation {INITIAL_IMPLEMENTATION}" in lines["implementation"]
+    assert "every exchange log of the last 1,000 blocks has a known topic0" in lines["topics"]
 
 
 async def test_doctor_json_lists_the_checks_with_their_numbers(simulator: SimulatorFactory, monkeypatch, capsys):
@@ -90,3 +94,21 @@ async def test_a_switched_off_capability_fails_its_check_with_the_reason(
     lines = lines_of(capsys.readouterr().out)
     assert lines[check].startswith("FAIL") and reason in lines[check], lines[check]
     assert [name for name, line in lines.items() if line.startswith("FAIL")] == [check]
+
+
+async def test_doctor_names_the_new_implementation_and_warns_of_an_undecoded_topic0(
+    simulator: SimulatorFactory, monkeypatch, capsys
+) -> None:
+    sim = simulator(**WORLD)
+    finalized = sim.truth(fills=False)["finalized_block"]
+    new_implementation, unknown = "0x7345c684" + "00" * 15 + "03", "0x" + "5e" * 32
+    sim.plant(plant_upgrade={"block": finalized - 100, "implementation": new_implementation})
+    sim.plant(plant_log={"block": finalized - 50, "address": EXCHANGE_V3, "topics": [unknown], "data": "0x"})
+    point_at(sim, monkeypatch)
+
+    assert await run_doctor() == 0  # a warning, not a failure: fills still decode
+
+    lines = lines_of(capsys.readouterr().out)
+    assert lines["implementation"].startswith("OK") and new_implementation in lines["implementation"]
+    assert lines["topics"].startswith("WARN"), lines["topics"]
+    assert f"ExchangeV3 {unknown} ×1" in lines["topics"] and "1 Upgraded log(s)" in lines["topics"]
