@@ -9,6 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
+from common.clickhouse import apply_migrations
+from common.config import ClickHouseSettings
 from pipeline.ops import doctor
 from tests.fixtures.simulator import SimulatorFactory
 
@@ -22,7 +24,8 @@ def point_at(sim: Any, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def run_doctor(*argv: str) -> int:
-    return await asyncio.to_thread(doctor.main, list(argv))
+    """The upstream checks (`--only sources`) unless told otherwise."""
+    return await asyncio.to_thread(doctor.main, list(argv) if "--only" in argv else [*argv, "--only", "sources"])
 
 
 def lines_of(out: str) -> dict[str, str]:
@@ -90,3 +93,38 @@ async def test_a_switched_off_capability_fails_its_check_with_the_reason(
     lines = lines_of(capsys.readouterr().out)
     assert lines[check].startswith("FAIL") and reason in lines[check], lines[check]
     assert [name for name, line in lines.items() if line.startswith("FAIL")] == [check]
+
+
+# --- clickhouse ---------------------------------------------------------------------------------------------
+
+
+def point_at_clickhouse(monkeypatch: pytest.MonkeyPatch, ch: ClickHouseSettings, deployment: str) -> None:
+    for name, value in {"CLICKHOUSE_HOST": ch.host, "CLICKHOUSE_PORT": str(ch.port), "CLICKHOUSE_DATABASE": ch.database,
+                        "CLICKHOUSE_DEPLOYMENT": deployment, "COLUMNS": "250"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+
+
+async def test_doctor_shows_the_version_the_profile_and_the_settings_in_effect(ch_settings, monkeypatch, capsys):
+    apply_migrations(ch_settings.model_copy(update={"deployment": "cloud"}))
+    point_at_clickhouse(monkeypatch, ch_settings, "cloud")
+    capsys.readouterr()  # the migrations' log lines
+
+    assert await run_doctor("--only", "clickhouse", "--json") == 0
+
+    checks = {check["name"]: check for check in orjson.loads(capsys.readouterr().out)["checks"]}
+    assert [checks[name]["verdict"] for name in ("clickhouse", "ch settings", "ch tables")] == ["ok"] * 3
+    assert checks["clickhouse"]["data"]["version"].startswith("26.9") and "deployment cloud" in checks["clickhouse"][
+        "detail"]  # fmt: skip
+    assert checks["ch settings"]["data"] == {"select_sequential_consistency": "1", "lightweight_deletes_sync": "1"}
+    assert "replicated_deduplication_window_seconds = 86400" in checks["ch tables"]["detail"]
+
+
+async def test_doctor_warns_when_the_tables_were_made_under_another_profile(ch_settings, monkeypatch, capsys):
+    apply_migrations(ch_settings)  # server: the single-server dedup window
+    point_at_clickhouse(monkeypatch, ch_settings, "cloud")
+
+    assert await run_doctor("--only", "clickhouse") == 0
+
+    out = capsys.readouterr().out
+    tables = next(line for line in out.splitlines() if "ch tables" in line)
+    assert tables.startswith("WARN") and "created under another profile" in tables, out
