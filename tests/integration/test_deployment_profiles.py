@@ -27,8 +27,9 @@ from common.clickhouse import INSERT_SETTINGS, apply_migrations, make_client
 from common.config import ClickHouseSettings
 from common.errors import ConfigError, TransientSinkError
 from common.unique_insert import UniqueKey, UniqueTarget, insert_unique
+from pipeline.ops import migrate
 from processors import clickhouse_writer
-from tests.fixtures.clickhouse_server import ClickHouseServer, free_port
+from tests.fixtures.clickhouse_server import ClickHouseServer, clickhouse_env, free_port
 from tests.integration.test_dashboard_world import FAST_STREAMS
 from tests.integration.test_gamma_ingesters import run_events, run_markets
 from tests.integration.test_unique_inserts import ingest_both_sources_over_v1, run_processor_and_writer
@@ -116,6 +117,15 @@ def test_migrations_applied_twice_and_by_two_writers_at_once_end_in_one_schema(c
         create = client.query(f"SHOW CREATE TABLE {table}").result_rows[0][0]
         assert "ENGINE = ReplacingMergeTree" in create and all(part in create for part in expected.split(", "))
     client.close()
+
+
+def test_the_migrate_command_applies_once_and_then_nothing(ch_settings: ClickHouseSettings, monkeypatch, capsys):
+    for name, value in clickhouse_env(ch_settings.model_copy(update={"deployment": "cloud"})).items():
+        monkeypatch.setenv(name, value)
+    assert migrate.main([]) == 0 and migrate.main([]) == 0
+    out = capsys.readouterr().out
+    assert f"{ch_settings.database} (cloud): migrations applied: 001, 002, 003, 004" in out
+    assert f"{ch_settings.database} (cloud): migrations applied: none (all applied already)" in out
 
 
 # --- the whole pipeline with the cloud profile, and with the cluster profile's check and insert settings ---------
@@ -256,11 +266,14 @@ async def test_a_writer_pointed_at_a_distributed_table_stops_at_start_saying_why
     assert "lightweight DELETE" in message and "CLICKHOUSE_DEPLOYMENT=cluster" in message
 
 
-def test_the_cluster_profile_refuses_a_cluster_of_two_shards(keeper_clickhouse: KeeperClickHouse) -> None:
+def test_the_cluster_profile_refuses_a_cluster_of_two_shards(keeper_clickhouse: KeeperClickHouse, monkeypatch) -> None:
     settings = ClickHouseSettings(host=keeper_clickhouse.host, port=keeper_clickhouse.port, database="pm_two",
                                   deployment="cluster", cluster="pm_two_shards")  # fmt: skip
     with pytest.raises(ConfigError, match=r"cluster 'pm_two_shards' has 2 shards; the pipeline supports one shard"):
         apply_migrations(settings)
+    for name, value in clickhouse_env(settings).items():
+        monkeypatch.setenv(name, value)
+    assert migrate.main([]) == 2  # the command stops on it too, as on any bad setting
     client = keeper_clickhouse.client()
     assert client.query("SELECT count() FROM system.databases WHERE name = 'pm_two'").result_rows[0][0] == 0
     client.close()

@@ -12,6 +12,7 @@ import pytest
 from common.clickhouse import apply_migrations
 from common.config import ClickHouseSettings
 from pipeline.ops import doctor
+from tests.fixtures.clickhouse_server import clickhouse_env
 from tests.fixtures.simulator import SimulatorFactory
 
 # today's world (V2 markets, Combos); the last 1,000 blocks hold only fills after the cutover
@@ -99,8 +100,8 @@ async def test_a_switched_off_capability_fails_its_check_with_the_reason(
 
 
 def point_at_clickhouse(monkeypatch: pytest.MonkeyPatch, ch: ClickHouseSettings, deployment: str) -> None:
-    for name, value in {"CLICKHOUSE_HOST": ch.host, "CLICKHOUSE_PORT": str(ch.port), "CLICKHOUSE_DATABASE": ch.database,
-                        "CLICKHOUSE_DEPLOYMENT": deployment, "COLUMNS": "250"}.items():  # fmt: skip
+    environment = clickhouse_env(ch.model_copy(update={"deployment": deployment}))
+    for name, value in {**environment, "COLUMNS": "250"}.items():
         monkeypatch.setenv(name, value)
 
 
