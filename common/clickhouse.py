@@ -337,7 +337,7 @@ def apply_migrations(settings: ClickHouseSettings) -> list[int]:
     Every statement is `IF NOT EXISTS` (or `OR REPLACE`, or a no-op when repeated), so services starting together,
     or a second run through a load balancer landing on another replica, change nothing. On `cluster`
     `schema_migrations` is itself replicated and read with sequential consistency, so every replica agrees on it.
-    Raises ConfigError when the deployment is one the pipeline refuses (`refuse_unsupported_shape`).
+    Raises ConfigError when the deployment is one the pipeline refuses (the `refuse_*` checks below).
     """
     profile = deployment.PROFILES[settings.deployment]
     database = settings.database
