@@ -23,7 +23,7 @@ import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 
 from common import deployment, keys
-from common.clickhouse import INSERT_SETTINGS, apply_migrations, make_client
+from common.clickhouse import INSERT_SETTINGS, InsertStatusUnknown, apply_migrations, make_client
 from common.config import ClickHouseSettings
 from common.errors import ConfigError, TransientSinkError
 from common.unique_insert import UniqueKey, UniqueTarget, insert_unique
@@ -220,6 +220,41 @@ async def test_every_check_reads_with_sequential_consistency_and_its_failure_is_
     assert (outcome.inserted, again.inserted, again.stored_before) == (2, 0, 2)
     assert len(lagging.query_settings) == 3 and all(
         s == {"select_sequential_consistency": 1} for s in lagging.query_settings)  # fmt: skip
+    real.close()
+
+
+class UnknownInsertStatus:
+    """A test double at the insert seam (no quorum can time out here): the insert lands through the real client,
+    then the reply is lost as a quorum insert's is when the server cannot tell whether it reached the quorum."""
+
+    def __init__(self, client: Any) -> None:
+        self.client, self.inserts = client, 0
+
+    def insert(self, *args: Any, **kwargs: Any) -> None:
+        self.inserts += 1
+        self.client.insert(*args, **kwargs)
+        raise DatabaseError("Code: 319. DB::Exception: Unknown quorum status. (UNKNOWN_STATUS_OF_INSERT)", code=319)
+
+    def __getattr__(self, name: str) -> Any:  # query, command: the real client's
+        return getattr(self.client, name)
+
+
+async def test_an_insert_of_unknown_status_is_not_resent_blindly_but_checked_first(redis_client, ch_settings) -> None:
+    settings = ch_settings.model_copy(update={"insert_max_attempts": 5})
+    apply_migrations(settings)
+    real = make_client(settings)
+    real.command("CREATE TABLE checked (id String, timestamp DateTime('UTC')) ENGINE = MergeTree ORDER BY id")
+    target = UniqueTarget("checked", ("id", "timestamp"), UniqueKey(time_column="timestamp"), owner="w",
+                          token_source="test")  # fmt: skip
+    rows, entry_ids = [["a", "b"], [1_777_000_000] * 2], ["1-0", "1-1"]  # timestamps as the writer has them
+    unknown = UnknownInsertStatus(real)
+
+    with pytest.raises(InsertStatusUnknown):
+        await insert_unique(unknown, redis_client, target, rows, entry_ids, settings)  # type: ignore[arg-type]
+    assert unknown.inserts == 1  # not re-sent in place, though 5 attempts were allowed
+    retry = await insert_unique(unknown, redis_client, target, rows, entry_ids, settings)  # type: ignore[arg-type]
+    assert (retry.inserted, retry.stored_before, unknown.inserts) == (0, 2, 1)  # the check found them landed
+    assert real.query("SELECT count() FROM checked").result_rows[0][0] == 2
     real.close()
 
 
