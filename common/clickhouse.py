@@ -121,8 +121,9 @@ def ping(settings: ClickHouseSettings, *, timeout_s: float) -> None:
 
 
 def tls_verification(settings: ClickHouseSettings) -> ssl.SSLContext | bool:
-    """What httpx verifies the server's certificate with: CLICKHOUSE_CA_FILE's CAs, the system's, or nothing."""
-    if not settings.verify:
+    """What httpx verifies the server's certificate with: CLICKHOUSE_CA_FILE's CAs, the system's, or nothing (also
+    when there is no TLS: httpx then ignores it, and no context is built)."""
+    if not (settings.secure and settings.verify):
         return False
     try:
         return ssl.create_default_context(cafile=settings.ca_file)

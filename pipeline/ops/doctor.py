@@ -242,8 +242,7 @@ def server_check(client: Any, ch: ClickHouseSettings) -> Check:
         return Check("clickhouse", "fail", f"{detail}: {exc}", data)
     oldest = ".".join(map(str, deployment.MIN_SERVER_VERSION))
     if deployment.parse_version(version) < deployment.MIN_SERVER_VERSION:
-        return Check("clickhouse", "warn", f"{detail}: older than {oldest}, the oldest the pipeline was run against",
-                     data)  # fmt: skip
+        return Check("clickhouse", "warn", f"{detail}: older than {oldest}, the oldest the pipeline supports", data)
     return Check("clickhouse", "ok", detail, data)
 
 

@@ -13,6 +13,7 @@ from common import deployment
 from common.clickhouse import MIGRATIONS_DIR, load_migrations
 from common.config import ClickHouseSettings, load
 from common.errors import ConfigError
+from pipeline.ops import doctor
 
 MACROS = ("{shard}", "{replica}", "{uuid}", "{cluster}")
 PLACEHOLDERS = re.compile(r"\{(database|replicated|dedup_settings)\}")
@@ -108,3 +109,14 @@ def test_deployment_and_cluster_are_checked_settings(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("CLICKHOUSE_CLUSTER", "pm'; DROP")
     with pytest.raises(ConfigError, match="CLICKHOUSE_CLUSTER"):
         load(ClickHouseSettings)
+
+
+@pytest.mark.parametrize(("version", "verdict"), [("24.8.14.39", "warn"), ("26.3.1.1", "warn"), ("26.8.2.5", "ok"),
+                                                  ("26.9.2.1", "ok"), ("27.1", "ok")])  # fmt: skip
+def test_doctor_warns_on_a_server_older_than_the_minimum(version: str, verdict: str) -> None:
+    class Server:  # the one attribute server_check reads on a single-server profile
+        server_version = version
+
+    check = doctor.server_check(Server(), ClickHouseSettings(deployment="cloud"))
+    assert (check.verdict, check.data["version"]) == (verdict, version)
+    assert ("older than 26.8" in check.detail) == (verdict == "warn") and "deployment cloud" in check.detail
