@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.deployment import Deployment
 from common.errors import ConfigError
 
 ENV_FILE = ".env"
@@ -68,7 +69,7 @@ class ClickHouseSettings(PipelineSettings):
     # --- where ClickHouse runs (common/deployment.py; docs/operations.md "Where ClickHouse runs") ---------------
     # embedded | server | cluster (one shard, N replicas, Keeper) | cloud (ClickHouse Cloud). `python -m pipeline
     # run` sets embedded for the services when it starts its own ClickHouse and this is unset.
-    deployment: Literal["embedded", "server", "cluster", "cloud"] = "server"
+    deployment: Deployment = "server"
     # cluster: the remote_servers cluster holding every replica, for the one CREATE DATABASE ... ON CLUSTER
     cluster: str = Field("{cluster}", pattern=r"^(\{cluster\}|[A-Za-z_][A-Za-z0-9_.-]*)$")
     # One URL instead of host/port/secure/user/password/database: https://user:password@host:8443/database

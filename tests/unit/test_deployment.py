@@ -6,11 +6,12 @@ The engine's own parser and its engine/setting names are checked in tests/integr
 from __future__ import annotations
 
 import re
+import ssl
 
 import pytest
 
 from common import deployment
-from common.clickhouse import MIGRATIONS_DIR, load_migrations
+from common.clickhouse import MIGRATIONS_DIR, load_migrations, tls_verification
 from common.config import ClickHouseSettings, load
 from common.errors import ConfigError
 from pipeline.ops import doctor
@@ -120,3 +121,13 @@ def test_doctor_warns_on_a_server_older_than_the_minimum(version: str, verdict: 
     check = doctor.server_check(Server(), ClickHouseSettings(deployment="cloud"))
     assert (check.verdict, check.data["version"]) == (verdict, version)
     assert ("older than 26.8" in check.detail) == (verdict == "warn") and "deployment cloud" in check.detail
+
+
+def test_tls_verifies_with_the_system_cas_or_the_ca_file_and_a_missing_file_names_its_variable(tmp_path) -> None:
+    secure = ClickHouseSettings(secure=True)
+    context = tls_verification(secure)
+    assert isinstance(context, ssl.SSLContext) and context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert tls_verification(secure.model_copy(update={"verify": False})) is False
+    assert tls_verification(ClickHouseSettings()) is False  # plain http: nothing to verify
+    with pytest.raises(ConfigError, match="CLICKHOUSE_CA_FILE"):
+        tls_verification(secure.model_copy(update={"ca_file": str(tmp_path / "absent.pem")}))
