@@ -9,9 +9,10 @@ import re
 import ssl
 
 import pytest
+from clickhouse_connect.driver.exceptions import DatabaseError
 
 from common import deployment
-from common.clickhouse import MIGRATIONS_DIR, load_migrations, tls_verification
+from common.clickhouse import MIGRATIONS_DIR, ensure_database, load_migrations, tls_verification
 from common.config import ClickHouseSettings, load
 from common.errors import ConfigError
 from pipeline.ops import doctor
@@ -131,3 +132,18 @@ def test_tls_verifies_with_the_system_cas_or_the_ca_file_and_a_missing_file_name
     assert tls_verification(ClickHouseSettings()) is False  # plain http: nothing to verify
     with pytest.raises(ConfigError, match="CLICKHOUSE_CA_FILE"):
         tls_verification(secure.model_copy(update={"ca_file": str(tmp_path / "absent.pem")}))
+
+
+def test_a_user_who_may_not_create_the_database_is_told_to_create_it() -> None:
+    """A test double for the server: the embedded ClickHouse has no access control to refuse CREATE DATABASE."""
+
+    class NoCreateRights:
+        def query(self, sql: str, parameters: object = None) -> object:
+            return type("Result", (), {"result_rows": []})()  # the database does not exist
+
+        def command(self, sql: str) -> None:
+            raise DatabaseError("Code: 497. DB::Exception: analyst: Not enough privileges. (ACCESS_DENIED)", code=497)
+
+    settings = ClickHouseSettings(deployment="cloud", user="analyst", database="pm_prod")
+    with pytest.raises(ConfigError, match="CLICKHOUSE_DATABASE=pm_prod does not exist and CLICKHOUSE_USER=analyst"):
+        ensure_database(NoCreateRights(), settings, deployment.PROFILES["cloud"])  # type: ignore[arg-type]
