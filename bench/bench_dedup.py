@@ -28,6 +28,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import deployment
 from common.clickhouse import apply_migrations, make_client
 from common.config import ClickHouseSettings, StreamSettings
 from common.redis_client import make_redis
@@ -58,8 +59,11 @@ def seed(client: Any, rows: int) -> None:
 KEY_COLUMNS = ("id", "timestamp")  # all the check reads of a row
 
 
-def time_check(client: Any, server_pid: int, table: str, rows: list[tuple[str, int]]) -> dict[str, float]:
-    """The check of `rows` in batches of BATCH: ms per batch, µs per fill (client wall clock, server CPU)."""
+def time_check(
+    client: Any, server_pid: int, table: str, rows: list[tuple[str, int]], consistency: dict[str, Any]
+) -> dict[str, float]:
+    """The check of `rows` in batches of BATCH, read with `consistency` (the deployment's check settings): ms per
+    batch, µs per fill (client wall clock, server CPU)."""
     # as columns, as the writer has them (built before the clock starts)
     batches = [[list(column) for column in zip(*rows[start : start + BATCH], strict=True)]
                for start in range(0, len(rows), BATCH)]  # fmt: skip
@@ -67,7 +71,7 @@ def time_check(client: Any, server_pid: int, table: str, rows: list[tuple[str, i
     new = 0
     for batch in batches:
         new += len(select_new(client, table, KEY_COLUMNS, batch, first_of_each_id(batch, KEY_COLUMNS, IMMUTABLE),
-                              IMMUTABLE)[0])  # fmt: skip
+                              IMMUTABLE, consistency)[0])  # fmt: skip
     seconds, server_s = time.perf_counter() - started, read_cpu_s(server_pid) - server_cpu
     return {
         "new": new,
@@ -88,8 +92,9 @@ def check_figures(ch: ClickHouseSettings, server_pid: int, fills: list[Any]) -> 
                 f"SELECT id, toUInt32(timestamp) AS ts FROM {table} ORDER BY ts DESC LIMIT {len(fresh)}"
             )
             present = [(row[0], int(row[1])) for row in reversed(stored.result_rows)]
-            figures[table] = {"new": time_check(client, server_pid, table, fresh),
-                              "stored": time_check(client, server_pid, table, present)}  # fmt: skip
+            consistency = dict(deployment.PROFILES[ch.deployment].check_settings)
+            figures[table] = {"new": time_check(client, server_pid, table, fresh, consistency),
+                              "stored": time_check(client, server_pid, table, present, consistency)}  # fmt: skip
         return figures
     finally:
         client.close()

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import hashlib
 import re
+import ssl
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -27,9 +28,10 @@ from clickhouse_connect.driver import options as driver_options
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, DataError, ProgrammingError
 
+from common import deployment
 from common.backoff import compute_backoff_s
 from common.config import ClickHouseSettings
-from common.errors import RejectedRowsError, TransientSinkError
+from common.errors import ConfigError, RejectedRowsError, TransientSinkError
 
 log = structlog.get_logger()
 
@@ -44,6 +46,10 @@ _MIGRATION_NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 
 # Server error codes that mean "this data is invalid", not "the server is unwell": retrying cannot help.
 REJECTED_DATA_CODES = frozenset({6, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 76, 117, 131, 190, 321, 407, 472})
+# UNKNOWN_STATUS_OF_INSERT: a quorum insert that may or may not have landed. Re-sending it at once with the same
+# token has stored it twice (ClickHouse#81260), so the batch goes back to its caller, whose retry checks first.
+UNKNOWN_STATUS_CODES = frozenset({319})
+ACCESS_DENIED_CODE = 497
 
 # optimize_on_insert=0: a ReplacingMergeTree then skips collapsing rows of equal key inside each inserted block,
 # which finds nothing here: every batch reaches an insert through common/unique_insert.py, which keeps one row per
@@ -73,8 +79,15 @@ def map_clickhouse_errors(what: str) -> Iterator[None]:
         raise TransientSinkError(f"clickhouse {what}: {str(exc)[:500]}", sink="clickhouse") from None
 
 
+class InsertStatusUnknown(TransientSinkError):
+    """The server could not tell whether an insert landed (UNKNOWN_STATUS_CODES): retried only after a check."""
+
+
 def make_client(settings: ClickHouseSettings, *, database: str | None = None) -> Client:
-    """A clickhouse-connect client (HTTP); raises TransientSinkError when the server cannot be reached."""
+    """A clickhouse-connect client (HTTP); raises TransientSinkError when the server cannot be reached.
+
+    Its inserts carry the deployment profile's insert settings (the quorum on `cluster`, common/deployment.py).
+    """
     with map_clickhouse_errors(f"{settings.host}:{settings.port} unreachable"):
         return get_client(
             host=settings.host,
@@ -83,9 +96,11 @@ def make_client(settings: ClickHouseSettings, *, database: str | None = None) ->
             password=settings.password.get_secret_value() if settings.password else "",
             database=database if database is not None else settings.database,
             secure=settings.secure,
+            verify=settings.verify,
+            ca_cert=settings.ca_file,
             connect_timeout=settings.connect_timeout_s,
             send_receive_timeout=settings.send_receive_timeout_s,
-            settings={"async_insert": 0},
+            settings={"async_insert": 0, **deployment.PROFILES[settings.deployment].insert_settings},
             autogenerate_session_id=False,
             compress=compression(settings),
         )
@@ -98,11 +113,22 @@ def ping(settings: ClickHouseSettings, *, timeout_s: float) -> None:
     """
     url = f"{'https' if settings.secure else 'http'}://{settings.host}:{settings.port}/ping"
     try:
-        response = httpx.get(url, timeout=timeout_s)
+        response = httpx.get(url, timeout=timeout_s, verify=tls_verification(settings))
     except httpx.HTTPError as exc:
         raise TransientSinkError(f"clickhouse ping: {type(exc).__name__}", sink="clickhouse") from None
     if response.status_code != 200 or not response.content.startswith(b"Ok."):
         raise TransientSinkError(f"clickhouse ping: HTTP {response.status_code}", sink="clickhouse")
+
+
+def tls_verification(settings: ClickHouseSettings) -> ssl.SSLContext | bool:
+    """What httpx verifies the server's certificate with: CLICKHOUSE_CA_FILE's CAs, the system's, or nothing (also
+    when there is no TLS: httpx then ignores it, and no context is built)."""
+    if not (settings.secure and settings.verify):
+        return False
+    try:
+        return ssl.create_default_context(cafile=settings.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"CLICKHOUSE_CA_FILE: cannot read a CA bundle from {settings.ca_file}: {exc}") from None
 
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -187,6 +213,8 @@ def insert_columns(
             raise RejectedRowsError(
                 f"clickhouse rejected rows for {table}: {str(exc)[:500]}", sink="clickhouse"
             ) from None
+        if getattr(exc, "code", None) in UNKNOWN_STATUS_CODES:
+            raise InsertStatusUnknown(f"clickhouse insert into {table}: {str(exc)[:500]}", sink="clickhouse") from None
         raise TransientSinkError(f"clickhouse insert into {table}: {str(exc)[:500]}", sink="clickhouse") from None
     finally:
         sent.clear()
@@ -231,7 +259,7 @@ async def insert_batch(
             rows = len(data[0]) if data else 0
             return InsertResult(rows=rows, duration_s=time.perf_counter() - started, attempts=attempt)
         except TransientSinkError as exc:
-            if attempt >= max_attempts:
+            if attempt >= max_attempts or isinstance(exc, InsertStatusUnknown):
                 raise
             delay_s = compute_backoff_s(attempt, base_s=backoff_base_s, max_s=backoff_max_s)
             log.warning(
@@ -284,13 +312,16 @@ class Migration:
     statements: tuple[str, ...]
 
 
-def load_migrations(directory: Path = MIGRATIONS_DIR, *, database: str) -> list[Migration]:
+def load_migrations(
+    directory: Path = MIGRATIONS_DIR, *, database: str, profile: deployment.Profile = deployment.PROFILES["server"]
+) -> list[Migration]:
+    """Every migration, rendered for `profile` (common/deployment.py): one file serves every deployment."""
     migrations = []
     for path in sorted(directory.glob("*.sql")):
         match = _MIGRATION_NAME.match(path.name)
         if not match:
             raise ValueError(f"migration file name must look like 001_name.sql: {path.name}")
-        sql = path.read_text().replace("{database}", database)
+        sql = profile.render(path.read_text(), database)
         statements = tuple(part.strip() for part in sql.split(";\n") if _has_sql(part))
         migrations.append(Migration(int(match.group(1)), match.group(2), statements))
     return migrations
@@ -301,24 +332,30 @@ def _has_sql(part: str) -> bool:
 
 
 def apply_migrations(settings: ClickHouseSettings) -> list[int]:
-    """Create the database and apply every migration not yet recorded in `schema_migrations`; idempotent.
+    """Check the server's shape, create the database where absent and apply every migration not yet recorded in
+    `schema_migrations`; idempotent.
 
-    Every statement is `IF NOT EXISTS`, so services starting together may race here harmlessly.
+    Every statement is `IF NOT EXISTS` (or `OR REPLACE`, or a no-op when repeated), so services starting together,
+    or a second run through a load balancer landing on another replica, change nothing. On `cluster`
+    `schema_migrations` is itself replicated and read with sequential consistency, so every replica agrees on it.
+    Raises ConfigError when the deployment is one the pipeline refuses (the `refuse_*` checks below).
     """
+    profile = deployment.PROFILES[settings.deployment]
     database = settings.database
     client = make_client(settings, database="default")
     with contextlib.closing(client), map_clickhouse_errors("migrations failed"):
-        client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
-        client.command(
-            f"CREATE TABLE IF NOT EXISTS {database}.schema_migrations "
-            "(version UInt32, name String, applied_at DateTime64(3, 'UTC')) "
-            "ENGINE = ReplacingMergeTree ORDER BY version"
-        )
+        refuse_sharded_cluster(client, settings)
+        ensure_database(client, settings, profile)
+        refuse_distributed_tables(client, database)
+        client.command(profile.render(deployment.SCHEMA_MIGRATIONS_DDL, database))
         applied = {
-            row[0] for row in client.query(f"SELECT DISTINCT version FROM {database}.schema_migrations").result_rows
+            row[0]
+            for row in client.query(
+                f"SELECT DISTINCT version FROM {database}.schema_migrations", settings=profile.check_settings
+            ).result_rows
         }
         done = []
-        for migration in load_migrations(database=database):
+        for migration in load_migrations(database=database, profile=profile):
             if migration.version in applied:
                 continue
             for statement in migration.statements:
@@ -328,6 +365,80 @@ def apply_migrations(settings: ClickHouseSettings) -> list[int]:
                 [[migration.version, migration.name, datetime.now(UTC)]],
                 column_names=["version", "name", "applied_at"],
             )
-            log.info("applied migration", version=migration.version, name=migration.name)
+            log.info("applied migration", version=migration.version, name=migration.name, deployment=profile.name)
             done.append(migration.version)
         return done
+
+
+SUPPORTED_SHAPE = 'one shard with N replicas (docs/operations.md, "Where ClickHouse runs")'
+
+
+def refuse_sharded_cluster(client: Client, settings: ClickHouseSettings) -> None:
+    """On `cluster`: the remote_servers cluster (CLICKHOUSE_CLUSTER) and the Replicated database's own cluster must
+    have one shard. ReplacingMergeTree collapses within a shard only and the check would read one shard's ids."""
+    if not deployment.PROFILES[settings.deployment].replicated:
+        return
+    rows = client.query(
+        "SELECT cluster, uniqExact(shard_num) FROM system.clusters WHERE cluster IN ({names:Array(String)}) "
+        "GROUP BY cluster HAVING uniqExact(shard_num) > 1",
+        parameters={"names": [configured_cluster(client, settings), settings.database]},
+    ).result_rows
+    if rows:
+        cluster, shards = rows[0]
+        raise ConfigError(
+            f"CLICKHOUSE_DEPLOYMENT=cluster: cluster {cluster!r} has {shards} shards; the pipeline supports "
+            f"{SUPPORTED_SHAPE}: on several shards ReplacingMergeTree only collapses within a shard and the "
+            "writer's check reads one shard, so rows would be stored twice. Use a one-shard cluster (add replicas "
+            "for availability) or set CLICKHOUSE_CLUSTER to one."
+        )
+
+
+def configured_cluster(client: Client, settings: ClickHouseSettings) -> str:
+    """CLICKHOUSE_CLUSTER, its default `{cluster}` read from the server's macros ("" when it has none)."""
+    if settings.cluster != "{cluster}":
+        return settings.cluster
+    rows = client.query("SELECT substitution FROM system.macros WHERE macro = 'cluster'").result_rows
+    return str(rows[0][0]) if rows else ""
+
+
+def refuse_distributed_tables(client: Client, database: str) -> None:
+    """No table of the pipeline's database may be Distributed: the lightweight DELETE of replaced markets is
+    refused through one, its inserts are asynchronous by default (so the check may not see them) and rows are
+    spread over shards, each collapsing alone."""
+    names = [row[0] for row in client.query(
+        "SELECT name FROM system.tables WHERE database = {database:String} AND engine = 'Distributed' ORDER BY name",
+        parameters={"database": database},
+    ).result_rows]  # fmt: skip
+    if names:
+        raise ConfigError(
+            f"CLICKHOUSE_DATABASE={database} holds Distributed tables ({', '.join(names)}); the pipeline supports "
+            f"{SUPPORTED_SHAPE} and writes the tables themselves: through a Distributed table the lightweight DELETE "
+            "of replaced markets is refused, inserts are asynchronous by default, and ReplacingMergeTree collapses "
+            "only within a shard. Point CLICKHOUSE_DATABASE at a database of replicated tables on one shard "
+            "(CLICKHOUSE_DEPLOYMENT=cluster) instead."
+        )
+
+
+def ensure_database(client: Client, settings: ClickHouseSettings, profile: deployment.Profile) -> None:
+    """Create the database only when it is absent (a Cloud user may hold tables rights only), as the profile wants
+    it; refuse a single-server database under the cluster profile, whose tables would not be replicated."""
+    database = settings.database
+    rows = client.query("SELECT engine FROM system.databases WHERE name = {database:String}",
+                        parameters={"database": database}).result_rows  # fmt: skip
+    if rows:
+        if profile.replicated and rows[0][0] != "Replicated":
+            raise ConfigError(
+                f"CLICKHOUSE_DEPLOYMENT=cluster: database {database} exists with engine {rows[0][0]}, not Replicated; "
+                "its tables would stay on this replica alone. Move it to a Replicated database first "
+                '(docs/operations.md, "From one server to a cluster").'
+            )
+        return
+    try:
+        client.command(profile.create_database(database, settings.cluster))
+    except ClickHouseError as exc:
+        if getattr(exc, "code", None) != ACCESS_DENIED_CODE:
+            raise
+        raise ConfigError(
+            f"CLICKHOUSE_DATABASE={database} does not exist and CLICKHOUSE_USER={settings.user} may not create it: "
+            "create it (or grant CREATE DATABASE), then start again"
+        ) from None

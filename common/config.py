@@ -8,11 +8,13 @@ whose one-line message names the variable.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from common.deployment import Deployment
 from common.errors import ConfigError
 
 ENV_FILE = ".env"
@@ -63,6 +65,55 @@ class ClickHouseSettings(PipelineSettings):
     unique_keys: bool = True
     # Used by the embedded server (`python -m pipeline embedded-clickhouse`).
     data_dir: str = "data/clickhouse"
+
+    # --- where ClickHouse runs (common/deployment.py; docs/operations.md "Where ClickHouse runs") ---------------
+    # embedded | server | cluster (one shard, N replicas, Keeper) | cloud (ClickHouse Cloud). `python -m pipeline
+    # run` sets embedded for the services when it starts its own ClickHouse and this is unset.
+    deployment: Deployment = "server"
+    # cluster: the remote_servers cluster holding every replica, for the one CREATE DATABASE ... ON CLUSTER
+    cluster: str = Field("{cluster}", pattern=r"^(\{cluster\}|[A-Za-z_][A-Za-z0-9_.-]*)$")
+    # One URL instead of host/port/secure/user/password/database: https://user:password@host:8443/database
+    url: SecretStr | None = None
+    # TLS (CLICKHOUSE_SECURE or an https URL): the server certificate is verified unless false; ca_file: a PEM
+    # bundle of the CAs to trust instead of the system's.
+    verify: bool = True
+    ca_file: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url_has_a_host(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is not None and _split_url(url.get_secret_value()) is None:
+            raise ValueError("must look like https://user:password@host:8443/database (http or https)")
+        return url
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_url(cls, values: Any) -> Any:
+        """CLICKHOUSE_URL's parts win over the separate settings (a bad URL is reported by `_url_has_a_host`)."""
+        url = values.get("url") if isinstance(values, dict) else None
+        if isinstance(url, SecretStr):
+            url = url.get_secret_value()
+        parts = _split_url(url) if isinstance(url, str) and url else None
+        return values if parts is None else {**values, **parts}
+
+
+def _split_url(url: str) -> dict[str, Any] | None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    secure = parts.scheme == "https"
+    values: dict[str, Any] = {"host": parts.hostname, "secure": secure, "port": port or (8443 if secure else 8123)}
+    if parts.username:
+        values["user"] = unquote(parts.username)
+    if parts.password:
+        values["password"] = unquote(parts.password)
+    if parts.path.strip("/"):
+        values["database"] = parts.path.strip("/")
+    return values
 
 
 class HttpSettings(PipelineSettings):

@@ -12,6 +12,10 @@ For each batch of one table:
    ids (both tables are ordered by id); a row whose id is stored with the same or a newer version is skipped, an
    older stored version is deleted and replaced;
 4. the rest is inserted with a dedup token derived from the stream entries it holds; then the lock is released.
+On a replicated deployment the check must see every acknowledged insert whichever replica answers it: it is sent
+with the profile's `check_settings` (`select_sequential_consistency=1` on `cluster` and `cloud`,
+common/deployment.py), and a replica that cannot answer consistently raises, which is a TransientSinkError like
+any failed check: the batch is retried, never taken as absent.
 The caller acks after this returns. If it dies after the insert and before the ack, the replay (the whole batch,
 or one entry at a time after `rewind(isolate=True)`) finds every id stored and inserts nothing.
 
@@ -34,7 +38,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -43,7 +47,7 @@ import redis.asyncio as aioredis
 import structlog
 from clickhouse_connect.driver.client import Client
 
-from common import keys
+from common import deployment, keys
 from common.clickhouse import ColumnData, batch_token, insert_columns_isolating_rejects, map_clickhouse_errors
 from common.config import ClickHouseSettings
 from common.errors import TransientSinkError
@@ -134,16 +138,22 @@ def take(columns: ColumnData, indexes: Sequence[int]) -> ColumnData:
     return [pick(column, indexes) for column in columns]
 
 
-def fetch_stored_ids(client: Client, table: str, time_column: str, ranges: Sequence[tuple[int, int]]) -> set[str]:
-    """Ids `table` holds in the time ranges (the ranges are our own integers, so they go in the SQL as text)."""
+def fetch_stored_ids(
+    client: Client, table: str, time_column: str, ranges: Sequence[tuple[int, int]], consistency: Mapping[str, Any]
+) -> set[str]:
+    """Ids `table` holds in the time ranges (the ranges are our own integers, so they go in the SQL as text), read
+    with the `consistency` settings (module docstring)."""
     where = " OR ".join(f"({time_column} BETWEEN toDateTime({start}) AND toDateTime({end}))" for start, end in ranges)
     with map_clickhouse_errors(f"check {table}"):
-        result = client.query(f"SELECT id FROM {table} WHERE {where}")
+        result = client.query(f"SELECT id FROM {table} WHERE {where}", settings=consistency)
     return set(result.result_columns[0]) if result.row_count else set()
 
 
-def fetch_stored_versions(client: Client, table: str, version_column: str, ids: Sequence[str]) -> dict[str, int]:
-    """id -> newest stored version (unix microseconds) of those of `ids` that `table` holds."""
+def fetch_stored_versions(
+    client: Client, table: str, version_column: str, ids: Sequence[str], consistency: Mapping[str, Any]
+) -> dict[str, int]:
+    """id -> newest stored version (unix microseconds) of those of `ids` that `table` holds, read with the
+    `consistency` settings."""
     stored: dict[str, int] = {}
     for start in range(0, len(ids), IDS_PER_QUERY):
         with map_clickhouse_errors(f"check {table}"):
@@ -151,34 +161,43 @@ def fetch_stored_versions(client: Client, table: str, version_column: str, ids: 
                 f"SELECT id, toUnixTimestamp64Micro(max({version_column})) FROM {table} "
                 "WHERE id IN {ids:Array(String)} GROUP BY id",
                 parameters={"ids": list(ids[start : start + IDS_PER_QUERY])},
+                settings=consistency,
             ).result_rows
         stored.update((row[0], int(row[1])) for row in rows)
     return stored
 
 
 def delete_ids(client: Client, table: str, ids: Sequence[str]) -> None:
-    """Lightweight DELETE (count() reflects it at once); it needs the background pool, so merges must be on."""
+    """Lightweight DELETE (count() reflects it at once); it needs the background pool, so merges must be on. It
+    waits for the replica that runs it only (deployment.DELETE_SETTINGS): a replica down must not stall markets."""
     for start in range(0, len(ids), IDS_PER_QUERY):
         with map_clickhouse_errors(f"delete replaced rows of {table}"):
             client.command(f"DELETE FROM {table} WHERE id IN {{ids:Array(String)}}",
-                           parameters={"ids": list(ids[start : start + IDS_PER_QUERY])})  # fmt: skip
+                           parameters={"ids": list(ids[start : start + IDS_PER_QUERY])},
+                           settings=deployment.DELETE_SETTINGS)  # fmt: skip
 
 
 def select_new(
-    client: Client, table: str, names: Sequence[str], columns: ColumnData, candidates: list[int], unique: UniqueKey
+    client: Client,
+    table: str,
+    names: Sequence[str],
+    columns: ColumnData,
+    candidates: list[int],
+    unique: UniqueKey,
+    consistency: Mapping[str, Any],
 ) -> tuple[list[int], list[str]]:
     """The candidates (row indexes) `table` does not hold yet, and the ids whose stored (older) version they
-    replace."""
+    replace; every query of the check carries `consistency`."""
     ids = pick(columns[names.index(unique.id_column)], candidates)  # ids[n]: candidate n's
     if unique.time_column is not None:
         times = pick(columns[names.index(unique.time_column)], candidates)
-        stored_ids = fetch_stored_ids(client, table, unique.time_column, time_ranges(times))
+        stored_ids = fetch_stored_ids(client, table, unique.time_column, time_ranges(times), consistency)
         if stored_ids.isdisjoint(ids):  # the live case: nothing of the batch stored yet
             return candidates, []
         return [index for index, row_id in zip(candidates, ids, strict=True) if row_id not in stored_ids], []
     assert unique.version_column is not None
     versions = pick(columns[names.index(unique.version_column)], candidates)
-    stored = fetch_stored_versions(client, table, unique.version_column, ids)
+    stored = fetch_stored_versions(client, table, unique.version_column, ids, consistency)
     fresh = [(index, row_id) for index, row_id, version in zip(candidates, ids, versions, strict=True)
              if stored.get(row_id, -1) < version_micros(version)]  # fmt: skip
     return [index for index, _ in fresh], [row_id for _, row_id in fresh if row_id in stored]
@@ -269,8 +288,9 @@ async def insert_unique(
     async with lock:
         fresh, replaced = candidates, []
         if settings.unique_keys:
+            consistency = deployment.PROFILES[settings.deployment].check_settings
             fresh, replaced = await asyncio.to_thread(select_new, client, target.table, target.columns, columns,
-                                                      candidates, target.unique)  # fmt: skip
+                                                      candidates, target.unique, consistency)  # fmt: skip
         if replaced:
             await asyncio.to_thread(delete_ids, client, target.table, replaced)
         # dies here (after a delete): the old versions are gone and the new ones not in yet, but their entries are

@@ -1,6 +1,8 @@
--- The four tables of DESIGN §4. Each MergeTree keeps a dedup log of its last 10,000 insert blocks, so a batch
--- re-sent with the same insert_deduplication_token adds nothing; ReplacingMergeTree on the natural key is the
--- backstop for what the token cannot cover (read with FINAL when it matters).
+-- The four tables of docs/CONTRACT.md §4, written once for every deployment (common/deployment.py renders the
+-- engine prefix, Replicated on a replicated cluster, and the dedup window of the deployment). Each MergeTree keeps
+-- a dedup log of its recent insert blocks, so a batch re-sent with the same insert_deduplication_token adds
+-- nothing; ReplacingMergeTree on the natural key is the backstop for what the token cannot cover (read with FINAL
+-- when it matters).
 
 CREATE TABLE IF NOT EXISTS {database}.order_filled_events
 (
@@ -21,10 +23,10 @@ CREATE TABLE IF NOT EXISTS {database}.order_filled_events
     fee             UInt64,
     ingested_at     DateTime64(3, 'UTC')
 )
-ENGINE = ReplacingMergeTree
+ENGINE = {replicated}ReplacingMergeTree
 PARTITION BY toYYYYMM(timestamp)
 ORDER BY (timestamp, id)
-SETTINGS non_replicated_deduplication_window = 10000;
+SETTINGS {dedup_settings};
 
 CREATE TABLE IF NOT EXISTS {database}.trades
 (
@@ -52,10 +54,10 @@ CREATE TABLE IF NOT EXISTS {database}.trades
     is_taker_side    UInt8,
     ingested_at      DateTime64(3, 'UTC')
 )
-ENGINE = ReplacingMergeTree
+ENGINE = {replicated}ReplacingMergeTree
 PARTITION BY toYYYYMM(timestamp)
 ORDER BY (token_id, timestamp, id)
-SETTINGS non_replicated_deduplication_window = 10000;
+SETTINGS {dedup_settings};
 
 CREATE TABLE IF NOT EXISTS {database}.markets
 (
@@ -80,9 +82,9 @@ CREATE TABLE IF NOT EXISTS {database}.markets
     raw             String,
     ingested_at     DateTime64(3, 'UTC')
 )
-ENGINE = ReplacingMergeTree(updated_at)
+ENGINE = {replicated}ReplacingMergeTree(updated_at)
 ORDER BY id
-SETTINGS non_replicated_deduplication_window = 10000;
+SETTINGS {dedup_settings};
 
 CREATE TABLE IF NOT EXISTS {database}.events
 (
@@ -109,6 +111,6 @@ CREATE TABLE IF NOT EXISTS {database}.events
     raw             String,
     ingested_at     DateTime64(3, 'UTC')
 )
-ENGINE = ReplacingMergeTree(updated_at)
+ENGINE = {replicated}ReplacingMergeTree(updated_at)
 ORDER BY id
-SETTINGS non_replicated_deduplication_window = 10000;
+SETTINGS {dedup_settings};

@@ -170,6 +170,9 @@ def make_plan(*, demo: bool, python: str, environ: Mapping[str, str], rate: floa
     embedded_clickhouse = need_embedded_clickhouse(clickhouse)
     env["PIPELINE_EMBEDDED_REDIS"] = str(embedded_redis).lower()
     env["PIPELINE_EMBEDDED_CLICKHOUSE"] = str(embedded_clickhouse).lower()
+    if embedded_clickhouse and clickhouse.deployment == "server":  # the default: say what it is (doctor shows it)
+        env["CLICKHOUSE_DEPLOYMENT"] = "embedded"
+        clickhouse = clickhouse.model_copy(update={"deployment": "embedded"})
     simulator_url, warnings = "", ()
     if demo:
         simulator_url = plan_simulator(environ, env, rate)

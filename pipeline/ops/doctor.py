@@ -17,6 +17,13 @@ One line per check, with its verdict (ok, warn, FAIL) and why:
   topics     every log of the exchanges in the same window (one unfiltered eth_getLogs pass): a topic0 the pipeline
              neither decodes (OrderFilled, Upgraded) nor knows (OrdersMatched, FeeCharged) warns, naming the
              exchange and the count (an upgrade may have changed the events)
+  clickhouse the server's version (a warning below the oldest one the pipeline was run against), the deployment
+             profile (CLICKHOUSE_DEPLOYMENT) and whether the server is a shape the writer accepts
+  ch settings whether the settings the profile sends (read-your-writes for the check, quorum inserts, the delete's
+             wait) take effect on this server, as it reports them back
+  ch tables  each table's engine and whether its dedup window is the profile's (the database may not exist yet:
+             the writer creates it at its start)
+`--only sources` or `--only clickhouse` runs one half.
 The RPC URL usually embeds an API key: it is shown masked. Requests use the HTTP_* timeouts, capped at
 `--timeout-s`, and at most two attempts each. `--json` prints the checks as one JSON document.
 """
@@ -37,8 +44,11 @@ import httpx
 import orjson
 from rich.text import Text
 
-from common.config import GammaSettings, HttpSettings, RedisSettings, SourceSettings, load
-from common.errors import SinkError, SourceError
+from common import deployment
+from common.clickhouse import make_client as make_clickhouse_client
+from common.clickhouse import map_clickhouse_errors, refuse_distributed_tables, refuse_sharded_cluster
+from common.config import ClickHouseSettings, GammaSettings, HttpSettings, RedisSettings, SourceSettings, load
+from common.errors import ConfigError, SinkError, SourceError, TransientSinkError
 from common.exchanges import (
     EXCHANGE_V3,
     EXCHANGES,
@@ -315,6 +325,81 @@ async def check_rpc(client: httpx.AsyncClient, config: chain_ingester.ChainConfi
     return [finality, span_check, *exchange_checks(fills, blocks), implementation, topics_check(counts, blocks)]
 
 
+# --- clickhouse ----------------------------------------------------------------------------------------------
+
+
+def check_clickhouse(ch: ClickHouseSettings) -> list[Check]:
+    """The server, the profile's settings as the server reports them in effect, and the tables (blocking)."""
+    profile = deployment.PROFILES[ch.deployment]
+    try:
+        client = make_clickhouse_client(ch, database="default")
+    except TransientSinkError as exc:
+        return [Check("clickhouse", "fail", str(exc))]
+    try:
+        with map_clickhouse_errors("doctor"):
+            return [server_check(client, ch), settings_check(client, profile), tables_check(client, ch, profile)]
+    except TransientSinkError as exc:
+        return [Check("clickhouse", "fail", str(exc))]
+    finally:
+        client.close()
+
+
+def server_check(client: Any, ch: ClickHouseSettings) -> Check:
+    version = client.server_version
+    data = {"version": version, "deployment": ch.deployment, "tls": ch.secure, "tls_verified": ch.secure and ch.verify}
+    detail = f"ClickHouse {version}, deployment {ch.deployment}" + (
+        f", TLS {'verified' if ch.verify else 'NOT verified (CLICKHOUSE_VERIFY=false)'}" if ch.secure else ""
+    )
+    try:
+        refuse_sharded_cluster(client, ch)
+    except ConfigError as exc:
+        return Check("clickhouse", "fail", f"{detail}: {exc}", data)
+    oldest = ".".join(map(str, deployment.MIN_SERVER_VERSION))
+    if deployment.parse_version(version) < deployment.MIN_SERVER_VERSION:
+        return Check("clickhouse", "warn", f"{detail}: older than {oldest}, the oldest the pipeline supports", data)
+    return Check("clickhouse", "ok", detail, data)
+
+
+def settings_check(client: Any, profile: deployment.Profile) -> Check:
+    """The check's and the delete's settings go with the query, the insert settings are the client's own (as the
+    writer sends them); system.settings shows what the server made of them."""
+    wanted = {**profile.check_settings, **deployment.DELETE_SETTINGS, **profile.insert_settings}
+    rows = client.query("SELECT name, value FROM system.settings WHERE name IN {names:Array(String)}",
+                        parameters={"names": list(wanted)},
+                        settings={**profile.check_settings, **deployment.DELETE_SETTINGS}).result_rows  # fmt: skip
+    seen = {name: value for name, value in rows}
+    shown = ", ".join(f"{name}={seen.get(name, 'absent')}" for name in wanted)
+    wrong = [name for name, value in wanted.items() if seen.get(name) != str(value)]
+    if wrong:
+        return Check("ch settings", "fail", f"not in effect: {', '.join(wrong)} ({shown})", seen)
+    return Check("ch settings", "ok", f"in effect: {shown}", seen)
+
+
+def tables_check(client: Any, ch: ClickHouseSettings, profile: deployment.Profile) -> Check:
+    rows = client.query("SELECT name, engine, engine_full FROM system.tables WHERE database = {db:String} "
+                        "AND engine LIKE '%MergeTree' AND name != 'schema_migrations' ORDER BY name",
+                        parameters={"db": ch.database}).result_rows  # fmt: skip
+    try:
+        refuse_distributed_tables(client, ch.database)
+    except ConfigError as exc:
+        return Check("ch tables", "fail", str(exc))
+    if not rows:
+        return Check("ch tables", "warn", f"database {ch.database} has no tables yet: the writer creates them at start")
+    expected = profile.dedup_settings.split(", ")
+    engines = {name: engine for name, engine, _ in rows}
+    off = [name for name, _, full in rows if not all(part in full for part in expected)]
+    data = {"engines": engines, "dedup_settings": profile.dedup_settings}
+    listed = ", ".join(f"{name} {engine}" for name, engine in engines.items())
+    alone = [name for name, engine in engines.items() if not engine.startswith("Replicated")]
+    if profile.replicated and alone:
+        why = 'on this replica alone (docs/operations.md, "From one server to a cluster")'
+        return Check("ch tables", "fail", f"{listed}; {', '.join(alone)} not replicated: {why}", data)
+    if off:
+        why = f"{', '.join(off)} without {profile.dedup_settings}: created under another profile (docs/operations.md)"
+        return Check("ch tables", "warn", f"{listed}; {why}", data)
+    return Check("ch tables", "ok", f"{listed}; {profile.dedup_settings}", data)
+
+
 # --- the command ---------------------------------------------------------------------------------------------
 
 
@@ -332,15 +417,20 @@ async def run_checks(args: argparse.Namespace) -> tuple[dict[str, str], list[Che
     chain = chain_ingester.ChainConfig(chain.chain, chain.source, http, chain.redis)
     goldsky = goldsky_ingester.load_config()
     goldsky = goldsky_ingester.GoldskyConfig(goldsky.goldsky, goldsky.source, http, goldsky.redis)
+    ch = load(ClickHouseSettings)
     sources = {"gamma": source.gamma_api_url, "goldsky": source.goldsky_url,
-               "rpc": mask_url(source.polygon_rpc_url.get_secret_value())}  # fmt: skip
+               "rpc": mask_url(source.polygon_rpc_url.get_secret_value()),
+               "clickhouse": f"{'https' if ch.secure else 'http'}://{ch.host}:{ch.port}/{ch.database}"}  # fmt: skip
     async with make_client(http) as client:
-        probes: list[Awaitable[Check | list[Check]]] = [
-            check_gamma(client, http, source.gamma_api_url.rstrip("/"), args.pages),
-            check_goldsky(client, goldsky),
-            check_rpc(client, chain, args.blocks),
-        ]
+        probes: list[Awaitable[Check | list[Check]]] = []
+        if args.only in (None, "sources"):
+            probes += [check_gamma(client, http, source.gamma_api_url.rstrip("/"), args.pages),
+                       check_goldsky(client, goldsky), check_rpc(client, chain, args.blocks)]  # fmt: skip
+        if args.only in (None, "clickhouse"):
+            probes.append(asyncio.to_thread(check_clickhouse, ch))
         results = await asyncio.gather(*probes)
+    if args.only:
+        sources = {name: url for name, url in sources.items() if (name == "clickhouse") == (args.only == "clickhouse")}
     return sources, [check for result in results for check in ([result] if isinstance(result, Check) else result)]
 
 
@@ -367,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pages", type=int, default=3, help="Gamma keyset pages to sample for version v2")
     parser.add_argument("--timeout-s", type=float, default=10.0, help="cap on every HTTP timeout phase")
     parser.add_argument("--json", action="store_true", help="print the checks as JSON")
+    parser.add_argument("--only", choices=("sources", "clickhouse"), help="run the upstream or the ClickHouse checks")
     args = parser.parse_args(argv)
     show: Callable[[dict[str, str], list[Check]], None] = print_json if args.json else print_checks
 

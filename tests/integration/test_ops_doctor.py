@@ -9,9 +9,12 @@ from typing import Any
 import orjson
 import pytest
 
+from common.clickhouse import apply_migrations
+from common.config import ClickHouseSettings
 from common.exchanges import EXCHANGE_V3
 from pipeline.ops import doctor
 from simulator.planted import INITIAL_IMPLEMENTATION
+from tests.fixtures.clickhouse_server import clickhouse_env
 from tests.fixtures.simulator import SimulatorFactory
 
 # today's world (V2 markets, Combos); the last 1,000 blocks hold only fills after the cutover
@@ -24,7 +27,8 @@ def point_at(sim: Any, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def run_doctor(*argv: str) -> int:
-    return await asyncio.to_thread(doctor.main, list(argv))
+    """The upstream checks (`--only sources`) unless told otherwise."""
+    return await asyncio.to_thread(doctor.main, list(argv) if "--only" in argv else [*argv, "--only", "sources"])
 
 
 def lines_of(out: str) -> dict[str, str]:
@@ -112,3 +116,36 @@ async def test_doctor_names_the_new_implementation_and_warns_of_an_undecoded_top
     assert lines["implementation"].startswith("OK") and new_implementation in lines["implementation"]
     assert lines["topics"].startswith("WARN"), lines["topics"]
     assert f"ExchangeV3 {unknown} ×1" in lines["topics"] and "1 Upgraded log(s)" in lines["topics"]
+# --- clickhouse ---------------------------------------------------------------------------------------------
+
+
+def point_at_clickhouse(monkeypatch: pytest.MonkeyPatch, ch: ClickHouseSettings, deployment: str) -> None:
+    environment = clickhouse_env(ch.model_copy(update={"deployment": deployment}))
+    for name, value in {**environment, "COLUMNS": "250"}.items():
+        monkeypatch.setenv(name, value)
+
+
+async def test_doctor_shows_the_version_the_profile_and_the_settings_in_effect(ch_settings, monkeypatch, capsys):
+    apply_migrations(ch_settings.model_copy(update={"deployment": "cloud"}))
+    point_at_clickhouse(monkeypatch, ch_settings, "cloud")
+    capsys.readouterr()  # the migrations' log lines
+
+    assert await run_doctor("--only", "clickhouse", "--json") == 0
+
+    checks = {check["name"]: check for check in orjson.loads(capsys.readouterr().out)["checks"]}
+    assert [checks[name]["verdict"] for name in ("clickhouse", "ch settings", "ch tables")] == ["ok"] * 3
+    assert checks["clickhouse"]["data"]["version"].startswith("26.9") and "deployment cloud" in checks["clickhouse"][
+        "detail"]  # fmt: skip
+    assert checks["ch settings"]["data"] == {"select_sequential_consistency": "1", "lightweight_deletes_sync": "1"}
+    assert "replicated_deduplication_window_seconds = 86400" in checks["ch tables"]["detail"]
+
+
+async def test_doctor_warns_when_the_tables_were_made_under_another_profile(ch_settings, monkeypatch, capsys):
+    apply_migrations(ch_settings)  # server: the single-server dedup window
+    point_at_clickhouse(monkeypatch, ch_settings, "cloud")
+
+    assert await run_doctor("--only", "clickhouse") == 0
+
+    out = capsys.readouterr().out
+    tables = next(line for line in out.splitlines() if "ch tables" in line)
+    assert tables.startswith("WARN") and "created under another profile" in tables, out
