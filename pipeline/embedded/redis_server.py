@@ -14,11 +14,10 @@ import sys
 from pathlib import Path
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from common.config import RedisSettings, load
 from common.errors import ConfigError
+from common.redis_client import make_sync_redis
 
 MISSING_BINARY = (
     "redis-server not found: install it (Debian/Ubuntu `apt-get install redis-server`, macOS `brew install redis`), "
@@ -67,21 +66,17 @@ def write_config(data_dir: Path, *, bind: str, port: int, password: str | None) 
 
 
 def probe_client(settings: RedisSettings, timeout_s: float = 1.0) -> redis.Redis:
-    """A client for one quick question: short timeouts, no retries (a silent port costs one timeout, not fifteen)."""
-    return redis.Redis(
-        host=settings.host,
-        port=settings.port,
-        db=settings.db,
-        password=settings.password.get_secret_value() if settings.password else None,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 0),  # one try, not redis-py's default retries with backoff
-    )
+    """A client for one quick question (the factory's, so URL, TLS, ACL user, Sentinel and Cluster apply): short
+    timeouts, no retries (a silent port costs one timeout, not fifteen)."""
+    return make_sync_redis(settings, timeout_s=timeout_s, retry=False)
 
 
 def is_reachable(settings: RedisSettings) -> bool:
-    """PING answered within a second."""
-    client = probe_client(settings)
+    """PING answered within a second (through Sentinel: by the primary it names; on a cluster: by a node)."""
+    try:
+        client = probe_client(settings)
+    except redis.RedisError:  # a cluster client asks for the slot map as it is built
+        return False
     try:
         return bool(client.ping())
     except redis.RedisError:
