@@ -202,7 +202,7 @@ class Fleet:
     def redis_settings(self) -> RedisSettings:
         if self.redis_env is None:  # every field given: the fleet's own passwordless Redis, whatever REDIS_* is set
             return RedisSettings(host="127.0.0.1", port=self.redis_port, db=0, password=None)
-        return RedisSettings(**{name.removeprefix("REDIS_").lower(): value for name, value in self.redis_env.items()})
+        return redis_settings_from(self.redis_env)
 
     @property
     def key_prefix(self) -> str:
@@ -327,6 +327,11 @@ class Fleet:
         if response.status_code != 200:
             raise RuntimeError(f"clickhouse: {response.status_code} {response.text[:300]}")
         return response.text
+
+
+def redis_settings_from(env: dict[str, str]) -> RedisSettings:
+    """RedisSettings from REDIS_* variables given as a dict (what the fleet hands its services)."""
+    return RedisSettings(**{name.removeprefix("REDIS_").lower(): value for name, value in env.items()})
 
 
 def _http_ok(url: str) -> bool:
