@@ -21,6 +21,7 @@ import redis
 
 from common import keys
 from common.errors import CursorMoved, TransientSinkError
+from common.key_prefix import migrate_keys, prefixes_in_use
 from common.lua_scripts import CrossSlotKeys
 from common.redis_client import make_redis, make_sync_redis
 from common.streams import append_with_cursor, read_cursor
@@ -113,6 +114,33 @@ async def test_on_a_cluster_scripts_refuse_keys_of_several_slots_before_sending(
         assert await client.exists("stream:order_events", "state:chain_last_block") == 0
     finally:
         await client.aclose()
+
+
+async def test_on_a_cluster_migrate_keys_copies_across_slots_keeping_groups_and_pending_entries(
+    redis_cluster: Cluster,
+):
+    """RENAME between two slots is refused (CROSSSLOT): DUMP + RESTORE carries the stream with its groups."""
+    client = make_redis(redis_settings_from(redis_cluster.env(PREFIX)))
+    try:
+        await client.xadd("stream:trades", {"data": b"1"})
+        await client.xadd("stream:trades", {"data": b"2"})
+        await client.xgroup_create("stream:trades", "clickhouse-writer", id="0")
+        await client.xreadgroup("clickhouse-writer", "w1", {"stream:trades": ">"}, count=1)
+        await client.set("state:chain_last_block", "9", ex=600)
+        assert await migrate_keys(client, "", PREFIX) == {"renamed": 0, "copied": 2}
+        moved = PREFIX + "stream:trades"
+        assert [(g["name"], g["pending"]) for g in await client.xinfo_groups(moved)] == [(b"clickhouse-writer", 1)]
+        assert [e["consumer"] for e in await client.xpending_range(moved, "clickhouse-writer", "-", "+", 5)] == [b"w1"]
+        assert 0 < await client.ttl(PREFIX + "state:chain_last_block") <= 600
+        assert await client.exists("stream:trades") + await client.exists("state:chain_last_block") == 0
+        await check_key_prefix_under(client, PREFIX)
+    finally:
+        await client.aclose()
+
+
+async def check_key_prefix_under(client, prefix: str) -> None:  # type: ignore[no-untyped-def]
+    """Only `prefix` holds pipeline keys now (SCAN over every primary of the cluster)."""
+    assert set(await prefixes_in_use(client)) == {prefix}
 
 
 # --- Sentinel --------------------------------------------------------------------------------------------
