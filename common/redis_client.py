@@ -89,8 +89,8 @@ def is_cluster(client: Any) -> bool:
 
 # Replies that mean "not now", not "this command is wrong": out of memory (OOM), a read-only replica (READONLY), a
 # failover or resharding under way (MASTERDOWN is a ClusterDownError, TRYAGAIN, CLUSTERDOWN). LOADING arrives as
-# BusyLoadingError, a ConnectionError. redis-py has no class for BUSY (a script running too long): its code stays
-# at the start of the message.
+# BusyLoadingError, a ConnectionError. redis-py has no class for BUSY (a script running too long) or NOREPLICAS (a
+# primary cut off from its replicas refusing writes): their code stays at the start of the message.
 TRANSIENT_REPLIES = (
     redis_errors.OutOfMemoryError,
     redis_errors.ReadOnlyError,
@@ -99,11 +99,16 @@ TRANSIENT_REPLIES = (
 )
 
 
-def _is_transient(exc: redis_errors.RedisError | OSError) -> bool:
-    """True for connection loss, timeouts and the replies that mean the server cannot take the command now."""
+def _is_transient(exc: redis_errors.RedisError | redis_errors.RedisClusterException | OSError) -> bool:
+    """True for connection loss, timeouts and the replies that mean the server cannot take the command now. A
+    cluster client raises RedisClusterException (not a RedisError) when no node answers and SlotNotCoveredError
+    while a failover is under way."""
     if isinstance(exc, (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError, *TRANSIENT_REPLIES)):
         return True
-    return isinstance(exc, redis_errors.ResponseError) and str(exc).startswith("BUSY ")
+    if isinstance(exc, redis_errors.SlotNotCoveredError) or str(exc).startswith("Redis Cluster cannot be connected"):
+        return True
+    # BUSY: a script running too long; NOREPLICAS: a primary with `min-replicas-to-write` and no replica in reach
+    return isinstance(exc, redis_errors.ResponseError) and str(exc).startswith(("BUSY ", "NOREPLICAS "))
 
 
 @contextlib.asynccontextmanager
@@ -112,7 +117,7 @@ async def map_redis_errors(what: str) -> AsyncIterator[None]:
     or cannot take the command now (the caller keeps its data pending and retries), SinkCommandError otherwise."""
     try:
         yield
-    except (redis_errors.RedisError, OSError) as exc:
+    except (redis_errors.RedisError, redis_errors.RedisClusterException, OSError) as exc:
         message = f"redis {what}: {type(exc).__name__}: {exc}"
         if _is_transient(exc):
             raise TransientSinkError(message, sink="redis") from None

@@ -52,10 +52,12 @@ SERVER_SETTINGS = {
 }
 
 
-def write_config(data_dir: Path, *, bind: str, port: int, password: str | None) -> Path:
+def write_config(data_dir: Path, *, bind: str, port: int, password: str | None, username: str | None = None) -> Path:
     data_dir.mkdir(parents=True, exist_ok=True)
     lines = [f"bind {bind}", f"port {port}", f"dir {data_dir.resolve()}", "daemonize no"]
     lines += [f"{name} {value}" for name, value in SERVER_SETTINGS.items()]
+    if username:  # REDIS_USERNAME: that ACL user, with every right; the default user then needs the password too
+        lines.append(f"user {username} on {'>' + password if password else 'nopass'} ~* &* +@all")
     if password:
         lines.append(f"requirepass {password}")
     path = data_dir / "redis.conf"
@@ -75,7 +77,7 @@ def is_reachable(settings: RedisSettings) -> bool:
     """PING answered within a second (through Sentinel: by the primary it names; on a cluster: by a node)."""
     try:
         client = probe_client(settings)
-    except redis.RedisError:  # a cluster client asks for the slot map as it is built
+    except (redis.RedisError, redis.exceptions.RedisClusterException):  # a cluster client asks for the slot map
         return False
     try:
         return bool(client.ping())
@@ -98,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"embedded-redis: {exc}", file=sys.stderr)
         return 2
     password = settings.password.get_secret_value() if settings.password else None
-    config = write_config(Path(args.data_dir), bind=args.bind, port=args.port, password=password)
+    config = write_config(
+        Path(args.data_dir), bind=args.bind, port=args.port, password=password, username=settings.username
+    )
     print(f"embedded-redis: {binary} on {args.bind}:{args.port}, AOF under {args.data_dir}", flush=True)
     # Replace this process so supervisord's signals reach redis-server itself.
     os.execv(binary, [binary, str(config)])

@@ -122,6 +122,9 @@ def need_embedded_redis(settings: RedisSettings) -> bool:
         return False
     if not must_start_here("Redis", "REDIS", settings.host, settings.port, answers=is_reachable(settings), probe=probe):
         return False
+    if settings.tls:
+        raise LaunchError(f"Redis at {settings.describe()} does not answer over TLS, and the embedded Redis has no "
+                          "TLS: start that server, or unset REDIS_TLS (a rediss:// REDIS_URL sets it)")  # fmt: skip
     find_redis_server()  # ConfigError saying how to install it
     return True
 

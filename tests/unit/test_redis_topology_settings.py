@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from common.config import RedisSettings, hash_tag, load
 from common.errors import ConfigError
 from common.redis_client import make_redis, make_sync_redis
+from pipeline.launch.plan import LaunchError, need_embedded_redis
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "s3cr%40t-pw"  # percent-escaped "@" in a URL
@@ -145,3 +146,19 @@ def test_with_a_hash_tag_prefix_every_script_call_has_one_slot_and_without_it_no
     assert {slot for slots in tagged.values() for slot in slots} == {13650}
     plain = slots_by_call("")
     assert [name for name, slots in plain.items() if len(slots) == 1] == []
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"REDIS_SENTINELS": "127.0.0.1:1", "REDIS_SENTINEL_MASTER": "pm"}, "unset REDIS_SENTINELS"),
+        (
+            {"REDIS_CLUSTER": "true", "REDIS_KEY_PREFIX": "{pm}:", "REDIS_HOST": "127.0.0.1", "REDIS_PORT": "1"},
+            "unset REDIS_CLUSTER",
+        ),
+        ({"REDIS_URL": "rediss://127.0.0.1:1/0"}, "unset REDIS_TLS"),
+    ],
+)
+def test_the_launcher_never_embeds_a_redis_in_place_of_sentinel_cluster_or_tls(monkeypatch, env, named) -> None:
+    with pytest.raises(LaunchError, match=named):
+        need_embedded_redis(settings_from(monkeypatch, **env))
