@@ -60,7 +60,7 @@ def run_pipeline(
             logs = "\n".join(f"--- {name}\n{tail(p.log_path)}" for name, p in fleet.programs.items())
             raise AssertionError(f"did not converge; load {load_average()}\n{logs}") from None
         verdict = check_against_truth(fleet, truth)
-        print(f"{verdict.summary()}, {reported or 'no disruption'}, load {load_average()}")
+        print(f"{verdict.expected:,} fills: {verdict.summary()}, {reported or 'no disruption'}, load {load_average()}")
         assert verdict.problems == []
         assert verdict.counts["trades"] == (verdict.expected, verdict.expected)
         assert verdict.expected >= target
