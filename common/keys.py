@@ -113,6 +113,12 @@ def logical_name(key: str) -> str:
     return key.removeprefix(PREFIX)
 
 
+def current_stream(recorded: str) -> str:
+    """A stream name as recorded earlier (in a dead letter), under this process's prefix, whatever prefix it had."""
+    logical = next((name for name in LOGICAL_STREAMS if recorded.endswith(name)), None)
+    return PREFIX + logical if logical is not None else recorded
+
+
 def under(prefix: str, key: str) -> str:
     """The same key under another prefix: `under("{pm}:", STREAM_TRADES)` is `{pm}:stream:trades`."""
     return prefix + logical_name(key)

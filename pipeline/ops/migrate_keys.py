@@ -8,7 +8,8 @@ Cluster when both prefixes carry the same hash tag, each key is RENAMEd: a strea
 pending entries and ids. Between two Redis Cluster slots RENAME is refused, so each key is copied with DUMP +
 RESTORE (which carries a stream's groups and pending entries too) and then deleted. The simplest way onto a
 cluster: migrate on the old standalone server, then copy the one slot's keys with your usual tool (or
-`redis-cli --cluster import`). Dead letters keep naming the stream they came from as it was then called.
+`redis-cli --cluster import`). Dead letters keep naming the stream they came from as it was then called;
+`dlq` reads that name under the current prefix.
 """
 
 from __future__ import annotations

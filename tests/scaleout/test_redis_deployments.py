@@ -11,7 +11,10 @@ starts six to eight servers and the fleet of services, ~1-2 minutes apiece on a 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,15 +23,16 @@ import pytest
 import redis
 
 from common import keys
+from common.config import StreamSettings
 from common.errors import CursorMoved, TransientSinkError
 from common.key_prefix import migrate_keys, prefixes_in_use
 from common.lua_scripts import CrossSlotKeys
 from common.redis_client import make_redis, make_sync_redis
-from common.streams import append_with_cursor, read_cursor
+from common.streams import StreamConsumer, append_with_cursor, read_cursor
 from pipeline.harness.chaos import service_env
-from pipeline.harness.fleet import Fleet, load_average, redis_settings_from, tail, wait_converged
+from pipeline.harness.fleet import REPO_ROOT, Fleet, load_average, redis_settings_from, tail, wait_converged
 from pipeline.harness.truth_check import check_against_truth, fetch_truth
-from tests.fixtures.redis_topologies import Cluster, SentinelDeployment, TlsServer
+from tests.fixtures.redis_topologies import ACL_PASSWORD, Cluster, SentinelDeployment, TlsServer
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.timeout(600)]
 
@@ -66,7 +70,24 @@ def run_pipeline(
         assert verdict.expected >= target
         for name, program in fleet.programs.items():
             assert "CrossSlotKeys" not in tail(program.log_path, 10**7), name
+        assert_status_reads_the_pipeline(fleet)
         return reported, verdict.expected
+
+
+def assert_status_reads_the_pipeline(fleet: Fleet) -> None:
+    """`python -m pipeline status` (the dashboard's snapshot) on the same deployment: it finds the streams under
+    the services' prefix, their groups drained, and shows no Redis secret."""
+    env = fleet.programs["clickhouse_writer"].env
+    done = subprocess.run([sys.executable, "-m", "pipeline", "status", "--json", "--sample-s", "0"], cwd=REPO_ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    streams = {stream["name"]: stream for stream in json.loads(done.stdout)["streams"]}
+    trades = streams[keys.under(fleet.key_prefix, keys.STREAM_TRADES)]
+    assert [(group["name"], group["pending"]) for group in trades["groups"]] == [("clickhouse-writer", 0)]
+    for name, value in env.items():
+        if name in ("REDIS_URL", "REDIS_PASSWORD"):
+            assert value not in done.stdout + done.stderr
+            assert ACL_PASSWORD not in done.stdout + done.stderr
 
 
 def trades_stored(fleet: Fleet) -> int:
@@ -141,6 +162,38 @@ async def test_on_a_cluster_migrate_keys_copies_across_slots_keeping_groups_and_
 async def check_key_prefix_under(client, prefix: str) -> None:  # type: ignore[no-untyped-def]
     """Only `prefix` holds pipeline keys now (SCAN over every primary of the cluster)."""
     assert set(await prefixes_in_use(client)) == {prefix}
+
+
+async def test_on_a_cluster_the_consumer_reads_claims_records_failures_and_dead_letters(
+    redis_cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+):
+    """Every StreamConsumer path on a cluster client: the flattened XREADGROUP reply, own pending, XAUTOCLAIM, the
+    MULTI/EXEC of record_failure on one slot, and finish_batch with outputs and a dead letter."""
+    monkeypatch.setattr(keys, "STREAM_DLQ", PREFIX + "stream:dlq")  # this process's prefix is the default one
+    client = make_redis(redis_settings_from(redis_cluster.env(PREFIX)))
+    settings = StreamSettings(block_ms=100, claim_min_idle_ms=1, claim_interval_s=0.01, max_deliveries=5)
+    stream, output = PREFIX + "stream:in", PREFIX + "stream:out"
+    try:
+        for n in range(3):
+            await client.xadd(stream, {"data": f"payload-{n}".encode()})
+        first = StreamConsumer(client, stream=stream, group="g", consumer="a", settings=settings, batch_max=10)
+        await first.ensure_group()
+        batch = await first.read()
+        assert [entry.data for entry in batch] == [b"payload-0", b"payload-1", b"payload-2"]
+        await first.record_failure(batch[:1], "boom")
+        assert await client.hget(first.failures_key, batch[0].id) == b"boom"
+        await asyncio.sleep(0.05)
+        second = StreamConsumer(client, stream=stream, group="g", consumer="b", settings=settings, batch_max=10)
+        claimed = await second.read()
+        assert [entry.id for entry in claimed] == [entry.id for entry in batch]
+        result = await second.finish(ack={claimed[1].id: [b"out-1"], claimed[2].id: [b"out-2"]}, output_stream=output,
+                                     dead=[(claimed[0], "boom")])  # fmt: skip
+        assert result == (2, 2, 1)  # acked, emitted, dead-lettered (and acked)
+        assert [fields[b"data"] for _, fields in await client.xrange(output)] == [b"out-1", b"out-2"]
+        assert await client.xlen(keys.STREAM_DLQ) == 1
+        assert (await client.xpending(stream, "g"))["pending"] == 0
+    finally:
+        await client.aclose()
 
 
 # --- Sentinel --------------------------------------------------------------------------------------------

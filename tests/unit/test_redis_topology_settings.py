@@ -13,6 +13,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from common import keys
 from common.config import RedisSettings, hash_tag, load
 from common.errors import ConfigError
 from common.redis_client import make_redis, make_sync_redis
@@ -162,3 +163,11 @@ def test_with_a_hash_tag_prefix_every_script_call_has_one_slot_and_without_it_no
 def test_the_launcher_never_embeds_a_redis_in_place_of_sentinel_cluster_or_tls(monkeypatch, env, named) -> None:
     with pytest.raises(LaunchError, match=named):
         need_embedded_redis(settings_from(monkeypatch, **env))
+
+
+def test_a_dead_letters_recorded_stream_is_read_under_the_current_prefix() -> None:
+    assert keys.PREFIX == ""  # the default, in this process
+    assert keys.current_stream("{pm}:stream:trades") == keys.STREAM_TRADES
+    assert keys.current_stream("stream:order_events") == keys.STREAM_ORDER_EVENTS
+    assert keys.current_stream("elsewhere") == "elsewhere"
+    assert keys.under("{pm}:", keys.STREAM_TRADES) == "{pm}:stream:trades"
