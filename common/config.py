@@ -8,6 +8,7 @@ whose one-line message names the variable.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -37,7 +38,7 @@ class RedisKeySettings(PipelineSettings):
 
     # Put in front of every pipeline key. Empty keeps the documented names (`stream:trades`); Redis Cluster needs one
     # hash tag for all of them, e.g. `{pm}:`, so every script's keys share a slot (docs/operations.md).
-    key_prefix: str = Field("", pattern=r"^[^\s*?\[\]\\]*$", max_length=64)
+    key_prefix: str = ""  # checked by RedisSettings: importing common.keys must not fail before logging is set up
 
 
 class RedisSettings(RedisKeySettings):
@@ -82,6 +83,11 @@ class RedisSettings(RedisKeySettings):
 
     @model_validator(mode="after")
     def _coherent(self) -> RedisSettings:
+        if re.search(r"[\s*?\[\]\\]", self.key_prefix) or len(self.key_prefix) > 64:
+            raise ValueError(
+                f"REDIS_KEY_PREFIX {self.key_prefix!r}: at most 64 characters, no whitespace, * ? [ ] or \\ "
+                "(a prefix is matched literally in SCAN patterns)"
+            )
         if self.sentinels and self.cluster:
             raise ValueError("REDIS_SENTINELS and REDIS_CLUSTER=true exclude each other: Sentinel or Cluster, not both")
         if bool(self.sentinels) != bool(self.sentinel_master):

@@ -66,7 +66,7 @@ def test_url_sets_address_user_password_db_and_tls(monkeypatch) -> None:
         ({"REDIS_CLUSTER": "true", "REDIS_KEY_PREFIX": "{pm}:", "REDIS_DB": "2"}, "REDIS_DB=2: a Redis Cluster"),
         ({"REDIS_TLS_CA_FILE": "/etc/hostname"}, "REDIS_TLS_CA_FILE is set but TLS is off"),
         ({"REDIS_TLS": "true", "REDIS_TLS_CA_FILE": "/no/such/ca.pem"}, "REDIS_TLS_CA_FILE: no such file"),
-        ({"REDIS_KEY_PREFIX": "pm*"}, "REDIS_KEY_PREFIX: String should match pattern"),
+        ({"REDIS_KEY_PREFIX": "pm*"}, "REDIS_KEY_PREFIX 'pm*': at most 64 characters, no whitespace"),
     ],
 )
 def test_bad_combinations_stop_with_the_settings_named_and_no_secret(monkeypatch, env, message) -> None:
