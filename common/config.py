@@ -8,6 +8,8 @@ whose one-line message names the variable.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -30,16 +32,146 @@ class PipelineSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", env_file=ENV_FILE, extra="ignore", frozen=True)
 
 
-class RedisSettings(PipelineSettings):
+class RedisKeySettings(PipelineSettings):
+    """The one setting `common.keys` needs, read alone so naming a key never depends on the connection settings."""
+
     model_config = SettingsConfigDict(env_prefix="REDIS_")
 
+    # Put in front of every pipeline key. Empty keeps the documented names (`stream:trades`); Redis Cluster needs one
+    # hash tag for all of them, e.g. `{pm}:`, so every script's keys share a slot (docs/operations.md).
+    key_prefix: str = ""  # checked by RedisSettings: importing common.keys must not fail before logging is set up
+
+
+class RedisSettings(RedisKeySettings):
+    """Where Redis is: REDIS_URL, or REDIS_HOST/REDIS_PORT/REDIS_DB/REDIS_USERNAME/REDIS_PASSWORD/REDIS_TLS; with
+    REDIS_SENTINELS + REDIS_SENTINEL_MASTER the primary is asked of Sentinel; REDIS_CLUSTER=true treats the address
+    as any node of a Redis Cluster. `common.redis_client.make_redis` is the one place that turns this into a client."""
+
+    model_config = SettingsConfigDict(env_prefix="REDIS_")
+
+    url: SecretStr | None = None  # redis:// or rediss://[user[:password]@]host[:port][/db]; sets the fields below
     host: str = "localhost"
     port: int = Field(6379, ge=1, le=65535)
     db: int = Field(0, ge=0)
+    username: str | None = None  # an ACL user; none is Redis' `default` user
     password: SecretStr | None = None
+    tls: bool = False
+    tls_ca_file: str | None = None  # none: the system's trusted CAs
+    tls_verify: bool = True  # the server's certificate and host name; off only for a test server
+    tls_cert_file: str | None = None  # a client certificate, for servers that require one (mutual TLS)
+    tls_key_file: str | None = None
+    sentinels: str | None = None  # host:port,host:port,... of the Sentinels that know the primary
+    sentinel_master: str | None = None  # the name the Sentinels monitor the primary under
+    sentinel_password: SecretStr | None = None  # when the Sentinels themselves require one (their `requirepass`)
+    cluster: bool = False
     socket_timeout_s: float = Field(30.0, gt=0)
     # Started by `python -m pipeline run` when nothing answers at host:port.
     data_dir: str = "data/redis"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_url(cls, data: Any) -> Any:
+        """Fill the address fields from REDIS_URL; setting one of them as well is ambiguous, so refused."""
+        if not isinstance(data, dict) or not data.get("url"):
+            return data
+        url = data["url"].get_secret_value() if isinstance(data["url"], SecretStr) else str(data["url"])
+        given = sorted(name for name in URL_FIELDS if data.get(name) not in (None, ""))
+        if given:
+            raise ValueError(
+                f"REDIS_URL and {', '.join(env_name(cls, name) for name in given)} both say where Redis is: set one"
+            )
+        return data | parse_redis_url(url)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> RedisSettings:
+        if re.search(r"[\s*?\[\]\\]", self.key_prefix) or len(self.key_prefix) > 64:
+            raise ValueError(
+                f"REDIS_KEY_PREFIX {self.key_prefix!r}: at most 64 characters, no whitespace, * ? [ ] or \\ "
+                "(a prefix is matched literally in SCAN patterns)"
+            )
+        if self.sentinels and self.cluster:
+            raise ValueError("REDIS_SENTINELS and REDIS_CLUSTER=true exclude each other: Sentinel or Cluster, not both")
+        if bool(self.sentinels) != bool(self.sentinel_master):
+            raise ValueError("REDIS_SENTINELS and REDIS_SENTINEL_MASTER go together: set both or neither")
+        if self.sentinels:
+            sentinel_addresses(self.sentinels)  # raises naming REDIS_SENTINELS
+        if self.cluster and self.db != 0:
+            raise ValueError(f"REDIS_DB={self.db}: a Redis Cluster has database 0 only")
+        if self.cluster and not hash_tag(self.key_prefix):
+            raise ValueError(
+                f"REDIS_CLUSTER=true needs REDIS_KEY_PREFIX with a hash tag (e.g. '{{pm}}:'; got {self.key_prefix!r})"
+                ", so that every script's keys share one slot"
+            )
+        for name in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+            path = getattr(self, name)
+            if path and not self.tls:
+                raise ValueError(f"{env_name(type(self), name)} is set but TLS is off (REDIS_TLS, or a rediss:// URL)")
+            if path and not Path(path).is_file():
+                raise ValueError(f"{env_name(type(self), name)}: no such file: {path}")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE go together: set both or neither")
+        return self
+
+    @property
+    def topology(self) -> Literal["standalone", "sentinel", "cluster"]:
+        return "sentinel" if self.sentinels else "cluster" if self.cluster else "standalone"
+
+    def describe(self) -> str:
+        """Where Redis is, for logs and the dashboard: no password, ever."""
+        scheme = "rediss" if self.tls else "redis"
+        user = f"{self.username}@" if self.username else ""
+        if self.sentinels:
+            return f"sentinel {self.sentinel_master} via {self.sentinels} ({scheme}, {user}db {self.db})"
+        where = f"{scheme}://{user}{self.host}:{self.port}/{self.db}"
+        return f"cluster via {where}" if self.cluster else where
+
+
+# The fields REDIS_URL sets.
+URL_FIELDS = ("host", "port", "db", "username", "password", "tls")
+
+
+def parse_redis_url(url: str) -> dict[str, Any]:
+    """`redis://` or `rediss://[user[:password]@]host[:port][/db]` as settings fields; percent-escapes decoded."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ValueError("REDIS_URL must look like redis://[user:password@]host[:port][/db] or rediss://... "
+                         f"(scheme {parts.scheme or 'missing'!r})")  # fmt: skip
+    path = parts.path.strip("/")
+    if path and not path.isdigit():
+        raise ValueError(f"REDIS_URL: the path must be a database number, got /{path}")
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        raise ValueError("REDIS_URL: the port must be a number from 1 to 65535") from None
+    fields: dict[str, Any] = {
+        "host": parts.hostname,
+        "port": port,
+        "db": int(path or 0),
+        "tls": parts.scheme == "rediss",
+    }
+    if parts.username:
+        fields["username"] = unquote(parts.username)
+    if parts.password:
+        fields["password"] = SecretStr(unquote(parts.password))
+    return fields
+
+
+def sentinel_addresses(sentinels: str) -> list[tuple[str, int]]:
+    """`host:port,host:port` as pairs; a malformed item raises naming REDIS_SENTINELS."""
+    addresses = []
+    for item in (part.strip() for part in sentinels.split(",")):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"REDIS_SENTINELS: {item!r} is not host:port (expected host:port,host:port,...)")
+        addresses.append((host.strip("[]"), int(port)))
+    return addresses
+
+
+def hash_tag(prefix: str) -> str | None:
+    """The hash tag Redis Cluster would hash a key starting with `prefix` by: the text in its first {...}, if any."""
+    start = prefix.find("{")
+    end = prefix.find("}", start + 1)
+    return prefix[start + 1 : end] or None if start != -1 and end != -1 else None
 
 
 class ClickHouseSettings(PipelineSettings):
@@ -224,6 +356,9 @@ def describe_validation_error(model: type[PipelineSettings], exc: ValidationErro
         field_name = str(error["loc"][0]) if error["loc"] else ""
         field = model.model_fields.get(field_name)
         is_secret = field is not None and "SecretStr" in repr(field.annotation)
-        shown = "" if is_secret or "input" not in error else f" (got {error['input']!r})"
-        problems.append(f"{env_name(model, field_name)}: {error['msg']}{shown}")
+        # a check across settings (a model validator) has no field and its input is every setting, secrets
+        # included: its message names the settings itself and shows no input
+        shown = "" if is_secret or not field_name or "input" not in error else f" (got {error['input']!r})"
+        named = f"{env_name(model, field_name)}: " if field_name else ""
+        problems.append(f"{named}{error['msg'].removeprefix('Value error, ')}{shown}")
     return "invalid configuration: " + "; ".join(problems)

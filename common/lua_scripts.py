@@ -15,6 +15,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
+from redis.crc import key_slot
+
+from common.errors import ConfigError
+from common.redis_client import is_cluster
 
 _LUA_DIR = Path(__file__).with_name("lua")
 _PRELUDE = (_LUA_DIR / "prelude.lua").read_text()
@@ -26,12 +30,31 @@ _SHAS = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in _SC
 
 
 async def run_script(redis: aioredis.Redis, name: str, keys_: Sequence[str], args: Sequence[Any]) -> Any:
-    """EVALSHA, loading the script on first use (or after a Redis restart without it)."""
+    """EVALSHA, loading the script on first use (or after a Redis restart or failover without it: scripts are not
+    replicated, a promoted replica has none). Every key a script touches comes in `keys_`; on Redis Cluster they
+    must share one slot, checked here, the one place every script is called, before anything is sent."""
+    if is_cluster(redis):
+        check_one_slot(name, keys_)
     try:
         return await redis.evalsha(_SHAS[name], len(keys_), *keys_, *args)
     except redis_errors.NoScriptError:
         await redis.script_load(_SCRIPTS[name])
         return await redis.evalsha(_SHAS[name], len(keys_), *keys_, *args)
+
+
+class CrossSlotKeys(ConfigError):
+    """A script's keys hash to several Redis Cluster slots: REDIS_KEY_PREFIX lacks a hash tag, or a key escaped it."""
+
+
+def check_one_slot(name: str, keys_: Sequence[str]) -> int:
+    """The one slot of `keys_`; raises CrossSlotKeys naming the script, the keys and the setting otherwise."""
+    slots = {key_slot(key.encode()) for key in keys_}
+    if len(slots) != 1:
+        raise CrossSlotKeys(
+            f"script {name}: keys {', '.join(keys_)} hash to {len(slots)} Redis Cluster slots; set REDIS_KEY_PREFIX "
+            "to a hash tag such as '{pm}:' (and move the keys: python -m pipeline migrate-keys)"
+        )
+    return slots.pop()
 
 
 def join_lines(items: Iterable[bytes | str]) -> bytes:

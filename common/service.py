@@ -27,6 +27,7 @@ from common import keys
 from common.backoff import Backoff, sleep_unless_stopped
 from common.config import LogSettings, RedisSettings, ServiceSettings, load
 from common.errors import ConfigError, CursorMoved, PermanentSourceError, SourceError, TransientSinkError
+from common.key_prefix import check_key_prefix
 from common.log import configure_logging
 from common.payloads import Heartbeat, encode_heartbeat
 from common.redis_client import make_redis, map_redis_errors
@@ -152,11 +153,23 @@ async def run_worker(
     """
     redis = make_redis(redis_settings)
     service = Service(name, redis, load(ServiceSettings), stop=stop)
+    log.info("redis", at=redis_settings.describe(), key_prefix=keys.PREFIX)  # describe() shows no password
     try:
+        await refuse_stranded_keys(redis)
         await run_service(service, body)
     finally:
         await redis.aclose()
     return service
+
+
+async def refuse_stranded_keys(redis: aioredis.Redis) -> None:
+    """ConfigError when the pipeline's keys live under another REDIS_KEY_PREFIX; unchecked (said so) when Redis
+    cannot answer yet: the service then waits for it as for any outage."""
+    try:
+        async with map_redis_errors("check the key prefix"):
+            await check_key_prefix(redis)
+    except TransientSinkError as exc:
+        log.warning("key prefix not checked: redis unreachable", error=str(exc))
 
 
 # On stop, a step in progress gets this long to finish its page; then it is cancelled (see _step_or_stop).

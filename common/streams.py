@@ -37,7 +37,7 @@ from common.config import StreamSettings
 from common.errors import CursorMoved, TransientSinkError
 from common.lua_scripts import join_lines, run_script
 from common.payloads import encode_dead_letter
-from common.redis_client import map_redis_errors
+from common.redis_client import is_cluster, map_redis_errors
 
 log = structlog.get_logger()
 
@@ -121,6 +121,14 @@ def _data_field(fields: list[bytes] | None) -> bytes | None:
     return dict(zip(fields[::2], fields[1::2], strict=True)).get(b"data")
 
 
+def _unparsed(entries: list[Any]) -> list[Any]:
+    """redis-py's parsed XREADGROUP entries, (id, {field: value}) (in one more list under RESP3), as the raw
+    [id, [field, value, ...]] pairs the consumer reads."""
+    if len(entries) == 1 and isinstance(entries[0], list) and (not entries[0] or isinstance(entries[0][0], tuple)):
+        entries = entries[0]
+    return [(entry_id, list(chain.from_iterable(fields.items())) if fields else None) for entry_id, fields in entries]
+
+
 class StreamConsumer:
     """One consumer (stable name) of one group on one stream."""
 
@@ -142,9 +150,12 @@ class StreamConsumer:
         self.batch_max = batch_max
         self.failures_key = keys.failures_key(stream, group)
         # The same connections, without redis-py's per-entry dict building for XREADGROUP replies: at tens of
-        # thousands of entries a second that parsing was a large share of a consumer's time.
-        self._raw = aioredis.Redis(connection_pool=redis.connection_pool)
-        self._raw.response_callbacks.pop("XREADGROUP", None)
+        # thousands of entries a second that parsing was a large share of a consumer's time. A cluster client has
+        # no one pool to share (its nodes share one reply-parsing table): there the parsed reply is flattened back.
+        self._parsed_reads = is_cluster(redis)
+        self._raw = redis if self._parsed_reads else aioredis.Redis(connection_pool=redis.connection_pool)
+        if not self._parsed_reads:
+            self._raw.response_callbacks.pop("XREADGROUP", None)
         self._pending_start: str | None = "0"  # None once our own pending list has been re-read
         self._isolate = False  # after a failed batch, re-read pending one entry at a time to isolate poison
         self.read_alone = False  # the batch read() returned last is one entry to handle with nothing else in hand
@@ -199,7 +210,10 @@ class StreamConsumer:
         if not reply:
             return []
         # RESP3 (redis-py's default) replies with a map {stream: entries}, RESP2 with [[stream, entries]]
-        return next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
+        entries = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
+        if self._parsed_reads:
+            return _unparsed(entries)
+        return entries
 
     async def _xreadgroup(self, start: str, count: int) -> list[tuple[str, bytes | None]]:
         entries = await self._xreadgroup_raw(start, count)

@@ -75,7 +75,8 @@ class DashboardConfig:
 
 def load_config() -> DashboardConfig:
     dashboard, redis, clickhouse = load(DashboardSettings), load(RedisSettings), load(ClickHouseSettings)
-    hidden = [s.get_secret_value() for s in (dashboard.password, redis.password, clickhouse.password) if s]
+    secrets = (dashboard.password, redis.password, redis.url, redis.sentinel_password, clickhouse.password)
+    hidden = [s.get_secret_value() for s in secrets if s]
     hidden.append(load(SourceSettings).polygon_rpc_url.get_secret_value())
     return DashboardConfig(dashboard, redis, clickhouse, load(ServiceSettings), tuple(hidden))
 

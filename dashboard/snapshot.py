@@ -144,7 +144,7 @@ async def read_streams(redis: aioredis.Redis) -> list[StreamStatus]:
 
 
 async def read_services(redis: aioredis.Redis, *, now: float, dead_after_s: float) -> list[ServiceStatus]:
-    found = [key.removeprefix("service:") for key in await _scan(redis, keys.service_key("*"))]
+    found = [key.removeprefix(keys.service_key("")) for key in await _scan(redis, keys.service_key("*"))]
     names = [name for name in KNOWN_SERVICES if not any(is_instance_of(f, name) for f in found)] + found
     async with redis.pipeline(transaction=False) as pipe:
         for name in names:
@@ -154,7 +154,7 @@ async def read_services(redis: aioredis.Redis, *, now: float, dead_after_s: floa
 
 
 async def read_cursors(redis: aioredis.Redis, *, now: float) -> list[CursorStatus]:
-    names = await _scan(redis, "state:*")
+    names = await _scan(redis, keys.PREFIX + "state:*")
     values = await redis.mget(names) if names else []
     return [cursor_status(k, _text(v), now=now) for k, v in zip(names, values, strict=True) if v is not None]
 

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "migrate": ("pipeline.ops.migrate", "create the ClickHouse database where absent and apply the migrations"),
     "status": ("pipeline.ops.status", "the dashboard's view in the terminal: streams, groups, services, tables"),
     "reset": ("pipeline.ops.reset", "delete streams and state (and optionally ClickHouse rows); asks first"),
+    "migrate-keys": ("pipeline.ops.migrate_keys", "move the Redis keys to REDIS_KEY_PREFIX from another prefix"),
     "dlq": ("pipeline.ops.dlq", "dead letters: list, retry (re-deliver) or purge"),
     "replay": ("pipeline.ops.replay", "re-derive missing trades for a time range from order_filled_events"),
     "verify": ("pipeline.ops.verify", "reconcile trades against a source for a range; exit 1 on a gap"),

@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.redis_server",
     "tests.fixtures.clickhouse_server",
     "tests.fixtures.simulator",
+    "tests.fixtures.redis_topologies",
 ]

@@ -14,11 +14,10 @@ import sys
 from pathlib import Path
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from common.config import RedisSettings, load
 from common.errors import ConfigError
+from common.redis_client import make_sync_redis
 
 MISSING_BINARY = (
     "redis-server not found: install it (Debian/Ubuntu `apt-get install redis-server`, macOS `brew install redis`), "
@@ -53,10 +52,12 @@ SERVER_SETTINGS = {
 }
 
 
-def write_config(data_dir: Path, *, bind: str, port: int, password: str | None) -> Path:
+def write_config(data_dir: Path, *, bind: str, port: int, password: str | None, username: str | None = None) -> Path:
     data_dir.mkdir(parents=True, exist_ok=True)
     lines = [f"bind {bind}", f"port {port}", f"dir {data_dir.resolve()}", "daemonize no"]
     lines += [f"{name} {value}" for name, value in SERVER_SETTINGS.items()]
+    if username:  # REDIS_USERNAME: that ACL user, with every right; the default user then needs the password too
+        lines.append(f"user {username} on {'>' + password if password else 'nopass'} ~* &* +@all")
     if password:
         lines.append(f"requirepass {password}")
     path = data_dir / "redis.conf"
@@ -67,21 +68,17 @@ def write_config(data_dir: Path, *, bind: str, port: int, password: str | None) 
 
 
 def probe_client(settings: RedisSettings, timeout_s: float = 1.0) -> redis.Redis:
-    """A client for one quick question: short timeouts, no retries (a silent port costs one timeout, not fifteen)."""
-    return redis.Redis(
-        host=settings.host,
-        port=settings.port,
-        db=settings.db,
-        password=settings.password.get_secret_value() if settings.password else None,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 0),  # one try, not redis-py's default retries with backoff
-    )
+    """A client for one quick question (the factory's, so URL, TLS, ACL user, Sentinel and Cluster apply): short
+    timeouts, no retries (a silent port costs one timeout, not fifteen)."""
+    return make_sync_redis(settings, timeout_s=timeout_s, retry=False)
 
 
 def is_reachable(settings: RedisSettings) -> bool:
-    """PING answered within a second."""
-    client = probe_client(settings)
+    """PING answered within a second (through Sentinel: by the primary it names; on a cluster: by a node)."""
+    try:
+        client = probe_client(settings)
+    except (redis.RedisError, redis.exceptions.RedisClusterException):  # a cluster client asks for the slot map
+        return False
     try:
         return bool(client.ping())
     except redis.RedisError:
@@ -103,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"embedded-redis: {exc}", file=sys.stderr)
         return 2
     password = settings.password.get_secret_value() if settings.password else None
-    config = write_config(Path(args.data_dir), bind=args.bind, port=args.port, password=password)
+    config = write_config(
+        Path(args.data_dir), bind=args.bind, port=args.port, password=password, username=settings.username
+    )
     print(f"embedded-redis: {binary} on {args.bind}:{args.port}, AOF under {args.data_dir}", flush=True)
     # Replace this process so supervisord's signals reach redis-server itself.
     os.execv(binary, [binary, str(config)])

@@ -136,7 +136,7 @@ def run_chaos(
         verdict = check_against_truth(fleet, truth)
         client = fleet.redis()
         try:
-            appended = entries_added(client, keys.STREAM_ORDER_EVENTS)
+            appended = entries_added(client, keys.under(fleet.key_prefix, keys.STREAM_ORDER_EVENTS))
         finally:
             client.close()
     seconds = time.monotonic() - started

@@ -29,6 +29,7 @@ import redis
 
 from common import keys
 from common.config import RedisSettings
+from common.redis_client import make_sync_redis
 from pipeline.embedded.redis_server import is_reachable
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -150,6 +151,8 @@ class Fleet:
     redis_port: int = field(default_factory=free_port)
     clickhouse_port: int = field(default_factory=free_port)
     simulator_port: int = field(default_factory=free_port)
+    # REDIS_* settings of a Redis started elsewhere (a Sentinel or Cluster deployment, TLS): no embedded one then
+    redis_env: dict[str, str] | None = None
     programs: dict[str, Program] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -162,8 +165,9 @@ class Fleet:
         sim_argv = [*py, "pipeline", "simulator", "--port", str(self.simulator_port), "--log-level", "warning"]
         self._add("simulator", sim_argv + self.simulator_args, base, self.simulator_ready)
         redis_dir = ["--data-dir", str(data / "redis")]
-        self._add("redis", [*py, "pipeline", "embedded-redis", "--port", str(self.redis_port), *redis_dir], base,
-                  self.redis_ready)  # fmt: skip
+        if self.redis_env is None:
+            self._add("redis", [*py, "pipeline", "embedded-redis", "--port", str(self.redis_port), *redis_dir], base,
+                      self.redis_ready)  # fmt: skip
         ch_argv = [*py, "pipeline", "embedded-clickhouse", "--host", "127.0.0.1", "--port", str(self.clickhouse_port)]
         self._add("clickhouse", [*ch_argv, "--data-dir", str(data / "clickhouse")], base, self.clickhouse_ready)
         env = base | SERVICE_DEFAULTS | self.endpoints() | self.service_env
@@ -184,9 +188,9 @@ class Fleet:
         return f"http://127.0.0.1:{self.clickhouse_port}"
 
     def endpoints(self) -> dict[str, str]:
+        redis_env = self.redis_env or {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(self.redis_port)}
         return {
-            "REDIS_HOST": "127.0.0.1",
-            "REDIS_PORT": str(self.redis_port),
+            **redis_env,
             "REDIS_SOCKET_TIMEOUT_S": "10",
             "CLICKHOUSE_HOST": "127.0.0.1",
             "CLICKHOUSE_PORT": str(self.clickhouse_port),
@@ -195,8 +199,18 @@ class Fleet:
             "POLYGON_RPC_URL": f"{self.simulator_url}/rpc",
         }
 
+    def redis_settings(self) -> RedisSettings:
+        if self.redis_env is None:  # every field given: the fleet's own passwordless Redis, whatever REDIS_* is set
+            return RedisSettings(host="127.0.0.1", port=self.redis_port, db=0, password=None)
+        return redis_settings_from(self.redis_env)
+
+    @property
+    def key_prefix(self) -> str:
+        """The services' REDIS_KEY_PREFIX, which may differ from this process's `keys.PREFIX`."""
+        return self.service_env.get("REDIS_KEY_PREFIX", (self.redis_env or {}).get("REDIS_KEY_PREFIX", keys.PREFIX))
+
     def redis(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.redis_port, socket_timeout=10, socket_connect_timeout=2)
+        return make_sync_redis(self.redis_settings(), timeout_s=10)
 
     # ---- readiness
 
@@ -207,8 +221,7 @@ class Fleet:
         return _http_ok(f"{self.clickhouse_url}/ping")
 
     def redis_ready(self) -> bool:
-        # Every field given: the fleet's own passwordless Redis, whatever REDIS_* the environment holds.
-        return is_reachable(RedisSettings(host="127.0.0.1", port=self.redis_port, db=0, password=None))
+        return is_reachable(self.redis_settings())
 
     # ---- lifecycle
 
@@ -236,10 +249,14 @@ class Fleet:
                 raise RuntimeError(f"{name} not ready after {deadline_s:.0f} s: {tail(program.log_path)}")
             time.sleep(0.05)
 
+    @property
+    def servers(self) -> list[str]:
+        return [name for name in SERVERS if name in self.programs]
+
     def start_servers(self) -> None:
-        for name in SERVERS:
+        for name in self.servers:
             self.start(name, wait=False)
-        for name in SERVERS:
+        for name in self.servers:
             self.wait_ready(name)
 
     def start_services(self, names: tuple[str, ...] = tuple(SERVICE_MODULES)) -> None:
@@ -263,7 +280,7 @@ class Fleet:
 
     def stop_all(self) -> None:
         """SIGTERM every running program (services first, servers last), then SIGKILL what outlives the deadline."""
-        order = [*SERVICE_MODULES, *reversed(SERVERS)]
+        order = [*SERVICE_MODULES, *reversed(self.servers)]
         for group in (order[: len(SERVICE_MODULES)], order[len(SERVICE_MODULES) :]):
             running = [self.programs[n].process for n in group if self.programs[n].running]
             for process in running:
@@ -312,6 +329,11 @@ class Fleet:
         return response.text
 
 
+def redis_settings_from(env: dict[str, str]) -> RedisSettings:
+    """RedisSettings from REDIS_* variables given as a dict (what the fleet hands its services)."""
+    return RedisSettings(**{name.removeprefix("REDIS_").lower(): value for name, value in env.items()})
+
+
 def _http_ok(url: str) -> bool:
     try:
         return httpx.get(url, timeout=1.0).status_code == 200
@@ -331,14 +353,15 @@ def tail(path: Path, chars: int = 1500) -> str:
 # ---- drain detection
 
 
-def groups_drained(client: redis.Redis) -> tuple[bool, str]:
+def groups_drained(client: redis.Redis, prefix: str = keys.PREFIX) -> tuple[bool, str]:
     """Every group of every stream has been given every entry and acked it; else what is still open.
 
     "Given every entry" is `last-delivered-id` == the stream's `last-generated-id`, not XINFO's `lag`: after
     Redis is SIGKILLed and reloads its AOF, a group's `entries-read` can stay behind `entries-added` for good
     (seen with Redis 7.0.15: length 0, last-delivered-id == last-generated-id, pending 0, yet lag 8).
     """
-    for stream, groups in keys.STREAM_GROUPS.items():
+    for logical, groups in keys.STREAM_GROUPS.items():
+        stream = keys.under(prefix, logical)
         if not client.exists(stream):
             continue
         last_id = _stream_id(client.xinfo_stream(stream)["last-generated-id"])
@@ -387,8 +410,8 @@ def wait_converged(fleet: Fleet, expected: int, timeout_s: float, tick: Callable
         try:
             client = fleet.redis()
             try:
-                added = entries_added(client, keys.STREAM_ORDER_EVENTS)
-                drained, state = groups_drained(client)
+                added = entries_added(client, keys.under(fleet.key_prefix, keys.STREAM_ORDER_EVENTS))
+                drained, state = groups_drained(client, fleet.key_prefix)
             finally:
                 client.close()
         except redis.RedisError as exc:

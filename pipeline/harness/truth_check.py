@@ -70,7 +70,7 @@ def check_against_truth(fleet: Fleet, truth: dict[str, Any] | None = None) -> Ve
     empty_market_tokens = fleet.ch("SELECT DISTINCT token_id FROM trades WHERE market_id = ''").split()
     client = fleet.redis()
     try:
-        dlq = int(client.xlen(keys.STREAM_DLQ))
+        dlq = int(client.xlen(keys.under(fleet.key_prefix, keys.STREAM_DLQ)))
     finally:
         client.close()
     verdict = Verdict(

@@ -52,7 +52,8 @@ class Plan:
         """What the operator needs to know, one line each; no secret (the RPC URL may hold a key: not shown)."""
         redis, ch = self.redis, self.clickhouse
         lines = [
-            f"Redis {'embedded' if self.embedded_redis else 'configured'} at {redis.host}:{redis.port}"
+            f"Redis {'embedded' if self.embedded_redis else 'configured'} at "
+            + (f"{redis.host}:{redis.port}" if self.embedded_redis else redis.describe())
             + (f" (AOF under {redis.data_dir})" if self.embedded_redis else ""),
             f"ClickHouse {'embedded (chDB)' if self.embedded_clickhouse else 'configured'} at {ch.host}:{ch.port}"
             + (f" (data under {ch.data_dir})" if self.embedded_clickhouse else ""),
@@ -113,8 +114,17 @@ def must_start_here(what: str, prefix: str, host: str, port: int, *, answers: bo
 def need_embedded_redis(settings: RedisSettings) -> bool:
     # A wrong REDIS_PASSWORD looks like a foreign server on the port: PING is refused.
     probe = "Redis PING (or REDIS_PASSWORD is wrong)"
+    if settings.topology != "standalone":
+        # An embedded standalone server is no stand-in for a Sentinel or Cluster deployment: wait for it instead.
+        if not is_reachable(settings):
+            raise LaunchError(f"Redis ({settings.describe()}) does not answer {probe}: start it, or unset "
+                              + ("REDIS_SENTINELS" if settings.sentinels else "REDIS_CLUSTER"))  # fmt: skip
+        return False
     if not must_start_here("Redis", "REDIS", settings.host, settings.port, answers=is_reachable(settings), probe=probe):
         return False
+    if settings.tls:
+        raise LaunchError(f"Redis at {settings.describe()} does not answer over TLS, and the embedded Redis has no "
+                          "TLS: start that server, or unset REDIS_TLS (a rediss:// REDIS_URL sets it)")  # fmt: skip
     find_redis_server()  # ConfigError saying how to install it
     return True
 

@@ -42,8 +42,14 @@ class DlqEntry(NamedTuple):
 
 
 async def read_dlq(redis: aioredis.Redis) -> list[DlqEntry]:
-    entries = await redis.xrange(keys.STREAM_DLQ)
-    return [DlqEntry(dlq_id.decode(), decode_dead_letter(fields.get(b"data"))) for dlq_id, fields in entries]
+    """Every dead letter, its stream named as now (a letter written before a REDIS_KEY_PREFIX change names the
+    stream under the old prefix)."""
+    entries = []
+    for dlq_id, fields in await redis.xrange(keys.STREAM_DLQ):
+        letter = decode_dead_letter(fields.get(b"data"))
+        stream = keys.current_stream(letter.stream)
+        entries.append(DlqEntry(dlq_id.decode(), msgspec.structs.replace(letter, stream=stream)))
+    return entries
 
 
 def select(entries: list[DlqEntry], args: argparse.Namespace) -> list[DlqEntry]:

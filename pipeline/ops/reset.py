@@ -4,7 +4,7 @@ Deletes from Redis (listed, with counts, before anything is deleted):
   the streams `stream:markets`, `stream:events`, `stream:order_events`, `stream:trades`, `stream:dlq` (their
   consumer groups go with them), and every key matching `state:*` (cursors, backfill ranges), `markets:*` (token
   map, token lookups, content hashes), `events:*`, `failures:*`, `service:*` (heartbeats and counters) and
-  `lock:*` (the writers' insert locks).
+  `lock:*` (the writers' insert locks), each name under REDIS_KEY_PREFIX when one is set.
 With `--truncate-clickhouse`, also empties the tables `markets`, `events`, `order_filled_events` and `trades`
 (the schema and its migrations stay). Asks for confirmation unless `--yes`; refuses while a service heartbeats
 (stop them first) unless `--force`, because a running service would write its in-memory state straight back.
@@ -26,7 +26,8 @@ from common.redis_client import make_redis, map_redis_errors
 from dashboard.snapshot import TABLES, read_services
 from pipeline.ops.common import chunks, confirm, console, fail, make_parser, run_command, settings
 
-PATTERNS = ("state:*", "markets:*", "events:*", "failures:*", "service:*", "lock:*")
+# Streams are listed by name; the rest by pattern, under this process's REDIS_KEY_PREFIX.
+PATTERNS = tuple(keys.PREFIX + pattern for pattern in keys.LOGICAL_PATTERNS if pattern != "stream:*")
 
 
 async def keys_to_delete(redis: aioredis.Redis) -> dict[str, list[str]]:

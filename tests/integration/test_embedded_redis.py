@@ -15,10 +15,12 @@ import redis
 from tests.fixtures.redis_server import free_port
 
 
-def start(port: int, data_dir, password: str | None = None) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "REDIS_PASSWORD": password or ""}
+def start(port: int, data_dir, password: str | None = None, username: str | None = None) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "REDIS_PASSWORD": password or "", "REDIS_USERNAME": username or ""}
     if password is None:
         env.pop("REDIS_PASSWORD")
+    if username is None:
+        env.pop("REDIS_USERNAME")
     return subprocess.Popen(
         [sys.executable, "-m", "pipeline", "embedded-redis", "--port", str(port), "--data-dir", str(data_dir)],
         env=env,
@@ -70,6 +72,18 @@ def test_embedded_redis_password_is_required_and_not_on_the_command_line(tmp_pat
         cmdline = Path(f"/proc/{process.pid}/cmdline").read_bytes().decode()
         assert "s3cret-pw" not in cmdline
         assert oct((tmp_path / "redis" / "redis.conf").stat().st_mode & 0o777) == "0o600"
+    finally:
+        process.kill()
+        process.wait(10)
+
+
+def test_embedded_redis_creates_the_acl_user_the_services_log_in_as(tmp_path) -> None:
+    port = free_port()
+    process = start(port, tmp_path / "redis", password="s3cret-pw", username="pipeline")
+    try:
+        wait_ping(redis.Redis(port=port, username="pipeline", password="s3cret-pw"))
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port, username="pipeline", password="wrong").ping()
     finally:
         process.kill()
         process.wait(10)

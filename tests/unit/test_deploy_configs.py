@@ -17,6 +17,7 @@ import yaml
 from supervisor.datatypes import RestartUnconditionally
 from supervisor.options import ServerOptions
 
+from common.config import RedisSettings, load
 from pipeline.embedded.redis_server import SERVER_SETTINGS
 from pipeline.harness.fleet import SERVICE_MODULES
 
@@ -152,3 +153,32 @@ def test_image_runs_as_a_user_and_bakes_in_no_secret() -> None:
     assert not any(word in settings for word in ("PASSWORD", "SECRET", "KEY", "RPC_URL"))
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".env", ".venv", "data", "logs", ".git"} <= set(ignored)
+
+
+def test_compose_sentinel_variant_fails_over_to_a_durable_replica_and_points_every_service_at_the_sentinels(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    variant = yaml.safe_load((ROOT / "docker-compose.sentinel.yml").read_text())
+    services = variant["services"]
+    durable = {f"--{name}": value.strip('"') for name, value in SERVER_SETTINGS.items()}
+    for name in ("redis", "redis-replica"):
+        options = services[name]["command"][1 : -3 if name == "redis-replica" else None]  # --replicaof host port
+        given = dict(zip(options[::2], options[1::2], strict=True))
+        assert given.items() >= durable.items()  # a promoted replica is as durable as the primary was
+        assert (given["--min-replicas-to-write"], given["--min-replicas-max-lag"]) == ("1", "10")
+    assert services["redis-replica"]["command"][-3:] == ["--replicaof", "redis", "6379"]
+    sentinels = sorted(name for name in services if name.startswith("redis-sentinel-"))
+    assert len(sentinels) == 3
+    for name in sentinels:
+        script = services[name]["command"][0]
+        assert "'sentinel monitor pm redis 6379 2'" in script and "--sentinel" in script
+    addresses = variant["x-sentinel-env"]["REDIS_SENTINELS"]
+    assert addresses == ",".join(f"{name}:26379" for name in sentinels)
+    assert set(compose()["services"]) - {"redis", "clickhouse"} == {
+        name for name, service in services.items() if service.get("environment") == variant["x-sentinel-env"]
+    }
+    for name, value in variant["x-sentinel-env"].items():
+        monkeypatch.setenv(name, value)
+    settings = load(RedisSettings)  # what each service then reads, with the base file's REDIS_HOST beside it
+    assert (settings.topology, settings.sentinel_master) == ("sentinel", "pm")
+    assert set(variant["volumes"]) == {"redis-replica-data"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from redis._parsers.base import BaseParser
+from redis.exceptions import RedisClusterException, SlotNotCoveredError
 
 from common.errors import SinkCommandError, SinkError, TransientSinkError
 from common.redis_client import map_redis_errors
@@ -17,6 +18,7 @@ NOT_NOW = [
     "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
     "TRYAGAIN Multiple keys request during rehashing of slot",
     "CLUSTERDOWN The cluster is down",
+    "NOREPLICAS Not enough good replicas to write.",
     "ERR max number of clients reached",
 ]
 BUGS = [
@@ -46,3 +48,18 @@ async def test_socket_errors_and_timeouts_become_transient() -> None:
         with pytest.raises(TransientSinkError):
             async with map_redis_errors("read"):
                 raise error
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (RedisClusterException("Redis Cluster cannot be connected. Please provide at least one reachable node"),
+         TransientSinkError),
+        (SlotNotCoveredError("Slot 13650 is not covered by the cluster"), TransientSinkError),
+        (RedisClusterException("EVALSHA - all keys must map to the same key slot"), SinkCommandError),
+    ],
+)  # fmt: skip
+async def test_a_cluster_clients_own_errors_are_mapped_too(error: Exception, expected: type[SinkError]) -> None:
+    with pytest.raises(expected):
+        async with map_redis_errors("append"):
+            raise error
