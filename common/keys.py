@@ -61,7 +61,7 @@ EVENTS_CONTENT_HASH = PREFIX + "events:content_hash"
 # `Upgraded` logs of the exchanges' proxies (ExchangeV3), field `<block>-<log index>`, value a JSON
 # `ExchangeUpgrade`; written by the chain ingester (HSETNX: a range read again keeps an acknowledgement), marked
 # acknowledged by `python -m pipeline ack-upgrade`. The chain ingester is degraded while one is unacknowledged.
-EXCHANGE_UPGRADES = "chain:exchange_upgrades"
+EXCHANGE_UPGRADES = PREFIX + "chain:exchange_upgrades"
 # Gauge of the chain ingester: how many of them are not acknowledged yet.
 GAUGE_UNACKNOWLEDGED_UPGRADES = "exchange_upgrades_unacknowledged"
 
@@ -109,9 +109,10 @@ def insert_lock_key(table: str) -> str:
 
 
 # What the pipeline keeps in Redis, by its names without the prefix: the streams, the cursors (`state:`), the
-# markets' and events' hashes, the failures hashes, the heartbeats and the insert locks. A key of the same Redis
-# outside these patterns is not the pipeline's (reset, migrate-keys and the prefix check leave it alone).
-LOGICAL_PATTERNS = ("stream:*", "state:*", "markets:*", "events:*", "failures:*", "service:*", "lock:*")
+# markets' and events' hashes, the exchanges' upgrades, the failures hashes, the heartbeats and the insert locks.
+# A key of the same Redis outside these patterns is not the pipeline's (reset, migrate-keys and the prefix check
+# leave it alone).
+LOGICAL_PATTERNS = ("stream:*", "state:*", "markets:*", "events:*", "chain:*", "failures:*", "service:*", "lock:*")
 LOGICAL_STREAMS = tuple(stream.removeprefix(PREFIX) for stream in ALL_STREAMS)
 
 
