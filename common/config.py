@@ -91,7 +91,7 @@ class SourceSettings(PipelineSettings):
 
 
 class StreamSettings(PipelineSettings):
-    """Consumer-group behaviour shared by every consumer (DESIGN §3 rules 2 and 5)."""
+    """Consumer-group behaviour shared by every consumer (docs/CONTRACT.md §3 rules 2 and 5)."""
 
     model_config = SettingsConfigDict(env_prefix="STREAM_")
 

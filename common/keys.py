@@ -1,4 +1,4 @@
-"""Every Redis name of the data contract (DESIGN §3), in one place.
+"""Every Redis name of the data contract (docs/CONTRACT.md §3), in one place.
 
 Operators type these into `redis-cli`; changing one is a breaking change.
 """
@@ -58,7 +58,7 @@ INSERT_LOCK_PREFIX = "lock:insert:"
 FAILURES_PREFIX = "failures:"
 
 
-# The services of DESIGN §1, by the names their heartbeats (service:<name>) and supervisord programs carry.
+# The services of docs/CONTRACT.md §1, by the names their heartbeats (service:<name>) and supervisord programs carry.
 SERVICES = (
     "polymarket_ingester",
     "polymarket_events_ingester",

@@ -1,4 +1,4 @@
-"""Redis Streams delivery, written once for every service (DESIGN §3 rules 1, 2, 3 and 5).
+"""Redis Streams delivery, written once for every service (docs/CONTRACT.md §3 rules 1, 2, 3 and 5).
 
 Producers: `append_with_cursor()` writes a source page, its malformed items (to `stream:dlq`) and the cursor
 that follows the page in one Lua script, compare-and-set on the cursor, so a crash or a retried call can

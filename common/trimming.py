@@ -1,4 +1,4 @@
-"""Trimming streams without losing work (DESIGN §3 rule 5), and retiring a group that no longer reads one.
+"""Trimming streams without losing work (docs/CONTRACT.md §3 rule 5), and retiring a group that no longer reads one.
 
 Only entries below the oldest one some group still needs are removed (XTRIM MINID), and only once every group
 that reads the stream exists: a blind MAXLEN deletes pending entries, and a group created after a trim would

@@ -1,4 +1,5 @@
-"""Insert only what a table does not hold yet: every table unique by its natural key at insert time (DESIGN §4).
+"""Insert only what a table does not hold yet: every table unique by its natural key at insert time
+(docs/CONTRACT.md §4).
 
 For each batch of one table:
 1. duplicates inside the batch are dropped (fills and trades keep the first row of an id; markets and events

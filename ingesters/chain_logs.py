@@ -1,7 +1,7 @@
 """`OrderFilled` logs of every exchange -> OrderEvent, JSON-RPC error classification, range sizing. No I/O.
 
 The exchanges, their families and ABIs are `common.exchanges.EXCHANGES`; a log is decoded with the ABI of the
-exchange that emitted it (ExchangeV3 shares CLOB v2's, and its `tokenId` is a position id). ABIs (reference §6, §7.1):
+exchange that emitted it (ExchangeV3 shares CLOB v2's, and its `tokenId` is a position id). ABIs (docs/upstream.md §4):
     v1 OrderFilled(bytes32 indexed orderHash, address indexed maker, address indexed taker, uint256 makerAssetId,
                    uint256 takerAssetId, uint256 makerAmountFilled, uint256 takerAmountFilled, uint256 fee)
     v2 OrderFilled(bytes32 indexed orderHash, address indexed maker, address indexed taker, uint8 side,

@@ -1,4 +1,4 @@
-"""ClickHouse writer: three streams into the four tables, with exactly-once effect (DESIGN §3 rules 4 and 5).
+"""ClickHouse writer: three streams into the four tables, with exactly-once effect (docs/CONTRACT.md §3 rules 4 and 5).
 
 Reads `stream:markets`, `stream:events` and `stream:trades`, each in consumer group `clickhouse-writer`, into
 `markets`, `events`, and both `order_filled_events` and `trades`: a trade entry is decoded once into its fill's row

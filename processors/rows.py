@@ -1,4 +1,4 @@
-"""Stream entries to ClickHouse columns, pure functions (DESIGN §4).
+"""Stream entries to ClickHouse columns, pure functions (docs/CONTRACT.md §4).
 
 `StreamSpec.to_columns(entries, ingested_at)` turns a batch of entries into the columns of each table the stream
 fills (`Converted`: one list per column, in the order of the table's COLUMNS, one value per entry kept), and names

@@ -1,7 +1,7 @@
-"""Catalogue objects -> Gamma JSON, with Gamma's types (reference §1.5–1.7).
+"""Catalogue objects -> Gamma JSON, with Gamma's types (docs/upstream.md §1.3).
 
 Quirks kept on purpose: `outcomes`, `outcomePrices`, `clobTokenIds`, `umaResolutionStatuses` are JSON-encoded
-strings while `positionIds` (V2 markets, reference §7.1) is a native array; `version` is "v1", "v2" or absent;
+strings while `positionIds` (V2 markets, docs/upstream.md §1.4) is a native array; `version` is "v1", "v2" or absent;
 market `volume`/`liquidity` are strings (with `volumeNum`/`liquidityNum` numbers) while event `volume`,
 `liquidity`, `openInterest` are numbers; `closedTime` and tag `publishedAt` are not strict ISO.
 """

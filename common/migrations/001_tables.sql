@@ -1,4 +1,4 @@
--- The four tables of DESIGN §4. Each MergeTree keeps a dedup log of its last 10,000 insert blocks, so a batch
+-- The four tables of docs/CONTRACT.md §4. Each MergeTree keeps a dedup log of its last 10,000 insert blocks, so a batch
 -- re-sent with the same insert_deduplication_token adds nothing; ReplacingMergeTree on the natural key is the
 -- backstop for what the token cannot cover (read with FINAL when it matters).
 

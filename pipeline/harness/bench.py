@@ -213,7 +213,7 @@ def run_bench(
     mode: str, history: int, live_s: float, rate: float, workdir: Path, env: dict[str, str], log=print
 ) -> dict[str, Any]:
     # Fills of tokens no market owns (unlisted markets, Combo positions) are held UNKNOWN_MARKET_WAIT_S (300 s) by
-    # design (DESIGN §5): with them, the run would time that wait, not the pipeline.
+    # design (docs/CONTRACT.md §5): with them, the run would time that wait, not the pipeline.
     sim_args = ["--history-fills", str(history), "--unlisted-markets", "0", "--combo-share", "0"]
     sim_args += ["--finalized-lag-blocks", "0", "--live-block-interval-s", "0.5"]
     result: dict[str, Any] = {"mode": mode, "machine": machine(), "load_average_start": load_average()}

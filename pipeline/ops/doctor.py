@@ -40,7 +40,7 @@ from pipeline.ops.common import console, iso, make_parser, run_command
 Verdict = Literal["ok", "warn", "fail"]
 CUTOVER_TS = 1_777_334_400  # 2026-04-28T00:00:00Z: the v1 exchanges stopped, and the public subgraph with them
 FIRST_SPAN_BLOCKS = 10_000
-FINALITY_WARN_S = 60.0  # Polygon finalizes in 2-5 s (reference §7.3); minutes mean a stall
+FINALITY_WARN_S = 60.0  # Polygon finalizes in 2-5 s (docs/upstream.md §5); minutes mean a stall
 FINALITY_FAIL_S = 600.0
 NEWEST_FILL_QUERY = "{ orderFilledEvents(first: 1, orderBy: timestamp, orderDirection: desc) { id timestamp } }"
 STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red"}

@@ -40,7 +40,7 @@ COLUMNS = ("id", "token_id", "market_id", "condition_id", "outcome", "outcome_in
 
 
 def expected_trade(fill: dict[str, Any]) -> dict[str, Any]:
-    """DESIGN §4 from the truth's fill: the market cells as the truth states them, the rest computed here."""
+    """docs/CONTRACT.md §4 from the truth's fill: the market cells as the truth states them, the rest computed here."""
     buy = fill["maker_asset_id"] == "0"
     usdc, tokens = (fill["maker_amount"], fill["taker_amount"]) if buy else (fill["taker_amount"], fill["maker_amount"])
     usd, shares = Decimal(usdc) / 10**6, Decimal(tokens) / 10**6

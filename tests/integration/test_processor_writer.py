@@ -1,4 +1,4 @@
-"""Trade processor and ClickHouse writer against a real Redis and the embedded ClickHouse (DESIGN §3–§5)."""
+"""Trade processor and ClickHouse writer against a real Redis and the embedded ClickHouse (docs/CONTRACT.md §3–§5)."""
 
 from __future__ import annotations
 

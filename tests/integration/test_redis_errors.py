@@ -1,5 +1,5 @@
 """A Redis that is out of memory or a read-only replica: writers get TransientSinkError(sink="redis") and nothing
-is lost, acked or written twice (DESIGN §3 rule 2).
+is lost, acked or written twice (docs/CONTRACT.md §3 rule 2).
 
 Under OOM Redis refuses commands that may grow memory (XADD, HSET, XGROUP CREATE) but not acks, and lets a script
 that has already written go on: a batch in hand still finishes (its XACK comes first), while producers, a

@@ -1,4 +1,4 @@
-"""Today's Polymarket over HTTP: Gamma's offset cap and keyset rules (reference §7.2) on a 2,700-market world,
+"""Today's Polymarket over HTTP: Gamma's offset cap and keyset rules (docs/upstream.md §1.2) on a 2,700-market world,
 the `position_ids` filter, ExchangeV3 logs that decode with eth-abi to the truth's position ids, a live fill of a
 V2 market listed later, and the switches a `pipeline doctor` probes."""
 
