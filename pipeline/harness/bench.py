@@ -39,6 +39,7 @@ from typing import Any
 import orjson
 
 from common import keys
+from pipeline.harness import targets
 from pipeline.harness.bench_report import cpu_per_fill, machine, percentile, redis_command_figures, write_results
 from pipeline.harness.fleet import (
     SERVICE_DEFAULTS,
@@ -258,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="250,000 fills and 30 s of live fills (under 3 minutes)")
     p.add_argument("--fills", type=int, help="history fills (default 2,000,000; --quick 250,000)")
     p.add_argument("--live-s", type=float, help="seconds of live fills (default 120; --quick 30)")
-    p.add_argument("--live-rate", type=float, default=1000.0, help="live fills/s")
+    p.add_argument("--live-rate", type=float, default=float(targets.LATENCY_RATE), help="live fills/s")
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="a service setting (repeatable)")
     p.add_argument("--out", default=str(Path(__file__).resolve().parents[2] / "bench" / "results"))
     p.add_argument("--workdir", help="keep data and logs here (default: a temp folder, removed afterwards)")
