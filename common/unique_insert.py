@@ -18,8 +18,8 @@ or one entry at a time after `rewind(isolate=True)`) finds every id stored and i
 
 Why ask ClickHouse rather than keep the ids seen in Redis: it is exact at any table size with nothing in Redis but
 the lock (a bounded window of recent ids is not exact at 1B rows), and unlike giving each source a disjoint range
-it also covers re-runs, replays and bisection. Its cost is in the README ("How nothing is lost and nothing is
-counted twice") and `bench/bench_dedup.py`.
+it also covers re-runs, replays and bisection. Its cost is in docs/guarantees.md ("Counted once: the unique
+insert") and `bench/bench_dedup.py`.
 
 The lock is SET PX with the owner's name, extended every third of its time to live while held, released by
 compare-and-delete (lua/acquire_lock.lua, lua/release_lock.lua). Its time to live is the insert's client timeout

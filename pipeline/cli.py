@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("pipeline.ops.verify", "reconcile trades against a source for a range; exit 1 on a gap"),
     "dedupe": ("pipeline.ops.dedupe", "merge away rows stored twice (from before unique inserts) in a time range"),
     "backfill": ("pipeline.ops.backfill", "backfill goldsky|chain for a range with N workers, with progress"),
+    "config-docs": ("pipeline.config_docs", "write docs/configuration.md from the settings classes (--check: compare)"),
     "bench": (
         "pipeline.harness.bench",
         "end-to-end throughput, latency and memory against the simulator, into bench/results",
