@@ -28,6 +28,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import tables
 from common.clickhouse import apply_migrations, make_client
 from common.config import ClickHouseSettings, StreamSettings
 from common.redis_client import make_redis
@@ -49,9 +50,9 @@ def seed(client: Any, rows: int) -> None:
     base = FILLS_START_TS - rows // SEED_FILLS_PER_S
     ts = f"toDateTime({base} + intDiv(number, {SEED_FILLS_PER_S}))"
     fill_id = "concat('0x', hex(cityHash64(number)), '_0x', hex(number))"
-    client.command(f"INSERT INTO order_filled_events (id, source, timestamp, maker_asset_id, taker_asset_id) "
+    client.command(f"INSERT INTO {tables.ORDER_FILLED_EVENTS} (id, source, timestamp, maker_asset_id, taker_asset_id) "
                    f"SELECT {fill_id}, 'chain', {ts}, '0', toString(number % 5000) FROM numbers({rows})")  # fmt: skip
-    client.command(f"INSERT INTO trades (id, timestamp, token_id) "
+    client.command(f"INSERT INTO {tables.TRADES} (id, timestamp, token_id) "
                    f"SELECT {fill_id}, {ts}, toString(number % 5000) FROM numbers({rows})")  # fmt: skip
 
 
@@ -83,7 +84,7 @@ def check_figures(ch: ClickHouseSettings, server_pid: int, fills: list[Any]) -> 
     try:
         fresh = [(fill.id, fill.timestamp) for fill in fills]
         figures: dict[str, Any] = {}
-        for table in ("order_filled_events", "trades"):
+        for table in (tables.ORDER_FILLED_EVENTS, tables.TRADES):
             stored = client.query(
                 f"SELECT id, toUInt32(timestamp) AS ts FROM {table} ORDER BY ts DESC LIMIT {len(fresh)}"
             )

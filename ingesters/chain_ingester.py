@@ -12,7 +12,7 @@ heartbeat gauges `gauge:chain_head` and `gauge:safe_head` (their difference is t
 Each range's logs, dead letters and the new cursor are one `append_with_cursor` call (compare-and-set): a crash
 before it re-reads the range, after it loses nothing. Block timestamps come from batched `eth_getBlockByNumber`
 (one POST, a JSON array) through a bounded cache. The range grows while calls pass and shrinks on the
-range-too-large errors providers give (`chain_logs.classify_rpc_error`). POLYGON_RPC_URL carries an API key: it
+range-too-large errors providers give (`json_rpc.classify_rpc_error`). POLYGON_RPC_URL carries an API key: it
 is never logged; requests are named by method.
 """
 
@@ -38,16 +38,13 @@ from common.service import Service, poll_forever, run_worker
 from common.streams import append_with_cursor, read_cursor
 from ingesters.backfill import ProgressCallback, main_with_backfill, plan_backfill, run_parts
 from ingesters.bounded_cache import BoundedCache
-from ingesters.chain_logs import (
-    REPLY_DECODERS,
+from ingesters.chain_logs import REPLY_DECODERS, blocks_needing_timestamps, get_logs_filter, normalize_logs
+from ingesters.json_rpc import (
     RangeTooLarge,
     SpanSizer,
     block_batch,
-    blocks_needing_timestamps,
     decode_block_batch,
-    get_logs_filter,
     hex_quantity,
-    normalize_logs,
     parse_block_batch,
     rpc_result,
 )

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple, TypeVar
 import orjson
 from msgspec.structs import astuple
 
-from common import keys
+from common import keys, tables
 from common.errors import PoisonMessage
 from common.gamma_fields import parse_json_list
 from common.payloads import OrderEvent, Trade, decode_order_event, decode_trade
@@ -315,10 +315,10 @@ def trade_columns(entries: Sequence[bytes], ingested_at: datetime) -> Converted:
 # Fills and trades never change: checked by id over their time ranges. Markets and events do: newest updated_at.
 IMMUTABLE = UniqueKey(time_column="timestamp")
 VERSIONED = UniqueKey(version_column="updated_at")
-MARKETS = TableSpec("markets", MARKET_COLUMNS, VERSIONED)
-EVENTS = TableSpec("events", EVENT_COLUMNS, VERSIONED)
-ORDER_FILLED_EVENTS = TableSpec("order_filled_events", ORDER_EVENT_COLUMNS, IMMUTABLE)
-TRADES = TableSpec("trades", TRADE_COLUMNS, IMMUTABLE)
+MARKETS = TableSpec(tables.MARKETS, MARKET_COLUMNS, VERSIONED)
+EVENTS = TableSpec(tables.EVENTS, EVENT_COLUMNS, VERSIONED)
+ORDER_FILLED_EVENTS = TableSpec(tables.ORDER_FILLED_EVENTS, ORDER_EVENT_COLUMNS, IMMUTABLE)
+TRADES = TableSpec(tables.TRADES, TRADE_COLUMNS, IMMUTABLE)
 TABLES = (MARKETS, EVENTS, ORDER_FILLED_EVENTS, TRADES)
 STREAMS = (
     StreamSpec(keys.STREAM_MARKETS, (MARKETS,), one_row(MARKETS, market_row)),

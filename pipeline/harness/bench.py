@@ -38,7 +38,7 @@ from typing import Any
 
 import orjson
 
-from common import keys
+from common import keys, tables
 from pipeline.harness import targets
 from pipeline.harness.bench_report import cpu_per_fill, machine, percentile, redis_command_figures, write_results
 from pipeline.harness.fleet import (
@@ -91,7 +91,7 @@ class Sampler:
             processed = entries_added(client, keys.STREAM_TRADES)
         finally:
             client.close()
-        sample = Sample(time.time(), ingested, processed, table_count(self.fleet, "trades"))
+        sample = Sample(time.time(), ingested, processed, table_count(self.fleet, tables.TRADES))
         self.samples.append(sample)
         return sample
 
@@ -129,7 +129,7 @@ def throughput_phase(fleet: Fleet, truth: dict[str, Any], timeout_s: float, log)
             log(f"  ingested {sample.ingested:,}  processed {sample.processed:,}  written {sample.written:,}")
         time.sleep(SAMPLE_INTERVAL_S)
     wait_converged(fleet, expected, 120.0, tick=sampler.sample)
-    last_row = float(fleet.ch("SELECT toUnixTimestamp64Milli(max(ingested_at)) FROM trades").strip()) / 1000
+    last_row = float(fleet.ch(f"SELECT toUnixTimestamp64Milli(max(ingested_at)) FROM {tables.TRADES}").strip()) / 1000
     cpu = {name: round(s - cpu_before[name], 1) for name, s in fleet.cpu_seconds().items()}
     emitted = fills_per_source(fleet)
     with fleet.redis() as client:
@@ -159,7 +159,7 @@ def throughput_phase(fleet: Fleet, truth: dict[str, Any], timeout_s: float, log)
 def fills_per_source(fleet: Fleet) -> dict[str, int]:
     """Rows in `trades` per `source` (goldsky, chain): the fills each ingester emitted, since the bench's world has
     no fill that both sources serve and the writer stores each fill once."""
-    rows = fleet.ch("SELECT source, count() FROM trades GROUP BY source")
+    rows = fleet.ch(f"SELECT source, count() FROM {tables.TRADES} GROUP BY source")
     return {source: int(n) for source, n in (line.split("\t") for line in rows.splitlines())}
 
 
@@ -188,7 +188,8 @@ def latency_phase(fleet: Fleet, rate: float, seconds: float, log) -> dict[str, A
     truth = fleet.sim("GET", "/_sim/truth", params=params)
     visible = {fill["id"]: float(fill["first_visible_at"]) for fill in truth["fills"]}
     rows = fleet.ch(
-        f"SELECT id, toUnixTimestamp64Milli(ingested_at) FROM trades WHERE block_number > {int(before['head_block'])}"
+        f"SELECT id, toUnixTimestamp64Milli(ingested_at) FROM {tables.TRADES} "
+        f"WHERE block_number > {int(before['head_block'])}"
     )
     latencies = []
     for line in rows.splitlines():

@@ -34,7 +34,8 @@ from common.errors import SourceError
 from common.exchanges import EXCHANGES
 from common.http import RateLimiter, make_client, request_json
 from ingesters import chain_ingester, goldsky_ingester
-from ingesters.chain_logs import ChainLog, RangeTooLarge, get_logs_filter, hex_quantity
+from ingesters.chain_logs import ChainLog, get_logs_filter
+from ingesters.json_rpc import RangeTooLarge, hex_quantity
 from pipeline.ops.common import console, iso, make_parser, run_command
 
 Verdict = Literal["ok", "warn", "fail"]

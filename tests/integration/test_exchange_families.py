@@ -21,7 +21,7 @@ from common import keys
 from common.clickhouse import make_client
 from common.config import HttpSettings, RedisSettings, SourceSettings, StreamSettings
 from common.payloads import decode_order_event, decode_trade
-from dashboard.snapshot import query_clickhouse
+from common.status.snapshot import query_clickhouse
 from ingesters import chain_ingester
 from ingesters import polymarket_ingester as markets_ingester
 from ingesters.gamma import Connections

@@ -23,7 +23,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from common import keys
+from common import keys, tables
 from common.clickhouse import apply_migrations, make_client
 from common.config import ClickHouseSettings, StreamSettings
 from common.errors import SinkCommandError
@@ -32,7 +32,7 @@ from common.streams import StreamConsumer
 from processors import clickhouse_writer, trade_processor
 from tests.fixtures.fills_world import expected_trade, make_fills, make_markets, publish_fills, publish_markets
 
-FILL_TABLES = ("trades", "order_filled_events")
+FILL_TABLES = tables.FILL_TABLES
 SERVICES = {"trade_processor": "processors.trade_processor", "clickhouse_writer": "processors.clickhouse_writer"}
 
 

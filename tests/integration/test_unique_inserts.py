@@ -16,7 +16,7 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
-from common import keys
+from common import keys, tables
 from common.clickhouse import apply_migrations, make_client
 from common.config import ClickHouseSettings, SourceSettings
 from common.unique_insert import UniqueKey, first_of_each_id, take, time_ranges
@@ -28,7 +28,7 @@ from tests.fixtures.fills_world import make_fills, make_markets, publish_fills, 
 from tests.integration.test_dashboard_world import FAST_STREAMS, run_command, set_pipeline_env
 from tests.integration.test_fill_ingesters import FAST_HTTP, WORLD
 
-FILL_TABLES = ("trades", "order_filled_events")
+FILL_TABLES = tables.FILL_TABLES
 
 
 @pytest.fixture(name="ch")
