@@ -27,12 +27,11 @@ from operator import attrgetter
 from typing import Any, NamedTuple, TypeVar
 
 import orjson
-from msgspec.structs import astuple
 
 from common import keys, tables
 from common.errors import PoisonMessage
 from common.gamma_fields import parse_json_list
-from common.payloads import OrderEvent, Trade, decode_order_event, decode_trade
+from common.payloads import OrderEvent, Trade, decode_trade
 from common.unique_insert import UniqueKey
 from processors.trades import USDC
 
@@ -248,7 +247,7 @@ def convert_each(
 
 def one_row(table: TableSpec, to_row: Callable[[bytes, datetime], Row]) -> ToColumns:
     """`to_row`, one entry's row of `table`, as the `StreamSpec.to_columns` of a stream that fills only `table`
-    (markets, events, the legacy fills: small or rare batches, where rows cost little)."""
+    (markets, events: small batches, where rows cost little)."""
 
     def to_columns(entries: Sequence[bytes], ingested_at: datetime) -> Converted:
         rows, kept, poison = convert_each(entries, lambda data: to_row(data, ingested_at))
@@ -261,12 +260,6 @@ def one_row(table: TableSpec, to_row: Callable[[bytes, datetime], Row]) -> ToCol
 # The stream structs' fields are the tables' columns, in their order, then `ingested_at`.
 ORDER_EVENT_COLUMNS = (*OrderEvent.__struct_fields__, "ingested_at")
 TRADE_COLUMNS = (*Trade.__struct_fields__, "ingested_at")
-
-
-def order_event_row(data: bytes, ingested_at: datetime) -> Row:
-    """A `stream:order_events` entry as its `order_filled_events` row: what the writer read before `stream:trades`
-    fed that table, still used to drain a group left by that writer (`clickhouse_writer.drain_legacy_group`)."""
-    return (*astuple(decode_order_event(data)), ingested_at)
 
 
 def micros(amount: str) -> int:
@@ -327,7 +320,4 @@ STREAMS = (
     # entry's redelivery completes (and `replay` would find); trades last, as its own stream's table
     StreamSpec(keys.STREAM_TRADES, (ORDER_FILLED_EVENTS, TRADES), trade_columns),
 )
-# What the writer read before stream:trades fed order_filled_events; only drained now (clickhouse_writer.py).
-LEGACY_ORDER_EVENTS = StreamSpec(
-    keys.STREAM_ORDER_EVENTS, (ORDER_FILLED_EVENTS,), one_row(ORDER_FILLED_EVENTS, order_event_row)
-)
+

@@ -41,12 +41,17 @@ from processors.rows import (
     market_row,
     micros,
     one_row,
-    order_event_row,
     trade_columns,
 )
 from processors.trades import derive_trade
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
+
+
+def order_event_row(data: bytes, ingested_at: datetime) -> tuple[object, ...]:
+    """The `order_filled_events` row of a `stream:order_events` entry, straight from its decoded fields: the oracle
+    the rows the writer rebuilds from trades are checked against."""
+    return (*astuple(decode_order_event(data)), ingested_at)
 
 
 def rows_of(columns: list[list[object]]) -> list[tuple[object, ...]]:
