@@ -34,7 +34,7 @@ from clickhouse_connect.driver.client import Client
 from pydantic import Field
 
 from common import keys
-from common.backoff import Backoff, sleep_unless_stopped
+from common.backoff import retry_while_down, sleep_unless_stopped
 from common.clickhouse import apply_migrations, describe_columns, make_client
 from common.config import ClickHouseSettings, PipelineSettings, RedisSettings, StreamSettings, load
 from common.errors import SinkError, TransientSinkError
@@ -147,16 +147,11 @@ class StreamWriter:
 
 
 async def migrate_when_reachable(service: Service, ch: ClickHouseSettings) -> None:
-    backoff = Backoff(base_s=0.5, max_s=15.0)
-    while not service.stop.is_set():
-        try:
-            await asyncio.to_thread(apply_migrations, ch)
-            service.healthy()
-            return
-        except TransientSinkError as exc:
-            service.degraded(exc)
-            log.warning("clickhouse not ready; retrying", error=str(exc))
-            await sleep_unless_stopped(service.stop, backoff.next_delay_s())
+    migrated = await retry_while_down(lambda: asyncio.to_thread(apply_migrations, ch), stop=service.stop,
+                                      event="clickhouse not ready; retrying", on_error=service.degraded,
+                                      base_s=0.5, max_s=15.0)  # fmt: skip
+    if migrated is not None:
+        service.healthy()
 
 
 async def trim_forever(service: Service, interval_s: float) -> None:
