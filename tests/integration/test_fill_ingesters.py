@@ -231,7 +231,8 @@ def test_goldsky_backfill_killed_mid_way_resumes_every_range_without_gap_or_dupl
 ) -> None:
     expected, env = slow_goldsky
     first, last = min(f["timestamp"] for f in expected), max(f["timestamp"] for f in expected)
-    cmd = [sys.executable, "-m", "ingesters.goldsky_ingester", "--backfill", str(first), str(last), "--workers", "4"]
+    cmd = [sys.executable, "-m", "pipeline", "backfill", "goldsky", "--from", str(first), "--to", str(last),
+           "--workers", "4"]  # fmt: skip
 
     assert kill_repeatedly(cmd, env, redis_server.port, kills=4, seed=2) == 4
     # Restarted with another worker count: the stored split (4 ranges) is resumed, not replaced.
