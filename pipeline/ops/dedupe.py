@@ -24,7 +24,7 @@ from clickhouse_connect.driver.client import Client
 
 from common import tables
 from common.clickhouse import make_client, map_clickhouse_errors
-from pipeline.ops.common import add_time_range, confirm, console, fail, make_parser, parse_range, run_command, settings
+from pipeline.ops.command import add_time_range, confirm, console, fail, make_parser, parse_range, run_command, settings
 
 
 def months(start_ts: int, end_ts: int) -> list[str]:

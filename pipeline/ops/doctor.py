@@ -36,7 +36,7 @@ from common.http import RateLimiter, make_client, request_json
 from ingesters import chain_ingester, goldsky_ingester
 from ingesters.chain_logs import ChainLog, get_logs_filter
 from ingesters.json_rpc import RangeTooLarge, hex_quantity
-from pipeline.ops.common import console, iso, make_parser, run_command
+from pipeline.ops.command import console, iso, make_parser, run_command
 
 Verdict = Literal["ok", "warn", "fail"]
 CUTOVER_TS = 1_777_334_400  # 2026-04-28T00:00:00Z: the v1 exchanges stopped, and the public subgraph with them

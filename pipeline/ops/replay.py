@@ -36,7 +36,7 @@ from common.payloads import MarketRef, OrderEvent, decode_market_ref, decode_ord
 from common.redis_client import make_redis, map_redis_errors
 from common.status.snapshot import read_streams
 from common.unique_insert import UniqueTarget, insert_unique
-from pipeline.ops.common import add_time_range, chunks, console, fail, make_parser, parse_range, run_command, settings
+from pipeline.ops.command import add_time_range, chunks, console, fail, make_parser, parse_range, run_command, settings
 from processors.rows import IMMUTABLE, TRADE_COLUMNS, trade_columns
 from processors.trades import derive_trade, token_of
 

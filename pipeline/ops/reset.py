@@ -24,7 +24,7 @@ from common.clickhouse import make_client, map_clickhouse_errors
 from common.config import ClickHouseSettings, ServiceSettings, load
 from common.redis_client import make_redis, map_redis_errors
 from common.status.snapshot import read_services
-from pipeline.ops.common import chunks, confirm, console, fail, make_parser, run_command, settings
+from pipeline.ops.command import chunks, confirm, console, fail, make_parser, run_command, settings
 
 PATTERNS = ("state:*", "markets:*", "events:*", "failures:*", "service:*", "lock:*")
 

@@ -17,7 +17,7 @@ from common.status.history import Observer
 from common.status.models import CursorStatus, PipelineStatus
 from common.status.redaction import redact, secret_values
 from common.status.snapshot import ClickHouseReader, collect_status
-from pipeline.ops.common import console, iso, make_parser, run_command
+from pipeline.ops.command import console, iso, make_parser, run_command
 
 STATE_STYLE = {"running": "", "degraded": "yellow", "dead": "bold red", "stopped": "dim", "absent": "dim"}
 

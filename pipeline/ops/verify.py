@@ -33,7 +33,7 @@ from ingesters import chain_ingester, goldsky_ingester
 from ingesters.chain_logs import blocks_needing_timestamps, get_logs_filter, normalize_logs
 from ingesters.goldsky_pages import build_request, is_second_complete, normalize_fill, plan_page, start_cursor
 from ingesters.json_rpc import RangeTooLarge, SpanSizer
-from pipeline.ops.common import add_time_range, console, fail, iso, make_parser, parse_range, run_command, settings
+from pipeline.ops.command import add_time_range, console, fail, iso, make_parser, parse_range, run_command, settings
 
 SHOW = 20
 

@@ -30,7 +30,7 @@ from common.status.snapshot import (
     service_status,
 )
 from dashboard.metrics import render_metrics
-from pipeline.ops.common import add_time_range, make_parser, parse_range, parse_time
+from pipeline.ops.command import add_time_range, make_parser, parse_range, parse_time
 from pipeline.ops.dlq import DlqEntry, retry_plan, select
 
 NOW = 1_800_000_000.0
