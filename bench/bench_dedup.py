@@ -40,6 +40,8 @@ from tests.fixtures.clickhouse_server import ClickHouseServer
 from tests.fixtures.fills_world import make_fills, make_markets, publish_fills, publish_markets
 from tests.fixtures.redis_server import RedisServer, free_port
 
+SEED_ROWS = 10_000_000  # rows stored in each fill table before measuring
+FILLS = 100_000  # fills through the writer, with the check and without
 STREAMS = StreamSettings(block_ms=100, trim_interval_s=1.0)
 FILLS_START_TS = 1_777_000_000
 SEED_FILLS_PER_S = 25
@@ -169,14 +171,19 @@ async def bench(seed_rows: int, fills_n: int, workdir: Path) -> dict[str, Any]:
     return result
 
 
+def run(seed_rows: int = SEED_ROWS, fills_n: int = FILLS) -> dict[str, Any]:
+    """The whole benchmark in a temporary folder: its figures (`python -m pipeline bench` calls this)."""
+    with tempfile.TemporaryDirectory() as workdir:
+        return asyncio.run(bench(seed_rows, fills_n, Path(workdir)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seed-rows", type=int, default=10_000_000)
-    parser.add_argument("--fills", type=int, default=100_000)
+    parser.add_argument("--seed-rows", type=int, default=SEED_ROWS)
+    parser.add_argument("--fills", type=int, default=FILLS)
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object last")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as workdir:
-        result = asyncio.run(bench(args.seed_rows, args.fills, Path(workdir)))
+    result = run(args.seed_rows, args.fills)
     if args.json:
         print(orjson.dumps(result).decode(), flush=True)
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,8 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
+from bench import bench_dedup
 from common import keys, tables
 from pipeline.harness import targets
 from pipeline.harness.bench_report import cpu_per_fill, machine, percentile, redis_command_figures, write_results
@@ -241,16 +239,10 @@ def run_bench(
     return result
 
 
-DEDUP_BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_dedup.py"
-
-
 def dedup_phase(log) -> dict[str, Any]:
-    """bench/bench_dedup.py in a process of its own (after the fleet is gone); its figures are its last line."""
-    log("unique inserts: bench/bench_dedup.py (10M rows stored)")
-    done = subprocess.run([sys.executable, str(DEDUP_BENCH), "--json"], capture_output=True, text=True, timeout=1800)
-    if done.returncode != 0:
-        raise RuntimeError(f"bench_dedup failed: {done.stderr[-1500:]}")
-    return orjson.loads(done.stdout.strip().splitlines()[-1])
+    """bench/bench_dedup.py, after the fleet is gone (it starts servers of its own); it prints its figures."""
+    log(f"unique inserts: bench/bench_dedup.py ({bench_dedup.SEED_ROWS:,} rows stored)")
+    return bench_dedup.run()
 
 
 def build_parser() -> argparse.ArgumentParser:
