@@ -26,8 +26,8 @@ from ingesters import chain_ingester
 from ingesters import polymarket_ingester as markets_ingester
 from ingesters.gamma import Connections
 from processors import clickhouse_writer, trade_processor
+from tests.fixtures.helpers import wait_until_async
 from tests.fixtures.simulator import SimulatorFactory
-from tests.integration.test_dashboard_world import until
 
 LATE_LISTING_DELAY_S = 20.0
 WAIT_S = LATE_LISTING_DELAY_S + 8.0  # the late V2 market is listed well within the wait; Combos wait it out
@@ -75,7 +75,8 @@ async def run_pipeline(sim: Any, truth: dict[str, Any], redis: aioredis.Redis, r
     ]
     try:
         await chain_ingester.run(chain, once=True)
-        await until(lambda: redis.xlen(keys.STREAM_TRADES), lambda n: n == truth["count"], timeout_s=WAIT_S + 30)
+        await wait_until_async(lambda: redis.xlen(keys.STREAM_TRADES), "a trade for every fill",
+                               accept=lambda n: n == truth["count"], timeout_s=WAIT_S + 30)  # fmt: skip
     finally:
         stop.set()
         await asyncio.gather(*services)

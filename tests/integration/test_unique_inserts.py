@@ -24,8 +24,9 @@ from ingesters import chain_ingester, goldsky_ingester
 from pipeline.ops import dedupe as ops_dedupe
 from pipeline.ops import verify as ops_verify
 from processors import clickhouse_writer, trade_processor
+from tests.fixtures.dashboard_world import run_command, set_pipeline_env
 from tests.fixtures.fills_world import make_fills, make_markets, publish_fills, publish_markets
-from tests.integration.test_dashboard_world import FAST_STREAMS, run_command, set_pipeline_env
+from tests.fixtures.helpers import FAST_STREAMS
 from tests.integration.test_fill_ingesters import FAST_HTTP, WORLD
 
 FILL_TABLES = tables.FILL_TABLES

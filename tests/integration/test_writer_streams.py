@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 
 from common import keys
 from common.clickhouse import apply_migrations, make_client
-from common.config import ClickHouseSettings, RedisSettings, StreamSettings
+from common.config import ClickHouseSettings, RedisSettings
 from common.payloads import UINT64_MAX, OrderEvent, decode_dead_letter, encode_trade
 from common.streams import StreamConsumer
 from common.unique_insert import UniqueTarget, insert_unique
@@ -18,9 +18,8 @@ from processors import clickhouse_writer
 from processors.rows import STREAMS, StreamSpec
 from processors.trades import derive_trade
 from tests.fixtures.fills_world import make_fills, make_markets, publish_fills
+from tests.fixtures.helpers import FAST_STREAMS
 
-FAST_STREAMS = StreamSettings(block_ms=50, claim_min_idle_ms=5000, claim_interval_s=1.0, max_deliveries=3,
-                              trim_interval_s=0.2)  # fmt: skip
 WRITER = clickhouse_writer.WriterSettings()
 (TRADES_STREAM,) = [spec for spec in STREAMS if spec.stream == keys.STREAM_TRADES]
 NOW = datetime.now(UTC)

@@ -108,6 +108,12 @@ def table_name_literals(root: Path) -> list[str]:
     return problems
 
 
+def write_tree(root: Path, files: dict[str, str]) -> None:
+    for name, source in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(source)
+
+
 def test_the_tree_follows_the_import_rule() -> None:
     assert all(any((ROOT / package).rglob("*.py")) for package in ALLOWED)  # the real tree, not an empty one
     problems = layering_violations(ROOT)
@@ -130,9 +136,7 @@ def test_the_table_check_finds_literals_and_f_strings(tmp_path: Path) -> None:
         "dashboard/fstring.py": 'def q(db):\n    return f"SELECT max(timestamp) FROM {db}.trades"\n',
         "bench/insert.py": 'SQL = "INSERT INTO markets (id) VALUES"\n',
     }
-    for name, source in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(source)
+    write_tree(tmp_path, files)
 
     assert [problem.split(": use")[0] for problem in table_name_literals(tmp_path)] == [
         "dashboard/fstring.py:2: names table `trades` in SQL",
@@ -151,9 +155,7 @@ def test_the_checker_finds_module_and_function_level_violations(tmp_path: Path) 
         "pipeline/anything.py": "import ingesters, processors, dashboard, simulator\n",
         "pipeline/ops/status.py": "from common.status import snapshot\nfrom dashboard.app import redact\n",
     }
-    for name, source in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(source)
+    write_tree(tmp_path, files)
 
     assert layering_violations(tmp_path) == [
         "common/late.py:2: `ingesters.gamma`: common/ may import only common of the project",
