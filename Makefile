@@ -13,6 +13,7 @@ $(STAMP): requirements.txt
 
 test: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 # The unit tests alone: no servers, no sockets, under a minute
@@ -21,6 +22,7 @@ test-unit: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 # docs/configuration.md from the settings classes (tests/unit/test_docs.py fails when it is out of date)
 docs: $(STAMP)

@@ -8,7 +8,7 @@ whose one-line message names the variable.
 
 from __future__ import annotations
 
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -128,7 +128,7 @@ def env_name(model: type[PipelineSettings], field_name: str) -> str:
     return f"{prefix}{field_name}".upper()
 
 
-def load(model: type[SettingsT], **overrides: object) -> SettingsT:
+def load(model: type[SettingsT], **overrides: Any) -> SettingsT:
     """Build `model` from the environment; a bad value raises ConfigError naming its variable."""
     try:
         return model(**overrides)

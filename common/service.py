@@ -18,7 +18,8 @@ import socket
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
@@ -242,7 +243,10 @@ def service_arguments(description: str, argv: list[str] | None) -> argparse.Name
 
 
 def service_main(
-    name: str, start: Callable[[argparse.Namespace], Awaitable[None]], description: str, argv: list[str] | None = None
+    name: str,
+    start: Callable[[argparse.Namespace], Coroutine[Any, Any, None]],
+    description: str,
+    argv: list[str] | None = None,
 ) -> int:
     """`main()` of every service: parse flags, set up logging, run; a bad setting exits 2 with one line."""
     args = service_arguments(description, argv)

@@ -268,7 +268,7 @@ async def insert_unique(
         else contextlib.nullcontext()
     )
     async with lock:
-        fresh, replaced = candidates, []
+        fresh, replaced = candidates, list[str]()
         if settings.unique_keys:
             fresh, replaced = await asyncio.to_thread(select_new, client, target.table, target.columns, columns,
                                                       candidates, target.unique)  # fmt: skip

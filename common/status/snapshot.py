@@ -223,12 +223,13 @@ def query_unresolved_by_module(client: Client, database: str) -> dict[str, int]:
 
 def query_clickhouse(client: Client, database: str) -> tuple[ClickHouseStatus, list[str]]:
     """Table counts, newest trade, trades without a market, the latest taker-side trades (and their tokens)."""
-    counts = dict(
-        client.query(
+    counts = {
+        name: rows
+        for name, rows in client.query(
             "SELECT name, total_rows FROM system.tables WHERE database = {db:String} AND name IN {names:Array(String)}",
             parameters={"db": database, "names": list(tables.ALL)},
         ).result_rows
-    )
+    }
     status = ClickHouseStatus(ok=True, checked_at=time.time(), tables=[
         TableStatus(name=t, rows=int(counts.get(t) or 0)) for t in tables.ALL
     ])  # fmt: skip
