@@ -31,56 +31,70 @@ COMMAND = "python -m pipeline config-docs"
 
 # Meanings of the settings whose field carries no comment. A new setting is better documented by a comment on its
 # line in its class (which wins over this table); tests/unit/test_docs.py fails on a setting with neither.
-MEANINGS = {
-    "REDIS_HOST": "Redis host", "REDIS_PORT": "Redis port", "REDIS_DB": "Redis database number",
-    "REDIS_PASSWORD": "Redis password", "REDIS_SOCKET_TIMEOUT_S": "a Redis command's client timeout",
-    "CLICKHOUSE_HOST": "ClickHouse host (HTTP interface)", "CLICKHOUSE_PORT": "ClickHouse HTTP port",
-    "CLICKHOUSE_USER": "ClickHouse user", "CLICKHOUSE_PASSWORD": "ClickHouse password",
-    "CLICKHOUSE_DATABASE": "database, created with its tables by the numbered migrations at start",
-    "CLICKHOUSE_SECURE": "HTTPS to ClickHouse", "CLICKHOUSE_CONNECT_TIMEOUT_S": "connect timeout",
-    "CLICKHOUSE_SEND_RECEIVE_TIMEOUT_S": "a query's client timeout; the insert lock lives 30 s longer",
-    "CLICKHOUSE_FLUSH_INTERVAL_S": "seconds between the writer's reads when it is not backed up",
-    "CLICKHOUSE_INSERT_MAX_ATTEMPTS": "quick retries of one insert (same token) before backing off",
-    "HTTP_CONNECT_TIMEOUT_S": "connect timeout of every upstream call",
-    "HTTP_READ_TIMEOUT_S": "read timeout of every upstream call",
-    "HTTP_WRITE_TIMEOUT_S": "write timeout of every upstream call",
-    "HTTP_POOL_TIMEOUT_S": "wait for a pooled connection",
-    "HTTP_MAX_ATTEMPTS": "attempts of a call on timeouts, 5xx, 429 (Retry-After honoured) and truncated bodies",
-    "HTTP_BACKOFF_BASE_S": "first retry delay, doubled each attempt", "HTTP_BACKOFF_MAX_S": "longest retry delay",
-    "HTTP_USER_AGENT": "User-Agent of every upstream call", "GAMMA_API_URL": "Gamma REST base URL",
-    "GOLDSKY_URL": "GraphQL endpoint of the orderbook subgraph",
-    "POLYGON_RPC_URL": "Polygon JSON-RPC endpoint (secret: keys live in URLs)",
-    "STREAM_BLOCK_MS": "how long a consumer blocks waiting for entries",
-    "STREAM_CLAIM_INTERVAL_S": "how often a consumer takes over a dead consumer's entries (XAUTOCLAIM)",
-    "STREAM_MAX_DELIVERIES": "deliveries before an entry that failed on its own goes to `stream:dlq`",
-    "STREAM_TRIM_INTERVAL_S": "how often the writer trims the streams behind every group",
-    "LOG_LEVEL": "log level", "LOG_DIR": "each service also writes `<dir>/<service>.log`",
-    "SERVICE_HEARTBEAT_INTERVAL_S": "heartbeat period under `service:<name>`",
-    "CHAIN_USE_FINALIZED": "read only up to the `finalized` block (else head minus CHAIN_CONFIRMATIONS)",
-    "CHAIN_INITIAL_SPAN_BLOCKS": "first `eth_getLogs` range; grows while calls pass, halves on range-too-large",
-    "CHAIN_MAX_SPAN_BLOCKS": "largest `eth_getLogs` range", "CHAIN_BLOCK_CACHE_SIZE": "block timestamps cached",
-    "CHAIN_RATE_LIMIT_PER_S": "RPC requests per second", "CHAIN_POLL_INTERVAL_S": "pause when caught up",
-    "CHAIN_BACKFILL_WORKERS": "parallel ranges of `python -m pipeline backfill chain`",
-    "GOLDSKY_PAGE_SIZE": "`first:` per query (the subgraph's maximum is 1000)",
-    "GOLDSKY_POLL_INTERVAL_S": "pause when caught up",
-    "GOLDSKY_BACKFILL_WORKERS": "parallel ranges of `python -m pipeline backfill goldsky`",
-    "EVENTS_REFRESH_S": "re-list open events this often",
-    "EVENTS_LISTING": "`keyset`, `offset` (Gamma serves its first 2,000 rows only), or `auto` (keyset, else offset)",
-    "MARKETS_REFRESH_S": "re-list open markets this often",
-    "MARKETS_LISTING": "`keyset`, `offset` (Gamma serves its first 2,000 rows only), or `auto` (keyset, else offset)",
-    "TOKEN_LOOKUP_INTERVAL_S": "how often the ids the processor asks for are looked up",
-    "CLICKHOUSE_WRITER_CONSUMER": "the writer's consumer and heartbeat name",
-    "TRADE_PROCESSOR_BATCH_MAX": "fills per processor batch",
-    "UNKNOWN_MARKET_WAIT_S": "how long a fill waits for its market before its trade is written with `market_id = ''`",
-    "HELD_CHECK_INTERVAL_S": "how often fills held for their market are looked at again",
-    "DASHBOARD_PORT": "where the dashboard listens", "DASHBOARD_USER": "basic auth user (with DASHBOARD_PASSWORD)",
-    "DASHBOARD_REDIS_TIMEOUT_S": "a Redis read's timeout; beyond it the page says Redis is down",
-    "SIMULATOR_HOST": "the demo's simulator: host", "SIMULATOR_PORT": "the demo's simulator: port",
-    "SIMULATOR_RATE": "the demo's simulator: live fills per second",
-    "SIMULATOR_HISTORY_FILLS": "the demo's simulator: fills served as history",
-    "SIMULATOR_MARKETS": "the demo's simulator: markets", "SIMULATOR_SEED": "the demo's simulator: world seed",
-    "SIMULATOR_FINALIZED_LAG_BLOCKS": "the demo's simulator: blocks between its head and `finalized`",
-}
+MEANINGS = dict(line.split(": ", 1) for line in """
+REDIS_HOST: Redis host
+REDIS_PORT: Redis port
+REDIS_DB: Redis database number
+REDIS_PASSWORD: Redis password
+REDIS_SOCKET_TIMEOUT_S: a Redis command's client timeout
+CLICKHOUSE_HOST: ClickHouse host (HTTP interface)
+CLICKHOUSE_PORT: ClickHouse HTTP port
+CLICKHOUSE_USER: ClickHouse user
+CLICKHOUSE_PASSWORD: ClickHouse password
+CLICKHOUSE_DATABASE: database, created with its tables by the numbered migrations at start
+CLICKHOUSE_SECURE: HTTPS to ClickHouse
+CLICKHOUSE_CONNECT_TIMEOUT_S: connect timeout
+CLICKHOUSE_SEND_RECEIVE_TIMEOUT_S: a query's client timeout; the insert lock lives 30 s longer
+CLICKHOUSE_FLUSH_INTERVAL_S: seconds between the writer's reads when it is not backed up
+CLICKHOUSE_INSERT_MAX_ATTEMPTS: quick retries of one insert (same token) before backing off
+HTTP_CONNECT_TIMEOUT_S: connect timeout of every upstream call
+HTTP_READ_TIMEOUT_S: read timeout of every upstream call
+HTTP_WRITE_TIMEOUT_S: write timeout of every upstream call
+HTTP_POOL_TIMEOUT_S: wait for a pooled connection
+HTTP_MAX_ATTEMPTS: attempts of a call on timeouts, 5xx, 429 (Retry-After honoured) and truncated bodies
+HTTP_BACKOFF_BASE_S: first retry delay, doubled each attempt
+HTTP_BACKOFF_MAX_S: longest retry delay
+HTTP_USER_AGENT: User-Agent of every upstream call
+GAMMA_API_URL: Gamma REST base URL
+GOLDSKY_URL: GraphQL endpoint of the orderbook subgraph
+POLYGON_RPC_URL: Polygon JSON-RPC endpoint (secret: keys live in URLs)
+STREAM_BLOCK_MS: how long a consumer blocks waiting for entries
+STREAM_CLAIM_INTERVAL_S: how often a consumer takes over a dead consumer's entries (XAUTOCLAIM)
+STREAM_MAX_DELIVERIES: deliveries before an entry that failed on its own goes to `stream:dlq`
+STREAM_TRIM_INTERVAL_S: how often the writer trims the streams behind every group
+LOG_LEVEL: log level
+LOG_DIR: each service also writes `<dir>/<service>.log`
+SERVICE_HEARTBEAT_INTERVAL_S: heartbeat period under `service:<name>`
+CHAIN_USE_FINALIZED: read only up to the `finalized` block (else head minus CHAIN_CONFIRMATIONS)
+CHAIN_INITIAL_SPAN_BLOCKS: first `eth_getLogs` range; grows while calls pass, halves on range-too-large
+CHAIN_MAX_SPAN_BLOCKS: largest `eth_getLogs` range
+CHAIN_BLOCK_CACHE_SIZE: block timestamps cached
+CHAIN_RATE_LIMIT_PER_S: RPC requests per second
+CHAIN_POLL_INTERVAL_S: pause when caught up
+CHAIN_BACKFILL_WORKERS: parallel ranges of `python -m pipeline backfill chain`
+GOLDSKY_PAGE_SIZE: `first:` per query (the subgraph's maximum is 1000)
+GOLDSKY_POLL_INTERVAL_S: pause when caught up
+GOLDSKY_BACKFILL_WORKERS: parallel ranges of `python -m pipeline backfill goldsky`
+EVENTS_REFRESH_S: re-list open events this often
+EVENTS_LISTING: `keyset`, `offset` (Gamma serves its first 2,000 rows only), or `auto` (keyset, else offset)
+MARKETS_REFRESH_S: re-list open markets this often
+MARKETS_LISTING: `keyset`, `offset` (Gamma serves its first 2,000 rows only), or `auto` (keyset, else offset)
+TOKEN_LOOKUP_INTERVAL_S: how often the ids the processor asks for are looked up
+CLICKHOUSE_WRITER_CONSUMER: the writer's consumer and heartbeat name
+TRADE_PROCESSOR_BATCH_MAX: fills per processor batch
+UNKNOWN_MARKET_WAIT_S: how long a fill waits for its market before its trade is written with `market_id = ''`
+HELD_CHECK_INTERVAL_S: how often fills held for their market are looked at again
+DASHBOARD_PORT: where the dashboard listens
+DASHBOARD_USER: basic auth user (with DASHBOARD_PASSWORD)
+DASHBOARD_REDIS_TIMEOUT_S: a Redis read's timeout; beyond it the page says Redis is down
+SIMULATOR_HOST: the demo's simulator: host
+SIMULATOR_PORT: the demo's simulator: port
+SIMULATOR_RATE: the demo's simulator: live fills per second
+SIMULATOR_HISTORY_FILLS: the demo's simulator: fills served as history
+SIMULATOR_MARKETS: the demo's simulator: markets
+SIMULATOR_SEED: the demo's simulator: world seed
+SIMULATOR_FINALIZED_LAG_BLOCKS: the demo's simulator: blocks between its head and `finalized`
+""".strip().splitlines())
 
 HEADER = f"""# Configuration
 

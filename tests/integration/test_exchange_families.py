@@ -26,7 +26,7 @@ from ingesters import chain_ingester
 from ingesters import polymarket_ingester as markets_ingester
 from ingesters.gamma import Connections
 from processors import clickhouse_writer, trade_processor
-from tests.fixtures.helpers import wait_until_async
+from tests.fixtures.helpers import wait_until
 from tests.fixtures.simulator import SimulatorFactory
 
 LATE_LISTING_DELAY_S = 20.0
@@ -75,7 +75,7 @@ async def run_pipeline(sim: Any, truth: dict[str, Any], redis: aioredis.Redis, r
     ]
     try:
         await chain_ingester.run(chain, once=True)
-        await wait_until_async(lambda: redis.xlen(keys.STREAM_TRADES), "a trade for every fill",
+        await wait_until(lambda: redis.xlen(keys.STREAM_TRADES), "a trade for every fill",
                                accept=lambda n: n == truth["count"], timeout_s=WAIT_S + 30)  # fmt: skip
     finally:
         stop.set()

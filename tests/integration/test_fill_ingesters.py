@@ -415,10 +415,11 @@ async def test_a_source_that_keeps_failing_shows_degraded_and_does_not_crash(
     async def degraded() -> bool:
         return await redis_client.hget(keys.service_key("goldsky_ingester"), "state") == b"degraded"
 
-    deadline = time.monotonic() + 10
-    while not await degraded():
-        assert time.monotonic() < deadline and not task.done(), "never reported degraded"
-        await asyncio.sleep(0.05)
+    async def degraded_or_ended() -> bool:
+        return task.done() or await degraded()
+
+    await wait_until(degraded_or_ended, "reported degraded")
+    assert not task.done(), "the service ended instead of reporting degraded"
     stop.set()
     service = await asyncio.wait_for(task, 10)
     assert "HTTP 50" in service.last_error and service.counters["errors"] >= 1

@@ -28,7 +28,7 @@ from ingesters import polymarket_ingester as markets_ingester
 from ingesters.gamma import Connections, GammaSync, append_changed
 from ingesters.gamma_listing import SYNCED, GammaClient
 from simulator.server import SimulatorHandle
-from tests.fixtures.helpers import wait_until_async
+from tests.fixtures.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 SYNC_KNOBS: dict[str, Any] = {"listing": "keyset", "page_limit": 100, "refresh_s": 0.01}
@@ -189,7 +189,7 @@ async def test_a_3000_market_sync_completes_by_keyset_and_without_keyset_stops_a
         fields = await redis_client.hgetall(keys.service_key("polymarket_ingester"))
         return fields if fields.get(b"state") == b"degraded" else None
 
-    heartbeat = await wait_until_async(degraded, "a degraded heartbeat", timeout_s=60)
+    heartbeat = await wait_until(degraded, "a degraded heartbeat", timeout_s=60)
     stop.set()
     await running
     error = heartbeat[b"last_error"].decode()
@@ -322,7 +322,7 @@ async def test_sigkill_mid_sync_then_restart_ends_with_the_exact_set_and_sigterm
         state = (await redis_client.get(keys.STATE_POLYMARKET_OFFSET) or b"").decode()
         return state.startswith("offset closed=false after=") and int(state.rsplit("=", 1)[1]) >= 6
 
-    await wait_until_async(mid_sync, "the first pages of the sync", timeout_s=20)
+    await wait_until(mid_sync, "the first pages of the sync", timeout_s=20)
     first.send_signal(signal.SIGKILL)
     assert first.wait(10) == -signal.SIGKILL
     assert 0 < await redis_client.xlen(keys.STREAM_MARKETS) < len(listed(sim)[0])
@@ -333,7 +333,7 @@ async def test_sigkill_mid_sync_then_restart_ends_with_the_exact_set_and_sigterm
     async def synced() -> bool:
         return await redis_client.get(keys.STATE_POLYMARKET_OFFSET) == SYNCED.encode()
 
-    await wait_until_async(synced, "the end of the full sync", timeout_s=20)
+    await wait_until(synced, "the end of the full sync", timeout_s=20)
     second.send_signal(signal.SIGTERM)
     assert second.wait(10) == 0, second.stderr.read().decode() if second.stderr else ""
     assert await redis_client.hget(keys.service_key("polymarket_ingester"), "state") == b"stopped"
@@ -353,7 +353,7 @@ async def test_an_unreachable_gamma_degrades_the_service_instead_of_crashing_it(
     async def degraded() -> bool:
         return await redis_client.hget(keys.service_key("polymarket_events_ingester"), "state") == b"degraded"
 
-    await wait_until_async(degraded, "a degraded heartbeat", timeout_s=20)
+    await wait_until(degraded, "a degraded heartbeat", timeout_s=20)
     assert process.poll() is None
     process.send_signal(signal.SIGTERM)
     assert process.wait(10) == 0

@@ -20,7 +20,7 @@ from tests.fixtures.fills_world import (
     publish_fills,
     publish_markets,
 )
-from tests.fixtures.helpers import FAST_STREAMS, wait_until_async
+from tests.fixtures.helpers import FAST_STREAMS, wait_until
 
 
 def processor_settings(**overrides: object) -> trade_processor.ProcessorSettings:
@@ -120,11 +120,11 @@ async def test_late_market_is_filled_in_and_missing_market_times_out(redis_setti
         trade_processor.run(settings, redis=redis_settings, streams=FAST_STREAMS, stop=stop)
     )
     # the processor asks the markets ingester for the unknown tokens
-    await wait_until_async(lambda: redis_client.scard(keys.TOKEN_LOOKUPS), "a token lookup", accept=lambda n: n > 0,
+    await wait_until(lambda: redis_client.scard(keys.TOKEN_LOOKUPS), "a token lookup", accept=lambda n: n > 0,
                            timeout_s=5)  # fmt: skip
     lookups = {token.decode() for token in await redis_client.smembers(keys.TOKEN_LOOKUPS)}
     assert set(late.token_ids + never.token_ids) >= lookups and lookups
-    await wait_until_async(lambda: redis_client.xlen(keys.STREAM_TRADES), "every trade",
+    await wait_until(lambda: redis_client.xlen(keys.STREAM_TRADES), "every trade",
                            accept=lambda n: n == len(fills), timeout_s=20)  # fmt: skip
     stop.set()
     await asyncio.wait_for(service_task, timeout=10)
@@ -214,7 +214,7 @@ async def test_stream_lengths_stay_bounded_while_fills_flow(redis_settings, redi
                 longest = max(longest, await redis_client.xlen(stream))
             await asyncio.sleep(0.1)
         for stream in (keys.STREAM_ORDER_EVENTS, keys.STREAM_TRADES):
-            await wait_until_async(lambda stream=stream: redis_client.xlen(stream), f"{stream} trimmed",
+            await wait_until(lambda stream=stream: redis_client.xlen(stream), f"{stream} trimmed",
                                    accept=lambda n: n == 0, timeout_s=60)  # fmt: skip
     finally:
         stop.set()

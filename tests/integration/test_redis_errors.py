@@ -24,7 +24,7 @@ from common.redis_client import make_redis
 from common.streams import Entry, StreamConsumer, append_with_cursor, run_consumer
 from processors import clickhouse_writer, trade_processor
 from tests.fixtures.fills_world import make_fills, make_markets, publish_fills, publish_markets
-from tests.fixtures.helpers import FAST_STREAMS, wait_until_async
+from tests.fixtures.helpers import FAST_STREAMS, wait_until
 from tests.fixtures.redis_server import RedisServer, free_port
 
 STREAM = "stream:test"
@@ -75,7 +75,7 @@ async def test_consumer_starting_on_a_redis_out_of_memory_waits_and_then_consume
     async def reported() -> int:
         return len(errors)
 
-    await wait_until_async(reported, "an error reported", accept=lambda n: n > 0, timeout_s=10)
+    await wait_until(reported, "an error reported", accept=lambda n: n > 0, timeout_s=10)
     assert isinstance(errors[0], TransientSinkError) and errors[0].sink == "redis"
     assert handled == [] and not consuming.done()
     await out_of_memory(False)
@@ -155,7 +155,7 @@ async def test_writer_restarted_on_a_redis_out_of_memory_keeps_everything_pendin
         await asyncio.sleep(1.5)  # the writer retries, degraded; it takes nothing it could not ack
         assert (await stored(), await backlog()) == (0, len(fills))
         await out_of_memory(False)
-        await wait_until_async(backlog, "the backlog written", accept=lambda n: n == 0, timeout_s=30)
+        await wait_until(backlog, "the backlog written", accept=lambda n: n == 0, timeout_s=30)
     finally:
         stop.set()
         service = await asyncio.wait_for(running, timeout=30)
