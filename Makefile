@@ -1,9 +1,9 @@
-# One venv for everything; `make test` is the README's test command.
+# One venv for everything; `make test` is the README's test command, `make test-unit` the quick one.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: test lint run demo clean
+.PHONY: test test-unit lint docs run demo clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -13,10 +13,20 @@ $(STAMP): requirements.txt
 
 test: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest
+
+# The unit tests alone: no servers, no sockets, under a minute
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/unit -q
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+# docs/configuration.md from the settings classes (tests/unit/test_docs.py fails when it is out of date)
+docs: $(STAMP)
+	$(PY) -m pipeline config-docs
 
 # Everything under supervisord (embedded Redis/ClickHouse unless configured); Ctrl-C stops it all. docs/operations.md
 run: $(STAMP)

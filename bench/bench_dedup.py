@@ -28,7 +28,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import deployment
+from common import deployment, tables
 from common.clickhouse import apply_migrations, make_client
 from common.config import ClickHouseSettings, StreamSettings
 from common.redis_client import make_redis
@@ -40,6 +40,8 @@ from tests.fixtures.clickhouse_server import ClickHouseServer
 from tests.fixtures.fills_world import make_fills, make_markets, publish_fills, publish_markets
 from tests.fixtures.redis_server import RedisServer, free_port
 
+SEED_ROWS = 10_000_000  # rows stored in each fill table before measuring
+FILLS = 100_000  # fills through the writer, with the check and without
 STREAMS = StreamSettings(block_ms=100, trim_interval_s=1.0)
 FILLS_START_TS = 1_777_000_000
 SEED_FILLS_PER_S = 25
@@ -50,9 +52,9 @@ def seed(client: Any, rows: int) -> None:
     base = FILLS_START_TS - rows // SEED_FILLS_PER_S
     ts = f"toDateTime({base} + intDiv(number, {SEED_FILLS_PER_S}))"
     fill_id = "concat('0x', hex(cityHash64(number)), '_0x', hex(number))"
-    client.command(f"INSERT INTO order_filled_events (id, source, timestamp, maker_asset_id, taker_asset_id) "
+    client.command(f"INSERT INTO {tables.ORDER_FILLED_EVENTS} (id, source, timestamp, maker_asset_id, taker_asset_id) "
                    f"SELECT {fill_id}, 'chain', {ts}, '0', toString(number % 5000) FROM numbers({rows})")  # fmt: skip
-    client.command(f"INSERT INTO trades (id, timestamp, token_id) "
+    client.command(f"INSERT INTO {tables.TRADES} (id, timestamp, token_id) "
                    f"SELECT {fill_id}, {ts}, toString(number % 5000) FROM numbers({rows})")  # fmt: skip
 
 
@@ -87,7 +89,7 @@ def check_figures(ch: ClickHouseSettings, server_pid: int, fills: list[Any]) -> 
     try:
         fresh = [(fill.id, fill.timestamp) for fill in fills]
         figures: dict[str, Any] = {}
-        for table in ("order_filled_events", "trades"):
+        for table in (tables.ORDER_FILLED_EVENTS, tables.TRADES):
             stored = client.query(
                 f"SELECT id, toUInt32(timestamp) AS ts FROM {table} ORDER BY ts DESC LIMIT {len(fresh)}"
             )
@@ -173,14 +175,19 @@ async def bench(seed_rows: int, fills_n: int, workdir: Path) -> dict[str, Any]:
     return result
 
 
+def run(seed_rows: int = SEED_ROWS, fills_n: int = FILLS) -> dict[str, Any]:
+    """The whole benchmark in a temporary folder: its figures (`python -m pipeline bench` calls this)."""
+    with tempfile.TemporaryDirectory() as workdir:
+        return asyncio.run(bench(seed_rows, fills_n, Path(workdir)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seed-rows", type=int, default=10_000_000)
-    parser.add_argument("--fills", type=int, default=100_000)
+    parser.add_argument("--seed-rows", type=int, default=SEED_ROWS)
+    parser.add_argument("--fills", type=int, default=FILLS)
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object last")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as workdir:
-        result = asyncio.run(bench(args.seed_rows, args.fills, Path(workdir)))
+    result = run(args.seed_rows, args.fills)
     if args.json:
         print(orjson.dumps(result).decode(), flush=True)
 

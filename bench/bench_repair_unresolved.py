@@ -27,11 +27,12 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import tables
 from common.clickhouse import apply_migrations, make_client
 from common.config import ClickHouseSettings
 from common.payloads import MarketRef
 from pipeline.harness.fleet import load_average, read_cpu_s
-from pipeline.ops.common import chunks
+from pipeline.ops.command import chunks
 from pipeline.ops.repair_unresolved import MUTATION_SETTINGS, TOKENS_PER_MUTATION, mutation
 from tests.fixtures.clickhouse_server import ClickHouseServer
 from tests.fixtures.redis_server import free_port
@@ -50,28 +51,28 @@ def token(number: int) -> str:
 
 def seed(client: Any, rows: int) -> None:
     client.command(
-        "INSERT INTO trades (id, timestamp, block_number, tx_hash, order_hash, source, exchange, token_id, "
-        "outcome_index, maker, taker, maker_direction, taker_direction, price, usd_amount, token_amount) "
+        f"INSERT INTO {tables.TRADES} (id, timestamp, block_number, tx_hash, order_hash, source, exchange, "
+        "token_id, outcome_index, maker, taker, maker_direction, taker_direction, price, usd_amount, token_amount) "
         f"SELECT concat('0x', hex(sipHash128(number)), '_0x', hex(number)), toDateTime({START_TS} + "
         f"intDiv(number, {ROWS_PER_S})), 90000000 + intDiv(number, 50), concat('0x', hex(sipHash128(number))), "
         "concat('0x', hex(number)), 'chain', '0xe3333700ca9d93003f00f0f71f8515005f6c00aa', "
         f"concat('7', leftPad(toString(number % {TOKENS}), 76, '0')), -1, '0xmaker', '0xtaker', 'BUY', 'SELL', 0.5, "
         f"toDecimal64(12.5, 6), toDecimal64(25, 6) FROM numbers({rows}) SETTINGS max_insert_threads = 2"
     )
-    client.command("OPTIMIZE TABLE trades FINAL")  # one part per partition, as a settled table has
+    client.command(f"OPTIMIZE TABLE {tables.TRADES} FINAL")  # one part per partition, as a settled table has
 
 
 def orphan(client: Any, share: float, tokens: int) -> int:
     """Set the market columns of rows whose token is among the first `tokens`, `share` of them, to ''."""
-    client.command("ALTER TABLE trades UPDATE market_id = 'm', condition_id = 'c', outcome = 'Yes', outcome_index = 0 "
-                   "WHERE 1 SETTINGS mutations_sync = 2")  # fmt: skip
+    client.command(f"ALTER TABLE {tables.TRADES} UPDATE market_id = 'm', condition_id = 'c', outcome = 'Yes', "
+                   "outcome_index = 0 WHERE 1 SETTINGS mutations_sync = 2")  # fmt: skip
     every = round(1 / share)
     client.command(
-        f"ALTER TABLE trades UPDATE market_id = '', condition_id = '', outcome = '', outcome_index = -1 "
+        f"ALTER TABLE {tables.TRADES} UPDATE market_id = '', condition_id = '', outcome = '', outcome_index = -1 "
         f"WHERE toUInt64(substring(token_id, 2)) < {tokens} AND cityHash64(id) % {every} = 0 "
         "SETTINGS mutations_sync = 2"
     )
-    return int(client.command("SELECT count() FROM trades WHERE market_id = ''"))
+    return int(client.command(f"SELECT count() FROM {tables.TRADES} WHERE market_id = ''"))
 
 
 def repair_case(client: Any, server_pid: int, tokens: int) -> dict[str, Any]:
@@ -80,15 +81,15 @@ def repair_case(client: Any, server_pid: int, tokens: int) -> dict[str, Any]:
                             outcome=("Yes", "No")[i % 2], outcome_index=i % 2)
         for i in range(tokens)
     }  # fmt: skip
-    before = int(client.command("SELECT count() FROM trades"))
+    before = int(client.command(f"SELECT count() FROM {tables.TRADES}"))
     batches = chunks(sorted(refs), TOKENS_PER_MUTATION)
     started, cpu = time.perf_counter(), read_cpu_s(server_pid)
     for batch in batches:
         client.command(mutation({t: refs[t] for t in batch}, 0, 2**32 - 1), settings=MUTATION_SETTINGS)
     seconds, cpu_s = time.perf_counter() - started, read_cpu_s(server_pid) - cpu
-    left = int(client.command("SELECT count() FROM trades WHERE market_id = ''"))
+    left = int(client.command(f"SELECT count() FROM {tables.TRADES} WHERE market_id = ''"))
     return {"mutations": len(batches), "seconds": round(seconds, 2), "server_cpu_s": round(cpu_s, 2),
-            "count_before": before, "count_after": int(client.command("SELECT count() FROM trades")),
+            "count_before": before, "count_after": int(client.command(f"SELECT count() FROM {tables.TRADES}")),
             "left_unresolved": left, "load_average": load_average()}  # fmt: skip
 
 

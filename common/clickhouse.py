@@ -351,7 +351,7 @@ def apply_migrations(settings: ClickHouseSettings) -> list[int]:
         applied = {
             row[0]
             for row in client.query(
-                f"SELECT DISTINCT version FROM {database}.schema_migrations", settings=profile.check_settings
+                f"SELECT DISTINCT version FROM {database}.schema_migrations", settings=dict(profile.check_settings)
             ).result_rows
         }
         done = []

@@ -55,15 +55,15 @@ class RedisSettings(RedisKeySettings):
     db: int = Field(0, ge=0)
     username: str | None = None  # an ACL user; none is Redis' `default` user
     password: SecretStr | None = None
-    tls: bool = False
+    tls: bool = False  # TLS to Redis and to the Sentinels (a rediss:// URL sets it)
     tls_ca_file: str | None = None  # none: the system's trusted CAs
     tls_verify: bool = True  # the server's certificate and host name; off only for a test server
     tls_cert_file: str | None = None  # a client certificate, for servers that require one (mutual TLS)
-    tls_key_file: str | None = None
+    tls_key_file: str | None = None  # the client certificate's key (set with REDIS_TLS_CERT_FILE)
     sentinels: str | None = None  # host:port,host:port,... of the Sentinels that know the primary
     sentinel_master: str | None = None  # the name the Sentinels monitor the primary under
     sentinel_password: SecretStr | None = None  # when the Sentinels themselves require one (their `requirepass`)
-    cluster: bool = False
+    cluster: bool = False  # Redis Cluster: the address is any node; needs a hash tag in REDIS_KEY_PREFIX
     socket_timeout_s: float = Field(30.0, gt=0)
     # Started by `python -m pipeline run` when nothing answers at host:port.
     data_dir: str = "data/redis"
@@ -209,7 +209,7 @@ class ClickHouseSettings(PipelineSettings):
     # TLS (CLICKHOUSE_SECURE or an https URL): the server certificate is verified unless false; ca_file: a PEM
     # bundle of the CAs to trust instead of the system's.
     verify: bool = True
-    ca_file: str | None = None
+    ca_file: str | None = None  # a PEM bundle of the CAs to trust instead of the system's
 
     @field_validator("url")
     @classmethod
@@ -289,6 +289,7 @@ class GammaSettings(PipelineSettings):
 
     model_config = SettingsConfigDict(env_prefix="GAMMA_")
 
+    # the Gamma protocol versions listed and looked up (`v1`, `v2` or both, comma-separated)
     versions: Annotated[tuple[GammaVersion, ...], NoDecode] = ("v1", "v2")
 
     @field_validator("versions", mode="before")
@@ -305,7 +306,7 @@ class GammaSettings(PipelineSettings):
 
 
 class StreamSettings(PipelineSettings):
-    """Consumer-group behaviour shared by every consumer (DESIGN §3 rules 2 and 5)."""
+    """Consumer-group behaviour shared by every consumer (docs/CONTRACT.md §3 rules 2 and 5)."""
 
     model_config = SettingsConfigDict(env_prefix="STREAM_")
 
@@ -342,7 +343,7 @@ def env_name(model: type[PipelineSettings], field_name: str) -> str:
     return f"{prefix}{field_name}".upper()
 
 
-def load(model: type[SettingsT], **overrides: object) -> SettingsT:
+def load(model: type[SettingsT], **overrides: Any) -> SettingsT:
     """Build `model` from the environment; a bad value raises ConfigError naming its variable."""
     try:
         return model(**overrides)

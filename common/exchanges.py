@@ -1,4 +1,4 @@
-"""Polymarket's exchange contracts on Polygon: the one list every reader of fills uses (reference §6, §7.1).
+"""Polymarket's exchange contracts on Polygon: the one list every reader of fills uses (docs/upstream.md §4).
 
 Three families settle fills today:
 - `v1`: CTF Exchange and NegRisk CTF Exchange (to 2026-04-28), `tokenId`s are CTF token ids (Gamma `clobTokenIds`);
@@ -76,7 +76,7 @@ CTF_EXCHANGE_V2, NEG_RISK_CTF_EXCHANGE_V2 = V2_EXCHANGES = addresses("clob_v2")
 (EXCHANGE_V3,) = V3_EXCHANGES = addresses("v3")
 
 # First block of the CLOB v2 exchanges (2026-04-28); the Goldsky subgraph has no fills after it. ExchangeV3 was
-# deployed later (its block is UNVERIFIED, reference §7.1), so scanning from here covers all three families.
+# deployed later (its block is UNVERIFIED, docs/upstream.md §4), so scanning from here covers all three families.
 V2_GENESIS_BLOCK = 84_902_353
 
 # ExchangeV3 is an upgradeable ERC-1967 (UUPS) proxy whose implementation has already changed once, and an upgrade

@@ -47,7 +47,7 @@ def make_client(settings: HttpSettings, *, base_url: str = "") -> httpx.AsyncCli
 class RateLimiter:
     """Token bucket: at most `rate_per_s` requests per second on average, `burst` at once.
 
-    Polymarket and Goldsky publish their limits (reference §1.1, §2.1); staying under them is cheaper than
+    Polymarket and Goldsky publish their limits (docs/upstream.md §1.1, §2); staying under them is cheaper than
     being throttled.
     """
 

@@ -27,8 +27,7 @@ GROUP_CLICKHOUSE_WRITER = "clickhouse-writer"
 
 # Which groups must have consumed an entry before it may be trimmed. A stream is not trimmed at all until each
 # of its groups exists, so a consumer that starts later than the others still finds every entry. The writer fills
-# order_filled_events from stream:trades, so stream:order_events has the processor alone (a `clickhouse-writer`
-# group left there by an earlier writer is drained and destroyed by the writer at start).
+# order_filled_events from stream:trades, so stream:order_events has the processor alone.
 STREAM_GROUPS = {
     STREAM_MARKETS: (GROUP_CLICKHOUSE_WRITER,),
     STREAM_EVENTS: (GROUP_CLICKHOUSE_WRITER,),
@@ -73,7 +72,7 @@ INSERT_LOCK_PREFIX = PREFIX + "lock:insert:"
 FAILURES_PREFIX = PREFIX + "failures:"
 
 
-# The services of DESIGN §1, by the names their heartbeats (service:<name>) and supervisord programs carry.
+# The services of docs/CONTRACT.md §1, by the names their heartbeats (service:<name>) and supervisord programs carry.
 SERVICES = (
     "polymarket_ingester",
     "polymarket_events_ingester",

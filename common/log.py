@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TextIO, cast
 
 import orjson
 import structlog
@@ -36,7 +37,7 @@ class _Tee:
             self._log_file.flush()
 
 
-def _json_renderer(_: Any, __: str, event: dict[str, Any]) -> str:
+def _json_renderer(_: Any, __: str, event: MutableMapping[str, Any]) -> str:
     return orjson.dumps(event, default=str).decode()
 
 
@@ -47,7 +48,7 @@ def configure_logging(service: str, settings: LogSettings | None = None, *, to_f
         log_dir = Path(settings.dir)
         log_dir.mkdir(parents=True, exist_ok=True)
         log_file = open(log_dir / f"{service}.log", "a", buffering=1, encoding="utf-8")  # noqa: SIM115
-    renderer = (
+    renderer: structlog.typing.Processor = (
         _json_renderer
         if settings.format == "json"
         else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty(), pad_event_to=0)
@@ -61,7 +62,8 @@ def configure_logging(service: str, settings: LogSettings | None = None, *, to_f
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[settings.level]),
-        logger_factory=structlog.PrintLoggerFactory(_Tee(log_file)),
+        # _Tee has the write and flush PrintLogger uses, not all of TextIO
+        logger_factory=structlog.PrintLoggerFactory(cast(TextIO, _Tee(log_file))),
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.bind_contextvars(service=service)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
@@ -61,10 +61,10 @@ def join_lines(items: Iterable[bytes | str]) -> bytes:
     """Items joined by newlines, for the scripts' one-argument lists; an item may not be empty or hold a newline."""
     listed = list(items)
     try:  # all bytes (payloads) or all text (ids): one join in C, no encode per item
-        joined = b"\n".join(listed)
+        joined = b"\n".join(cast(list[bytes], listed))
     except TypeError:
         try:
-            joined = "\n".join(listed).encode()
+            joined = "\n".join(cast(list[str], listed)).encode()
         except TypeError:  # mixed (a hash's fields and values)
             joined = b"\n".join(item.encode() if isinstance(item, str) else item for item in listed)
     if _newlines(joined, len(listed)) != max(0, len(listed) - 1) or not all(listed):

@@ -1,4 +1,4 @@
-"""Every payload that crosses Redis (DESIGN §3), each a msgspec Struct with its encoder and decoder.
+"""Every payload that crosses Redis (docs/CONTRACT.md §3), each a msgspec Struct with its encoder and decoder.
 
 - `OrderEvent`, a `stream:order_events` entry: what both fill sources write. `id` is `<tx_hash>_<order_hash>`
   (the subgraph's own id), so the same fill seen by the Goldsky ingester and by the chain ingester has the same

@@ -1,4 +1,4 @@
-"""Protocol V2 position ids (reference §7.1): telling them from CTF token ids, and reading their fields.
+"""Protocol V2 position ids (docs/upstream.md §4): telling them from CTF token ids, and reading their fields.
 
 Layout (polymarket-v2-external `docs/position-ids.md`), 256 bits, most significant first:
     [moduleId(8) | baseHash(128) | arity(16) | reserved(64) | resolutionChain(16) | conditionIndex(16) |

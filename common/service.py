@@ -18,13 +18,14 @@ import socket
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
 
 from common import keys
-from common.backoff import Backoff, sleep_unless_stopped
+from common.backoff import retry_while_down, sleep_unless_stopped
 from common.config import LogSettings, RedisSettings, ServiceSettings, load
 from common.errors import ConfigError, CursorMoved, PermanentSourceError, SourceError, TransientSinkError
 from common.key_prefix import check_key_prefix
@@ -192,22 +193,18 @@ async def poll_forever(
     CursorMoved means another writer moved the cursor: `step` re-reads it on its next call. `once=True` returns
     when `step` reports nothing left.
     """
-    backoff = Backoff(base_s=1.0, max_s=max_backoff_s)
     while not service.stop.is_set():
         started = time.monotonic()
         try:
-            more = await _step_or_stop(service, step)
+            more = await retry_while_down(lambda: _step_or_stop(service, step), stop=service.stop,
+                                          event="step failed; backing off", on_error=service.degraded,
+                                          retry_on=(SourceError, TransientSinkError), base_s=1.0,
+                                          max_s=max_backoff_s, delay_s=_step_delay_s)  # fmt: skip
         except CursorMoved as exc:
             log.warning("cursor moved under us; re-reading it", error=str(exc))
             continue
-        except (SourceError, TransientSinkError) as exc:
-            service.degraded(exc)
-            delay_s = backoff.next_delay_s() * (5 if isinstance(exc, PermanentSourceError) else 1)
-            delay_s = max(delay_s, getattr(exc, "retry_after_s", None) or 0.0)
-            log.warning("step failed; backing off", error=str(exc), delay_s=round(delay_s, 2))
-            await sleep_unless_stopped(service.stop, delay_s)
-            continue
-        backoff.reset()
+        if more is None:
+            return  # stopped
         service.healthy()
         if not more:
             if once:
@@ -215,6 +212,13 @@ async def poll_forever(
             # every interval_s from the start of the last step, not after it: a source polled every second is
             # read every second, however long a step took (less latency on a slow machine)
             await sleep_unless_stopped(service.stop, max(0.0, interval_s - (time.monotonic() - started)))
+
+
+def _step_delay_s(exc: BaseException, backoff_s: float) -> float:
+    """A permanent source error waits five times longer (retrying at once cannot help); a server's Retry-After is
+    honoured."""
+    delay_s = backoff_s * (5 if isinstance(exc, PermanentSourceError) else 1)
+    return max(delay_s, getattr(exc, "retry_after_s", None) or 0.0)
 
 
 async def _step_or_stop(service: Service, step: Callable[[], Awaitable[bool]]) -> bool:
@@ -267,7 +271,10 @@ def service_arguments(description: str, argv: list[str] | None) -> argparse.Name
 
 
 def service_main(
-    name: str, start: Callable[[argparse.Namespace], Awaitable[None]], description: str, argv: list[str] | None = None
+    name: str,
+    start: Callable[[argparse.Namespace], Coroutine[Any, Any, None]],
+    description: str,
+    argv: list[str] | None = None,
 ) -> int:
     """`main()` of every service: parse flags, set up logging, run; a bad setting exits 2 with one line."""
     args = service_arguments(description, argv)

@@ -1,4 +1,4 @@
-"""Redis Streams delivery, written once for every service (DESIGN §3 rules 1, 2, 3 and 5).
+"""Redis Streams delivery, written once for every service (docs/CONTRACT.md §3 rules 1, 2, 3 and 5).
 
 Producers: `append_with_cursor()` writes a source page, its malformed items (to `stream:dlq`) and the cursor
 that follows the page in one Lua script, compare-and-set on the cursor, so a crash or a retried call can
@@ -32,7 +32,7 @@ import structlog
 from redis import exceptions as redis_errors
 
 from common import keys
-from common.backoff import Backoff, sleep_unless_stopped
+from common.backoff import Backoff, retry_while_down, sleep_unless_stopped
 from common.config import StreamSettings
 from common.errors import CursorMoved, TransientSinkError
 from common.lua_scripts import join_lines, run_script
@@ -430,15 +430,10 @@ async def run_consumer(
     only pending one (the ClickHouse writer). On stop, the batches in hand are finished before returning.
     `once=True` returns when there is nothing left to read (tests and burst runs).
     """
+    # Redis may not be up yet when a service starts: wait for it, don't crash
+    await retry_while_down(consumer.ensure_group, stop=stop, event="cannot create consumer group yet; retrying",
+                           on_error=on_error, stream=consumer.stream)  # fmt: skip
     read_backoff = Backoff(base_s=0.2, max_s=10.0)
-    while not stop.is_set():  # Redis may not be up yet when a service starts: wait for it, don't crash
-        try:
-            await consumer.ensure_group()
-            break
-        except TransientSinkError as exc:
-            _report(on_error, exc)
-            log.warning("cannot create consumer group yet; retrying", stream=consumer.stream, error=str(exc))
-            await sleep_unless_stopped(stop, read_backoff.next_delay_s())
     in_flight: set[asyncio.Task[None]] = set()
     try:
         while not stop.is_set():
@@ -487,40 +482,32 @@ async def _handle_batch(
 ) -> None:
     """Handle `batch` until it is done, failed (recorded) or left pending for a stop; `alone`: it is one entry
     with nothing else in flight, marked while in hand (see `StreamConsumer.mark_handling_alone`)."""
-    backoff = Backoff(base_s=0.2, max_s=10.0)
     marked = not alone
-    while True:
-        try:
-            if not marked:  # once: each mark counts one more death
-                await consumer.mark_handling_alone(batch[0])
-                marked = True
-            await handle(batch)
-        except TransientSinkError as exc:
-            _report(on_error, exc)
-            if stop.is_set():
-                break  # the batch stays pending; the next start re-reads it
-            delay_s = backoff.next_delay_s()
-            log.warning(
-                "sink unavailable; batch kept",
-                stream=consumer.stream,
-                entries=len(batch),
-                delay_s=delay_s,
-                error=str(exc),
-            )
-            await sleep_unless_stopped(stop, delay_s)
-            continue
-        except Exception as exc:
-            _report(on_error, exc)
-            log.exception("batch failed", stream=consumer.stream, group=consumer.group, entries=len(batch))
-            # the entries stay pending either way; if Redis is down only the reason is lost
-            with contextlib.suppress(TransientSinkError):
-                await consumer.record_failure(batch, f"{type(exc).__name__}: {exc}")
-            consumer.rewind(isolate=True)
-            await sleep_unless_stopped(stop, backoff.next_delay_s())
-            return
-        if on_success is not None:
-            on_success()
-        break
+
+    async def attempt() -> bool:
+        nonlocal marked
+        if not marked:  # once: each mark counts one more death
+            await consumer.mark_handling_alone(batch[0])
+            marked = True
+        await handle(batch)
+        return True
+
+    try:
+        # a sink down: the batch is kept in memory and retried; a stop leaves it pending for the next start
+        done = await retry_while_down(attempt, stop=stop, event="sink unavailable; batch kept",
+                                      on_error=on_error,
+                                      stream=consumer.stream, entries=len(batch))  # fmt: skip
+    except Exception as exc:
+        _report(on_error, exc)
+        log.exception("batch failed", stream=consumer.stream, group=consumer.group, entries=len(batch))
+        # the entries stay pending either way; if Redis is down only the reason is lost
+        with contextlib.suppress(TransientSinkError):
+            await consumer.record_failure(batch, f"{type(exc).__name__}: {exc}")
+        consumer.rewind(isolate=True)
+        await sleep_unless_stopped(stop, Backoff(base_s=0.2, max_s=10.0).next_delay_s())
+        return
+    if done and on_success is not None:
+        on_success()
     if alone and marked:  # the consumer lived: no death to count (if Redis is down, one stays: one is a chance)
         with contextlib.suppress(TransientSinkError):
             await consumer.clear_handling_alone(batch[0])

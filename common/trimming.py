@@ -1,4 +1,4 @@
-"""Trimming streams without losing work (DESIGN §3 rule 5), and retiring a group that no longer reads one.
+"""Trimming streams without losing work (docs/CONTRACT.md §3 rule 5).
 
 Only entries below the oldest one some group still needs are removed (XTRIM MINID), and only once every group
 that reads the stream exists: a blind MAXLEN deletes pending entries, and a group created after a trim would
@@ -65,29 +65,3 @@ async def trim_acked(redis: aioredis.Redis, stream: str, required_groups: Sequen
             return 0
         # Exact, not `~`: cheap enough at our batch sizes, and lengths on the dashboard stay truthful.
         return int(await redis.xtrim(stream, minid=floor, approximate=False))
-
-
-async def group_backlog_end(redis: aioredis.Redis, stream: str, group: str) -> str | None:
-    """The id of the stream's last entry when `group` exists on it (the end of what it has left to read at this
-    moment), else None."""
-    async with map_redis_errors(f"read the groups of {stream}"):
-        if not await redis.exists(stream):
-            return None
-        if group not in {_text(info["name"]) for info in await redis.xinfo_groups(stream)}:
-            return None
-        return _text((await redis.xinfo_stream(stream))["last-generated-id"])
-
-
-async def retire_group(redis: aioredis.Redis, stream: str, group: str) -> int:
-    """Destroy `group` (XGROUP DESTROY) once it has nothing pending, so it stops holding back trimming; returns its
-    pending count, 0 when it is gone (or never existed). For a group nothing reads any more: a reader acking or
-    reading between the check and the destroy would lose the entries it had not written yet."""
-    async with map_redis_errors(f"retire group {group} of {stream}"):
-        if not await redis.exists(stream):
-            return 0
-        for info in await redis.xinfo_groups(stream):
-            if _text(info["name"]) == group:
-                if int(info["pending"]):
-                    return int(info["pending"])
-                await redis.xgroup_destroy(stream, group)
-        return 0

@@ -1,4 +1,5 @@
-"""Insert only what a table does not hold yet: every table unique by its natural key at insert time (DESIGN §4).
+"""Insert only what a table does not hold yet: every table unique by its natural key at insert time
+(docs/CONTRACT.md §4).
 
 For each batch of one table:
 1. duplicates inside the batch are dropped (fills and trades keep the first row of an id; markets and events
@@ -21,8 +22,8 @@ or one entry at a time after `rewind(isolate=True)`) finds every id stored and i
 
 Why ask ClickHouse rather than keep the ids seen in Redis: it is exact at any table size with nothing in Redis but
 the lock (a bounded window of recent ids is not exact at 1B rows), and unlike giving each source a disjoint range
-it also covers re-runs, replays and bisection. Its cost is in the README ("How nothing is lost and nothing is
-counted twice") and `bench/bench_dedup.py`.
+it also covers re-runs, replays and bisection. Its cost is in docs/guarantees.md ("Counted once: the unique
+insert") and `bench/bench_dedup.py`.
 
 The lock is SET PX with the owner's name, extended every third of its time to live while held, released by
 compare-and-delete (lua/acquire_lock.lua, lua/release_lock.lua). Its time to live is the insert's client timeout
@@ -145,7 +146,7 @@ def fetch_stored_ids(
     with the `consistency` settings (module docstring)."""
     where = " OR ".join(f"({time_column} BETWEEN toDateTime({start}) AND toDateTime({end}))" for start, end in ranges)
     with map_clickhouse_errors(f"check {table}"):
-        result = client.query(f"SELECT id FROM {table} WHERE {where}", settings=consistency)
+        result = client.query(f"SELECT id FROM {table} WHERE {where}", settings=dict(consistency))
     return set(result.result_columns[0]) if result.row_count else set()
 
 
@@ -161,7 +162,7 @@ def fetch_stored_versions(
                 f"SELECT id, toUnixTimestamp64Micro(max({version_column})) FROM {table} "
                 "WHERE id IN {ids:Array(String)} GROUP BY id",
                 parameters={"ids": list(ids[start : start + IDS_PER_QUERY])},
-                settings=consistency,
+                settings=dict(consistency),
             ).result_rows
         stored.update((row[0], int(row[1])) for row in rows)
     return stored
@@ -174,7 +175,7 @@ def delete_ids(client: Client, table: str, ids: Sequence[str]) -> None:
         with map_clickhouse_errors(f"delete replaced rows of {table}"):
             client.command(f"DELETE FROM {table} WHERE id IN {{ids:Array(String)}}",
                            parameters={"ids": list(ids[start : start + IDS_PER_QUERY])},
-                           settings=deployment.DELETE_SETTINGS)  # fmt: skip
+                           settings=dict(deployment.DELETE_SETTINGS))  # fmt: skip
 
 
 def select_new(
@@ -286,7 +287,7 @@ async def insert_unique(
         else contextlib.nullcontext()
     )
     async with lock:
-        fresh, replaced = candidates, []
+        fresh, replaced = candidates, list[str]()
         if settings.unique_keys:
             consistency = deployment.PROFILES[settings.deployment].check_settings
             fresh, replaced = await asyncio.to_thread(select_new, client, target.table, target.columns, columns,

@@ -2,7 +2,7 @@
 
 Reads Redis (stream lengths, group lag/pending/consumers, cursors, heartbeats, the DLQ) every
 DASHBOARD_SAMPLE_INTERVAL_S and ClickHouse (table counts, newest trade, latest trades) at most every
-DASHBOARD_CLICKHOUSE_REFRESH_S, in one background task (`dashboard.snapshot.collect_status`); every endpoint
+DASHBOARD_CLICKHOUSE_REFRESH_S, in one background task (`common.status.snapshot.collect_status`); every endpoint
 answers from the last read, so a slow or stopped Redis or ClickHouse never slows a page down: the page says
 which one is down. Endpoints (all GET; nothing here changes the pipeline):
   /              the HTML page, refreshing every 5 s in place (static file; data arrives as JSON, shown as text)
@@ -40,20 +40,20 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from common.clickhouse import ping
-from common.config import ClickHouseSettings, LogSettings, RedisSettings, ServiceSettings, SourceSettings, load
+from common.config import ClickHouseSettings, LogSettings, RedisSettings, ServiceSettings, load
 from common.errors import ConfigError, SinkError
 from common.log import configure_logging
 from common.redis_client import make_redis, map_redis_errors
-from dashboard.history import Observer
+from common.status.history import Observer
+from common.status.models import ClickHouseStatus, History, PipelineStatus, Reachability
+from common.status.redaction import redact, secret_values
+from common.status.snapshot import ClickHouseReader, collect_status
 from dashboard.metrics import render_metrics
-from dashboard.models import ClickHouseStatus, History, PipelineStatus, Reachability
 from dashboard.settings import DashboardSettings
-from dashboard.snapshot import ClickHouseReader, collect_status
 
 log = structlog.get_logger()
 
 STATIC_DIR = Path(__file__).with_name("static")
-MASK = "**********"
 FIRST_READ_WAIT_S = 0.5  # then a placeholder: the page answers within a second even while a read hangs
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
@@ -75,17 +75,8 @@ class DashboardConfig:
 
 def load_config() -> DashboardConfig:
     dashboard, redis, clickhouse = load(DashboardSettings), load(RedisSettings), load(ClickHouseSettings)
-    secrets = (dashboard.password, redis.password, redis.url, redis.sentinel_password, clickhouse.password)
-    hidden = [s.get_secret_value() for s in secrets if s]
-    hidden.append(load(SourceSettings).polygon_rpc_url.get_secret_value())
-    return DashboardConfig(dashboard, redis, clickhouse, load(ServiceSettings), tuple(hidden))
-
-
-def redact(body: bytes, hidden: tuple[str, ...]) -> bytes:
-    """Mask every configured secret (longest first, so a URL goes before the key inside it)."""
-    for value in sorted((v for v in hidden if len(v) >= 4), key=len, reverse=True):
-        body = body.replace(value.encode(), MASK.encode())
-    return body
+    own = (dashboard.password.get_secret_value(),) if dashboard.password else ()
+    return DashboardConfig(dashboard, redis, clickhouse, load(ServiceSettings), secret_values(redis, clickhouse, *own))
 
 
 class Dashboard:

@@ -13,7 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from dashboard.models import PipelineStatus
+from common.status.models import PipelineStatus
 
 FAILURE_COUNTERS = frozenset({"errors", "dead_lettered", "dead_letters"})
 UP_STATES = frozenset({"running", "degraded", "starting", "stopping"})

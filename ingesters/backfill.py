@@ -9,16 +9,15 @@ different worker count still resumes the ranges it started with.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import structlog
 
 from common import keys
-from common.service import Service, poll_forever, service_main
+from common.service import Service, poll_forever
 from common.streams import append_with_cursor, read_cursor
 
 log = structlog.get_logger()
@@ -80,28 +79,3 @@ async def run_parts(
         for part in parts:
             part.close_ahead()
     log.info("backfill finished", parts=len(parts), stopped=service.stop.is_set(), **dict(service.counters))
-
-
-def main_with_backfill(
-    name: str,
-    description: str,
-    unit: str,
-    argv: list[str] | None,
-    *,
-    live: Callable[[bool], Awaitable[None]],
-    backfill: Callable[[int, int, int | None], Awaitable[None]],
-) -> int:
-    """`service_main` plus `--backfill FROM TO [--workers N]` (parsed here: service_main knows only `--once`)."""
-    flags = argparse.ArgumentParser(add_help=False)
-    flags.add_argument("--backfill", nargs=2, type=int, metavar=("FROM", "TO"))
-    flags.add_argument("--workers", type=int)
-    extra, rest = flags.parse_known_args(argv)
-
-    async def start(args: argparse.Namespace) -> None:
-        if extra.backfill:
-            await backfill(extra.backfill[0], extra.backfill[1], extra.workers)
-        else:
-            await live(args.once)
-
-    usage = f" --backfill FROM TO [--workers N]: ingest {unit} [FROM, TO] as N concurrent ranges, then exit."
-    return service_main(name, start, description + usage, rest)

@@ -6,13 +6,13 @@ last block whose logs are all in the stream (next range starts at +1; absent: CH
 v2 genesis). Only blocks at or below `finalized` are read (head - CHAIN_CONFIRMATIONS when CHAIN_USE_FINALIZED
 is false or the node lacks the tag), so a reorg never reaches the stream; both heads are published as the
 heartbeat gauges `gauge:chain_head` and `gauge:safe_head` (their difference is the finality lag). A backfill
-(`backfill()`, `--backfill FROM TO --workers N`) pages block ranges concurrently, each with its own
-`state:chain_backfill:<first>-<last>:last_block` (see `ingesters/backfill.py`).
+(`backfill()`, run by `python -m pipeline backfill chain --from A --to B --workers N`) pages block ranges
+concurrently, each with its own `state:chain_backfill:<first>-<last>:last_block` (see `ingesters/backfill.py`).
 
 Each range's logs, dead letters and the new cursor are one `append_with_cursor` call (compare-and-set): a crash
 before it re-reads the range, after it loses nothing. Block timestamps come from batched `eth_getBlockByNumber`
 (one POST, a JSON array) through a bounded cache. The range grows while calls pass and shrinks on the
-range-too-large errors providers give (`chain_logs.classify_rpc_error`). The same eth_getLogs call asks for the
+range-too-large errors providers give (`json_rpc.classify_rpc_error`). The same eth_getLogs call asks for the
 exchanges' proxy `Upgraded` logs: a new one is recorded in `chain:exchange_upgrades` and keeps the service degraded
 until acknowledged (`ingesters/upgrade_watch.py`); fills flow on meanwhile. POLYGON_RPC_URL carries an API key: it
 is never logged; requests are named by method.
@@ -20,6 +20,7 @@ is never logged; requests are named by method.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import time
 from dataclasses import dataclass, field
@@ -36,20 +37,17 @@ from common.config import HttpSettings, PipelineSettings, RedisSettings, SourceS
 from common.errors import ConfigError, PermanentSourceError, TransientSourceError
 from common.exchanges import V2_GENESIS_BLOCK, WATCHED_TOPICS
 from common.http import Decode, RateLimiter, make_client, request_json
-from common.service import Service, poll_forever, run_worker
+from common.service import Service, poll_forever, run_worker, service_main
 from common.streams import append_with_cursor, read_cursor
-from ingesters.backfill import ProgressCallback, main_with_backfill, plan_backfill, run_parts
+from ingesters.backfill import ProgressCallback, plan_backfill, run_parts
 from ingesters.bounded_cache import BoundedCache
-from ingesters.chain_logs import (
-    REPLY_DECODERS,
+from ingesters.chain_logs import REPLY_DECODERS, blocks_needing_timestamps, get_logs_filter, normalize_logs
+from ingesters.json_rpc import (
     RangeTooLarge,
     SpanSizer,
     block_batch,
-    blocks_needing_timestamps,
     decode_block_batch,
-    get_logs_filter,
     hex_quantity,
-    normalize_logs,
     parse_block_batch,
     rpc_result,
 )
@@ -257,16 +255,13 @@ async def backfill(
     return service.counters["fills"]
 
 
+async def start(args: argparse.Namespace) -> None:
+    await run(load_config(), once=args.once)
+
+
 def main(argv: list[str] | None = None) -> int:
-    async def live(once: bool) -> None:
-        await run(load_config(), once=once)
-
-    async def backfill_blocks(first: int, last: int, workers: int | None) -> None:
-        config = load_config()
-        await backfill(config, from_block=first, to_block=last, workers=workers or config.chain.backfill_workers)
-
     description = "Polygon OrderFilled logs (the five exchanges, finalized blocks) -> stream:order_events."
-    return main_with_backfill(NAME, description, "blocks", argv, live=live, backfill=backfill_blocks)
+    return service_main(NAME, start, description + " History: python -m pipeline backfill chain.", argv)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,10 @@
 
 Keyset first: pages follow `next_cursor` as `after_cursor`, with the same filters on every page, and end-of-pass is
 decided by `next_cursor` alone (pages may be shorter than `limit`). Offset listings serve only the first ~2000 rows
-(Gamma answers 422 past that, reference §7.2): they are the fallback for a Gamma without keyset (404, 501, 503 "not
-configured"), and a 422 stops the sync with an error naming MARKETS_LISTING/EVENTS_LISTING, leaving the position
-at the refused page (the service shows degraded; nothing claims the sync complete). Offset end-of-pass is an empty
-page, since Gamma may cap `limit` below what we asked.
+(Gamma answers 422 past that, docs/upstream.md §1.2): they are the fallback for a Gamma without keyset (404, 501,
+503 "not configured"), and a 422 stops the sync with an error naming MARKETS_LISTING/EVENTS_LISTING, leaving the
+position at the refused page (the service shows degraded; nothing claims the sync complete). Offset end-of-pass is
+an empty page, since Gamma may cap `limit` below what we asked.
 
 Versions: Gamma serves only `version: "v1"` items to a request naming no `version` (docs/upstream-gamma.md), so every
 request here names the selection (GAMMA_VERSIONS) as repeated `version` keys, on every page of a cursor; a position
@@ -151,7 +151,7 @@ def keyset_unavailable(exc: SourceError) -> bool:
 
 
 def offset_refused(name: str, offset: int, exc: SourceError) -> PermanentSourceError:
-    """Gamma's 422 past offset ~2000 (reference §7.2), as an error that says what it means and what to set."""
+    """Gamma's 422 past offset ~2000 (docs/upstream.md §1.2), as an error that says what it means and what to set."""
     setting = f"{name.upper()}_LISTING"  # the ingesters' MARKETS_LISTING / EVENTS_LISTING
     return PermanentSourceError(
         f"{exc} (Gamma refused offset {offset} of the {name} offset listing, which serves only the first ~2000 "

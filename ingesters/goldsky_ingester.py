@@ -3,9 +3,10 @@
 Writes: `stream:order_events` (normalized fills, `source="goldsky"`), `stream:dlq` (malformed fills, with the raw
 item and the reason), and the cursor `state:goldsky_last_timestamp` + `state:goldsky_last_id`: every fill with
 `(timestamp, id) <= (last_timestamp, last_id)` is in the stream (paging rules in `ingesters/goldsky_pages.py`).
-A backfill (`backfill()`, `--backfill FROM TO --workers N`) splits `[FROM, TO]` into N adjacent ranges paged
-concurrently, each with its own cursor `state:goldsky_backfill:<first>-<last>:last_timestamp` / `:last_id`; the
-split is stored in `state:goldsky_backfill:<FROM>-<TO>:ranges`, so a restart resumes the same ranges.
+A backfill (`backfill()`, run by `python -m pipeline backfill goldsky --from FROM --to TO --workers N`) splits
+`[FROM, TO]` into N adjacent ranges paged concurrently, each with its own cursor
+`state:goldsky_backfill:<first>-<last>:last_timestamp` / `:last_id`; the split is stored in
+`state:goldsky_backfill:<FROM>-<TO>:ranges`, so a restart resumes the same ranges.
 
 Each page, its dead letters and the cursor after it are one `append_with_cursor` call (compare-and-set): a crash
 before it leaves the cursor at the previous page, which is fetched again; a crash after it loses nothing. The
@@ -18,6 +19,7 @@ the rate limit follow the one policy in `common.http`; the reply is decoded stra
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,9 +33,9 @@ from common import keys
 from common.config import HttpSettings, PipelineSettings, RedisSettings, SourceSettings, load
 from common.errors import ConfigError
 from common.http import RateLimiter, make_client, request_json
-from common.service import Service, poll_forever, run_worker
+from common.service import Service, poll_forever, run_worker, service_main
 from common.streams import append_with_cursor, read_cursor
-from ingesters.backfill import ProgressCallback, main_with_backfill, plan_backfill, run_parts
+from ingesters.backfill import ProgressCallback, plan_backfill, run_parts
 from ingesters.fetch_ahead import FetchAhead
 from ingesters.goldsky_pages import (
     Cursor,
@@ -204,16 +206,13 @@ async def backfill(
     return service.counters["fills"]
 
 
+async def start(args: argparse.Namespace) -> None:
+    await run(load_config(), once=args.once)
+
+
 def main(argv: list[str] | None = None) -> int:
-    async def live(once: bool) -> None:
-        await run(load_config(), once=once)
-
-    async def backfill_seconds(first: int, last: int, workers: int | None) -> None:
-        config = load_config()
-        await backfill(config, start_ts=first, end_ts=last, workers=workers or config.goldsky.backfill_workers)
-
     description = "Goldsky orderFilledEvents (v1 exchanges, to the 2026-04-28 cutover) -> stream:order_events."
-    return main_with_backfill(NAME, description, "unix seconds", argv, live=live, backfill=backfill_seconds)
+    return service_main(NAME, start, description + " History: python -m pipeline backfill goldsky.", argv)
 
 
 if __name__ == "__main__":

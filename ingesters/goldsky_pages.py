@@ -5,7 +5,7 @@ as strings, as the subgraph orders them). `ID == ""` means none of second T yet.
 
 - open  (second T known complete): `where: {timestamp_gt: T, timestamp_lte: END}`;
 - sticky (second T may have more): `where: {timestamp: T, id_gt: ID}`, both operators graph-node supports
-  (reference §2.3-2.4; no `or`, which older graph-node versions and the simulator reject).
+  (docs/upstream.md §2; no `or`, which older graph-node versions and the simulator reject).
 
 A full open page that spans several seconds drops its last second (it may continue on the next page) and stays
 open; a full page holding one second only goes sticky at that second until a short page finishes it. This is

@@ -6,7 +6,7 @@ content last appended), `markets:by_token` (outcome id -> MarketRef JSON: market
 outcome, outcome_index, question), the cursor `state:polymarket_offset`, heartbeat `service:polymarket_ingester`.
 Reads and empties: `markets:token_lookups` (SET of ids the trade processor could not resolve).
 
-Outcome ids (reference §7.1): a market's fills carry the ids its `version` names, even when it has both fields:
+Outcome ids (docs/upstream.md §1.4): a market's fills carry the ids its `version` names, even when it has both fields:
 "v2" -> `positionIds` (a native array of Protocol V2 position ids), "v1" or none -> `clobTokenIds` (CTF token ids,
 a JSON-encoded string); id i is outcome i. Both kinds go into `markets:by_token`.
 

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ack-upgrade": ("pipeline.ops.ack_upgrade", "list the exchange upgrades seen on chain, or acknowledge them"),
     "dedupe": ("pipeline.ops.dedupe", "merge away rows stored twice (from before unique inserts) in a time range"),
     "backfill": ("pipeline.ops.backfill", "backfill goldsky|chain for a range with N workers, with progress"),
+    "config-docs": ("pipeline.config_docs", "write docs/configuration.md from the settings classes (--check: compare)"),
     "bench": (
         "pipeline.harness.bench",
         "end-to-end throughput, latency and memory against the simulator, into bench/results",

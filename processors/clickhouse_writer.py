@@ -1,4 +1,4 @@
-"""ClickHouse writer: three streams into the four tables, with exactly-once effect (DESIGN §3 rules 4 and 5).
+"""ClickHouse writer: three streams into the four tables, with exactly-once effect (docs/CONTRACT.md §3 rules 4 and 5).
 
 Reads `stream:markets`, `stream:events` and `stream:trades`, each in consumer group `clickhouse-writer`, into
 `markets`, `events`, and both `order_filled_events` and `trades`: a trade entry is decoded once into its fill's row
@@ -18,11 +18,6 @@ their rows in every table (or held them already). ClickHouse down: the batch is 
 the backlog waits in Redis. A row ClickHouse refuses is found by bisection and its entry dead-lettered with the
 reason (its row in the other table goes in, as do its batch-mates).
 
-Upgrade: a writer of an earlier version read `stream:order_events` in group `clickhouse-writer`. At start, if that
-group exists, its pending entries and the rest of the stream as it was at start are written to
-`order_filled_events` (the old conversion, `rows.order_event_row`; through insert_unique, so what their trades
-already brought is skipped) and acked, and the group is then destroyed so it no longer holds back trimming.
-
 Also trims the four streams continuously, below what every group has acked (MINID), so memory stays bounded.
 """
 
@@ -31,28 +26,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple
 
 import structlog
 from clickhouse_connect.driver.client import Client
 from pydantic import Field
 
 from common import keys
-from common.backoff import Backoff, sleep_unless_stopped
+from common.backoff import retry_while_down, sleep_unless_stopped
 from common.clickhouse import apply_migrations, describe_columns, make_client
 from common.config import ClickHouseSettings, PipelineSettings, RedisSettings, StreamSettings, load
 from common.errors import SinkError, TransientSinkError
 from common.service import Service, run_worker, service_main, tune_gc
 from common.streams import Entry, StreamConsumer, run_consumer
-from common.trimming import group_backlog_end, retire_group, stream_id_key, trim_acked
+from common.trimming import trim_acked
 from common.unique_insert import UniqueTarget, insert_unique
-from processors.rows import LEGACY_ORDER_EVENTS, STREAMS, StreamSpec
+from processors.rows import STREAMS, StreamSpec
 
 log = structlog.get_logger()
-T = TypeVar("T")
 
 
 class WriterSettings(PipelineSettings):
@@ -154,78 +146,12 @@ class StreamWriter:
         self.service.degraded(exc)
 
 
-async def until_redis_answers(writer: StreamWriter, call: Callable[[], Awaitable[T]]) -> T | None:
-    """`call()`'s result, retried with backoff while Redis is unreachable (a service may start before it); None
-    when the service stops first."""
-    backoff = Backoff(base_s=0.2, max_s=10.0)
-    while not writer.service.stop.is_set():
-        try:
-            return await call()
-        except TransientSinkError as exc:
-            writer.on_error(exc)
-            log.warning("redis unreachable; retrying", stream=writer.consumer.stream, error=str(exc))
-            await sleep_unless_stopped(writer.service.stop, backoff.next_delay_s())
-    return None
-
-
-async def drain_legacy_group(writer: StreamWriter) -> None:
-    """Write to `order_filled_events` what an earlier writer's group left on `stream:order_events`, then destroy
-    the group (module docstring). Entries added after the start are written too when a batch reaches past the end
-    (harmless: their rows are exact and insert_unique skips what their trades bring); the rest come from their
-    trades. Dies anywhere: the group and its pending entries stay, and the next start drains again."""
-    service, consumer = writer.service, writer.consumer
-    end_id = await until_redis_answers(writer, lambda: group_backlog_end(service.redis, consumer.stream,
-                                                                          consumer.group))  # fmt: skip
-    if end_id is None:
-        return
-    log.info("draining legacy group", stream=consumer.stream, group=consumer.group, up_to=end_id)
-    end, totals = stream_id_key(end_id), Counter[str]()
-    done = asyncio.Event()  # reached the end, or the service is stopping
-
-    async def handle(batch: list[Entry]) -> None:
-        async with writer.converting:
-            counts = await writer.insert_and_finish(batch)
-        totals.update(entries=len(batch), rows=counts.inserted, skipped=counts.skipped, dead=counts.dead)
-        service.count("legacy_entries_drained", len(batch))
-        if stream_id_key(batch[-1].id) > end:
-            done.set()
-
-    follower = asyncio.create_task(service.stop.wait())
-    follower.add_done_callback(lambda _: done.set())
-    try:
-        while not service.stop.is_set():
-            await run_consumer(consumer, handle, stop=done, on_error=writer.on_error, on_success=service.healthy,
-                               once=True)  # fmt: skip
-            if service.stop.is_set():
-                return
-            left = await until_redis_answers(writer, lambda: retire_group(service.redis, consumer.stream,
-                                                                          consumer.group))  # fmt: skip
-            if left is None:
-                return  # stopping
-            if not left:
-                log.info("legacy group drained and destroyed", stream=consumer.stream, group=consumer.group,
-                         entries=totals["entries"], rows=totals["rows"], skipped=totals["skipped"],
-                         dead=totals["dead"])  # fmt: skip
-                return
-            log.warning("legacy group still has pending entries; draining again", stream=consumer.stream,
-                        group=consumer.group, pending=left)  # fmt: skip
-            done.clear()
-            consumer.rewind(isolate=False)
-    finally:
-        follower.cancel()
-
-
 async def migrate_when_reachable(service: Service, ch: ClickHouseSettings) -> None:
-    backoff = Backoff(base_s=0.5, max_s=15.0)
-    while not service.stop.is_set():
-        try:
-            await asyncio.to_thread(apply_migrations, ch)
-            service.healthy()
-            return
-        except TransientSinkError as exc:
-            service.degraded(exc)
-            log.warning("clickhouse not ready; retrying", error=str(exc))
-            await sleep_unless_stopped(service.stop, backoff.next_delay_s())
+    migrated = await retry_while_down(lambda: asyncio.to_thread(apply_migrations, ch), stop=service.stop,
+                                      event="clickhouse not ready; retrying", on_error=service.degraded,
+                                      base_s=0.5, max_s=15.0)  # fmt: skip
+    if migrated is not None:
+        service.healthy()
 
 
 async def trim_forever(service: Service, interval_s: float) -> None:
@@ -259,15 +185,12 @@ async def run(
             return StreamWriter(service, spec, consumer, clickhouse, converting, settings.clickhouse_writer_consumer)
 
         writers = [writer(spec, streams) for spec in STREAMS]
-        # the legacy group's other consumers are earlier writers, gone since the upgrade: take their entries at once
-        legacy = writer(LEGACY_ORDER_EVENTS, streams.model_copy(update={"claim_min_idle_ms": 1}))
-        writers.append(legacy)
         trimmer = asyncio.create_task(trim_forever(service, streams.trim_interval_s))
         try:
-            await asyncio.gather(drain_legacy_group(legacy), *(
+            await asyncio.gather(*(
                 run_consumer(w.consumer, w.handle, stop=service.stop, on_error=w.on_error,
                              on_success=service.healthy, once=once)
-                for w in writers if w is not legacy
+                for w in writers
             ))  # fmt: skip
         finally:
             service.stop.set()

@@ -1,4 +1,4 @@
-"""Stream entries to ClickHouse columns, pure functions (DESIGN §4).
+"""Stream entries to ClickHouse columns, pure functions (docs/CONTRACT.md §4).
 
 `StreamSpec.to_columns(entries, ingested_at)` turns a batch of entries into the columns of each table the stream
 fills (`Converted`: one list per column, in the order of the table's COLUMNS, one value per entry kept), and names
@@ -27,12 +27,11 @@ from operator import attrgetter
 from typing import Any, NamedTuple, TypeVar
 
 import orjson
-from msgspec.structs import astuple
 
-from common import keys
+from common import keys, tables
 from common.errors import PoisonMessage
 from common.gamma_fields import parse_json_list
-from common.payloads import OrderEvent, Trade, decode_order_event, decode_trade
+from common.payloads import OrderEvent, Trade, decode_trade
 from common.unique_insert import UniqueKey
 from processors.trades import USDC
 
@@ -257,7 +256,7 @@ def convert_each(
 
 def one_row(table: TableSpec, to_row: Callable[[bytes, datetime], Row]) -> ToColumns:
     """`to_row`, one entry's row of `table`, as the `StreamSpec.to_columns` of a stream that fills only `table`
-    (markets, events, the legacy fills: small or rare batches, where rows cost little)."""
+    (markets, events: small batches, where rows cost little)."""
 
     def to_columns(entries: Sequence[bytes], ingested_at: datetime) -> Converted:
         rows, kept, poison = convert_each(entries, lambda data: to_row(data, ingested_at))
@@ -270,12 +269,6 @@ def one_row(table: TableSpec, to_row: Callable[[bytes, datetime], Row]) -> ToCol
 # The stream structs' fields are the tables' columns, in their order, then `ingested_at`.
 ORDER_EVENT_COLUMNS = (*OrderEvent.__struct_fields__, "ingested_at")
 TRADE_COLUMNS = (*Trade.__struct_fields__, "ingested_at")
-
-
-def order_event_row(data: bytes, ingested_at: datetime) -> Row:
-    """A `stream:order_events` entry as its `order_filled_events` row: what the writer read before `stream:trades`
-    fed that table, still used to drain a group left by that writer (`clickhouse_writer.drain_legacy_group`)."""
-    return (*astuple(decode_order_event(data)), ingested_at)
 
 
 def micros(amount: str) -> int:
@@ -324,10 +317,10 @@ def trade_columns(entries: Sequence[bytes], ingested_at: datetime) -> Converted:
 # Fills and trades never change: checked by id over their time ranges. Markets and events do: newest updated_at.
 IMMUTABLE = UniqueKey(time_column="timestamp")
 VERSIONED = UniqueKey(version_column="updated_at")
-MARKETS = TableSpec("markets", MARKET_COLUMNS, VERSIONED)
-EVENTS = TableSpec("events", EVENT_COLUMNS, VERSIONED)
-ORDER_FILLED_EVENTS = TableSpec("order_filled_events", ORDER_EVENT_COLUMNS, IMMUTABLE)
-TRADES = TableSpec("trades", TRADE_COLUMNS, IMMUTABLE)
+MARKETS = TableSpec(tables.MARKETS, MARKET_COLUMNS, VERSIONED)
+EVENTS = TableSpec(tables.EVENTS, EVENT_COLUMNS, VERSIONED)
+ORDER_FILLED_EVENTS = TableSpec(tables.ORDER_FILLED_EVENTS, ORDER_EVENT_COLUMNS, IMMUTABLE)
+TRADES = TableSpec(tables.TRADES, TRADE_COLUMNS, IMMUTABLE)
 TABLES = (MARKETS, EVENTS, ORDER_FILLED_EVENTS, TRADES)
 STREAMS = (
     StreamSpec(keys.STREAM_MARKETS, (MARKETS,), one_row(MARKETS, market_row)),
@@ -336,7 +329,4 @@ STREAMS = (
     # entry's redelivery completes (and `replay` would find); trades last, as its own stream's table
     StreamSpec(keys.STREAM_TRADES, (ORDER_FILLED_EVENTS, TRADES), trade_columns),
 )
-# What the writer read before stream:trades fed order_filled_events; only drained now (clickhouse_writer.py).
-LEGACY_ORDER_EVENTS = StreamSpec(
-    keys.STREAM_ORDER_EVENTS, (ORDER_FILLED_EVENTS,), one_row(ORDER_FILLED_EVENTS, order_event_row)
-)
+

@@ -1,4 +1,4 @@
-"""Trade processor: order fills in, enriched trades out (DESIGN §3 rule 3, §4, §5).
+"""Trade processor: order fills in, enriched trades out (docs/CONTRACT.md §3 rule 3, §4, §5).
 
 Reads `stream:order_events` in consumer group `trade-processor` (stable consumer name per worker, several
 workers share the load) and writes one trade per fill to `stream:trades`. The trades of a batch and the ack of

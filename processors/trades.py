@@ -1,4 +1,4 @@
-"""From an order fill to a trade: the derivation of DESIGN §4 as pure functions (reference §3.5).
+"""From an order fill to a trade: the derivation of docs/CONTRACT.md §4 as pure functions (docs/upstream.md §3).
 
 - token = the asset id that is not "0"; maker_direction = BUY if the maker paid USDC ("0"), else SELL;
   taker_direction is the opposite;

@@ -127,7 +127,7 @@ class SimConfig:
     max_block_range: int = 2_000  # eth_getLogs: blocks per query (inclusive span)
     max_logs: int = 10_000  # eth_getLogs: logs per response
     finalized_lag_blocks: int = 16
-    # Protocol V2 (reference §7.1), as today's Polymarket: 0 for either gives the world of before the migration.
+    # Protocol V2 (docs/upstream.md §4), as today's Polymarket: 0 for either gives the world of before the migration.
     v2_market_share: float = 0.3  # share of events whose markets are `version: "v2"` (they trade on ExchangeV3)
     v2_clob_ids_share: float = 0.5  # share of V2 markets that also carry (other) clobTokenIds
     unversioned_share: float = 0.2  # share of v1 markets without a `version` field

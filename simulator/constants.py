@@ -24,7 +24,7 @@ EXCHANGE_ADDRESSES = (
     "0xc5d563a36ae78145c45a50134d48a1215220f80a",  # NegRisk CTF Exchange (v1)
     "0xe111180000d2663c0091e4f400237545b87b996b",  # CTF Exchange V2
     "0xe2222d279d744050d28e00520010520000310f59",  # NegRisk CTF Exchange V2
-    "0xe3333700ca9d93003f00f0f71f8515005f6c00aa",  # ExchangeV3 (Protocol V2, reference §7.1)
+    "0xe3333700ca9d93003f00f0f71f8515005f6c00aa",  # ExchangeV3 (Protocol V2, docs/upstream.md §4)
 )
 # Exchange code -> family, as the truth names it.
 EXCHANGE_FAMILIES = ("v1", "v1", "clob_v2", "clob_v2", "v3")

@@ -1,10 +1,10 @@
 """Gamma REST stand-in: `/markets`, `/events` (offset), `/markets/keyset`, `/events/keyset`, single objects.
 
-Contract (reference §1.2–1.4):
+Contract (docs/upstream.md §1.2):
 - every listing applies Gamma's implicit `closed=false` when no `closed` param is sent (this includes lookups by
   `id`, `slug`, `clob_token_ids` or `position_ids`: send `closed=true` too to find closed markets);
 - offset listings: `limit` (default 20, at most 1000 rows come back), `offset` (422 `{"error": "offset too large,
-  use /markets/keyset for deeper pagination"}` past `gamma_offset_cap`, reference §7.2), `order` (comma-separated
+  use /markets/keyset for deeper pagination"}` past `gamma_offset_cap`, docs/upstream.md §1.2), `order` (comma-separated
   JSON field names), `ascending` (default true); array params as repeated keys (comma lists are accepted too);
 - keyset listings: `after_cursor` (opaque; `cursor` is ignored like any unknown param), `next_cursor` only when a
   page is full, `offset` -> 422; events `limit` must be 1..500 (422 otherwise); markets keyset pages hold at most

@@ -1,12 +1,12 @@
-"""Catalogue objects -> Gamma JSON, with Gamma's types (reference §1.5–1.7).
+"""Catalogue objects -> Gamma JSON, with Gamma's types (docs/upstream.md §1.3).
 
 Quirks kept on purpose: `outcomes`, `outcomePrices`, `clobTokenIds`, `umaResolutionStatuses` are JSON-encoded
-strings while `positionIds` (V2 markets) is a native array (or, for some, a JSON-encoded string); a market's
-`version` is "v1", "v2" or absent, an event's "v1" or "v2"; market `volume`/`liquidity` are strings (with
-`volumeNum`/`liquidityNum` numbers) while event `volume`, `liquidity`, `openInterest` are numbers; `closedTime`
-and tag `publishedAt` are not strict ISO. Today's changes (docs/upstream-gamma.md): `marketMakerAddress` only on
-legacy AMM markets; V2 markets carry `resolutionStatus`, `onchainEventId`, `requestId` and `questionId`; the rarer
-real shapes of `gamma_shapes.py`.
+strings while `positionIds` (V2 markets, docs/upstream.md §1.4) is a native array (or, for some, a JSON-encoded
+string); a market's `version` is "v1", "v2" or absent, an event's "v1" or "v2"; market `volume`/`liquidity` are
+strings (with `volumeNum`/`liquidityNum` numbers) while event `volume`, `liquidity`, `openInterest` are numbers;
+`closedTime` and tag `publishedAt` are not strict ISO. Today's changes (docs/upstream-gamma.md): `marketMakerAddress`
+only on legacy AMM markets; V2 markets carry `resolutionStatus`, `onchainEventId`, `requestId` and `questionId`;
+the rarer real shapes of `gamma_shapes.py`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Polymarket Protocol V2 in the world: `version: "v2"` markets, their position ids, and Combo positions.
 
-Position id (reference §7.1, polymarket-v2-external `docs/position-ids.md`), 256 bits, most significant first:
+Position id (docs/upstream.md §4, polymarket-v2-external `docs/position-ids.md`), 256 bits, most significant first:
     [moduleId(8) | baseHash(128) | arity(16) | reserved(64) | resolutionChain(16) | conditionIndex(16) |
      outcomeIndex(8)]
 Modules: Binary=1, NegRisk=2, Combinatorial=3; the reserved bits are zero (py-sdk's `is_v2_position_id`).

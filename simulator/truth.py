@@ -4,7 +4,7 @@ Amounts are integers in 6-decimal base units. `sources` is ["goldsky", "chain"] 
 cutover block) and ["chain"] for v2 fills. `first_visible_at` is the wall time (unix s) the fill first became
 servable: server start for history, block production time for live fills. `family` is the exchange family
 ("v1", "clob_v2", "v3" = ExchangeV3); `token_id`, `market_id`, `condition_id`, `outcome`, `outcome_index` and
-`is_taker_side` are the trade cells a correct pipeline derives (DESIGN §4; see `TokenOwners`).
+`is_taker_side` are the trade cells a correct pipeline derives (docs/CONTRACT.md §4; see `TokenOwners`).
 """
 
 from __future__ import annotations
@@ -118,7 +118,8 @@ CHUNK_FILLS = 50_000
 def truth_fills(
     world: World, offset: int = 0, limit: int | None = None, fields: tuple[str, ...] = FILL_FIELDS
 ) -> list[dict[str, Any]]:
-    """Per-fill truth in log order, shaped like the normalized order event (DESIGN §3) plus the trade cells."""
+    """Per-fill truth in log order, shaped like the normalized order event (docs/CONTRACT.md §3), plus the trade
+    cells."""
     unknown = set(fields) - set(FILL_FIELDS)
     if unknown:
         raise ValueError(f"unknown truth fields {sorted(unknown)}")

@@ -39,7 +39,7 @@ def hex_rows(rows: np.ndarray) -> list[str]:
 
 @dataclass
 class TokenOwners:
-    """Per token index, what a pipeline should derive for its fills (DESIGN §4): the owning Gamma market (via
+    """Per token index, what a pipeline should derive for its fills (docs/CONTRACT.md §4): the owning Gamma market (via
     clobTokenIds for v1 markets, positionIds for V2 ones) and the outcome. Unlisted markets are never known
     ('', -1); Combos have no market ('') and the outcome index their position id encodes."""
 

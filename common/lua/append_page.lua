@@ -1,4 +1,4 @@
--- Append a page from a source and advance its cursor in one atomic step (DESIGN §3 rule 1).
+-- Append a page from a source and advance its cursor in one atomic step (docs/CONTRACT.md §3 rule 1).
 -- A crash can leave either nothing or everything; a retry of a call whose reply was lost is refused,
 -- because the cursor no longer holds the value the caller expects (compare-and-set).
 -- split() and xadd_each() come from prelude.lua. Lists travel as one argument each, items joined by "\n" (compact JSON never contains a raw newline): one

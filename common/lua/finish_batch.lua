@@ -1,4 +1,4 @@
--- Finish a consumer's batch in one atomic step (DESIGN §3 rules 2 and 3): ack the inputs, append what they
+-- Finish a consumer's batch in one atomic step (docs/CONTRACT.md §3 rules 2 and 3): ack the inputs, append what they
 -- produced, and move poison to the dead-letter stream. An input's outputs and dead letter are written only
 -- if this call's ack removed it from the group's pending list, so a retried call (reply lost) or a second
 -- consumer that processed the same claimed entry adds nothing: no output is ever written twice.

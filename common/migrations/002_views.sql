@@ -1,5 +1,5 @@
 -- Analyst views over trades. Both count each match once: only taker-side rows (is_taker_side = 1: `taker` is an
--- exchange contract) enter the sums, because every match also emits one row per maker order (reference §0.2).
+-- exchange contract) enter the sums, because every match also emits one row per maker order (docs/upstream.md §3).
 -- FINAL makes them exact even if a replay ever slipped a duplicate past the insert tokens.
 
 CREATE VIEW IF NOT EXISTS {database}.market_volume_hourly AS

@@ -1,4 +1,4 @@
--- Protocol V2 markets (reference §7.1): Gamma's `version` ('v1', 'v2', or '' when absent, which means v1) and the
+-- Protocol V2 markets (docs/upstream.md §1.4): Gamma's `version` ('v1', 'v2', or '' when absent, which means v1) and the
 -- native `positionIds` array of V2 markets, whose fills carry these ids instead of `clob_token_ids`. Rows written
 -- before this migration read as '' and [] (ADD COLUMN with defaults rewrites nothing).
 

@@ -1,7 +1,7 @@
 """Embedded Redis: `redis-server` with AOF (`appendfsync always`) under `data/redis`.
 
 `python -m pipeline run` starts it when nothing answers at REDIS_HOST:REDIS_PORT. `appendfsync always` makes an
-acknowledged write survive a kill -9 of Redis (DESIGN §3 rule 5), which the delivery guarantees rely on. A
+acknowledged write survive a kill -9 of Redis (docs/CONTRACT.md §3 rule 5), which the delivery guarantees rely on. A
 password, when set, goes into a config file readable only by its owner, never onto the command line (`ps`).
 """
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,9 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from common import keys
+from bench import bench_dedup
+from common import keys, tables
+from pipeline.harness import targets
 from pipeline.harness.bench_report import cpu_per_fill, machine, percentile, redis_command_figures, write_results
 from pipeline.harness.fleet import (
     SERVICE_DEFAULTS,
@@ -90,7 +89,7 @@ class Sampler:
             processed = entries_added(client, keys.STREAM_TRADES)
         finally:
             client.close()
-        sample = Sample(time.time(), ingested, processed, table_count(self.fleet, "trades"))
+        sample = Sample(time.time(), ingested, processed, table_count(self.fleet, tables.TRADES))
         self.samples.append(sample)
         return sample
 
@@ -128,7 +127,7 @@ def throughput_phase(fleet: Fleet, truth: dict[str, Any], timeout_s: float, log)
             log(f"  ingested {sample.ingested:,}  processed {sample.processed:,}  written {sample.written:,}")
         time.sleep(SAMPLE_INTERVAL_S)
     wait_converged(fleet, expected, 120.0, tick=sampler.sample)
-    last_row = float(fleet.ch("SELECT toUnixTimestamp64Milli(max(ingested_at)) FROM trades").strip()) / 1000
+    last_row = float(fleet.ch(f"SELECT toUnixTimestamp64Milli(max(ingested_at)) FROM {tables.TRADES}").strip()) / 1000
     cpu = {name: round(s - cpu_before[name], 1) for name, s in fleet.cpu_seconds().items()}
     emitted = fills_per_source(fleet)
     with fleet.redis() as client:
@@ -158,7 +157,7 @@ def throughput_phase(fleet: Fleet, truth: dict[str, Any], timeout_s: float, log)
 def fills_per_source(fleet: Fleet) -> dict[str, int]:
     """Rows in `trades` per `source` (goldsky, chain): the fills each ingester emitted, since the bench's world has
     no fill that both sources serve and the writer stores each fill once."""
-    rows = fleet.ch("SELECT source, count() FROM trades GROUP BY source")
+    rows = fleet.ch(f"SELECT source, count() FROM {tables.TRADES} GROUP BY source")
     return {source: int(n) for source, n in (line.split("\t") for line in rows.splitlines())}
 
 
@@ -187,7 +186,8 @@ def latency_phase(fleet: Fleet, rate: float, seconds: float, log) -> dict[str, A
     truth = fleet.sim("GET", "/_sim/truth", params=params)
     visible = {fill["id"]: float(fill["first_visible_at"]) for fill in truth["fills"]}
     rows = fleet.ch(
-        f"SELECT id, toUnixTimestamp64Milli(ingested_at) FROM trades WHERE block_number > {int(before['head_block'])}"
+        f"SELECT id, toUnixTimestamp64Milli(ingested_at) FROM {tables.TRADES} "
+        f"WHERE block_number > {int(before['head_block'])}"
     )
     latencies = []
     for line in rows.splitlines():
@@ -213,7 +213,7 @@ def run_bench(
     mode: str, history: int, live_s: float, rate: float, workdir: Path, env: dict[str, str], log=print
 ) -> dict[str, Any]:
     # Fills of tokens no market owns (unlisted markets, Combo positions) are held UNKNOWN_MARKET_WAIT_S (300 s) by
-    # design (DESIGN §5): with them, the run would time that wait, not the pipeline.
+    # design (docs/CONTRACT.md §5): with them, the run would time that wait, not the pipeline.
     sim_args = ["--history-fills", str(history), "--unlisted-markets", "0", "--combo-share", "0"]
     sim_args += ["--finalized-lag-blocks", "0", "--live-block-interval-s", "0.5"]
     result: dict[str, Any] = {"mode": mode, "machine": machine(), "load_average_start": load_average()}
@@ -239,16 +239,10 @@ def run_bench(
     return result
 
 
-DEDUP_BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_dedup.py"
-
-
 def dedup_phase(log) -> dict[str, Any]:
-    """bench/bench_dedup.py in a process of its own (after the fleet is gone); its figures are its last line."""
-    log("unique inserts: bench/bench_dedup.py (10M rows stored)")
-    done = subprocess.run([sys.executable, str(DEDUP_BENCH), "--json"], capture_output=True, text=True, timeout=1800)
-    if done.returncode != 0:
-        raise RuntimeError(f"bench_dedup failed: {done.stderr[-1500:]}")
-    return orjson.loads(done.stdout.strip().splitlines()[-1])
+    """bench/bench_dedup.py, after the fleet is gone (it starts servers of its own); it prints its figures."""
+    log(f"unique inserts: bench/bench_dedup.py ({bench_dedup.SEED_ROWS:,} rows stored)")
+    return bench_dedup.run()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -258,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="250,000 fills and 30 s of live fills (under 3 minutes)")
     p.add_argument("--fills", type=int, help="history fills (default 2,000,000; --quick 250,000)")
     p.add_argument("--live-s", type=float, help="seconds of live fills (default 120; --quick 30)")
-    p.add_argument("--live-rate", type=float, default=1000.0, help="live fills/s")
+    p.add_argument("--live-rate", type=float, default=float(targets.LATENCY_RATE), help="live fills/s")
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="a service setting (repeatable)")
     p.add_argument("--out", default=str(Path(__file__).resolve().parents[2] / "bench" / "results"))
     p.add_argument("--workdir", help="keep data and logs here (default: a temp folder, removed afterwards)")

@@ -13,13 +13,9 @@ from typing import Any
 
 import orjson
 
+from pipeline.harness import targets
 from pipeline.harness.fleet import SERVICE_MODULES
 
-TARGET_FILLS_PER_S = 50_000
-TARGET_P50_S, TARGET_P99_S = 1.5, 3.0
-TARGET_RSS_MB = 200
-TARGET_WRITER_RSS_MB = 150  # at the default CLICKHOUSE_BATCH_SIZE
-TARGET_CPU_US_PER_FILL = 45  # all product processes together: 2 cores at 50,000 fills/s leave 40
 NOT_PRODUCT = ("simulator",)  # stands in for Polymarket: its CPU is not the pipeline's
 OWN_SOURCE = {"goldsky_ingester": "goldsky", "chain_ingester": "chain"}  # fill ingesters see only their source
 
@@ -103,7 +99,7 @@ def markdown(result: dict[str, Any], stamp: str) -> str:
         "| what | figure | target |",
         "|---|---|---|",
         f"| end to end, {tp['fills']:,} history fills into `trades` | **{tp['fills_per_s']:,} fills/s** "
-        f"({tp['seconds']} s) | ≥ {TARGET_FILLS_PER_S:,} ({verdict(tp['fills_per_s'] >= TARGET_FILLS_PER_S)}) |",
+        f"({tp['seconds']} s) | ≥ {targets.FILLS_PER_S:,} ({verdict(tp['fills_per_s'] >= targets.FILLS_PER_S)}) |",
     ]
     for stage, figures in tp["stages"].items():
         lines.append(
@@ -113,19 +109,19 @@ def markdown(result: dict[str, Any], stamp: str) -> str:
     lines += [
         f"| latency, {lat['rate']:,.0f} fills/s for {lat['seconds']:.0f} s ({lat['measured']:,} fills), "
         f"source → `ingested_at` | p50 **{lat['p50_s']} s**, p95 {lat['p95_s']} s, p99 **{lat['p99_s']} s** "
-        f"(max {lat['max_s']} s) | p50 ≤ {TARGET_P50_S}, p99 ≤ {TARGET_P99_S} "
-        f"({verdict(lat['p50_s'] <= TARGET_P50_S and lat['p99_s'] <= TARGET_P99_S)}) |",
-        f"| peak RSS per service (throughput run) | max {services_peak:.0f} MB | ≤ {TARGET_RSS_MB} MB "
-        f"({verdict(services_peak <= TARGET_RSS_MB)}) |",
+        f"(max {lat['max_s']} s) | p99 ≤ {targets.LATENCY_P99_S} at {targets.LATENCY_RATE:,} fills/s "
+        f"({verdict(lat['p99_s'] <= targets.LATENCY_P99_S)}) |",
+        f"| peak RSS per service (throughput run) | max {services_peak:.0f} MB | ≤ {targets.SERVICE_RSS_MB} MB "
+        f"({verdict(services_peak <= targets.SERVICE_RSS_MB)}) |",
     ]
     per_fill = tp["cpu_us_per_fill"]
     lines.append(
         f"| CPU per fill, every product process (simulator excluded) | **{per_fill['total']:.1f} µs** | "
-        f"≤ {TARGET_CPU_US_PER_FILL} ({verdict(per_fill['total'] <= TARGET_CPU_US_PER_FILL)}) |"
+        f"≤ {targets.CPU_US_PER_FILL} ({verdict(per_fill['total'] <= targets.CPU_US_PER_FILL)}) |"
     )
     writer_mb = mem["peak_rss_mb"]["clickhouse_writer"]
-    lines.append(f"| writer peak RSS | {writer_mb:.0f} MB | ≤ {TARGET_WRITER_RSS_MB} MB "
-                 f"({verdict(writer_mb <= TARGET_WRITER_RSS_MB)}) |")  # fmt: skip
+    lines.append(f"| writer peak RSS | {writer_mb:.0f} MB | ≤ {targets.WRITER_RSS_MB} MB "
+                 f"({verdict(writer_mb <= targets.WRITER_RSS_MB)}) |")  # fmt: skip
     for name, mb in mem["peak_rss_mb"].items():
         cpu = f"{tp['cpu_s'][name]:.1f} CPU-s, {cpu_text(tp, name)}"
         lines.append(f"| &nbsp;&nbsp;{name} | {mb:.0f} MB peak RSS, {cpu} | |")
@@ -152,9 +148,6 @@ def markdown(result: dict[str, Any], stamp: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-TARGET_DEDUP_SLOWDOWN = 0.10
-
-
 def dedup_lines(dedup: dict[str, Any] | None) -> list[str]:
     """The unique-insert check's cost (bench/bench_dedup.py): per fill, and the writer with and without it."""
     if not dedup:
@@ -172,8 +165,8 @@ def dedup_lines(dedup: dict[str, Any] | None) -> list[str]:
     lines.append(
         f"| writer with the check / without (`CLICKHOUSE_UNIQUE_KEYS=false`) | {on['rows_per_s']:,} / "
         f"{off['rows_per_s']:,} rows/s ({slowdown:+.1%} slower), writer CPU {on['writer_cpu_us_per_row']} / "
-        f"{off['writer_cpu_us_per_row']} µs/row, load {on['load_average']} | ≤ {TARGET_DEDUP_SLOWDOWN:.0%} slower "
-        f"({verdict(slowdown <= TARGET_DEDUP_SLOWDOWN)}) |"
+        f"{off['writer_cpu_us_per_row']} µs/row, load {on['load_average']} | ≤ {targets.DEDUP_SLOWDOWN:.0%} slower "
+        f"({verdict(slowdown <= targets.DEDUP_SLOWDOWN)}) |"
     )
     return lines
 

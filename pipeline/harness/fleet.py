@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import redis
 
-from common import keys
+from common import keys, tables
 from common.config import RedisSettings
 from common.redis_client import make_sync_redis
 from pipeline.embedded.redis_server import is_reachable
@@ -418,7 +418,7 @@ def wait_converged(fleet: Fleet, expected: int, timeout_s: float, tick: Callable
             state = f"redis: {exc}"
             time.sleep(0.5)
             continue
-        counts = {t: table_count(fleet, t) for t in ("trades", "order_filled_events")}
+        counts = {t: table_count(fleet, t) for t in tables.FILL_TABLES}
         if added < expected:
             state = f"stream:order_events entries-added {added:,} < {expected:,}"
         elif drained and all(c == expected for c in counts.values()):

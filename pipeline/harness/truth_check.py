@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from common import keys
+from common import keys, tables
 from pipeline.harness.fleet import Fleet
 
 SCALE = Decimal(1_000_000)
@@ -62,12 +62,13 @@ def check_against_truth(fleet: Fleet, truth: dict[str, Any] | None = None) -> Ve
     truth = truth if truth is not None else fetch_truth(fleet)
     expected = int(truth["count"])
     counts = {}
-    for table in ("trades", "order_filled_events"):
+    for table in tables.FILL_TABLES:
         count, unique = fleet.ch(f"SELECT count(), uniqExact(id) FROM {table}").split()
         counts[table] = (int(count), int(unique))
-    usd, tokens = fleet.ch("SELECT toString(sum(usd_amount)), toString(sum(token_amount)) FROM trades").split()
+    sums = f"SELECT toString(sum(usd_amount)), toString(sum(token_amount)) FROM {tables.TRADES}"
+    usd, tokens = fleet.ch(sums).split()
     unowned = set(truth["unlisted_token_ids"]) | set(truth["combo_position_ids"])
-    empty_market_tokens = fleet.ch("SELECT DISTINCT token_id FROM trades WHERE market_id = ''").split()
+    empty_market_tokens = fleet.ch(f"SELECT DISTINCT token_id FROM {tables.TRADES} WHERE market_id = ''").split()
     client = fleet.redis()
     try:
         dlq = int(client.xlen(keys.under(fleet.key_prefix, keys.STREAM_DLQ)))

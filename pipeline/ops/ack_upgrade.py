@@ -23,7 +23,7 @@ from rich.table import Table
 from common.exchange_upgrades import acknowledge_upgrades, read_upgrades
 from common.payloads import ExchangeUpgrade
 from common.redis_client import make_redis
-from pipeline.ops.common import console, fail, iso, make_parser, run_command, settings
+from pipeline.ops.command import console, fail, iso, make_parser, run_command, settings
 
 
 def show(upgrades: list[ExchangeUpgrade]) -> None:

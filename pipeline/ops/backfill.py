@@ -14,7 +14,7 @@ import argparse
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ingesters import chain_ingester, goldsky_ingester
-from pipeline.ops.common import console, errors, fail, make_parser, parse_time, run_command
+from pipeline.ops.command import console, errors, fail, make_parser, parse_time, run_command
 
 
 def progress_bar() -> Progress:

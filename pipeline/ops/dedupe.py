@@ -22,11 +22,9 @@ from datetime import UTC, datetime
 
 from clickhouse_connect.driver.client import Client
 
+from common import tables
 from common.clickhouse import make_client, map_clickhouse_errors
-from pipeline.ops.common import add_time_range, confirm, console, fail, make_parser, parse_range, run_command, settings
-
-FILL_TABLES = ("trades", "order_filled_events")
-VERSIONED_TABLES = ("markets", "events")
+from pipeline.ops.command import add_time_range, confirm, console, fail, make_parser, parse_range, run_command, settings
 
 
 def months(start_ts: int, end_ts: int) -> list[str]:
@@ -42,7 +40,7 @@ def months(start_ts: int, end_ts: int) -> list[str]:
 def count_rows(client: Client, table: str, start_ts: int, end_ts: int) -> tuple[int, int]:
     """(count(), uniqExact(id)) of the range for a fill table, of the whole table otherwise."""
     where = ""
-    if table in FILL_TABLES:
+    if table in tables.FILL_TABLES:
         where = f" WHERE timestamp BETWEEN toDateTime({start_ts}) AND toDateTime({end_ts})"
     with map_clickhouse_errors(f"count {table}"):
         count, unique = client.query(f"SELECT count(), uniqExact(id) FROM {table}{where}").result_rows[0]
@@ -50,7 +48,7 @@ def count_rows(client: Client, table: str, start_ts: int, end_ts: int) -> tuple[
 
 
 def optimize(client: Client, table: str, start_ts: int, end_ts: int) -> None:
-    if table not in FILL_TABLES:
+    if table not in tables.FILL_TABLES:
         console.print(f"  {table}: OPTIMIZE TABLE {table} FINAL", markup=False)
         with map_clickhouse_errors(f"optimize {table}"):
             client.command(f"OPTIMIZE TABLE {table} FINAL")
@@ -66,7 +64,7 @@ async def dedupe(args: argparse.Namespace) -> int:
     client = await asyncio.to_thread(make_client, settings()[1])
     with contextlib.closing(client):
         before = {t: await asyncio.to_thread(count_rows, client, t, args.start, args.end) for t in
-                  (*FILL_TABLES, *VERSIONED_TABLES)}  # fmt: skip
+                  (*tables.FILL_TABLES, *tables.VERSIONED_TABLES)}  # fmt: skip
         to_fix = [table for table, (count, unique) in before.items() if count > unique]
         for table, (count, unique) in before.items():
             console.print(f"dedupe {table}: {count:,} row(s), {unique:,} id(s): {count - unique:,} duplicate(s)",

@@ -33,7 +33,7 @@ from common import keys
 from common.dead_letters import retry_dead_letters
 from common.payloads import DeadLetter, decode_dead_letter
 from common.redis_client import make_redis, map_redis_errors
-from pipeline.ops.common import confirm, console, fail, iso, make_parser, run_command, settings
+from pipeline.ops.command import confirm, console, fail, iso, make_parser, run_command, settings
 
 
 class DlqEntry(NamedTuple):

@@ -60,15 +60,16 @@ from common.exchanges import (
 from common.gamma_fields import item_version, version_params
 from common.http import RateLimiter, make_client, request_json
 from common.redis_client import make_redis, map_redis_errors
-from dashboard.snapshot import is_instance_of, read_services
+from common.status.snapshot import is_instance_of, read_services
 from ingesters import chain_ingester, goldsky_ingester
-from ingesters.chain_logs import ChainLog, RangeTooLarge, get_logs_filter, hex_quantity
-from pipeline.ops.common import console, iso, make_parser, run_command
+from ingesters.chain_logs import ChainLog, get_logs_filter
+from ingesters.json_rpc import RangeTooLarge, hex_quantity
+from pipeline.ops.command import console, iso, make_parser, run_command
 
 Verdict = Literal["ok", "warn", "fail"]
 CUTOVER_TS = 1_777_334_400  # 2026-04-28T00:00:00Z: the v1 exchanges stopped, and the public subgraph with them
 FIRST_SPAN_BLOCKS = 10_000
-FINALITY_WARN_S = 60.0  # Polygon finalizes in 2-5 s (reference §7.3); minutes mean a stall
+FINALITY_WARN_S = 60.0  # Polygon finalizes in 2-5 s (docs/upstream.md §5); minutes mean a stall
 FINALITY_FAIL_S = 600.0
 NEWEST_FILL_QUERY = "{ orderFilledEvents(first: 1, orderBy: timestamp, orderDirection: desc) { id timestamp } }"
 STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red"}

@@ -13,7 +13,7 @@ import asyncio
 
 from common.clickhouse import apply_migrations
 from common.config import ClickHouseSettings, load
-from pipeline.ops.common import console, make_parser, run_command
+from pipeline.ops.command import console, make_parser, run_command
 
 
 def main(argv: list[str] | None = None) -> int:

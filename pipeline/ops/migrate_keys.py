@@ -22,8 +22,8 @@ from common import keys
 from common.config import ServiceSettings, load
 from common.key_prefix import keys_under, migrate_keys
 from common.redis_client import make_redis, map_redis_errors
-from dashboard.snapshot import service_status
-from pipeline.ops.common import confirm, console, fail, make_parser, run_command, settings
+from common.status.snapshot import service_status
+from pipeline.ops.command import confirm, console, fail, make_parser, run_command, settings
 
 LIVE = ("running", "degraded", "starting", "stopping")
 

@@ -29,12 +29,12 @@ import redis.asyncio as aioredis
 from clickhouse_connect.driver.binding import format_query_value
 from clickhouse_connect.driver.client import Client
 
-from common import keys
+from common import keys, tables
 from common.clickhouse import make_client, map_clickhouse_errors
 from common.gamma_fields import outcome_refs
 from common.payloads import MarketRef, decode_market_ref
 from common.redis_client import make_redis, map_redis_errors
-from pipeline.ops.common import chunks, console, settings
+from pipeline.ops.command import chunks, console, settings
 
 TOKENS_PER_MUTATION = 2_000  # ~0.8 MB of literals a mutation: parsed once per part it touches
 MUTATION_SETTINGS = {"max_query_size": 8 * 2**20}  # the literals exceed the default 256 KiB
@@ -46,7 +46,7 @@ def unresolved_tokens(client: Client, start: int, end: int) -> dict[str, int]:
     """Token id -> how many trades in [start, end] carry it with `market_id = ''`."""
     with map_clickhouse_errors("read unresolved trades"):
         rows = client.query(
-            "SELECT token_id, count() FROM trades WHERE market_id = '' "
+            f"SELECT token_id, count() FROM {tables.TRADES} WHERE market_id = '' "
             "AND timestamp BETWEEN toDateTime({a:UInt32}) AND toDateTime({b:UInt32}) GROUP BY token_id",
             parameters={"a": start, "b": end},
         ).result_rows
@@ -69,7 +69,7 @@ def markets_in_clickhouse(client: Client, tokens: Sequence[str]) -> dict[str, Ma
         with map_clickhouse_errors("read markets"):
             rows = client.query(
                 "SELECT id, condition_id, question, outcomes, if(version = 'v2', position_ids, clob_token_ids) "
-                "FROM markets FINAL WHERE hasAny(clob_token_ids, {t:Array(String)}) "
+                f"FROM {tables.MARKETS} FINAL WHERE hasAny(clob_token_ids, {{t:Array(String)}}) "
                 "OR hasAny(position_ids, {t:Array(String)})",
                 parameters={"t": list(batch)},
             ).result_rows
@@ -94,7 +94,7 @@ def mutation(refs: dict[str, MarketRef], start: int, end: int) -> str:
         assign("outcome_index", (r.outcome_index for r in refs.values()), "Array(Int16)"),
     )
     return (
-        f"ALTER TABLE trades UPDATE {', '.join(assignments)} WHERE market_id = '' "
+        f"ALTER TABLE {tables.TRADES} UPDATE {', '.join(assignments)} WHERE market_id = '' "
         f"AND token_id IN {format_query_value(tuple(refs))} "
         f"AND timestamp BETWEEN toDateTime({int(start)}) AND toDateTime({int(end)}) SETTINGS mutations_sync = 2"
     )
@@ -103,9 +103,9 @@ def mutation(refs: dict[str, MarketRef], start: int, end: int) -> str:
 def count_trades(client: Client, start: int, end: int) -> tuple[int, int]:
     """(count() of trades, of those in [start, end] without a market)."""
     with map_clickhouse_errors("count trades"):
-        total = int(client.command("SELECT count() FROM trades"))
+        total = int(client.command(f"SELECT count() FROM {tables.TRADES}"))
         unresolved = int(client.command(
-            "SELECT count() FROM trades WHERE market_id = '' "
+            f"SELECT count() FROM {tables.TRADES} WHERE market_id = '' "
             "AND timestamp BETWEEN toDateTime({a:UInt32}) AND toDateTime({b:UInt32})",
             parameters={"a": start, "b": end},
         ))  # fmt: skip

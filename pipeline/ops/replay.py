@@ -31,16 +31,16 @@ from typing import Any
 import redis.asyncio as aioredis
 from clickhouse_connect.driver.client import Client
 
-from common import keys
+from common import keys, tables
 from common.clickhouse import describe_columns, make_client, map_clickhouse_errors
 from common.config import ClickHouseSettings
 from common.errors import PoisonMessage
 from common.payloads import MarketRef, OrderEvent, decode_market_ref, decode_order_event, encode_trade
 from common.redis_client import make_redis, map_redis_errors
+from common.status.snapshot import read_streams
 from common.unique_insert import UniqueTarget, insert_unique
-from dashboard.snapshot import read_streams
 from pipeline.ops import repair_unresolved
-from pipeline.ops.common import add_time_range, chunks, console, fail, make_parser, parse_range, run_command, settings
+from pipeline.ops.command import add_time_range, chunks, console, fail, make_parser, parse_range, run_command, settings
 from processors.rows import IMMUTABLE, TRADE_COLUMNS, trade_columns
 from processors.trades import derive_trade, token_of
 
@@ -63,9 +63,10 @@ def missing_fills_in_clickhouse(client: Client, start_ts: int, end_ts: int) -> l
     """Fills of `order_filled_events` in [start, end] whose id is not in `trades` (each id once)."""
     with map_clickhouse_errors("read missing fills"):
         rows = client.query(
-            f"SELECT {', '.join(FILL_COLUMNS)} FROM order_filled_events "
+            f"SELECT {', '.join(FILL_COLUMNS)} FROM {tables.ORDER_FILLED_EVENTS} "
             "WHERE timestamp BETWEEN toDateTime({a:UInt32}) AND toDateTime({b:UInt32}) AND id NOT IN "
-            "(SELECT id FROM trades WHERE timestamp BETWEEN toDateTime({a:UInt32}) AND toDateTime({b:UInt32})) "
+            f"(SELECT id FROM {tables.TRADES} "
+            "WHERE timestamp BETWEEN toDateTime({a:UInt32}) AND toDateTime({b:UInt32})) "
             "ORDER BY id LIMIT 1 BY id",
             parameters={"a": start_ts, "b": end_ts},
         ).result_rows
@@ -76,7 +77,7 @@ def ids_in_trades(client: Client, ids: Sequence[str]) -> set[str]:
     present: set[str] = set()
     for batch in chunks(list(ids), BATCH_ROWS):
         with map_clickhouse_errors("read trade ids"):
-            rows = client.query("SELECT DISTINCT id FROM trades WHERE id IN {ids:Array(String)}",
+            rows = client.query(f"SELECT DISTINCT id FROM {tables.TRADES} WHERE id IN {{ids:Array(String)}}",
                                 parameters={"ids": list(batch)}).result_rows  # fmt: skip
         present.update(row[0] for row in rows)
     return present
@@ -119,10 +120,10 @@ async def insert_trades(
     Sorted by timestamp, so each batch's check reads only a few seconds of `trades`. A batch's dedup token is
     derived from its trade ids alone (not from the time of the run).
     """
-    types = await asyncio.to_thread(describe_columns, client, "trades")
+    types = await asyncio.to_thread(describe_columns, client, tables.TRADES)
     owner = f"replay@{socket.gethostname()}:{os.getpid()}"
     column_types = [types[column] for column in TRADE_COLUMNS]
-    target = UniqueTarget("trades", TRADE_COLUMNS, IMMUTABLE, owner, REPLAY_SOURCE, column_types)
+    target = UniqueTarget(tables.TRADES, TRADE_COLUMNS, IMMUTABLE, owner, REPLAY_SOURCE, column_types)
     ingested_at = datetime.now(UTC)
     ordered = sorted(fills, key=lambda e: (e.timestamp, e.id))
     inserted = rejected = 0

@@ -19,12 +19,12 @@ import time
 
 import redis.asyncio as aioredis
 
-from common import keys
+from common import keys, tables
 from common.clickhouse import make_client, map_clickhouse_errors
 from common.config import ClickHouseSettings, ServiceSettings, load
 from common.redis_client import make_redis, map_redis_errors
-from dashboard.snapshot import TABLES, read_services
-from pipeline.ops.common import chunks, confirm, console, fail, make_parser, run_command, settings
+from common.status.snapshot import read_services
+from pipeline.ops.command import chunks, confirm, console, fail, make_parser, run_command, settings
 
 # Streams are listed by name; the rest by pattern, under this process's REDIS_KEY_PREFIX.
 PATTERNS = tuple(keys.PREFIX + pattern for pattern in keys.LOGICAL_PATTERNS if pattern != "stream:*")
@@ -55,7 +55,7 @@ async def delete_keys(redis: aioredis.Redis, names: list[str]) -> int:
 def truncate_tables(ch: ClickHouseSettings) -> None:
     client = make_client(ch, database="default")
     with contextlib.closing(client), map_clickhouse_errors("truncate failed"):
-        for table in TABLES:
+        for table in tables.ALL:
             client.command(f"TRUNCATE TABLE IF EXISTS {ch.database}.{table}")
 
 
@@ -72,7 +72,7 @@ async def reset(args: argparse.Namespace) -> int:
             for pattern, names in found.items():
                 console.print(f"  {pattern:<22} {len(names):>8,} key(s)", markup=False)
             if args.truncate_clickhouse:
-                console.print(f"and truncate ClickHouse tables {', '.join(TABLES)} in {ch.database}", markup=False)
+                console.print(f"and truncate ClickHouse tables {', '.join(tables.ALL)} in {ch.database}", markup=False)
             if not confirm("Delete all of this?", yes=args.yes):
                 return fail("reset: nothing deleted")
             deleted = await delete_keys(redis, [name for names in found.values() for name in names])

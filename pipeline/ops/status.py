@@ -11,12 +11,13 @@ import asyncio
 from rich.table import Table
 from rich.text import Text
 
+from common.config import ClickHouseSettings, RedisSettings, ServiceSettings, load
 from common.redis_client import make_redis
-from dashboard.app import load_config, redact
-from dashboard.history import Observer
-from dashboard.models import CursorStatus, PipelineStatus
-from dashboard.snapshot import ClickHouseReader, collect_status
-from pipeline.ops.common import console, iso, make_parser, run_command
+from common.status.history import Observer
+from common.status.models import CursorStatus, PipelineStatus
+from common.status.redaction import redact, secret_values
+from common.status.snapshot import ClickHouseReader, collect_status
+from pipeline.ops.command import console, iso, make_parser, run_command
 
 STATE_STYLE = {"running": "", "degraded": "yellow", "dead": "bold red", "stopped": "dim", "absent": "dim"}
 
@@ -104,15 +105,15 @@ def print_status(status: PipelineStatus) -> None:
 
 
 async def read_status(sample_s: float) -> PipelineStatus:
-    config = load_config()
-    redis = make_redis(config.redis.model_copy(update={"socket_timeout_s": 2.0}))
-    reader = ClickHouseReader(config.clickhouse, timeout_s=3.0)
+    dead_after_s = load(ServiceSettings).dead_after_s
+    redis = make_redis(load(RedisSettings, socket_timeout_s=2.0))
+    reader = ClickHouseReader(load(ClickHouseSettings), timeout_s=3.0)
     observer = Observer()
     try:
-        status = observer.observe(await collect_status(redis, reader, dead_after_s=config.service.dead_after_s))
+        status = observer.observe(await collect_status(redis, reader, dead_after_s=dead_after_s))
         if sample_s > 0 and status.redis.ok:
             await asyncio.sleep(sample_s)
-            status = observer.observe(await collect_status(redis, reader, dead_after_s=config.service.dead_after_s))
+            status = observer.observe(await collect_status(redis, reader, dead_after_s=dead_after_s))
         return status
     finally:
         await redis.aclose()
@@ -128,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     async def body() -> int:
         status = await read_status(args.sample_s)
         if args.json:
-            print(redact(status.model_dump_json(indent=2).encode(), load_config().secrets).decode())
+            hidden = secret_values(load(RedisSettings), load(ClickHouseSettings))
+            print(redact(status.model_dump_json(indent=2).encode(), hidden).decode())
         else:
             print_status(status)
         return 0 if status.redis.ok else 1

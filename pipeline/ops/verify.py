@@ -26,15 +26,17 @@ from dataclasses import dataclass
 
 from clickhouse_connect.driver.client import Client
 
+from common import tables
 from common.clickhouse import make_client, map_clickhouse_errors
 from common.errors import PoisonMessage
 from common.http import RateLimiter
 from common.http import make_client as make_http_client
 from common.payloads import decode_order_event
 from ingesters import chain_ingester, goldsky_ingester
-from ingesters.chain_logs import RangeTooLarge, SpanSizer, blocks_needing_timestamps, get_logs_filter, normalize_logs
+from ingesters.chain_logs import blocks_needing_timestamps, get_logs_filter, normalize_logs
 from ingesters.goldsky_pages import build_request, is_second_complete, normalize_fill, plan_page, start_cursor
-from pipeline.ops.common import add_time_range, console, fail, iso, make_parser, parse_range, run_command, settings
+from ingesters.json_rpc import RangeTooLarge, SpanSizer
+from pipeline.ops.command import add_time_range, console, fail, iso, make_parser, parse_range, run_command, settings
 from pipeline.ops.verify_data_api import verify_against_data_api
 
 SHOW = 20
@@ -49,7 +51,7 @@ class SourceFills:
 def clickhouse_fills(client: Client, start_ts: int, end_ts: int) -> SourceFills:
     with map_clickhouse_errors("read fills"):
         rows = client.query(
-            "SELECT DISTINCT id FROM order_filled_events "
+            f"SELECT DISTINCT id FROM {tables.ORDER_FILLED_EVENTS} "
             "WHERE timestamp BETWEEN toDateTime({a:UInt32}) AND toDateTime({b:UInt32})",
             parameters={"a": start_ts, "b": end_ts},
         ).result_rows
@@ -62,13 +64,11 @@ def trades_in_range(client: Client, start_ts: int, end_ts: int, source: str | No
     params = {"a": start_ts, "b": end_ts}
     by_source = " AND source = {s:String}" if source else ""
     with map_clickhouse_errors("read trades"):
-        duplicates = client.query(f"SELECT count() - uniqExact(id) FROM trades WHERE {where}", parameters=params)
-        rows = client.query(f"SELECT DISTINCT id FROM trades WHERE {where}{by_source}",
+        sql = f"SELECT count() - uniqExact(id) FROM {tables.TRADES} WHERE {where}"
+        duplicates = client.query(sql, parameters=params)
+        rows = client.query(f"SELECT DISTINCT id FROM {tables.TRADES} WHERE {where}{by_source}",
                             parameters={**params, "s": source or ""}).result_rows  # fmt: skip
     return {row[0] for row in rows}, int(duplicates.result_rows[0][0])
-
-
-DUPLICATE_TABLES = ("trades", "order_filled_events")
 
 
 def duplicates_by_bucket(
@@ -89,7 +89,7 @@ def duplicates_by_bucket(
 def report_duplicates(client: Client, start_ts: int, end_ts: int, bucket_s: int) -> int:
     """Print the buckets with duplicates of each fill table; returns how many rows are duplicates in all."""
     total = 0
-    for table in DUPLICATE_TABLES:
+    for table in tables.FILL_TABLES:
         buckets = duplicates_by_bucket(client, table, start_ts, end_ts, bucket_s)
         total += sum(extra for _, extra in buckets)
         for bucket, extra in buckets[:SHOW]:

@@ -27,12 +27,13 @@ from typing import Any
 import msgspec
 from clickhouse_connect.driver.client import Client
 
+from common import tables
 from common.clickhouse import make_client, map_clickhouse_errors
 from common.config import HttpSettings, SourceSettings, load
 from common.errors import ConfigError
 from common.http import RateLimiter, request_json
 from common.http import make_client as make_http_client
-from pipeline.ops.common import chunks, console, errors, iso, settings
+from pipeline.ops.command import chunks, console, errors, iso, settings
 
 MAX_CONDITIONS = 20  # per call
 PAGE = 1_000
@@ -102,14 +103,14 @@ def read_ours(client: Client, start: int, end: int, market: str | None) -> Ours:
     with map_clickhouse_errors("read taker-side trades"):
         rows = client.query(
             "SELECT market_id, condition_id, toUInt32(toStartOfHour(timestamp)) AS hour, count(), "
-            "toFloat64(sum(token_amount)), toFloat64(sum(usd_amount)) FROM trades FINAL "
+            f"toFloat64(sum(token_amount)), toFloat64(sum(usd_amount)) FROM {tables.TRADES} FINAL "
             f"WHERE {where} AND market_id != '' AND token_amount >= {{min:Float64}} "
             "GROUP BY market_id, condition_id, hour",
             parameters=params,
         ).result_rows
         apart = client.query(
             f"SELECT countIf(market_id = ''), countIf(market_id != '' AND token_amount < {{min:Float64}}) "
-            f"FROM trades FINAL WHERE {where}",
+            f"FROM {tables.TRADES} FINAL WHERE {where}",
             parameters=params,
         ).result_rows[0]
     side, market_of = Side(), {}
@@ -123,7 +124,8 @@ def named_market(client: Client, market: str) -> tuple[str, str] | None:
     """(market id, condition id) of `--market`, a market id or a condition id, from the `markets` table."""
     with map_clickhouse_errors("read markets"):
         rows = client.query(
-            "SELECT id, condition_id FROM markets FINAL WHERE id = {m:String} OR condition_id = {m:String} LIMIT 1",
+            f"SELECT id, condition_id FROM {tables.MARKETS} FINAL "
+            "WHERE id = {m:String} OR condition_id = {m:String} LIMIT 1",
             parameters={"m": market},
         ).result_rows
     return (rows[0][0], rows[0][1].lower()) if rows else None

@@ -26,26 +26,21 @@ from tests.fixtures.clickhouse_server import REPO_ROOT
 
 
 @pytest.fixture
-def ch_settings(clickhouse_server) -> ClickHouseSettings:
-    return ClickHouseSettings(host="127.0.0.1", port=clickhouse_server.port, database="mig_test")
-
-
-@pytest.fixture
 def ch(ch_settings):
     apply_migrations(ch_settings)
     client = make_client(ch_settings)
     yield client
-    client.command("DROP DATABASE IF EXISTS mig_test")
     client.close()
 
 
 def test_migrations_create_the_contract_tables_once(ch_settings, ch) -> None:
-    tables = {row[0] for row in ch.query("SHOW TABLES FROM mig_test").result_rows}
+    db = ch_settings.database  # a database of its own (the shared fixture drops it)
+    tables = {row[0] for row in ch.query(f"SHOW TABLES FROM {db}").result_rows}
     assert {"markets", "events", "order_filled_events", "trades", "schema_migrations"} <= tables
     assert apply_migrations(ch_settings) == []  # second start: nothing to do
-    versions = ch.query("SELECT version, name FROM mig_test.schema_migrations ORDER BY version").result_rows
+    versions = ch.query(f"SELECT version, name FROM {db}.schema_migrations ORDER BY version").result_rows
     assert versions == [(1, "tables"), (2, "views"), (3, "market_versions"), (4, "unique_keys"), (5, "gamma_2026_12")]
-    engine = ch.query("SELECT engine_full FROM system.tables WHERE database='mig_test' AND name='trades'").result_rows
+    engine = ch.query(f"SELECT engine_full FROM system.tables WHERE database='{db}' AND name='trades'").result_rows
     assert "ReplacingMergeTree" in engine[0][0] and "non_replicated_deduplication_window = 10000" in engine[0][0]
 
 

@@ -13,12 +13,8 @@ from common import keys
 from common.config import ClickHouseSettings
 from dashboard.app import DashboardConfig, create_app, load_config
 from dashboard.settings import DashboardSettings
-from tests.integration.test_dashboard_world import (  # noqa: F401  (fixtures)
-    dashboard_world_fixture,
-    running_dashboard,
-    serve_in_thread,
-    until,
-)
+from tests.fixtures.dashboard_world import running_dashboard, serve_in_thread
+from tests.fixtures.helpers import wait_until
 
 EXPECTED_METRICS = {
     "pipeline_service_processed", "pipeline_service_failed", "pipeline_service_up",
@@ -96,14 +92,15 @@ async def test_ready_flips_to_503_while_redis_is_down_and_back(dashboard_world, 
             assert down.status_code == 503 and down.json()["redis"].startswith("unreachable")
             assert down.json()["clickhouse"] == "ok"
             assert (await asyncio.to_thread(get, f"{url}/health")).json() == {"status": "ok"}
-            status = await until(lambda: asyncio.to_thread(lambda: get(f"{url}/api/status").json()),
-                                 lambda s: not s["redis"]["ok"], timeout_s=10)  # fmt: skip
+            status = await wait_until(lambda: asyncio.to_thread(lambda: get(f"{url}/api/status").json()),
+                                            "Redis down in the status", accept=lambda s: not s["redis"]["ok"],
+                                            timeout_s=10)  # fmt: skip
             assert status["clickhouse"]["ok"] and status["clickhouse"]["tables"]
             assert (await asyncio.to_thread(get, f"{url}/")).status_code == 200
         finally:
             redis_server.start()
-        back = await until(lambda: asyncio.to_thread(get, f"{url}/ready"), lambda r: r.status_code == 200,
-                           timeout_s=10)  # fmt: skip
+        back = await wait_until(lambda: asyncio.to_thread(get, f"{url}/ready"), "ready again",
+                                      accept=lambda r: r.status_code == 200, timeout_s=10)  # fmt: skip
         assert back.json() == {"ready": True, "redis": "ok", "clickhouse": "ok"}
 
 
@@ -120,8 +117,9 @@ async def test_clickhouse_down_still_renders_and_says_so_within_a_second(redis_c
                 started = time.monotonic()
                 response = await asyncio.to_thread(get, f"{url}{path}")
                 timed.append((path, response.status_code, time.monotonic() - started))
-            status = await until(lambda: asyncio.to_thread(lambda: get(f"{url}/api/status").json()),
-                                 lambda s: s["clickhouse"]["error"] != "", timeout_s=10)  # fmt: skip
+            status = await wait_until(lambda: asyncio.to_thread(lambda: get(f"{url}/api/status").json()),
+                                            "ClickHouse down in the status",
+                                            accept=lambda s: s["clickhouse"]["error"] != "", timeout_s=10)  # fmt: skip
             ready = await asyncio.to_thread(get, f"{url}/ready")
     assert all(code == 200 and elapsed_s < 1.0 for _, code, elapsed_s in timed), timed
     assert status["redis"]["ok"] and not status["clickhouse"]["ok"] and status["streams"]

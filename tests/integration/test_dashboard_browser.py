@@ -22,13 +22,8 @@ from common.config import ClickHouseSettings, StreamSettings
 from dashboard.app import DashboardConfig, create_app
 from dashboard.settings import DashboardSettings
 from processors import clickhouse_writer, trade_processor
+from tests.fixtures.dashboard_world import running_dashboard, serve_in_thread
 from tests.fixtures.fills_world import make_fills, publish_fills
-from tests.integration.test_dashboard_world import (  # noqa: F401  (fixtures)
-    dashboard_world_fixture,
-    running_dashboard,
-    serve_in_thread,
-    until,
-)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

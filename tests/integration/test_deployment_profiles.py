@@ -30,7 +30,7 @@ from common.unique_insert import UniqueKey, UniqueTarget, insert_unique
 from pipeline.ops import migrate
 from processors import clickhouse_writer
 from tests.fixtures.clickhouse_server import ClickHouseServer, clickhouse_env, free_port
-from tests.integration.test_dashboard_world import FAST_STREAMS
+from tests.fixtures.helpers import FAST_STREAMS
 from tests.integration.test_gamma_ingesters import run_events, run_markets
 from tests.integration.test_unique_inserts import ingest_both_sources_over_v1, run_processor_and_writer
 from tests.unit.test_deployment import statements

@@ -6,12 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import redis
 
+from tests.fixtures.helpers import wait_until
 from tests.fixtures.redis_server import free_port
 
 
@@ -28,16 +28,14 @@ def start(port: int, data_dir, password: str | None = None, username: str | None
     )
 
 
-def wait_ping(client: redis.Redis, deadline_s: float = 10) -> None:
-    give_up = time.monotonic() + deadline_s
-    while True:
+def wait_ping(client: redis.Redis) -> None:
+    def answers() -> bool:
         try:
-            client.ping()
-            return
+            return bool(client.ping())
         except redis.ConnectionError:
-            if time.monotonic() > give_up:
-                raise
-            time.sleep(0.05)
+            return False
+
+    wait_until(answers, "redis-server answering PING")
 
 
 def test_embedded_redis_keeps_acknowledged_writes_through_kill_9(tmp_path) -> None:

@@ -22,13 +22,13 @@ from common import keys
 from common.clickhouse import make_client
 from common.config import HttpSettings, RedisSettings, SourceSettings, StreamSettings
 from common.payloads import decode_order_event, decode_trade
-from dashboard.snapshot import query_clickhouse
+from common.status.snapshot import query_clickhouse
 from ingesters import chain_ingester
 from ingesters import polymarket_ingester as markets_ingester
 from ingesters.gamma import Connections
 from processors import clickhouse_writer, trade_processor
+from tests.fixtures.helpers import wait_until
 from tests.fixtures.simulator import SimulatorFactory
-from tests.integration.test_dashboard_world import until
 
 LATE_LISTING_DELAY_S = 20.0
 WAIT_S = LATE_LISTING_DELAY_S + 8.0  # the late V2 market is listed well within the wait; Combos wait it out
@@ -41,7 +41,7 @@ COLUMNS = ("id", "token_id", "market_id", "condition_id", "outcome", "outcome_in
 
 
 def expected_trade(fill: dict[str, Any]) -> dict[str, Any]:
-    """DESIGN §4 from the truth's fill: the market cells as the truth states them, the rest computed here."""
+    """docs/CONTRACT.md §4 from the truth's fill: the market cells as the truth states them, the rest computed here."""
     buy = fill["maker_asset_id"] == "0"
     usdc, tokens = (fill["maker_amount"], fill["taker_amount"]) if buy else (fill["taker_amount"], fill["maker_amount"])
     usd, shares = Decimal(usdc) / 10**6, Decimal(tokens) / 10**6
@@ -76,7 +76,8 @@ async def run_pipeline(sim: Any, truth: dict[str, Any], redis: aioredis.Redis, r
     ]
     try:
         await chain_ingester.run(chain, once=True)
-        await until(lambda: redis.xlen(keys.STREAM_TRADES), lambda n: n == truth["count"], timeout_s=WAIT_S + 30)
+        await wait_until(lambda: redis.xlen(keys.STREAM_TRADES), "a trade for every fill",
+                               accept=lambda n: n == truth["count"], timeout_s=WAIT_S + 30)  # fmt: skip
     finally:
         stop.set()
         await asyncio.gather(*services)

@@ -17,9 +17,9 @@ from common import keys
 from common.config import HttpSettings, RedisSettings, SourceSettings
 from common.exchanges import EXCHANGE_V3
 from common.payloads import decode_exchange_upgrade, decode_order_event
+from common.status.models import ClickHouseStatus, PipelineStatus, Reachability
+from common.status.snapshot import read_services
 from dashboard.metrics import render_metrics
-from dashboard.models import ClickHouseStatus, PipelineStatus, Reachability
-from dashboard.snapshot import read_services
 from ingesters import chain_ingester
 from ingesters.chain_ingester import ChainConfig, ChainSettings
 from pipeline.ops import ack_upgrade

@@ -35,6 +35,7 @@ from ingesters import chain_ingester, goldsky_ingester
 from ingesters.bounded_cache import BoundedCache
 from ingesters.chain_ingester import ChainConfig, ChainSettings, Node
 from ingesters.goldsky_ingester import GoldskyConfig, GoldskySettings, RangeIngester, Subgraph
+from tests.fixtures.helpers import wait_until
 from tests.fixtures.redis_server import RedisServer
 from tests.fixtures.simulator import SimulatorFactory
 
@@ -99,14 +100,6 @@ def service_env(sim: Any, redis_server: RedisServer, tmp_path: Path, **extra: st
     return env
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
 def kill_repeatedly(cmd: list[str], env: dict[str, str], port: int, kills: int, seed: int) -> int:
     """Start `cmd`, SIGKILL it at a random moment after it wrote something, `kills` times; returns kills done."""
     rng, done = random.Random(seed), 0
@@ -115,7 +108,7 @@ def kill_repeatedly(cmd: list[str], env: dict[str, str], port: int, kills: int, 
             before = client.xlen(keys.STREAM_ORDER_EVENTS)
             proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             wrote_or_ended = lambda n=before, p=proc: client.xlen(keys.STREAM_ORDER_EVENTS) > n or p.poll() is not None  # noqa: E731
-            wait_for(wrote_or_ended, 30, "a page")
+            wait_until(wrote_or_ended, "a page", timeout_s=30, interval_s=0.01)
             time.sleep(rng.uniform(0.0, 0.12))
             if proc.poll() is not None:  # finished before the kill: nothing left to interrupt
                 assert proc.returncode == 0, proc.stderr.read().decode() if proc.stderr else ""
@@ -215,7 +208,7 @@ def test_goldsky_sigterm_finishes_the_page_in_hand_and_exits_cleanly(
     cmd = [sys.executable, "-m", "ingesters.goldsky_ingester"]  # following the subgraph, not --once
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     with redis.Redis(port=redis_server.port) as client:
-        wait_for(lambda: client.xlen(keys.STREAM_ORDER_EVENTS) > 0, 30, "a first page")
+        wait_until(lambda: client.xlen(keys.STREAM_ORDER_EVENTS) > 0, "a first page", timeout_s=30, interval_s=0.01)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
         assert client.hget(keys.service_key("goldsky_ingester"), "state") == b"stopped"
@@ -231,7 +224,8 @@ def test_goldsky_backfill_killed_mid_way_resumes_every_range_without_gap_or_dupl
 ) -> None:
     expected, env = slow_goldsky
     first, last = min(f["timestamp"] for f in expected), max(f["timestamp"] for f in expected)
-    cmd = [sys.executable, "-m", "ingesters.goldsky_ingester", "--backfill", str(first), str(last), "--workers", "4"]
+    cmd = [sys.executable, "-m", "pipeline", "backfill", "goldsky", "--from", str(first), "--to", str(last),
+           "--workers", "4"]  # fmt: skip
 
     assert kill_repeatedly(cmd, env, redis_server.port, kills=4, seed=2) == 4
     # Restarted with another worker count: the stored split (4 ranges) is resumed, not replaced.
@@ -256,7 +250,8 @@ async def test_chain_ingests_the_finalized_truth_across_the_cutover_shrinking_on
     # Live blocks keep coming while `finalized` is stalled: fills above it must not be read.
     sim = simulator(**CHAIN_WORLD, rate=300, live_block_interval_s=0.05, faults="finalized_stall=1")
     finalized = sim.truth(fills=False)["finalized_block"]
-    wait_for(lambda: sim.truth(fills=False)["head_block"] > finalized + 30, 10, "live blocks above finalized")
+    wait_until(lambda: sim.truth(fills=False)["head_block"] > finalized + 30, "live blocks above finalized",
+               timeout_s=10, interval_s=0.01)  # fmt: skip
     truth = sim.truth()
     expected = finalized_truth(truth)
     assert truth["finalized_block"] == finalized and len(expected) < truth["count"]
@@ -420,10 +415,11 @@ async def test_a_source_that_keeps_failing_shows_degraded_and_does_not_crash(
     async def degraded() -> bool:
         return await redis_client.hget(keys.service_key("goldsky_ingester"), "state") == b"degraded"
 
-    deadline = time.monotonic() + 10
-    while not await degraded():
-        assert time.monotonic() < deadline and not task.done(), "never reported degraded"
-        await asyncio.sleep(0.05)
+    async def degraded_or_ended() -> bool:
+        return task.done() or await degraded()
+
+    await wait_until(degraded_or_ended, "reported degraded")
+    assert not task.done(), "the service ended instead of reporting degraded"
     stop.set()
     service = await asyncio.wait_for(task, 10)
     assert "HTTP 50" in service.last_error and service.counters["errors"] >= 1

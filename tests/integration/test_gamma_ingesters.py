@@ -28,6 +28,7 @@ from ingesters import polymarket_ingester as markets_ingester
 from ingesters.gamma import Connections, GammaSync, append_changed
 from ingesters.gamma_listing import GammaClient, synced
 from simulator.server import SimulatorHandle
+from tests.fixtures.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 SYNCED_BOTH = synced(("v1", "v2")).encode()  # a full sync asks for both versions by default
@@ -84,16 +85,6 @@ def service_env(sim: SimulatorHandle, redis_settings: RedisSettings, tmp_path: P
         "LOG_DIR": str(tmp_path / "logs"), "HTTP_BACKOFF_BASE_S": "0.01", "HTTP_BACKOFF_MAX_S": "0.05",
         "SERVICE_HEARTBEAT_INTERVAL_S": "0.2", **extra,
     }  # fmt: skip
-
-
-async def wait_for(check: Callable[[], Any], what: str, deadline_s: float = 20.0) -> Any:
-    give_up = time.monotonic() + deadline_s
-    while time.monotonic() < give_up:
-        value = await check()
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # --- full sync, second pass, refresh -----------------------------------------------------------------------------
@@ -199,7 +190,7 @@ async def test_a_3000_market_sync_completes_by_keyset_and_without_keyset_stops_a
         fields = await redis_client.hgetall(keys.service_key("polymarket_ingester"))
         return fields if fields.get(b"state") == b"degraded" else None
 
-    heartbeat = await wait_for(degraded, "a degraded heartbeat", deadline_s=60)
+    heartbeat = await wait_until(degraded, "a degraded heartbeat", timeout_s=60)
     stop.set()
     await running
     error = heartbeat[b"last_error"].decode()
@@ -332,7 +323,7 @@ async def test_sigkill_mid_sync_then_restart_ends_with_the_exact_set_and_sigterm
         state = (await redis_client.get(keys.STATE_POLYMARKET_OFFSET) or b"").decode()
         return state.startswith("offset closed=false versions=v1,v2 after=") and int(state.rsplit("=", 1)[1]) >= 6
 
-    await wait_for(mid_sync, "the first pages of the sync")
+    await wait_until(mid_sync, "the first pages of the sync", timeout_s=20)
     first.send_signal(signal.SIGKILL)
     assert first.wait(10) == -signal.SIGKILL
     assert 0 < await redis_client.xlen(keys.STREAM_MARKETS) < len(listed(sim)[0])
@@ -343,7 +334,7 @@ async def test_sigkill_mid_sync_then_restart_ends_with_the_exact_set_and_sigterm
     async def synced() -> bool:
         return await redis_client.get(keys.STATE_POLYMARKET_OFFSET) == SYNCED_BOTH
 
-    await wait_for(synced, "the end of the full sync")
+    await wait_until(synced, "the end of the full sync", timeout_s=20)
     second.send_signal(signal.SIGTERM)
     assert second.wait(10) == 0, second.stderr.read().decode() if second.stderr else ""
     assert await redis_client.hget(keys.service_key("polymarket_ingester"), "state") == b"stopped"
@@ -363,7 +354,7 @@ async def test_an_unreachable_gamma_degrades_the_service_instead_of_crashing_it(
     async def degraded() -> bool:
         return await redis_client.hget(keys.service_key("polymarket_events_ingester"), "state") == b"degraded"
 
-    await wait_for(degraded, "a degraded heartbeat")
+    await wait_until(degraded, "a degraded heartbeat", timeout_s=20)
     assert process.poll() is None
     process.send_signal(signal.SIGTERM)
     assert process.wait(10) == 0

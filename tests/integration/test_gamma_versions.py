@@ -19,7 +19,7 @@ from common import keys
 from common.clickhouse import make_client
 from common.config import ClickHouseSettings, GammaSettings, RedisSettings, SourceSettings
 from common.payloads import decode_order_event, decode_trade
-from dashboard.snapshot import ClickHouseReader, collect_status
+from common.status.snapshot import ClickHouseReader, collect_status
 from ingesters import chain_ingester
 from ingesters import polymarket_ingester as markets_ingester
 from ingesters.gamma import Connections
@@ -27,8 +27,9 @@ from ingesters.gamma_listing import SYNCED, synced
 from pipeline.ops import doctor
 from pipeline.ops import replay as ops_replay
 from processors import clickhouse_writer, trade_processor
+from tests.fixtures.dashboard_world import run_command, set_pipeline_env
+from tests.fixtures.helpers import wait_until
 from tests.fixtures.simulator import SimulatorFactory
-from tests.integration.test_dashboard_world import run_command, set_pipeline_env, until
 from tests.integration.test_exchange_families import COLUMNS, HTTP, STREAMS, entry_ms, expected_trade
 
 # No unlisted or late market: every fill of a selected version finds its market at once, so none waits out the
@@ -57,7 +58,8 @@ async def run_pipeline(
     )
     try:
         await chain_ingester.run(chain, once=True)
-        await until(lambda: redis.xlen(keys.STREAM_TRADES), lambda n: n == truth["count"], timeout_s=60)
+        await wait_until(lambda: redis.xlen(keys.STREAM_TRADES), "a trade for every fill",
+                         accept=lambda n: n == truth["count"], timeout_s=60)
     finally:
         stop.set()
     return await processing

@@ -21,7 +21,8 @@ from common.payloads import decode_order_event
 from pipeline.ops import backfill as ops_backfill
 from pipeline.ops import verify as ops_verify
 from processors import clickhouse_writer, trade_processor
-from tests.integration.test_dashboard_world import FAST_STREAMS, run_command, set_pipeline_env
+from tests.fixtures.dashboard_world import run_command, set_pipeline_env
+from tests.fixtures.helpers import FAST_STREAMS
 
 WORLD = {"seed": 5, "markets": 10, "history_fills": 3_000, "burst_fills": 1_200}
 

@@ -13,12 +13,8 @@ import orjson
 from common import keys
 from common.payloads import encode_dead_letter, encode_order_event
 from pipeline.ops import dlq as ops_dlq
+from tests.fixtures.dashboard_world import run_command, set_pipeline_env
 from tests.fixtures.fills_world import make_fills
-from tests.integration.test_dashboard_world import (  # noqa: F401  (fixtures)
-    dashboard_world_fixture,
-    run_command,
-    set_pipeline_env,
-)
 
 
 async def dead_letter(redis, *, group: str, entry_id: str | None, payload: bytes) -> str:

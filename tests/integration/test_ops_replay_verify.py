@@ -11,12 +11,8 @@ import random
 from common.clickhouse import make_client
 from pipeline.ops import replay as ops_replay
 from pipeline.ops import verify as ops_verify
+from tests.fixtures.dashboard_world import run_command, set_pipeline_env
 from tests.fixtures.fills_world import make_fills, publish_fills
-from tests.integration.test_dashboard_world import (  # noqa: F401  (fixtures)
-    dashboard_world_fixture,
-    run_command,
-    set_pipeline_env,
-)
 
 
 def delete_trades(world, ids: str) -> None:

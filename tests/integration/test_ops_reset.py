@@ -6,11 +6,7 @@ import builtins
 
 from common import keys
 from pipeline.ops import reset as ops_reset
-from tests.integration.test_dashboard_world import (  # noqa: F401  (fixtures)
-    dashboard_world_fixture,
-    run_command,
-    set_pipeline_env,
-)
+from tests.fixtures.dashboard_world import run_command, set_pipeline_env
 
 RESET_PATTERNS = ("stream:*", "state:*", "markets:*", "events:*", "failures:*", "service:*")
 
@@ -45,8 +41,8 @@ async def test_reset_deletes_streams_and_state_and_truncates_tables(dashboard_wo
     for table in ("markets", "events", "order_filled_events", "trades"):
         assert world.query(f"SELECT count() FROM {table}") == 0
     # the pipeline starts over cleanly: the same fills give the same trades
+    from tests.fixtures.dashboard_world import publish_markets_with_questions
     from tests.fixtures.fills_world import publish_fills
-    from tests.integration.test_dashboard_world import publish_markets_with_questions
 
     await publish_markets_with_questions(world.redis, world.markets)
     await publish_fills(world.redis, world.fills)

@@ -6,11 +6,7 @@ import orjson
 
 from common import keys
 from pipeline.ops import status as ops_status
-from tests.integration.test_dashboard_world import (  # noqa: F401  (fixtures)
-    dashboard_world_fixture,
-    run_command,
-    set_pipeline_env,
-)
+from tests.fixtures.dashboard_world import run_command, set_pipeline_env
 
 
 async def test_status_prints_every_stream_group_service_and_count(dashboard_world, monkeypatch, capsys):

@@ -1,10 +1,9 @@
-"""Trade processor and ClickHouse writer against a real Redis and the embedded ClickHouse (DESIGN §3–§5)."""
+"""Trade processor and ClickHouse writer against a real Redis and the embedded ClickHouse (docs/CONTRACT.md §3–§5)."""
 
 from __future__ import annotations
 
 import asyncio
 import random
-import uuid
 from decimal import Decimal
 
 import orjson
@@ -12,7 +11,6 @@ import pytest
 
 from common import keys
 from common.clickhouse import make_client
-from common.config import ClickHouseSettings, StreamSettings
 from common.payloads import encode_order_event
 from processors import clickhouse_writer, trade_processor
 from tests.fixtures.fills_world import (
@@ -22,20 +20,7 @@ from tests.fixtures.fills_world import (
     publish_fills,
     publish_markets,
 )
-
-FAST_STREAMS = StreamSettings(block_ms=50, claim_min_idle_ms=5000, claim_interval_s=1.0, max_deliveries=3,
-                              trim_interval_s=0.2)  # fmt: skip
-
-
-@pytest.fixture
-def ch_settings(clickhouse_server) -> ClickHouseSettings:
-    database = f"t_{uuid.uuid4().hex[:10]}"
-    settings = ClickHouseSettings(host="127.0.0.1", port=clickhouse_server.port, database=database,
-                                  batch_size=5000, flush_interval_s=0.05, insert_max_attempts=2)  # fmt: skip
-    yield settings
-    client = make_client(settings, database="default")
-    client.command(f"DROP DATABASE IF EXISTS {database}")
-    client.close()
+from tests.fixtures.helpers import FAST_STREAMS, wait_until
 
 
 def processor_settings(**overrides: object) -> trade_processor.ProcessorSettings:
@@ -135,10 +120,12 @@ async def test_late_market_is_filled_in_and_missing_market_times_out(redis_setti
         trade_processor.run(settings, redis=redis_settings, streams=FAST_STREAMS, stop=stop)
     )
     # the processor asks the markets ingester for the unknown tokens
-    await _until(lambda: redis_client.scard(keys.TOKEN_LOOKUPS), lambda n: n > 0, timeout_s=5)
+    await wait_until(lambda: redis_client.scard(keys.TOKEN_LOOKUPS), "a token lookup", accept=lambda n: n > 0,
+                           timeout_s=5)  # fmt: skip
     lookups = {token.decode() for token in await redis_client.smembers(keys.TOKEN_LOOKUPS)}
     assert set(late.token_ids + never.token_ids) >= lookups and lookups
-    await _until(lambda: redis_client.xlen(keys.STREAM_TRADES), lambda n: n == len(fills), timeout_s=20)
+    await wait_until(lambda: redis_client.xlen(keys.STREAM_TRADES), "every trade",
+                           accept=lambda n: n == len(fills), timeout_s=20)  # fmt: skip
     stop.set()
     await asyncio.wait_for(service_task, timeout=10)
     service = await redis_client.hgetall(keys.service_key("trade_processor"))
@@ -152,17 +139,6 @@ async def test_late_market_is_filled_in_and_missing_market_times_out(redis_setti
     assert by_market == {known.id: expected[known.id], late.id: expected[late.id], "": expected[never.id]}
     assert int(service[b"count:unresolved_markets"]) == expected[never.id]
     client.close()
-
-
-async def _until(read, predicate, *, timeout_s: float):
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        value = await read()
-        if predicate(value):
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s} s; last value {value!r}")
-        await asyncio.sleep(0.05)
 
 
 async def test_stream_usd_sum_matches(redis_settings, redis_client, ch_settings):
@@ -238,7 +214,8 @@ async def test_stream_lengths_stay_bounded_while_fills_flow(redis_settings, redi
                 longest = max(longest, await redis_client.xlen(stream))
             await asyncio.sleep(0.1)
         for stream in (keys.STREAM_ORDER_EVENTS, keys.STREAM_TRADES):
-            await _until(lambda stream=stream: redis_client.xlen(stream), lambda n: n == 0, timeout_s=60)
+            await wait_until(lambda stream=stream: redis_client.xlen(stream), f"{stream} trimmed",
+                                   accept=lambda n: n == 0, timeout_s=60)  # fmt: skip
     finally:
         stop.set()
         await asyncio.gather(*services)

@@ -12,7 +12,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from decimal import Decimal
 from pathlib import Path
@@ -23,7 +22,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from common import keys
+from common import keys, tables
 from common.clickhouse import apply_migrations, make_client
 from common.config import ClickHouseSettings, StreamSettings
 from common.errors import SinkCommandError
@@ -31,8 +30,9 @@ from common.payloads import decode_dead_letter
 from common.streams import StreamConsumer
 from processors import clickhouse_writer, trade_processor
 from tests.fixtures.fills_world import expected_trade, make_fills, make_markets, publish_fills, publish_markets
+from tests.fixtures.helpers import wait_until
 
-FILL_TABLES = ("trades", "order_filled_events")
+FILL_TABLES = tables.FILL_TABLES
 SERVICES = {"trade_processor": "processors.trade_processor", "clickhouse_writer": "processors.clickhouse_writer"}
 
 
@@ -83,11 +83,15 @@ async def drained(redis: aioredis.Redis) -> bool:
 
 
 async def wait_drained(redis: aioredis.Redis, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await drained(redis):
-        if time.monotonic() > deadline:
-            raise AssertionError("the pipeline did not drain in time")
-        await asyncio.sleep(0.2)
+    await wait_until(lambda: drained(redis), "the pipeline drained", timeout_s=timeout_s, interval_s=0.2)
+
+
+def stop_all(processes: dict[str, subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every service at once, then wait for each (each finishes its batch first)."""
+    for process in processes.values():
+        process.send_signal(signal.SIGTERM)
+    for process in processes.values():
+        process.wait(20)
 
 
 def assert_exactly_once(settings: ClickHouseSettings, fills, markets) -> None:
@@ -125,10 +129,7 @@ async def test_killing_processor_and_writer_ten_times_each_loses_and_duplicates_
             processes[victim] = start(victim, env)
         await wait_drained(redis_client, timeout_s=90)
     finally:
-        for process in processes.values():
-            process.send_signal(signal.SIGTERM)
-        for process in processes.values():
-            process.wait(20)
+        stop_all(processes)
 
     assert kills == {"trade_processor": 10, "clickhouse_writer": 10}
     settings = ClickHouseSettings(host="127.0.0.1", port=clickhouse_server.port, database=database)
@@ -162,10 +163,7 @@ async def test_clickhouse_down_30s_loses_nothing_and_backlog_drains(
             clickhouse_server.start()
         await wait_drained(redis_client, timeout_s=90)
     finally:
-        for process in processes.values():
-            process.send_signal(signal.SIGTERM)
-        for process in processes.values():
-            process.wait(20)
+        stop_all(processes)
     settings = ClickHouseSettings(host="127.0.0.1", port=clickhouse_server.port, database=database)
     assert_exactly_once(settings, fills, markets)
 

@@ -1,5 +1,5 @@
 """A Redis that is out of memory or a read-only replica: writers get TransientSinkError(sink="redis") and nothing
-is lost, acked or written twice (DESIGN §3 rule 2).
+is lost, acked or written twice (docs/CONTRACT.md §3 rule 2).
 
 Under OOM Redis refuses commands that may grow memory (XADD, HSET, XGROUP CREATE) but not acks, and lets a script
 that has already written go on: a batch in hand still finishes (its XACK comes first), while producers, a
@@ -10,26 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
 from common import keys
 from common.clickhouse import make_client
-from common.config import ClickHouseSettings, RedisSettings, StreamSettings
+from common.config import ClickHouseSettings, RedisSettings
 from common.errors import SinkCommandError, TransientSinkError
 from common.redis_client import make_redis
 from common.streams import Entry, StreamConsumer, append_with_cursor, run_consumer
 from processors import clickhouse_writer, trade_processor
 from tests.fixtures.fills_world import make_fills, make_markets, publish_fills, publish_markets
+from tests.fixtures.helpers import FAST_STREAMS, wait_until
 from tests.fixtures.redis_server import RedisServer, free_port
 
 STREAM = "stream:test"
-FAST_STREAMS = StreamSettings(block_ms=50, claim_min_idle_ms=5000, claim_interval_s=1.0, max_deliveries=3)
 
 
 @pytest.fixture
@@ -77,7 +75,7 @@ async def test_consumer_starting_on_a_redis_out_of_memory_waits_and_then_consume
     async def reported() -> int:
         return len(errors)
 
-    await until(reported, lambda n: n > 0, timeout_s=10)
+    await wait_until(reported, "an error reported", accept=lambda n: n > 0, timeout_s=10)
     assert isinstance(errors[0], TransientSinkError) and errors[0].sink == "redis"
     assert handled == [] and not consuming.done()
     await out_of_memory(False)
@@ -125,15 +123,6 @@ async def test_append_to_a_read_only_replica_is_transient(replica: aioredis.Redi
     assert raised.value.sink == "redis" and "ReadOnlyError" in str(raised.value)
 
 
-async def until(read: Callable[[], Awaitable[Any]], predicate: Callable[[Any], bool], *, timeout_s: float) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not predicate(value := await read()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s} s; last value {value!r}")
-        await asyncio.sleep(0.05)
-    return value
-
-
 async def test_writer_restarted_on_a_redis_out_of_memory_keeps_everything_pending(
     redis_client: aioredis.Redis, redis_settings: RedisSettings, ch_settings: ClickHouseSettings, out_of_memory
 ) -> None:
@@ -166,7 +155,7 @@ async def test_writer_restarted_on_a_redis_out_of_memory_keeps_everything_pendin
         await asyncio.sleep(1.5)  # the writer retries, degraded; it takes nothing it could not ack
         assert (await stored(), await backlog()) == (0, len(fills))
         await out_of_memory(False)
-        await until(backlog, lambda n: n == 0, timeout_s=30)
+        await wait_until(backlog, "the backlog written", accept=lambda n: n == 0, timeout_s=30)
     finally:
         stop.set()
         service = await asyncio.wait_for(running, timeout=30)

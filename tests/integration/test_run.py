@@ -17,10 +17,9 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -28,6 +27,7 @@ import yaml
 
 from common import keys
 from pipeline.launch.supervisor import process_identity, program_names
+from tests.fixtures.helpers import wait_until
 from tests.fixtures.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,20 +35,6 @@ CHECKOUT_PARTS = ("common", "ingesters", "processors", "dashboard", "pipeline", 
 SEED_SERVICES = keys.SERVICES
 SETTING_PREFIXES = ("REDIS_", "CLICKHOUSE_", "DASHBOARD_", "SIMULATOR_", "PIPELINE_", "LOG_", "HTTP_", "CHAIN_")
 SETTING_NAMES = ("GAMMA_API_URL", "GOLDSKY_URL", "POLYGON_RPC_URL", "GOLDSKY_START_TIMESTAMP", "GOLDSKY_END_TIMESTAMP")
-T = TypeVar("T")
-
-
-def wait_for(what: str, probe: Callable[[], T | None], deadline_s: float, *, explain: Callable[[], str] = str) -> T:
-    deadline = time.monotonic() + deadline_s
-    while True:
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {deadline_s} s\n{explain()}")
-        time.sleep(0.25)
-
-
 class Launch:
     """One `python -m pipeline <command>` in a copy of the checkout; its output goes to a file."""
 
@@ -75,7 +61,7 @@ class Launch:
                 raise AssertionError(f"launcher exited with {self.process.returncode}\n{self.explain()}")
             return text in self.text()
 
-        wait_for(f"launcher printing {text!r}", seen, deadline_s, explain=self.explain)
+        wait_until(seen, f"launcher printing {text!r}", timeout_s=deadline_s, interval_s=0.25, explain=self.explain)
 
     def supervisorctl(self, *args: str) -> str:
         argv = [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(self.root / "supervisord.conf"), *args]
@@ -235,10 +221,13 @@ def test_demo_runs_every_program_under_supervisord_and_ctrl_c_leaves_nothing_beh
     demo.wait_output("dashboard: http://127.0.0.1:", 90)
     # Then every program, servers and simulator included, is RUNNING under supervisord
     expected = set(program_names(checkout / "supervisord.conf"))
-    wait_for("every program RUNNING", lambda: demo.all_running(expected), 30, explain=demo.explain)
+    wait_until(lambda: demo.all_running(expected), "every program RUNNING", timeout_s=30, interval_s=0.25,
+               explain=demo.explain)  # fmt: skip
     # And trades reach ClickHouse and keep coming; the dashboard sees every service running
-    first = wait_for("trades in ClickHouse", lambda: clickhouse_count(launch_env, "trades"), 30, explain=demo.explain)
-    wait_for("trades growing", lambda: clickhouse_count(launch_env, "trades") > first, 20, explain=demo.explain)
+    first = wait_until(lambda: clickhouse_count(launch_env, "trades"), "trades in ClickHouse", timeout_s=30,
+                       interval_s=0.25, explain=demo.explain)  # fmt: skip
+    wait_until(lambda: clickhouse_count(launch_env, "trades") > first, "trades growing", timeout_s=20, interval_s=0.25,
+               explain=demo.explain)  # fmt: skip
     # And no fill reached ClickHouse twice (Goldsky serves the v1 history, the chain ingester the v2 blocks)
     assert clickhouse_query(launch_env, "SELECT count() - uniqExact(id) FROM polymarket.trades") == "0"
 
@@ -246,9 +235,8 @@ def test_demo_runs_every_program_under_supervisord_and_ctrl_c_leaves_nothing_beh
         states = service_states(launch_env)
         return all(states.get(name, {}).get("state") == "running" for name in SEED_SERVICES)
 
-    wait_for(
-        "dashboard: every service running", all_services_running, 20, explain=lambda: str(service_states(launch_env))
-    )
+    wait_until(all_services_running, "dashboard: every service running", timeout_s=20, interval_s=0.25,
+               explain=lambda: str(service_states(launch_env)))  # fmt: skip
 
     # And the container healthcheck agrees (it reads the same heartbeats)
     assert healthcheck(checkout, launch_env, "trade_processor") == (0, "")
@@ -258,9 +246,11 @@ def test_demo_runs_every_program_under_supervisord_and_ctrl_c_leaves_nothing_beh
     assert healthcheck(checkout, launch_env, "trade_processor") == (1, "unhealthy: trade_processor: stopped")
     assert "started" in demo.supervisorctl("start", "trade_processor")
     # Then it runs again and trades keep flowing
-    wait_for("every program RUNNING again", lambda: demo.all_running(expected), 20, explain=demo.explain)
+    wait_until(lambda: demo.all_running(expected), "every program RUNNING again", timeout_s=20, interval_s=0.25,
+               explain=demo.explain)  # fmt: skip
     after_restart = clickhouse_count(launch_env, "trades")
-    wait_for("trades after restart", lambda: clickhouse_count(launch_env, "trades") > after_restart, 20)
+    wait_until(lambda: clickhouse_count(launch_env, "trades") > after_restart, "trades after restart", timeout_s=20,
+               interval_s=0.25)  # fmt: skip
 
     # When Ctrl-C reaches the launcher
     processes = demo.program_processes()
@@ -283,7 +273,8 @@ def test_run_with_unreachable_sources_keeps_every_service_running_and_says_so(
     launches.append(run)
     run.wait_output("dashboard: http://127.0.0.1:", 90)
     expected = set(program_names(checkout / "supervisord.conf")) - {"simulator"}
-    before = wait_for("every program RUNNING", lambda: run.all_running(expected), 30, explain=run.explain)
+    before = wait_until(lambda: run.all_running(expected), "every program RUNNING", timeout_s=30, interval_s=0.25,
+                        explain=run.explain)  # fmt: skip
 
     # Then the dashboard reports the source ingesters degraded, with the reason
     sources = ("polymarket_ingester", "polymarket_events_ingester", "goldsky_ingester", "chain_ingester")
@@ -293,7 +284,8 @@ def test_run_with_unreachable_sources_keeps_every_service_running_and_says_so(
         hit = {name: states.get(name, {}) for name in sources}
         return hit if all(s.get("state") == "degraded" and s.get("last_error") for s in hit.values()) else None
 
-    reported = wait_for("ingesters degraded on the dashboard", degraded, 30, explain=lambda: str(service_states(env)))
+    reported = wait_until(degraded, "ingesters degraded on the dashboard", timeout_s=30, interval_s=0.25,
+                          explain=lambda: str(service_states(env)))  # fmt: skip
     assert all("127.0.0.1" in s["last_error"] or "connect" in s["last_error"].lower() for s in reported.values())
     # And the sinks, up before the services started, are not blamed
     states = service_states(env)

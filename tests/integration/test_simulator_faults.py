@@ -9,6 +9,8 @@ import httpx
 import orjson
 import pytest
 
+from tests.fixtures.helpers import wait_until
+
 GOLDSKY_QUERY = {"query": '{ orderFilledEvents(first: 5, where: {timestamp_gt: "0"}) { id } }'}
 BLOCK_NUMBER = {"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}
 
@@ -85,10 +87,7 @@ def test_finalized_head_stalls_while_latest_moves(sim) -> None:  # type: ignore[
     sim.set_faults("finalized_stall=1")
     stalled = block("finalized")
     sim.set_rate(200)
-    deadline = time.monotonic() + 10
-    while block("latest") < stalled + 40:
-        assert time.monotonic() < deadline, "live blocks did not appear"
-        time.sleep(0.05)
+    wait_until(lambda: block("latest") >= stalled + 40, "live blocks above the stalled finalized block")
     assert block("finalized") == stalled
     sim.set_faults(None)
     assert block("finalized") > stalled

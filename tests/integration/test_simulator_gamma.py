@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-# Types of every field of the reference's real Market example (reference §1.7), by JSON type.
+# Types of every field of a real Gamma market object (docs/upstream.md §1.3), by JSON type.
 MARKET_FIELD_TYPES = {
     **dict.fromkeys(
         [
@@ -162,7 +162,7 @@ def check_market_types(market: dict[str, object]) -> None:
 
 
 def outcome_ids(market: dict[str, Any]) -> list[str]:
-    """The ids a market's fills carry, chosen by `version` (reference §7.1)."""
+    """The ids a market's fills carry, chosen by `version` (docs/upstream.md §1.4)."""
     return market["positionIds"] if market.get("version") == "v2" else json.loads(market["clobTokenIds"])
 
 

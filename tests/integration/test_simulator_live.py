@@ -8,16 +8,7 @@ import time
 import httpx
 
 from simulator.constants import CUTOVER_BLOCK
-
-
-def wait_for(predicate, timeout_s: float = 10.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        time.sleep(0.05)
+from tests.fixtures.helpers import wait_until
 
 
 def test_live_fills_appear_at_the_rate_and_only_on_chain(simulator) -> None:  # type: ignore[no-untyped-def]
@@ -35,7 +26,7 @@ def test_live_fills_appear_at_the_rate_and_only_on_chain(simulator) -> None:  # 
     }
     sim.set_rate(2_000)
     started = time.monotonic()
-    wait_for(lambda: sim.truth(fills=False)["count"] >= before["count"] + 1_000)
+    wait_until(lambda: sim.truth(fills=False)["count"] >= before["count"] + 1_000, "1,000 live fills")
     elapsed = time.monotonic() - started
     sim.set_rate(0)
     truth = sim.truth()
@@ -64,7 +55,7 @@ def test_live_fills_appear_at_the_rate_and_only_on_chain(simulator) -> None:  # 
     }
     changed = [i for i, updated in markets_after.items() if i in markets_before and updated != markets_before[i]]
     assert changed
-    listed_at = wait_for(lambda: sim.truth(fills=False)["late_listed_at"])
+    listed_at = wait_until(lambda: sim.truth(fills=False)["late_listed_at"], "the late market listed")
     assert listed_at == truth["started_at"] + 0.3
     both = {"limit": 500, "version": ["v1", "v2"]}  # the late market may be a V2 one, hidden unless asked for
     listed = {m["id"] for m in httpx.get(f"{sim.gamma_url}/markets", params=both).json()}

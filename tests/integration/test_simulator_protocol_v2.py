@@ -1,4 +1,4 @@
-"""Today's Polymarket over HTTP: Gamma's offset cap and keyset rules (reference §7.2) on a 2,700-market world,
+"""Today's Polymarket over HTTP: Gamma's offset cap and keyset rules (docs/upstream.md §1.2) on a 2,700-market world,
 the `position_ids` filter, ExchangeV3 logs that decode with eth-abi to the truth's position ids, a live fill of a
 V2 market listed later, and the switches a `pipeline doctor` probes."""
 
@@ -12,7 +12,7 @@ import pytest
 from eth_abi import decode
 
 from simulator.constants import EXCHANGE_ADDRESSES, EXCHANGE_V3_START_BLOCK
-from tests.integration.test_simulator_live import wait_for
+from tests.fixtures.helpers import wait_until
 from tests.integration.test_simulator_rpc import V1_TOPIC, V2_DATA, V2_TOPIC, rpc
 
 EXCHANGE_V3 = "0xe3333700cA9d93003F00f0F71f8515005F6c00Aa"
@@ -188,14 +188,14 @@ def test_a_live_exchange_v3_fill_precedes_the_listing_of_its_v2_market(simulator
         fills = sim.truth(offset=history["count"], limit=count - history["count"])["fills"]
         return next((f for f in fills if f["market_id"] in late_v2), None)
 
-    fill = wait_for(live_late_v2_fill, timeout_s=5.0)
+    fill = wait_until(live_late_v2_fill, "a live fill of the late V2 market", timeout_s=5.0)
     sim.set_rate(0)
     assert fill["family"] == "v3" and fill["first_visible_at"] < history["started_at"] + 6.0
     market = next(m for m in sim.world.catalogue.markets if m.id == fill["market_id"])
     lookup = {"position_ids": fill["token_id"], "closed": str(market.closed).lower(), "version": "v2"}
     if sim.truth(fills=False)["late_listed_at"] is None:
         assert httpx.get(f"{sim.gamma_url}/markets/keyset", params=lookup).json()["markets"] == []
-    wait_for(lambda: sim.truth(fills=False)["late_listed_at"], timeout_s=10.0)
+    wait_until(lambda: sim.truth(fills=False)["late_listed_at"], "the late market listed", timeout_s=10.0)
     rows = httpx.get(f"{sim.gamma_url}/markets/keyset", params=lookup).json()["markets"]
     assert [r["id"] for r in rows] == [fill["market_id"]]
     assert rows[0]["positionIds"][fill["outcome_index"]] == fill["token_id"]

@@ -29,7 +29,7 @@ def rpc(url: str, method: str, *params: Any) -> Any:
 
 
 def normalize(log: dict[str, Any]) -> dict[str, Any]:
-    """A log -> the normalized order event fields (DESIGN §3), decoding with eth-abi."""
+    """A log -> the normalized order event fields (docs/CONTRACT.md §3), decoding with eth-abi."""
     data = bytes.fromhex(log["data"][2:])
     if log["topics"][0] == V1_TOPIC:
         maker_asset, taker_asset, maker_amount, taker_amount, fee = decode(V1_DATA, data)

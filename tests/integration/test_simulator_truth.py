@@ -6,13 +6,13 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import orjson
 
 from simulator.server import main
+from tests.fixtures.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,14 +76,14 @@ def test_pipeline_cli_starts_the_simulator_on_the_given_port() -> None:
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
+        def health_or_none() -> dict | None:
+            assert proc.poll() is None, "simulator exited"
             try:
-                health = httpx.get(f"http://127.0.0.1:{port}/_sim/health", timeout=1).json()
-                break
+                return httpx.get(f"http://127.0.0.1:{port}/_sim/health", timeout=1).json()
             except httpx.HTTPError:
-                assert time.monotonic() < deadline and proc.poll() is None, "simulator did not start"
-                time.sleep(0.1)
+                return None
+
+        health = wait_until(health_or_none, "the simulator started", timeout_s=30, interval_s=0.1)
         assert health["fills"] == 2_000
         rows = httpx.get(f"http://127.0.0.1:{port}/gamma/markets", params={"limit": 3}).json()
         assert len(rows) == 3

@@ -1,4 +1,4 @@
-"""Delivery primitives against a real redis-server (DESIGN §3 rules 1, 2, 5)."""
+"""Delivery primitives against a real redis-server (docs/CONTRACT.md §3 rules 1, 2, 5)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
-from common import keys
+from common import keys, tables
 from common.clickhouse import apply_migrations, make_client
 from common.config import ClickHouseSettings, SourceSettings
 from common.unique_insert import UniqueKey, first_of_each_id, take, time_ranges
@@ -24,11 +24,12 @@ from ingesters import chain_ingester, goldsky_ingester
 from pipeline.ops import dedupe as ops_dedupe
 from pipeline.ops import verify as ops_verify
 from processors import clickhouse_writer, trade_processor
+from tests.fixtures.dashboard_world import run_command, set_pipeline_env
 from tests.fixtures.fills_world import make_fills, make_markets, publish_fills, publish_markets
-from tests.integration.test_dashboard_world import FAST_STREAMS, run_command, set_pipeline_env
+from tests.fixtures.helpers import FAST_STREAMS, wait_until
 from tests.integration.test_fill_ingesters import FAST_HTTP, WORLD
 
-FILL_TABLES = ("trades", "order_filled_events")
+FILL_TABLES = tables.FILL_TABLES
 
 
 @pytest.fixture(name="ch")
@@ -127,10 +128,10 @@ async def test_two_writers_and_three_processors_on_one_stream_store_each_fill_on
     ]  # fmt: skip
     running = [asyncio.create_task(service) for service in services]
     try:
-        deadline = asyncio.get_running_loop().time() + 120
-        while counts(ch, "trades")[1] < len(fills) or counts(ch, "order_filled_events")[1] < len(fills):
-            assert asyncio.get_running_loop().time() < deadline, "the pipeline did not drain in time"
-            await asyncio.sleep(0.3)
+        async def drained() -> bool:
+            return counts(ch, "trades")[1] >= len(fills) and counts(ch, "order_filled_events")[1] >= len(fills)
+
+        await wait_until(drained, "the pipeline drained", timeout_s=120, interval_s=0.3)
     finally:
         stop.set()
         await asyncio.gather(*running)

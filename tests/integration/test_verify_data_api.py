@@ -25,10 +25,11 @@ from ingesters import polymarket_ingester as markets_ingester
 from ingesters.gamma import Connections
 from pipeline.ops import verify as ops_verify
 from pipeline.ops import verify_data_api
-from pipeline.ops.common import iso
+from pipeline.ops.command import iso
 from processors import clickhouse_writer, trade_processor
+from tests.fixtures.dashboard_world import run_command, set_pipeline_env
+from tests.fixtures.helpers import wait_until
 from tests.fixtures.simulator import SimulatorFactory
-from tests.integration.test_dashboard_world import run_command, set_pipeline_env, until
 
 WORLD = {"seed": 31, "markets": 24, "history_fills": 4_000, "v2_fills": 2_000, "late_markets": 0,
          "faults": "data_api.429=0.2,retry_after_s=0"}  # fmt: skip
@@ -49,7 +50,8 @@ async def run_pipeline(sim: Any, truth: dict[str, Any], redis: aioredis.Redis, r
     processor = trade_processor.ProcessorSettings(unknown_market_wait_s=1.0, held_check_interval_s=0.1)
     task = asyncio.create_task(trade_processor.run(processor, redis=redis_settings, streams=STREAMS, stop=stop))
     try:
-        await until(lambda: redis.xlen(keys.STREAM_TRADES), lambda n: n == truth["count"], timeout_s=60)
+        await wait_until(lambda: redis.xlen(keys.STREAM_TRADES), "a trade for every fill",
+                         accept=lambda n: n == truth["count"], timeout_s=60)
     finally:
         stop.set()
         await task

@@ -10,18 +10,16 @@ import redis.asyncio as aioredis
 
 from common import keys
 from common.clickhouse import apply_migrations, make_client
-from common.config import ClickHouseSettings, RedisSettings, StreamSettings
+from common.config import ClickHouseSettings, RedisSettings
 from common.payloads import UINT64_MAX, OrderEvent, decode_dead_letter, encode_trade
 from common.streams import StreamConsumer
-from common.trimming import trim_acked
 from common.unique_insert import UniqueTarget, insert_unique
 from processors import clickhouse_writer
-from processors.rows import LEGACY_ORDER_EVENTS, STREAMS, StreamSpec
+from processors.rows import STREAMS, StreamSpec
 from processors.trades import derive_trade
 from tests.fixtures.fills_world import make_fills, make_markets, publish_fills
+from tests.fixtures.helpers import FAST_STREAMS
 
-FAST_STREAMS = StreamSettings(block_ms=50, claim_min_idle_ms=5000, claim_interval_s=1.0, max_deliveries=3,
-                              trim_interval_s=0.2)  # fmt: skip
 WRITER = clickhouse_writer.WriterSettings()
 (TRADES_STREAM,) = [spec for spec in STREAMS if spec.stream == keys.STREAM_TRADES]
 NOW = datetime.now(UTC)
@@ -136,45 +134,3 @@ async def test_a_batch_the_writer_was_killed_on_past_max_deliveries_is_written_n
     assert await redis_client.xlen(keys.STREAM_DLQ) == 0 and service.counters["dead_lettered"] == 0
     (group,) = await redis_client.xinfo_groups(keys.STREAM_TRADES)
     assert group["pending"] == 0
-
-
-async def test_upgrade_drains_the_earlier_writers_group_on_order_events_then_destroys_it(
-    redis_settings, redis_client, ch_settings
-):
-    """An earlier writer read stream:order_events in `clickhouse-writer`: of 90 fills it wrote 30 and acked them,
-    held 30 pending (20 under its own name, 10 under a second writer's) and had not read the last 30; it had also
-    written the trades of the first 60. The upgraded writer writes each fill and each trade exactly once, and
-    drops the group so that stream:order_events is trimmed to what the processor acked."""
-    fills = make_fills(random.Random(6), make_markets(random.Random(6), 3), groups=30)[:90]
-    await publish_fills(redis_client, fills)
-    await redis_client.xgroup_create(keys.STREAM_ORDER_EVENTS, keys.GROUP_TRADE_PROCESSOR, id="0")
-    await redis_client.xreadgroup(keys.GROUP_TRADE_PROCESSOR, "tp", {keys.STREAM_ORDER_EVENTS: ">"})
-    acked_by_processor = [entry_id for entry_id, _ in await redis_client.xrange(keys.STREAM_ORDER_EVENTS)]
-    await redis_client.xack(keys.STREAM_ORDER_EVENTS, keys.GROUP_TRADE_PROCESSOR, *acked_by_processor)
-    trade_ids = await publish_trades(redis_client, fills)
-    apply_migrations(ch_settings)
-
-    old_name = WRITER.clickhouse_writer_consumer
-    written = await read_as(redis_client, keys.STREAM_ORDER_EVENTS, old_name, 30)
-    await insert_as_the_writer(redis_client, ch_settings, LEGACY_ORDER_EVENTS, "order_filled_events", written)
-    await redis_client.xack(keys.STREAM_ORDER_EVENTS, keys.GROUP_CLICKHOUSE_WRITER, *(e.id for e in written))
-    await read_as(redis_client, keys.STREAM_ORDER_EVENTS, old_name, 20)
-    await read_as(redis_client, keys.STREAM_ORDER_EVENTS, "clickhouse_writer-2", 10)
-    trades_written = await read_as(redis_client, keys.STREAM_TRADES, old_name, 60)
-    await insert_as_the_writer(redis_client, ch_settings, TRADES_STREAM, "trades", trades_written)
-    await redis_client.xack(keys.STREAM_TRADES, keys.GROUP_CLICKHOUSE_WRITER, *trade_ids[:60])
-
-    service = await run_writer_once(redis_settings, ch_settings)
-
-    assert counts(ch_settings, "order_filled_events") == counts(ch_settings, "trades") == (len(fills), len(fills))
-    # 60 entries drained (30 pending, 30 unread); what the trades did not bring first went in, once
-    assert service.counters["legacy_entries_drained"] == 60 and service.counters["dead_lettered"] == 0
-    assert (service.counters["rows_order_filled_events"], service.counters["rows_trades"]) == (60, 30)
-    groups = [g["name"].decode() for g in await redis_client.xinfo_groups(keys.STREAM_ORDER_EVENTS)]
-    assert groups == [keys.GROUP_TRADE_PROCESSOR]
-    await trim_acked(redis_client, keys.STREAM_ORDER_EVENTS, keys.STREAM_GROUPS[keys.STREAM_ORDER_EVENTS])
-    assert await redis_client.xlen(keys.STREAM_ORDER_EVENTS) == 0  # nothing holds it back any more
-
-    # a second start finds no legacy group and recreates none
-    await run_writer_once(redis_settings, ch_settings)
-    assert [g["name"].decode() for g in await redis_client.xinfo_groups(keys.STREAM_ORDER_EVENTS)] == groups

@@ -32,6 +32,7 @@ from common.streams import StreamConsumer, append_with_cursor, read_cursor
 from pipeline.harness.chaos import service_env
 from pipeline.harness.fleet import REPO_ROOT, Fleet, load_average, redis_settings_from, tail, wait_converged
 from pipeline.harness.truth_check import check_against_truth, fetch_truth
+from tests.fixtures.helpers import wait_until
 from tests.fixtures.redis_topologies import ACL_PASSWORD, Cluster, SentinelDeployment, TlsServer
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.timeout(600)]
@@ -98,11 +99,7 @@ def trades_stored(fleet: Fleet) -> int:
 
 
 def wait_for(check: Callable[[], bool], what: str, deadline_s: float) -> None:
-    give_up = time.monotonic() + deadline_s
-    while not check():
-        if time.monotonic() > give_up:
-            raise AssertionError(f"{what}: not within {deadline_s:.0f} s (load {load_average()})")
-        time.sleep(0.5)
+    wait_until(check, what, timeout_s=deadline_s, interval_s=0.5, explain=lambda: f"load {load_average()}")
 
 
 # --- Redis Cluster ---------------------------------------------------------------------------------------

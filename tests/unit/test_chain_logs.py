@@ -17,20 +17,22 @@ from common.payloads import decode_dead_letter, decode_order_event
 from ingesters.bounded_cache import BoundedCache
 from ingesters.chain_logs import (
     ChainLog,
-    RangeTooLarge,
-    SpanSizer,
     as_chain_log,
-    block_batch,
     blocks_needing_timestamps,
-    classify_rpc_error,
-    decode_block_batch,
     decode_data_words,
     decode_logs_reply,
     decode_order_filled,
     get_logs_filter,
-    hex_quantity,
     log_position,
     normalize_logs,
+)
+from ingesters.json_rpc import (
+    RangeTooLarge,
+    SpanSizer,
+    block_batch,
+    classify_rpc_error,
+    decode_block_batch,
+    hex_quantity,
     parse_block_batch,
     rpc_result,
 )

@@ -9,10 +9,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from common import keys
 from common.payloads import DeadLetter, encode_dead_letter
-from dashboard.app import MASK, redact
-from dashboard.history import Observer, compute_rates
-from dashboard.metrics import render_metrics
-from dashboard.models import (
+from common.status.history import Observer, compute_rates
+from common.status.models import (
     ClickHouseStatus,
     CursorStatus,
     GroupStatus,
@@ -22,7 +20,8 @@ from dashboard.models import (
     StreamStatus,
     TableStatus,
 )
-from dashboard.snapshot import (
+from common.status.redaction import MASK, redact
+from common.status.snapshot import (
     chain_distance,
     cursor_status,
     dead_letter_view,
@@ -30,7 +29,8 @@ from dashboard.snapshot import (
     is_instance_of,
     service_status,
 )
-from pipeline.ops.common import add_time_range, make_parser, parse_range, parse_time
+from dashboard.metrics import render_metrics
+from pipeline.ops.command import add_time_range, make_parser, parse_range, parse_time
 from pipeline.ops.dlq import DlqEntry, retry_plan, select
 
 NOW = 1_800_000_000.0

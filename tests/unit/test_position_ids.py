@@ -1,4 +1,4 @@
-"""Position ids built here by hand, field by field, against common.position_ids (reference §7.1)."""
+"""Position ids built here by hand, field by field, against common.position_ids (docs/upstream.md §4)."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def test_ctf_token_ids_are_keccak_hashes_and_never_pass_for_position_ids() -> No
     for _ in range(2000):
         token = int.from_bytes(keccak(rng.randbytes(64)), "big")
         assert not is_v2_position_id(str(token)) and decode_position_id(str(token)) is None
-    real = "8851848546962572193739008211889046036776198486765606333032192644001246174440"  # reference §1.7
+    real = "8851848546962572193739008211889046036776198486765606333032192644001246174440"  # docs/upstream.md §1.3
     assert not is_v2_position_id(real)
 
 

@@ -41,12 +41,17 @@ from processors.rows import (
     market_row,
     micros,
     one_row,
-    order_event_row,
     trade_columns,
 )
 from processors.trades import derive_trade
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
+
+
+def order_event_row(data: bytes, ingested_at: datetime) -> tuple[object, ...]:
+    """The `order_filled_events` row of a `stream:order_events` entry, straight from its decoded fields: the oracle
+    the rows the writer rebuilds from trades are checked against."""
+    return (*astuple(decode_order_event(data)), ingested_at)
 
 
 def rows_of(columns: list[list[object]]) -> list[tuple[object, ...]]:
@@ -85,7 +90,7 @@ def test_row_columns_are_the_columns_of_the_table_in_its_order(spec: TableSpec) 
     assert spec.columns == migration_columns()[spec.table]
 
 
-# The reference's real market object (reference §1.7), trimmed to the fields the row uses.
+# A real Gamma market object (docs/upstream.md §1.3), trimmed to the fields the row uses.
 MARKET = {
     "id": "1066851", "question": "Bitcoin Up or Down - December 31, 12:00PM-12:15PM ET",
     "conditionId": "0x2e6af11e4b853b05ba7135239b21d77e808889b6ce1e735de856c94c4e5b5fce",

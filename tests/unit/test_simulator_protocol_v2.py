@@ -1,4 +1,4 @@
-"""Protocol V2 in the simulated world: position ids laid out as reference §7.1 says, V2 markets and Combos on
+"""Protocol V2 in the simulated world: position ids laid out as docs/upstream.md §4 says, V2 markets and Combos on
 ExchangeV3 only from its start block, shares and determinism per seed, and the truth's trade cells."""
 
 from __future__ import annotations

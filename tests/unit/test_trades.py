@@ -1,4 +1,5 @@
-"""derive_trade against an independent computation with Decimal arithmetic (DESIGN §4, reference §3.5)."""
+"""derive_trade against an independent computation with Decimal arithmetic (docs/CONTRACT.md §4,
+docs/upstream.md §3)."""
 
 from __future__ import annotations
 

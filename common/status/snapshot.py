@@ -4,7 +4,7 @@
 `/metrics`, the page and `python -m pipeline status` all show what it returns. It never raises for an
 unreachable Redis or ClickHouse: the status says which one is down. ClickHouse runs in a worker thread with
 short timeouts and at most one query in flight; when it is slow or down, the last answer is returned, marked
-stale. Rates and cursor ages need two reads: `dashboard.history.Observer` adds them.
+stale. Rates and cursor ages need two reads: `common.status.history.Observer` adds them.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ import redis.asyncio as aioredis
 import structlog
 from clickhouse_connect.driver.client import Client
 
-from common import keys
+from common import keys, tables
 from common.clickhouse import make_client, map_clickhouse_errors
 from common.config import ClickHouseSettings
 from common.errors import PoisonMessage, SinkError
 from common.payloads import decode_dead_letter, decode_heartbeat, decode_market_ref
 from common.position_ids import MODULE_BITS, MODULE_NAMES, MODULE_SHIFT, RESERVED_BITS, RESERVED_SHIFT
 from common.redis_client import map_redis_errors
-from dashboard.models import (
+from common.status.models import (
     ClickHouseStatus,
     ConsumerStatus,
     CursorStatus,
@@ -43,7 +43,6 @@ from dashboard.models import (
 log = structlog.get_logger()
 
 KNOWN_SERVICES = keys.SERVICES
-TABLES = ("markets", "events", "order_filled_events", "trades")
 LATEST_TRADES = 20
 LATEST_DEAD_LETTERS = 10
 
@@ -217,7 +216,7 @@ def module_name(module_id: int) -> str:
 
 def query_unresolved_by_module(client: Client, database: str) -> dict[str, int]:
     rows = client.query(
-        f"SELECT {module_of_token_sql('token_id')} AS module, count() FROM {database}.trades "
+        f"SELECT {module_of_token_sql('token_id')} AS module, count() FROM {database}.{tables.TRADES} "
         "WHERE market_id = '' GROUP BY module ORDER BY module"
     ).result_rows
     return {module_name(int(module_id)): int(n) for module_id, n in rows}
@@ -225,29 +224,30 @@ def query_unresolved_by_module(client: Client, database: str) -> dict[str, int]:
 
 def query_clickhouse(client: Client, database: str) -> tuple[ClickHouseStatus, list[str]]:
     """Table counts, newest trade, trades without a market, the latest taker-side trades (and their tokens)."""
-    counts = dict(
-        client.query(
+    counts = {
+        name: rows
+        for name, rows in client.query(
             "SELECT name, total_rows FROM system.tables WHERE database = {db:String} AND name IN {names:Array(String)}",
-            parameters={"db": database, "names": list(TABLES)},
+            parameters={"db": database, "names": list(tables.ALL)},
         ).result_rows
-    )
+    }
     status = ClickHouseStatus(ok=True, checked_at=time.time(), tables=[
-        TableStatus(name=t, rows=int(counts.get(t) or 0)) for t in TABLES
+        TableStatus(name=t, rows=int(counts.get(t) or 0)) for t in tables.ALL
     ])  # fmt: skip
-    if "trades" not in counts:
+    if tables.TRADES not in counts:
         return status, []
     newest, unresolved = client.query(
-        f"SELECT toUnixTimestamp(max(timestamp)), countIf(market_id = '') FROM {database}.trades"
+        f"SELECT toUnixTimestamp(max(timestamp)), countIf(market_id = '') FROM {database}.{tables.TRADES}"
     ).result_rows[0]
     status.trades_without_market = int(unresolved)
     if unresolved:
         status.trades_without_market_by_module = query_unresolved_by_module(client, database)
-    if not status.tables[TABLES.index("trades")].rows:
+    if not status.tables[tables.ALL.index(tables.TRADES)].rows:
         return status, []
     status.newest_trade_at = float(newest)
     rows = client.query(
         "SELECT id, toUnixTimestamp(timestamp), market_id, token_id, outcome, maker_direction, price, "
-        f"toString(usd_amount) FROM {database}.trades WHERE is_taker_side = 1 AND timestamp >= "
+        f"toString(usd_amount) FROM {database}.{tables.TRADES} WHERE is_taker_side = 1 AND timestamp >= "
         f"toDateTime({int(newest)}) - 3600 ORDER BY timestamp DESC, id LIMIT {LATEST_TRADES}"
     ).result_rows
     status.latest_trades = [

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from dashboard.models import CursorStatus, History, PipelineStatus, ServiceStatus
+from common.status.models import CursorStatus, History, PipelineStatus, ServiceStatus
 
 # chart series -> (service name prefixes, counter)
 THROUGHPUT_SERIES: dict[str, tuple[tuple[str, ...], str]] = {
