@@ -11,7 +11,8 @@ For each batch of one table:
    Python: exact, no hashes, no ids in the SQL text. Markets and events: the stored `updated_at` of the batch's
    ids (both tables are ordered by id); a row whose id is stored with the same or a newer version is skipped, an
    older stored version is deleted and replaced;
-4. the rest is inserted with a dedup token derived from the stream entries it holds; then the lock is released.
+4. the rest is inserted with a dedup token derived from the stream entries it holds and the rows' keys (`row_keys`);
+   then the lock is released.
 The caller acks after this returns. If it dies after the insert and before the ack, the replay (the whole batch,
 or one entry at a time after `rewind(isolate=True)`) finds every id stored and inserts nothing.
 
@@ -134,6 +135,16 @@ def take(columns: ColumnData, indexes: Sequence[int]) -> ColumnData:
     return [pick(column, indexes) for column in columns]
 
 
+def row_keys(columns: ColumnData, names: Sequence[str], unique: UniqueKey, indexes: Sequence[int]) -> Sequence[str]:
+    """What the rows at `indexes` are, for their dedup token (`batch_token`): their ids, each with its version
+    where rows change (a market's newer version under an id is another row)."""
+    ids = pick(columns[names.index(unique.id_column)], indexes)
+    if unique.version_column is None:
+        return ids
+    versions = pick(columns[names.index(unique.version_column)], indexes)
+    return [f"{row_id}@{version_micros(version)}" for row_id, version in zip(ids, versions, strict=True)]
+
+
 def fetch_stored_ids(client: Client, table: str, time_column: str, ranges: Sequence[tuple[int, int]]) -> set[str]:
     """Ids `table` holds in the time ranges (the ranges are our own integers, so they go in the SQL as text)."""
     where = " OR ".join(f"({time_column} BETWEEN toDateTime({start}) AND toDateTime({end}))" for start, end in ranges)
@@ -250,8 +261,8 @@ async def insert_unique(
 ) -> UniqueInsert:
     """Insert those rows of `columns` (one list per column, in `target.columns` order) whose key `target.table`
     does not hold yet (module docstring); `entry_ids[i]` is the stream entry (or, for `replay`, the trade id) row
-    i came from: the dedup token is derived from those of the rows actually sent. `settings.unique_keys = False`
-    (a bench knob) sends every row, with no check."""
+    i came from: the dedup token is derived from those of the rows actually sent, and from the rows' keys.
+    `settings.unique_keys = False` (a bench knob) sends every row, with no check."""
     outcome = UniqueInsert()
     row_count = len(entry_ids)
     if not settings.unique_keys:
@@ -276,7 +287,8 @@ async def insert_unique(
         # dies here (after a delete): the old versions are gone and the new ones not in yet, but their entries are
         # still pending, so the replay finds those ids absent and inserts them
         if fresh:
-            token = batch_token(target.token_source, [entry_ids[index] for index in fresh])
+            token = batch_token(target.token_source, [entry_ids[index] for index in fresh],
+                                row_keys(columns, target.columns, target.unique, fresh))  # fmt: skip
             refused = await insert_columns_isolating_rejects(
                 client, target.table, target.columns, take(columns, fresh), token,
                 column_types=target.column_types, max_attempts=settings.insert_max_attempts,
