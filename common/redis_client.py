@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
@@ -38,6 +39,27 @@ TRANSIENT_REPLIES = (
 )
 
 
+# Redis 6.2 wraps the error of a command a script called in the script's own error ("Error running script (call to
+# f_...): @user_script:65: @user_script: 65: -OOM command not allowed ..."); Redis 7 replies with the command's error.
+_SCRIPT_CALL_ERROR = re.compile(r"^Error running script .*?: -([A-Z]+) ")
+_WRAPPED_TRANSIENT = {
+    "OOM": redis_errors.OutOfMemoryError,
+    "READONLY": redis_errors.ReadOnlyError,
+    "TRYAGAIN": redis_errors.TryAgainError,
+    "CLUSTERDOWN": redis_errors.ClusterDownError,
+    "MASTERDOWN": redis_errors.ClusterDownError,
+    "LOADING": redis_errors.BusyLoadingError,
+}
+
+
+def _unwrapped(exc: redis_errors.RedisError | OSError) -> redis_errors.RedisError | OSError:
+    """A transient error a script's command met, as Redis 7 would reply it; any other error as it is."""
+    wrapped = _SCRIPT_CALL_ERROR.match(str(exc)) if isinstance(exc, redis_errors.ResponseError) else None
+    if wrapped and wrapped[1] in _WRAPPED_TRANSIENT:
+        return _WRAPPED_TRANSIENT[wrapped[1]](str(exc))
+    return exc
+
+
 def _is_transient(exc: redis_errors.RedisError | OSError) -> bool:
     """True for connection loss, timeouts and the replies that mean the server cannot take the command now."""
     if isinstance(exc, (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError, *TRANSIENT_REPLIES)):
@@ -51,7 +73,8 @@ async def map_redis_errors(what: str) -> AsyncIterator[None]:
     or cannot take the command now (the caller keeps its data pending and retries), SinkCommandError otherwise."""
     try:
         yield
-    except (redis_errors.RedisError, OSError) as exc:
+    except (redis_errors.RedisError, OSError) as raised:
+        exc = _unwrapped(raised)
         message = f"redis {what}: {type(exc).__name__}: {exc}"
         if _is_transient(exc):
             raise TransientSinkError(message, sink="redis") from None

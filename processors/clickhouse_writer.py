@@ -13,10 +13,10 @@ of its tables in turn, a batch goes through `common.unique_insert.insert_unique`
 sources, a backfill re-run, a replay after a crash (whole, or entry by entry after a failure; a crash between a
 trades batch's two inserts included) or a second writer never stores a row twice; the rows sent carry an
 `insert_deduplication_token` derived from their stream ids and their own ids (and the table,
-`StreamSpec.token_source`), which covers an insert retried while its first attempt may still be landing. Entries are acked only after ClickHouse accepted
-their rows in every table (or held them already). ClickHouse down: the batch is kept and retried with backoff, and
-the backlog waits in Redis. A row ClickHouse refuses is found by bisection and its entry dead-lettered with the
-reason (its row in the other table goes in, as do its batch-mates).
+`StreamSpec.token_source`), which covers an insert retried while its first attempt may still be landing. Entries
+are acked only after ClickHouse accepted their rows in every table (or held them already). ClickHouse down: the
+batch is kept and retried with backoff, and the backlog waits in Redis. A row ClickHouse refuses is found by
+bisection and its entry dead-lettered with the reason (its row in the other table goes in, as do its batch-mates).
 
 Upgrade: a writer of an earlier version read `stream:order_events` in group `clickhouse-writer`. At start, if that
 group exists, its pending entries and the rest of the stream as it was at start are written to

@@ -26,7 +26,7 @@ from common.redis_client import make_redis
 from common.streams import Entry, StreamConsumer, append_with_cursor, run_consumer
 from processors import clickhouse_writer, trade_processor
 from tests.fixtures.fills_world import make_fills, make_markets, publish_fills, publish_markets
-from tests.fixtures.redis_server import RedisServer, free_port
+from tests.fixtures.redis_server import RedisServer, free_port, group_backlog
 
 STREAM = "stream:test"
 FAST_STREAMS = StreamSettings(block_ms=50, claim_min_idle_ms=5000, claim_interval_s=1.0, max_deliveries=3)
@@ -106,13 +106,19 @@ async def test_a_command_against_the_wrong_key_type_is_a_command_error(redis_cli
 
 
 @pytest.fixture
-async def replica(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[aioredis.Redis]:
-    """A second redis-server, a read-only replica of the session's one."""
-    server = RedisServer(tmp_path, free_port())
+async def replica(
+    redis_server: RedisServer, redis_client: aioredis.Redis, tmp_path: Path
+) -> AsyncIterator[aioredis.Redis]:
+    """A second redis-server, a read-only replica of the session's one (flushed by `redis_client`)."""
+    server = RedisServer(tmp_path, free_port(), binary=redis_server.binary)  # the same version
     server.start()
     client = make_redis(server.settings)
     try:
         await client.replicaof("127.0.0.1", redis_server.port)
+        # synced, and its first AOF written: Redis 6.2 ignores a SIGTERM that comes while it writes it
+        await until(client.info, lambda info: info.get("master_link_status") == "up"
+                    and not info["aof_rewrite_in_progress"] and not info["aof_rewrite_scheduled"],
+                    timeout_s=10)  # fmt: skip
         yield client
     finally:
         await client.aclose()
@@ -154,9 +160,7 @@ async def test_writer_restarted_on_a_redis_out_of_memory_keeps_everything_pendin
         return await asyncio.to_thread(client.command, "SELECT count() FROM trades")
 
     async def backlog() -> int:
-        [group] = [g for g in await redis_client.xinfo_groups(keys.STREAM_TRADES)
-                   if g["name"].decode() == keys.GROUP_CLICKHOUSE_WRITER]  # fmt: skip
-        return int(group["pending"]) + int(group["lag"])
+        return await group_backlog(redis_client, keys.STREAM_TRADES, keys.GROUP_CLICKHOUSE_WRITER)
 
     await out_of_memory(True)
     stop = asyncio.Event()
