@@ -11,10 +11,13 @@ from redis import exceptions as redis_errors
 
 from common.config import RedisSettings
 from common.errors import SinkCommandError, TransientSinkError
+from common.redis_probe import check_on_connect
 
 
 def make_redis(settings: RedisSettings) -> aioredis.Redis:
-    """Bytes in, bytes out (`decode_responses=False`): payloads go straight to orjson without a decode."""
+    """Bytes in, bytes out (`decode_responses=False`): payloads go straight to orjson without a decode. The first
+    connection to a server checks it (`common.redis_probe.check_on_connect`): too old or lacking a command needed,
+    the call raises `UnsupportedServer`, a ConfigError."""
     return aioredis.Redis(
         host=settings.host,
         port=settings.port,
@@ -24,6 +27,7 @@ def make_redis(settings: RedisSettings) -> aioredis.Redis:
         socket_connect_timeout=min(10.0, settings.socket_timeout_s),
         health_check_interval=30,
         decode_responses=False,
+        redis_connect_func=check_on_connect,
     )
 
 

@@ -46,7 +46,7 @@ from common.log import configure_logging
 from common.redis_client import make_redis, map_redis_errors
 from dashboard.history import Observer
 from dashboard.metrics import render_metrics
-from dashboard.models import ClickHouseStatus, History, PipelineStatus, Reachability
+from dashboard.models import ClickHouseStatus, History, PipelineStatus, RedisStatus
 from dashboard.settings import DashboardSettings
 from dashboard.snapshot import ClickHouseReader, collect_status
 
@@ -125,7 +125,7 @@ class Dashboard:
             return await asyncio.wait_for(asyncio.shield(self.sample()), FIRST_READ_WAIT_S)
         except TimeoutError:
             waiting = "the dashboard's first read of Redis and ClickHouse is still in progress"
-            return PipelineStatus(generated_at=time.time(), redis=Reachability(ok=False, error=waiting),
+            return PipelineStatus(generated_at=time.time(), redis=RedisStatus(ok=False, error=waiting),
                                   clickhouse=ClickHouseStatus(ok=False, error=waiting))  # fmt: skip
 
     async def ready(self) -> dict[str, str]:

@@ -1,6 +1,9 @@
 """`python -m pipeline doctor`: probe the configured sources before trusting a live setup; exit 1 on a failing check.
 
 One line per check, with its verdict (ok, warn, FAIL) and why:
+  redis      REDIS_*: the server's version (6.2 or later, every command the pipeline needs) and the durability of
+             an acknowledged write there (`appendfsync` by CONFIG GET, else `aof_enabled` by INFO persistence,
+             else unknown (managed)); warn when weaker than `appendonly yes` + `appendfsync always`
   gamma      GAMMA_API_URL: `/markets/keyset` answers (a full sync needs it: offset listings stop at 2000), and the
              share of `version: "v2"` markets on its first `--pages` pages (their fills carry position ids)
   goldsky    GOLDSKY_URL: reachable, and the time of its newest fill (frozen since the 2026-04-28 cutover, as
@@ -29,10 +32,12 @@ import httpx
 import orjson
 from rich.text import Text
 
-from common.config import HttpSettings, SourceSettings, load
-from common.errors import SourceError
+from common.config import HttpSettings, RedisSettings, SourceSettings, load
+from common.errors import SinkError, SourceError
 from common.exchanges import EXCHANGES
 from common.http import RateLimiter, make_client, request_json
+from common.redis_client import make_redis, map_redis_errors
+from common.redis_probe import UnsupportedServer, read_durability, read_version
 from ingesters import chain_ingester, goldsky_ingester
 from ingesters.chain_logs import ChainLog, RangeTooLarge, get_logs_filter, hex_quantity
 from pipeline.ops.common import console, iso, make_parser, run_command
@@ -201,6 +206,25 @@ async def check_rpc(client: httpx.AsyncClient, config: chain_ingester.ChainConfi
     return [finality, span_check, *exchange_checks(counts, blocks)]
 
 
+# --- redis ---------------------------------------------------------------------------------------------------
+
+
+async def check_redis(settings: RedisSettings, timeout_s: float) -> Check:
+    redis = make_redis(settings.model_copy(update={"socket_timeout_s": timeout_s}))
+    try:
+        async with map_redis_errors("doctor"):
+            version, durability = await read_version(redis), await read_durability(redis)
+    except (SinkError, UnsupportedServer) as exc:
+        return Check("redis", "fail", str(exc))
+    finally:
+        await redis.aclose()
+    warning = f": {durability.warning}" if durability.warning else ""
+    source = f" ({durability.source})" if durability.source else ""
+    return Check("redis", "warn" if warning else "ok", f"{version}, durability {durability.mode}{source}{warning}",
+                 {"server": str(version), "durability": durability.mode, "durability_source": durability.source,
+                  "durability_warning": durability.warning})  # fmt: skip
+
+
 # --- the command ---------------------------------------------------------------------------------------------
 
 
@@ -222,6 +246,7 @@ async def run_checks(args: argparse.Namespace) -> tuple[dict[str, str], list[Che
                "rpc": mask_url(source.polygon_rpc_url.get_secret_value())}  # fmt: skip
     async with make_client(http) as client:
         probes: list[Awaitable[Check | list[Check]]] = [
+            check_redis(load(RedisSettings), args.timeout_s),
             check_gamma(client, http, source.gamma_api_url.rstrip("/"), args.pages),
             check_goldsky(client, goldsky),
             check_rpc(client, chain, args.blocks),

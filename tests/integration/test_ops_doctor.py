@@ -16,8 +16,9 @@ from tests.fixtures.simulator import SimulatorFactory
 WORLD = {"seed": 5, "markets": 120, "history_fills": 6_000, "v2_fills": 4_500, "burst_fills": 200}
 
 
-def point_at(sim: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {**sim.env(), "HTTP_BACKOFF_BASE_S": "0.01", "COLUMNS": "250"}.items():
+def point_at(sim: Any, redis_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    redis = {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(redis_server.port)}  # the tests' (AOF, fsync always)
+    for name, value in {**sim.env(), **redis, "HTTP_BACKOFF_BASE_S": "0.01", "COLUMNS": "250"}.items():
         monkeypatch.setenv(name, value)
 
 
@@ -36,13 +37,15 @@ def lines_of(out: str) -> dict[str, str]:
     return lines
 
 
-CHECK_NAMES = ("gamma", "goldsky", "finality", "getLogs", "CTF Exchange", "NegRisk CTF Exchange", "CTFExchangeV2",
-               "NegRiskCtfExchangeV2", "ExchangeV3")  # fmt: skip
+CHECK_NAMES = ("redis", "gamma", "goldsky", "finality", "getLogs", "CTF Exchange", "NegRisk CTF Exchange",
+               "CTFExchangeV2", "NegRiskCtfExchangeV2", "ExchangeV3")  # fmt: skip
 
 
-async def test_doctor_passes_every_check_on_the_simulator(simulator: SimulatorFactory, monkeypatch, capsys) -> None:
+async def test_doctor_passes_every_check_on_the_simulator(
+    simulator: SimulatorFactory, redis_server, monkeypatch, capsys
+) -> None:
     sim = simulator(**WORLD)
-    point_at(sim, monkeypatch)
+    point_at(sim, redis_server, monkeypatch)
 
     assert await run_doctor() == 0
 
@@ -53,12 +56,15 @@ async def test_doctor_passes_every_check_on_the_simulator(simulator: SimulatorFa
     assert "16 blocks" in lines["finality"] and "accepts 1,250 blocks" in lines["getLogs"]
     assert "block range is too large (max 2000 blocks)" in lines["getLogs"]
     assert "retired" in lines["CTF Exchange"] and "fills in the last 1,000 blocks" in lines["ExchangeV3"]
+    assert "durability AOF, appendfsync always (CONFIG GET)" in lines["redis"]
     assert "/rpc" not in out and "/***" in out  # the RPC URL's path (where keys live) is masked
 
 
-async def test_doctor_json_lists_the_checks_with_their_numbers(simulator: SimulatorFactory, monkeypatch, capsys):
+async def test_doctor_json_lists_the_checks_with_their_numbers(
+    simulator: SimulatorFactory, redis_server, monkeypatch, capsys
+):
     sim = simulator(**WORLD)
-    point_at(sim, monkeypatch)
+    point_at(sim, redis_server, monkeypatch)
 
     assert await run_doctor("--json") == 0
 
@@ -68,6 +74,7 @@ async def test_doctor_json_lists_the_checks_with_their_numbers(simulator: Simula
     assert 0 < checks["gamma"]["data"]["v2_share"] < 1
     assert checks["getLogs"]["data"]["largest_span_blocks"] == 1_250
     assert checks["ExchangeV3"]["data"]["fills"] > 0
+    assert checks["redis"]["data"]["durability"] == "AOF, appendfsync always"
 
 
 @pytest.mark.parametrize(
@@ -79,11 +86,11 @@ async def test_doctor_json_lists_the_checks_with_their_numbers(simulator: Simula
     ],
 )
 async def test_a_switched_off_capability_fails_its_check_with_the_reason(
-    simulator: SimulatorFactory, monkeypatch, capsys, switch: str, check: str, reason: str
+    simulator: SimulatorFactory, redis_server, monkeypatch, capsys, switch: str, check: str, reason: str
 ) -> None:
     sim = simulator(**WORLD)
     sim.set_switches(**{switch: True})
-    point_at(sim, monkeypatch)
+    point_at(sim, redis_server, monkeypatch)
 
     assert await run_doctor() == 1
 
