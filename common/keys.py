@@ -91,3 +91,8 @@ def failures_key(stream: str, group: str) -> str:
 
 def insert_lock_key(table: str) -> str:
     return f"{INSERT_LOCK_PREFIX}{table}"
+
+
+def writer_lease_key(table: str) -> str:
+    """`lock:insert:<table>:writer`: held by the one writer of `table` for its life (common/unique_insert.py)."""
+    return f"{insert_lock_key(table)}:writer"

@@ -200,6 +200,17 @@ async def read_durability(redis: aioredis.Redis) -> Durability:
     return durability_from(config, persistence)
 
 
+async def connected_replicas(redis: aioredis.Redis) -> int:
+    """Replicas of this primary that are in sync (INFO replication's `slaveN` with `state=online`: one still
+    loading its first copy acknowledges nothing); 0 where INFO is refused (managed services)."""
+    try:
+        info = await redis.info("replication")
+    except redis_errors.ResponseError:
+        return 0
+    replicas = [info.get(f"slave{n}") for n in range(int(info.get("connected_slaves") or 0))]
+    return sum(1 for replica in replicas if isinstance(replica, dict) and replica.get("state") == "online")
+
+
 async def read_version(redis: aioredis.Redis) -> ServerVersion:
     """The server's name and version (HELLO, else INFO server)."""
     try:

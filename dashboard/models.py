@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-ServiceState = Literal["running", "degraded", "dead", "stopped", "starting", "stopping", "absent"]
+ServiceState = Literal["running", "degraded", "standby", "dead", "stopped", "starting", "stopping", "absent"]
 
 
 class Reachability(BaseModel):

@@ -68,7 +68,7 @@ def service_status(name: str, fields: dict[bytes, bytes], *, now: float, dead_af
     elif age_s is None or age_s > dead_after_s:
         state = "dead"
     else:
-        state = reported if reported in ("running", "degraded", "starting", "stopping") else "running"
+        state = reported if reported in ("running", "degraded", "standby", "starting", "stopping") else "running"
     return ServiceStatus(
         name=name, state=state, reported_state=reported, heartbeat_at=heartbeat.heartbeat_at or None,
         heartbeat_age_s=age_s, started_at=heartbeat.started_at or None, pid=heartbeat.pid or None,

@@ -48,11 +48,12 @@ from common.errors import SinkError, TransientSinkError
 from common.service import Service, run_worker, service_main, tune_gc
 from common.streams import Entry, StreamConsumer, run_consumer
 from common.trimming import group_backlog_end, retire_group, stream_id_key, trim_acked
-from common.unique_insert import UniqueTarget, insert_unique
+from common.unique_insert import UniqueTarget, insert_unique, writer_leases
 from processors.rows import LEGACY_ORDER_EVENTS, STREAMS, StreamSpec
 
 log = structlog.get_logger()
 T = TypeVar("T")
+STANDBY = "standby: "  # the heartbeat's last_error while another writer holds a table's lease
 
 
 class WriterSettings(PipelineSettings):
@@ -239,6 +240,19 @@ async def trim_forever(service: Service, interval_s: float) -> None:
         await sleep_unless_stopped(service.stop, interval_s)
 
 
+def standby(service: Service, table: str, holder: str) -> None:
+    """Another writer holds `table`'s lease: wait, saying so in the heartbeat (one writer per table)."""
+    service.state = "standby"
+    service.last_error = f"{STANDBY}{table} is written by {holder or 'another writer'}"
+
+
+def lost_lease(service: Service, message: str) -> None:
+    """Another writer took a lease this one held: stop writing (supervisord restarts the process, as a standby)."""
+    log.error("lost a writer lease", error=message)
+    service.degraded(message)
+    service.stop.set()
+
+
 async def run(
     settings: WriterSettings,
     *,
@@ -262,19 +276,29 @@ async def run(
         # the legacy group's other consumers are earlier writers, gone since the upgrade: take their entries at once
         legacy = writer(LEGACY_ORDER_EVENTS, streams.model_copy(update={"claim_min_idle_ms": 1}))
         writers.append(legacy)
-        trimmer = asyncio.create_task(trim_forever(service, streams.trim_interval_s))
-        try:
-            await asyncio.gather(drain_legacy_group(legacy), *(
-                run_consumer(w.consumer, w.handle, stop=service.stop, on_error=w.on_error,
-                             on_success=service.healthy, once=once)
-                for w in writers if w is not legacy
-            ))  # fmt: skip
-        finally:
-            service.stop.set()
-            await trimmer
-            for writer in writers:
-                if writer.client is not None:
-                    writer.client.close()
+        tables = {table.table for w in writers for table in w.spec.tables}
+        async with writer_leases(service.redis, sorted(tables), owner=settings.clickhouse_writer_consumer,
+                                 stop=service.stop, on_standby=lambda table, holder: standby(service, table, holder),
+                                 on_lost=lambda message: lost_lease(service, message),
+                                 on_error=service.degraded):  # fmt: skip
+            if service.stop.is_set():
+                return
+            service.healthy()
+            if service.last_error.startswith(STANDBY):
+                service.last_error = ""
+            trimmer = asyncio.create_task(trim_forever(service, streams.trim_interval_s))
+            try:
+                await asyncio.gather(drain_legacy_group(legacy), *(
+                    run_consumer(w.consumer, w.handle, stop=service.stop, on_error=w.on_error,
+                                 on_success=service.healthy, once=once)
+                    for w in writers if w is not legacy
+                ))  # fmt: skip
+            finally:
+                service.stop.set()
+                await trimmer
+                for writer in writers:
+                    if writer.client is not None:
+                        writer.client.close()
 
     return await run_worker("clickhouse_writer", redis, body, stop=stop)
 

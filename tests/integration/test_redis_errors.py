@@ -26,7 +26,7 @@ from common.redis_client import make_redis
 from common.streams import Entry, StreamConsumer, append_with_cursor, run_consumer
 from processors import clickhouse_writer, trade_processor
 from tests.fixtures.fills_world import make_fills, make_markets, publish_fills, publish_markets
-from tests.fixtures.redis_server import RedisServer, free_port, group_backlog
+from tests.fixtures.redis_server import RedisServer, group_backlog, start_replica
 
 STREAM = "stream:test"
 FAST_STREAMS = StreamSettings(block_ms=50, claim_min_idle_ms=5000, claim_interval_s=1.0, max_deliveries=3)
@@ -110,15 +110,9 @@ async def replica(
     redis_server: RedisServer, redis_client: aioredis.Redis, tmp_path: Path
 ) -> AsyncIterator[aioredis.Redis]:
     """A second redis-server, a read-only replica of the session's one (flushed by `redis_client`)."""
-    server = RedisServer(tmp_path, free_port(), binary=redis_server.binary)  # the same version
-    server.start()
+    server = await asyncio.to_thread(start_replica, redis_server, tmp_path)
     client = make_redis(server.settings)
     try:
-        await client.replicaof("127.0.0.1", redis_server.port)
-        # synced, and its first AOF written: Redis 6.2 ignores a SIGTERM that comes while it writes it
-        await until(client.info, lambda info: info.get("master_link_status") == "up"
-                    and not info["aof_rewrite_in_progress"] and not info["aof_rewrite_scheduled"],
-                    timeout_s=10)  # fmt: skip
         yield client
     finally:
         await client.aclose()
