@@ -334,17 +334,25 @@ async def _take_leases(
 async def _keep_leases(
     redis: aioredis.Redis, lease_keys: Sequence[str], owner: str, ttl_ms: str, on_lost: Callable[[str], None]
 ) -> None:
+    """Extend the leases every third of their time to live; `on_lost` once one is another owner's, or could not be
+    extended for a whole time to live (it may have expired: on a primary cut off from the others, another writer
+    may hold it on the new one)."""
+    extended_at = dict.fromkeys(lease_keys, time.monotonic())
     while True:
         await asyncio.sleep(WRITER_LEASE_TTL_S / 3)
         for key in lease_keys:
             try:
                 async with map_redis_errors("extend a writer lease"):
                     if await run_script(redis, "acquire_lock", [key], [owner, ttl_ms]):
+                        extended_at[key] = time.monotonic()
                         continue
                     holder = await redis.get(key)
             except TransientSinkError as exc:
                 log.warning("could not extend a writer lease", key=key, error=str(exc))
-                continue
+                if time.monotonic() - extended_at[key] < WRITER_LEASE_TTL_S:
+                    continue
+                on_lost(f"writer lease {key} not extended for {WRITER_LEASE_TTL_S:g} s ({exc}); stopping")
+                return
             on_lost(f"writer lease {key} taken by {holder.decode() if holder else 'another writer'}; stopping")
             return
 

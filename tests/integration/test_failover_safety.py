@@ -136,6 +136,21 @@ async def test_a_lease_left_by_a_dead_writer_expires_and_a_lost_lease_stops_its_
     assert "writer lease lock:insert:trades:writer taken by intruder; stopping" in service.last_error
 
 
+async def test_a_writer_that_cannot_extend_its_lease_for_its_time_to_live_stops(
+    redis_client, redis_settings, ch_settings, monkeypatch
+) -> None:
+    monkeypatch.setattr(unique_insert, "WRITER_LEASE_TTL_S", 1.5)
+    running = writer("writer-d", redis_settings, ch_settings, asyncio.Event())
+    await wait_until(lambda: has(lease_holder(redis_client), "writer-d"))
+    saved = await redis_client.config_get("maxmemory")
+    await redis_client.config_set("maxmemory", 1)  # every write refused (noeviction, the server's default)
+    try:  # as on a primary cut off from the others: the lease may be gone, another writer may hold it elsewhere
+        service = await asyncio.wait_for(running, timeout=10)  # stops by itself
+    finally:
+        await redis_client.config_set("maxmemory", saved["maxmemory"])
+    assert "writer lease lock:insert:events:writer not extended for 1.5 s" in service.last_error
+
+
 async def has(value, expected) -> bool:
     return await value == expected
 
