@@ -288,12 +288,12 @@ async def writer_leases(
 ) -> AsyncIterator[None]:
     """Hold every table's writer lease for the block (module docstring). While another owner holds one, wait as a
     standby, calling `on_standby(table, holder)` (`on_error` while Redis cannot answer); when `stop` is set first,
-    the block is skipped. A lease found
-    taken by another owner later (this process stalled past its time to live, or a failover lost it) calls
-    `on_lost(message)`: the caller stops writing."""
-    lease_keys = [keys.writer_lease_key(table) for table in sorted(tables)]  # one order: no two standbys deadlock
+    the block is skipped. A lease found taken by another owner later (this process stalled past its time to live,
+    or a failover lost it) calls `on_lost(message)`: the caller stops writing."""
+    ordered = sorted(tables)  # one order for every writer: no two standbys each hold a lease the other waits for
+    lease_keys = [keys.writer_lease_key(table) for table in ordered]
     ttl_ms = str(int(WRITER_LEASE_TTL_S * 1000))
-    held = await _take_leases(redis, lease_keys, owner, ttl_ms, stop, on_standby, on_error)
+    held = await _take_leases(redis, ordered, owner, ttl_ms, stop, on_standby, on_error)
     if not held:
         yield
         return
@@ -303,12 +303,13 @@ async def writer_leases(
 
 
 async def _take_leases(
-    redis: aioredis.Redis, lease_keys: Sequence[str], owner: str, ttl_ms: str, stop: asyncio.Event,
+    redis: aioredis.Redis, tables: Sequence[str], owner: str, ttl_ms: str, stop: asyncio.Event,
     on_standby: Callable[[str, str], None], on_error: Callable[[TransientSinkError], None],
 ) -> bool:  # fmt: skip
-    """Take the leases in order, waiting on each held by another owner; False if `stop` is set first."""
+    """Take the tables' leases in order, waiting on each held by another owner; False if `stop` is set first."""
     next_log_at = 0.0
-    for key in lease_keys:
+    for table in tables:
+        key = keys.writer_lease_key(table)
         while not stop.is_set():
             try:
                 async with map_redis_errors("take a writer lease"):
@@ -321,7 +322,6 @@ async def _take_leases(
                 log.warning("cannot take the writer lease yet; retrying", key=key, error=str(exc))
                 await sleep_unless_stopped(stop, LEASE_POLL_S)
                 continue
-            table = key.removeprefix(keys.insert_lock_key("")).removesuffix(":writer")
             on_standby(table, holder.decode() if holder else "")
             if time.monotonic() >= next_log_at:
                 log.info("standby: another writer writes this table", table=table,

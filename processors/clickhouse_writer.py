@@ -18,6 +18,10 @@ are acked only after ClickHouse accepted their rows in every table (or held them
 batch is kept and retried with backoff, and the backlog waits in Redis. A row ClickHouse refuses is found by
 bisection and its entry dead-lettered with the reason (its row in the other table goes in, as do its batch-mates).
 
+One writer per table: at start the writer takes its tables' leases (`common.unique_insert.writer_leases`); a second
+writer, under another consumer name, waits as a standby (heartbeat state `standby`) and takes over when the first
+stops or dies. One that loses a lease stops, and supervisord restarts it as a standby.
+
 Upgrade: a writer of an earlier version read `stream:order_events` in group `clickhouse-writer`. At start, if that
 group exists, its pending entries and the rest of the stream as it was at start are written to
 `order_filled_events` (the old conversion, `rows.order_event_row`; through insert_unique, so what their trades
