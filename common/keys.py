@@ -134,3 +134,6 @@ def under(prefix: str, key: str) -> str:
 def glob_escape(text: str) -> str:
     """`text` matched literally in a SCAN/KEYS pattern (a hash tag's braces are literal already)."""
     return "".join("\\" + char if char in "*?[]\\" else char for char in text)
+def writer_lease_key(table: str) -> str:
+    """`lock:insert:<table>:writer`: held by the one writer of `table` for its life (common/unique_insert.py)."""
+    return f"{insert_lock_key(table)}:writer"

@@ -11,10 +11,11 @@ three. With REDIS_CLUSTER every key a script gets must share one slot: REDIS_KEY
 from __future__ import annotations
 
 import contextlib
+import re
 import ssl
 from collections.abc import AsyncIterator
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeAlias
 
 import redis
 import redis.asyncio as aioredis
@@ -26,12 +27,17 @@ from redis.retry import Retry
 
 from common.config import RedisSettings, sentinel_addresses
 from common.errors import SinkCommandError, TransientSinkError
+from common.redis_probe import check_on_connect
 
 
 def make_redis(settings: RedisSettings) -> aioredis.Redis:
     """Bytes in, bytes out (`decode_responses=False`): payloads go straight to orjson without a decode. A
-    `redis.asyncio.RedisCluster` when REDIS_CLUSTER is set (same commands; see `is_cluster`)."""
-    client: aioredis.Redis = _connect(aioredis, settings, timeout_s=settings.socket_timeout_s)
+    `redis.asyncio.RedisCluster` when REDIS_CLUSTER is set (same commands; see `is_cluster`). The first connection to
+    a server checks it (`common.redis_probe.check_on_connect`): too old or lacking a command needed, the call raises
+    `UnsupportedServer`, a ConfigError."""
+    client: aioredis.Redis = _connect(
+        aioredis, settings, timeout_s=settings.socket_timeout_s, redis_connect_func=check_on_connect
+    )
     return client
 
 
@@ -99,7 +105,31 @@ TRANSIENT_REPLIES = (
 )
 
 
-def _is_transient(exc: redis_errors.RedisError | redis_errors.RedisClusterException | OSError) -> bool:
+# Redis 6.2 wraps the error of a command a script called in the script's own error ("Error running script (call to
+# f_...): @user_script:65: @user_script: 65: -OOM command not allowed ..."); Redis 7 replies with the command's error.
+_SCRIPT_CALL_ERROR = re.compile(r"^Error running script .*?: -([A-Z]+) ")
+_WRAPPED_TRANSIENT = {
+    "OOM": redis_errors.OutOfMemoryError,
+    "READONLY": redis_errors.ReadOnlyError,
+    "TRYAGAIN": redis_errors.TryAgainError,
+    "CLUSTERDOWN": redis_errors.ClusterDownError,
+    "MASTERDOWN": redis_errors.ClusterDownError,
+    "LOADING": redis_errors.BusyLoadingError,
+}
+
+
+RedisFailure: TypeAlias = redis_errors.RedisError | redis_errors.RedisClusterException | OSError
+
+
+def _unwrapped(exc: RedisFailure) -> RedisFailure:
+    """A transient error a script's command met, as Redis 7 would reply it; any other error as it is."""
+    wrapped = _SCRIPT_CALL_ERROR.match(str(exc)) if isinstance(exc, redis_errors.ResponseError) else None
+    if wrapped and wrapped[1] in _WRAPPED_TRANSIENT:
+        return _WRAPPED_TRANSIENT[wrapped[1]](str(exc))
+    return exc
+
+
+def _is_transient(exc: RedisFailure) -> bool:
     """True for connection loss, timeouts and the replies that mean the server cannot take the command now. A
     cluster client raises RedisClusterException (not a RedisError) when no node answers and SlotNotCoveredError
     while a failover is under way."""
@@ -117,7 +147,8 @@ async def map_redis_errors(what: str) -> AsyncIterator[None]:
     or cannot take the command now (the caller keeps its data pending and retries), SinkCommandError otherwise."""
     try:
         yield
-    except (redis_errors.RedisError, redis_errors.RedisClusterException, OSError) as exc:
+    except (redis_errors.RedisError, redis_errors.RedisClusterException, OSError) as raised:
+        exc = _unwrapped(raised)
         message = f"redis {what}: {type(exc).__name__}: {exc}"
         if _is_transient(exc):
             raise TransientSinkError(message, sink="redis") from None

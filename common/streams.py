@@ -230,7 +230,7 @@ class StreamConsumer:
 
     async def _claim_idle(self) -> list[Entry]:
         self._next_claim_at = time.monotonic() + self.settings.claim_interval_s
-        next_start, claimed, deleted = await self.redis.xautoclaim(
+        reply = await self.redis.xautoclaim(
             self.stream,
             self.group,
             self.consumer,
@@ -238,6 +238,9 @@ class StreamConsumer:
             start_id=self._claim_start,
             count=self.batch_max,
         )
+        # Redis 7 adds the ids of pending entries deleted meanwhile; 6.2 returns those among the claimed, with no
+        # fields (`_screen` acks them)
+        next_start, claimed, deleted = reply[0], reply[1], reply[2] if len(reply) > 2 else []
         self._claim_start = next_start.decode() if isinstance(next_start, bytes) else str(next_start)
         if self._claim_start != "0-0":
             self._next_claim_at = 0.0  # more of the pending list to scan: continue on the next read

@@ -12,7 +12,8 @@ For each batch of one table:
    Python: exact, no hashes, no ids in the SQL text. Markets and events: the stored `updated_at` of the batch's
    ids (both tables are ordered by id); a row whose id is stored with the same or a newer version is skipped, an
    older stored version is deleted and replaced;
-4. the rest is inserted with a dedup token derived from the stream entries it holds; then the lock is released.
+4. the rest is inserted with a dedup token derived from the stream entries it holds and the rows' keys (`row_keys`);
+   then the lock is released.
 On a replicated deployment the check must see every acknowledged insert whichever replica answers it: it is sent
 with the profile's `check_settings` (`select_sequential_consistency=1` on `cluster` and `cloud`,
 common/deployment.py), and a replica that cannot answer consistently raises, which is a TransientSinkError like
@@ -26,11 +27,18 @@ it also covers re-runs, replays and bisection. Its cost is in docs/guarantees.md
 insert") and `bench/bench_dedup.py`.
 
 The lock is SET PX with the owner's name, extended every third of its time to live while held, released by
-compare-and-delete (lua/acquire_lock.lua, lua/release_lock.lua). Its time to live is the insert's client timeout
-(`send_receive_timeout_s`) plus LOCK_MARGIN_S, so a lock expires (its holder dead or frozen) only after the
-holder's client has given up its insert. A writer restarted under the same consumer name takes its own lock back
-at once: its dead incarnation's insert may still be running on the server, but the restart re-reads the same
-pending entries, computes the same rows and so sends the same dedup token, and ClickHouse keeps one of the two.
+compare-and-delete (lua/acquire_lock.lua, lua/release_lock.lua). Where the server has replicas, each lock taken is
+followed by WAIT for all of them (`wait_for_replicas`), so a failover to any one keeps it; Redis replication stays
+asynchronous all the same (docs/operations.md, "One writer per table"). Its time to live is the insert's client
+timeout (`send_receive_timeout_s`) plus LOCK_MARGIN_S, so a lock expires (its holder dead or frozen) only after the
+holder's client has given up its insert. A writer restarted under the same consumer name takes its own lock back at
+once: its dead incarnation's insert may still be running on the server, but the restart re-reads the same pending
+entries, computes the same rows and so sends the same dedup token, and ClickHouse keeps one of the two.
+
+One writer per table is the supported deployment: `writer_leases` holds `lock:insert:<table>:writer` of each of its
+tables for the writer's life. A second writer (another consumer name) waits as a standby until the lease is free:
+released by a writer that stops, or expired WRITER_LEASE_TTL_S after one that died. The per-batch insert lock still
+serializes a writer and `pipeline replay`, and two writers in the moment a lease changes hands.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -49,17 +57,25 @@ import structlog
 from clickhouse_connect.driver.client import Client
 
 from common import deployment, keys
+from common.backoff import sleep_unless_stopped
 from common.clickhouse import ColumnData, batch_token, insert_columns_isolating_rejects, map_clickhouse_errors
 from common.config import ClickHouseSettings
 from common.errors import TransientSinkError
 from common.lua_scripts import run_script
 from common.redis_client import map_redis_errors
+from common.redis_probe import connected_replicas
 
 log = structlog.get_logger()
 
 LOCK_MARGIN_S = 30.0
 LOCK_POLL_S = 0.02
 LOCK_WAIT_LOG_S = 10.0
+# A writer's lease on its tables: extended every third of this; a standby takes over this long after its holder died
+# without releasing it (one that stalls that long finds the lease gone and stops).
+WRITER_LEASE_TTL_S = 30.0
+LEASE_POLL_S = 1.0
+# How long a lock just taken may wait for the replicas to have it (WAIT); past that, the batch is retried later.
+WAIT_REPLICAS_MS = 2000
 # Timestamps further apart than this start a new range of the check; at most MAX_RANGES ranges per query (the
 # closest ones are merged), so a batch of interleaved backfill ranges still reads only its own seconds.
 RANGE_GAP_S = 60
@@ -137,6 +153,16 @@ def pick(column: Sequence[Any], indexes: Sequence[int]) -> Sequence[Any]:
 def take(columns: ColumnData, indexes: Sequence[int]) -> ColumnData:
     """The rows at `indexes` (ascending, distinct) of `columns`, as columns."""
     return [pick(column, indexes) for column in columns]
+
+
+def row_keys(columns: ColumnData, names: Sequence[str], unique: UniqueKey, indexes: Sequence[int]) -> Sequence[str]:
+    """What the rows at `indexes` are, for their dedup token (`batch_token`): their ids, each with its version
+    where rows change (a market's newer version under an id is another row)."""
+    ids = pick(columns[names.index(unique.id_column)], indexes)
+    if unique.version_column is None:
+        return ids
+    versions = pick(columns[names.index(unique.version_column)], indexes)
+    return [f"{row_id}@{version_micros(version)}" for row_id, version in zip(ids, versions, strict=True)]
 
 
 def fetch_stored_ids(
@@ -221,16 +247,134 @@ async def insert_lock(
                          waited_s=round(time.monotonic() - waiting_since, 1))  # fmt: skip
                 next_log_at = time.monotonic() + LOCK_WAIT_LOG_S
             await asyncio.sleep(LOCK_POLL_S)
-    keeper = asyncio.create_task(_keep_lock(redis, key, owner, ttl_ms, ttl_s / 3))
+        try:
+            await wait_for_replicas(redis, f"the insert lock of {table}")
+        except TransientSinkError:
+            await run_script(redis, "release_lock", [key], [owner])
+            raise
+    # dies in the block: the lock stays until it expires, or until this owner (restarted) takes it back
+    async with _kept(_keep_lock(redis, key, owner, ttl_ms, ttl_s / 3), _release(redis, [key], owner)):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def _kept(keeper: Coroutine[Any, Any, None], release: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    """Run `keeper` (extending what is held) during the block, then stop it and run `release`."""
+    task = asyncio.create_task(keeper)
     try:
         yield
     finally:
-        keeper.cancel()
+        task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await keeper
-        # dies here: the lock stays until it expires, or until this owner (restarted) takes it back
-        async with map_redis_errors(f"release the insert lock of {table}"):
-            await asyncio.shield(run_script(redis, "release_lock", [key], [owner]))
+            await task
+        await asyncio.shield(release)
+
+
+async def _release(redis: aioredis.Redis, lock_keys: Sequence[str], owner: str, *, down_ok: bool = False) -> None:
+    """Compare-and-delete each of `lock_keys` held by `owner`; TransientSinkError when Redis cannot answer, unless
+    `down_ok` (what is not released expires by itself)."""
+    try:
+        async with map_redis_errors(f"release {', '.join(lock_keys)}"):
+            for key in lock_keys:
+                await run_script(redis, "release_lock", [key], [owner])
+    except TransientSinkError:
+        if not down_ok:
+            raise
+        log.warning("could not release; the locks expire by themselves", keys=list(lock_keys))
+
+
+async def wait_for_replicas(redis: aioredis.Redis, what: str) -> None:
+    """Where replicas are connected (INFO replication), WAIT until every one has our writes so far (the lock just
+    taken); TransientSinkError if they do not within WAIT_REPLICAS_MS. Nothing to wait for without replicas, or
+    where INFO is refused (managed services: `connected_replicas` says 0)."""
+    replicas = await connected_replicas(redis)
+    if replicas:
+        acked = int(await redis.wait(replicas, WAIT_REPLICAS_MS))
+        if acked < replicas:
+            raise TransientSinkError(f"redis {what}: {acked} of {replicas} replicas have it after {WAIT_REPLICAS_MS} "
+                                     "ms (WAIT); retrying", sink="redis")  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def writer_leases(
+    redis: aioredis.Redis,
+    tables: Sequence[str],
+    *,
+    owner: str,
+    stop: asyncio.Event,
+    on_standby: Callable[[str, str], None],
+    on_lost: Callable[[str], None],
+    on_error: Callable[[TransientSinkError], None],
+) -> AsyncIterator[None]:
+    """Hold every table's writer lease for the block (module docstring). While another owner holds one, wait as a
+    standby, calling `on_standby(table, holder)` (`on_error` while Redis cannot answer); when `stop` is set first,
+    the block is skipped. A lease found taken by another owner later (this process stalled past its time to live,
+    or a failover lost it) calls `on_lost(message)`: the caller stops writing."""
+    ordered = sorted(tables)  # one order for every writer: no two standbys each hold a lease the other waits for
+    lease_keys = [keys.writer_lease_key(table) for table in ordered]
+    ttl_ms = str(int(WRITER_LEASE_TTL_S * 1000))
+    held = await _take_leases(redis, ordered, owner, ttl_ms, stop, on_standby, on_error)
+    if not held:
+        yield
+        return
+    async with _kept(_keep_leases(redis, lease_keys, owner, ttl_ms, on_lost), _release(redis, lease_keys, owner,
+                                                                                      down_ok=True)):  # fmt: skip
+        yield
+
+
+async def _take_leases(
+    redis: aioredis.Redis, tables: Sequence[str], owner: str, ttl_ms: str, stop: asyncio.Event,
+    on_standby: Callable[[str, str], None], on_error: Callable[[TransientSinkError], None],
+) -> bool:  # fmt: skip
+    """Take the tables' leases in order, waiting on each held by another owner; False if `stop` is set first."""
+    next_log_at = 0.0
+    for table in tables:
+        key = keys.writer_lease_key(table)
+        while not stop.is_set():
+            try:
+                async with map_redis_errors("take a writer lease"):
+                    if await run_script(redis, "acquire_lock", [key], [owner, ttl_ms]):
+                        await wait_for_replicas(redis, f"the writer lease {key}")
+                        break
+                    holder = await redis.get(key)
+            except TransientSinkError as exc:
+                on_error(exc)
+                log.warning("cannot take the writer lease yet; retrying", key=key, error=str(exc))
+                await sleep_unless_stopped(stop, LEASE_POLL_S)
+                continue
+            on_standby(table, holder.decode() if holder else "")
+            if time.monotonic() >= next_log_at:
+                log.info("standby: another writer writes this table", table=table,
+                         holder=holder.decode() if holder else None)  # fmt: skip
+                next_log_at = time.monotonic() + LOCK_WAIT_LOG_S
+            await sleep_unless_stopped(stop, LEASE_POLL_S)
+    return not stop.is_set()
+
+
+async def _keep_leases(
+    redis: aioredis.Redis, lease_keys: Sequence[str], owner: str, ttl_ms: str, on_lost: Callable[[str], None]
+) -> None:
+    """Extend the leases every third of their time to live; `on_lost` once one is another owner's, or could not be
+    extended for a whole time to live (it may have expired: on a primary cut off from the others, another writer
+    may hold it on the new one)."""
+    extended_at = dict.fromkeys(lease_keys, time.monotonic())
+    while True:
+        await asyncio.sleep(WRITER_LEASE_TTL_S / 3)
+        for key in lease_keys:
+            try:
+                async with map_redis_errors("extend a writer lease"):
+                    if await run_script(redis, "acquire_lock", [key], [owner, ttl_ms]):
+                        extended_at[key] = time.monotonic()
+                        continue
+                    holder = await redis.get(key)
+            except TransientSinkError as exc:
+                log.warning("could not extend a writer lease", key=key, error=str(exc))
+                if time.monotonic() - extended_at[key] < WRITER_LEASE_TTL_S:
+                    continue
+                on_lost(f"writer lease {key} not extended for {WRITER_LEASE_TTL_S:g} s ({exc}); stopping")
+                return
+            on_lost(f"writer lease {key} taken by {holder.decode() if holder else 'another writer'}; stopping")
+            return
 
 
 async def _keep_lock(redis: aioredis.Redis, key: str, owner: str, ttl_ms: str, every_s: float) -> None:
@@ -270,8 +414,8 @@ async def insert_unique(
 ) -> UniqueInsert:
     """Insert those rows of `columns` (one list per column, in `target.columns` order) whose key `target.table`
     does not hold yet (module docstring); `entry_ids[i]` is the stream entry (or, for `replay`, the trade id) row
-    i came from: the dedup token is derived from those of the rows actually sent. `settings.unique_keys = False`
-    (a bench knob) sends every row, with no check."""
+    i came from: the dedup token is derived from those of the rows actually sent, and from the rows' keys.
+    `settings.unique_keys = False` (a bench knob) sends every row, with no check."""
     outcome = UniqueInsert()
     row_count = len(entry_ids)
     if not settings.unique_keys:
@@ -297,7 +441,8 @@ async def insert_unique(
         # dies here (after a delete): the old versions are gone and the new ones not in yet, but their entries are
         # still pending, so the replay finds those ids absent and inserts them
         if fresh:
-            token = batch_token(target.token_source, [entry_ids[index] for index in fresh])
+            token = batch_token(target.token_source, [entry_ids[index] for index in fresh],
+                                row_keys(columns, target.columns, target.unique, fresh))  # fmt: skip
             refused = await insert_columns_isolating_rejects(
                 client, target.table, target.columns, take(columns, fresh), token,
                 column_types=target.column_types, max_attempts=settings.insert_max_attempts,

@@ -45,7 +45,7 @@ from common.errors import ConfigError, SinkError
 from common.log import configure_logging
 from common.redis_client import make_redis, map_redis_errors
 from common.status.history import Observer
-from common.status.models import ClickHouseStatus, History, PipelineStatus, Reachability
+from common.status.models import ClickHouseStatus, History, PipelineStatus, RedisStatus
 from common.status.redaction import redact, secret_values
 from common.status.snapshot import ClickHouseReader, collect_status
 from dashboard.metrics import render_metrics
@@ -117,7 +117,7 @@ class Dashboard:
             return await asyncio.wait_for(asyncio.shield(self.sample()), FIRST_READ_WAIT_S)
         except TimeoutError:
             waiting = "the dashboard's first read of Redis and ClickHouse is still in progress"
-            return PipelineStatus(generated_at=time.time(), redis=Reachability(ok=False, error=waiting),
+            return PipelineStatus(generated_at=time.time(), redis=RedisStatus(ok=False, error=waiting),
                                   clickhouse=ClickHouseStatus(ok=False, error=waiting))  # fmt: skip
 
     async def ready(self) -> dict[str, str]:

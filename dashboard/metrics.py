@@ -16,7 +16,7 @@ from prometheus_client.registry import CollectorRegistry
 from common.status.models import PipelineStatus
 
 FAILURE_COUNTERS = frozenset({"errors", "dead_lettered", "dead_letters"})
-UP_STATES = frozenset({"running", "degraded", "starting", "stopping"})
+UP_STATES = frozenset({"running", "degraded", "standby", "starting", "stopping"})
 WRITER = "clickhouse_writer"
 
 

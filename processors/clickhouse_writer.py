@@ -12,11 +12,15 @@ of its tables in turn, a batch goes through `common.unique_insert.insert_unique`
 (`lock:insert:<table>`) only the rows whose `id` the table does not hold yet are inserted, so a fill served by both
 sources, a backfill re-run, a replay after a crash (whole, or entry by entry after a failure; a crash between a
 trades batch's two inserts included) or a second writer never stores a row twice; the rows sent carry an
-`insert_deduplication_token` derived from their stream ids (and the table, `StreamSpec.token_source`), which covers
-an insert retried while its first attempt may still be landing. Entries are acked only after ClickHouse accepted
-their rows in every table (or held them already). ClickHouse down: the batch is kept and retried with backoff, and
-the backlog waits in Redis. A row ClickHouse refuses is found by bisection and its entry dead-lettered with the
-reason (its row in the other table goes in, as do its batch-mates).
+`insert_deduplication_token` derived from their stream ids and their own ids (and the table,
+`StreamSpec.token_source`), which covers an insert retried while its first attempt may still be landing. Entries
+are acked only after ClickHouse accepted their rows in every table (or held them already). ClickHouse down: the
+batch is kept and retried with backoff, and the backlog waits in Redis. A row ClickHouse refuses is found by
+bisection and its entry dead-lettered with the reason (its row in the other table goes in, as do its batch-mates).
+
+One writer per table: at start the writer takes its tables' leases (`common.unique_insert.writer_leases`); a second
+writer, under another consumer name, waits as a standby (heartbeat state `standby`) and takes over when the first
+stops or dies. One that loses a lease stops, and supervisord restarts it as a standby.
 
 Also trims the four streams continuously, below what every group has acked (MINID), so memory stays bounded.
 """
@@ -41,10 +45,11 @@ from common.errors import SinkError, TransientSinkError
 from common.service import Service, run_worker, service_main, tune_gc
 from common.streams import Entry, StreamConsumer, run_consumer
 from common.trimming import trim_acked
-from common.unique_insert import UniqueTarget, insert_unique
+from common.unique_insert import UniqueTarget, insert_unique, writer_leases
 from processors.rows import STREAMS, StreamSpec
 
 log = structlog.get_logger()
+STANDBY = "standby: "  # the heartbeat's last_error while another writer holds a table's lease
 
 
 class WriterSettings(PipelineSettings):
@@ -165,6 +170,19 @@ async def trim_forever(service: Service, interval_s: float) -> None:
         await sleep_unless_stopped(service.stop, interval_s)
 
 
+def standby(service: Service, table: str, holder: str) -> None:
+    """Another writer holds `table`'s lease: wait, saying so in the heartbeat (one writer per table)."""
+    service.state = "standby"
+    service.last_error = f"{STANDBY}{table} is written by {holder or 'another writer'}"
+
+
+def lost_lease(service: Service, message: str) -> None:
+    """Another writer took a lease this one held: stop writing (supervisord restarts the process, as a standby)."""
+    log.error("lost a writer lease", error=message)
+    service.degraded(message)
+    service.stop.set()
+
+
 async def run(
     settings: WriterSettings,
     *,
@@ -185,19 +203,29 @@ async def run(
             return StreamWriter(service, spec, consumer, clickhouse, converting, settings.clickhouse_writer_consumer)
 
         writers = [writer(spec, streams) for spec in STREAMS]
-        trimmer = asyncio.create_task(trim_forever(service, streams.trim_interval_s))
-        try:
-            await asyncio.gather(*(
-                run_consumer(w.consumer, w.handle, stop=service.stop, on_error=w.on_error,
-                             on_success=service.healthy, once=once)
-                for w in writers
-            ))  # fmt: skip
-        finally:
-            service.stop.set()
-            await trimmer
-            for writer in writers:
-                if writer.client is not None:
-                    writer.client.close()
+        tables = {table.table for w in writers for table in w.spec.tables}
+        async with writer_leases(service.redis, sorted(tables), owner=settings.clickhouse_writer_consumer,
+                                 stop=service.stop, on_standby=lambda table, holder: standby(service, table, holder),
+                                 on_lost=lambda message: lost_lease(service, message),
+                                 on_error=service.degraded):  # fmt: skip
+            if service.stop.is_set():
+                return
+            service.healthy()
+            if service.last_error.startswith(STANDBY):
+                service.last_error = ""
+            trimmer = asyncio.create_task(trim_forever(service, streams.trim_interval_s))
+            try:
+                await asyncio.gather(*(
+                    run_consumer(w.consumer, w.handle, stop=service.stop, on_error=w.on_error,
+                                 on_success=service.healthy, once=once)
+                    for w in writers
+                ))  # fmt: skip
+            finally:
+                service.stop.set()
+                await trimmer
+                for writer in writers:
+                    if writer.client is not None:
+                        writer.client.close()
 
     return await run_worker("clickhouse_writer", redis, body, stop=stop)
 

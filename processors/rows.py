@@ -68,9 +68,8 @@ class StreamSpec:
 
     def token_source(self, table: TableSpec) -> str:
         """The namespace of `table`'s dedup tokens (`common.clickhouse.batch_token`). The last of `tables` is the
-        one the stream has always filled, and keeps the stream's name: a writer restarted over an earlier
-        version's pending batch sends that version's token, so an insert of it still landing is not doubled. The
-        others get their own, so a table's tokens never equal another's."""
+        one the stream has always filled, and keeps the stream's name; the others get their own, so a table's
+        tokens never equal another's."""
         return self.stream if table is self.tables[-1] else f"{self.stream}>{table.table}"
 
 

@@ -10,12 +10,22 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-ServiceState = Literal["running", "degraded", "dead", "stopped", "starting", "stopping", "absent"]
+ServiceState = Literal["running", "degraded", "standby", "dead", "stopped", "starting", "stopping", "absent"]
 
 
 class Reachability(BaseModel):
     ok: bool
     error: str = ""
+
+
+class RedisStatus(Reachability):
+    server: str = Field("", description="the server's name and version, e.g. `Redis 7.0.15`")
+    durability: str = Field(
+        "", description="what an acknowledged write survives: `AOF, appendfsync always`, `AOF on`, `AOF off`, "
+        "`unknown (managed)` (common/redis_probe.py)"
+    )  # fmt: skip
+    durability_source: str = Field("", description="`CONFIG GET`, `INFO persistence`, or empty when neither answered")
+    durability_warning: str = Field("", description="set when weaker than docs/operations.md recommends")
 
 
 class ConsumerStatus(BaseModel):
@@ -125,7 +135,7 @@ class UnresolvedStatus(BaseModel):
 
 class PipelineStatus(BaseModel):
     generated_at: float
-    redis: Reachability
+    redis: RedisStatus
     clickhouse: ClickHouseStatus
     streams: list[StreamStatus] = []
     services: list[ServiceStatus] = []

@@ -24,6 +24,7 @@ from common.errors import PoisonMessage, SinkError
 from common.payloads import decode_dead_letter, decode_heartbeat, decode_market_ref
 from common.position_ids import MODULE_BITS, MODULE_NAMES, MODULE_SHIFT, RESERVED_BITS, RESERVED_SHIFT
 from common.redis_client import map_redis_errors
+from common.redis_probe import UnsupportedServer, read_durability, read_version
 from common.status.models import (
     ClickHouseStatus,
     ConsumerStatus,
@@ -32,7 +33,7 @@ from common.status.models import (
     DlqStatus,
     GroupStatus,
     PipelineStatus,
-    Reachability,
+    RedisStatus,
     ServiceStatus,
     StreamStatus,
     TableStatus,
@@ -66,7 +67,7 @@ def service_status(name: str, fields: dict[bytes, bytes], *, now: float, dead_af
     elif age_s is None or age_s > dead_after_s:
         state = "dead"
     else:
-        state = reported if reported in ("running", "degraded", "starting", "stopping") else "running"
+        state = reported if reported in ("running", "degraded", "standby", "starting", "stopping") else "running"
     return ServiceStatus(
         name=name, state=state, reported_state=reported, heartbeat_at=heartbeat.heartbeat_at or None,
         heartbeat_age_s=age_s, started_at=heartbeat.started_at or None, pid=heartbeat.pid or None,
@@ -312,8 +313,15 @@ class ClickHouseReader:
 # --- the whole read -----------------------------------------------------------------------------------------
 
 
+async def read_server(redis: aioredis.Redis) -> RedisStatus:
+    version, durability = await read_version(redis), await read_durability(redis)
+    return RedisStatus(ok=True, server=str(version), durability=durability.mode, durability_source=durability.source,
+                       durability_warning=durability.warning)  # fmt: skip
+
+
 async def read_redis(redis: aioredis.Redis, status: PipelineStatus, *, dead_after_s: float) -> None:
     now = status.generated_at
+    status.redis = await read_server(redis)
     status.streams = await read_streams(redis)
     status.services = await read_services(redis, now=now, dead_after_s=dead_after_s)
     status.cursors = await read_cursors(redis, now=now)
@@ -334,16 +342,14 @@ async def collect_status(
 
     The Redis half gives up after `redis_budget_s` (a Redis that accepts connections but does not answer).
     """
-    status = PipelineStatus(
-        generated_at=time.time(), redis=Reachability(ok=True), clickhouse=ClickHouseStatus(ok=False)
-    )
+    status = PipelineStatus(generated_at=time.time(), redis=RedisStatus(ok=True), clickhouse=ClickHouseStatus(ok=False))
     ch_read = asyncio.ensure_future(clickhouse.read())
     try:
         async with asyncio.timeout(redis_budget_s), map_redis_errors("status"):
             await read_redis(redis, status, dead_after_s=dead_after_s)
-    except (TimeoutError, SinkError) as exc:
-        error = str(exc)[:300] if isinstance(exc, SinkError) else f"redis did not answer within {redis_budget_s} s"
-        status.redis = Reachability(ok=False, error=error)
+    except (TimeoutError, SinkError, UnsupportedServer) as exc:
+        error = f"redis did not answer within {redis_budget_s} s" if isinstance(exc, TimeoutError) else str(exc)[:300]
+        status.redis = RedisStatus(ok=False, error=error)
         status.streams, status.services, status.cursors = [], [], []
     status.clickhouse, tokens = await ch_read
     status.unresolved.trades_without_market = status.clickhouse.trades_without_market

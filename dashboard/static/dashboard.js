@@ -65,6 +65,13 @@ function renderBanner(status) {
   banner.hidden = problems.length === 0;
 }
 
+function renderRedisServer(redis) {
+  const line = document.getElementById("redis-server");
+  const warning = redis.durability_warning ? ` (${redis.durability_warning})` : "";
+  line.textContent = redis.ok ? `${redis.server} · durability: ${redis.durability}${warning}` : "";
+  line.className = redis.durability_warning ? "stale" : "muted";
+}
+
 function renderServices(services) {
   fillTable("services", services.map((s) => {
     const badge = el("span", s.state, `state state-${s.state}`);
@@ -148,6 +155,7 @@ function renderChart(id, title, t, seriesByName) {
 
 function render(status, history) {
   renderBanner(status);
+  renderRedisServer(status.redis);
   renderServices(status.services);
   renderStreams(status.streams);
   renderCursors(status.cursors);

@@ -373,7 +373,7 @@ def groups_drained(client: redis.Redis, prefix: str = keys.PREFIX) -> tuple[bool
             if info[group]["pending"] or delivered < last_id:
                 return False, (
                     f"{stream}/{group}: pending {info[group]['pending']}, delivered up to {delivered} of {last_id} "
-                    f"(lag {info[group]['lag']})"
+                    f"(lag {info[group].get('lag')})"
                 )
     return True, "drained"
 

@@ -1,6 +1,9 @@
 """`python -m pipeline doctor`: probe the configured sources before trusting a live setup; exit 1 on a failing check.
 
 One line per check, with its verdict (ok, warn, FAIL) and why:
+  redis      REDIS_*: the server's version (6.2 or later, every command the pipeline needs) and the durability of
+             an acknowledged write there (`appendfsync` by CONFIG GET, else `aof_enabled` by INFO persistence,
+             else unknown (managed)); warn when weaker than `appendonly yes` + `appendfsync always`
   gamma      GAMMA_API_URL: `/markets/keyset` answers (a full sync needs it: offset listings stop at 2000), and for
              each listing (markets and events, keyset and offset), asked for GAMMA_VERSIONS, the share of
              `version: "v2"` items on its first pages (keyset: `--pages`): a listing that returns none while v2 is
@@ -23,7 +26,7 @@ One line per check, with its verdict (ok, warn, FAIL) and why:
              wait) take effect on this server, as it reports them back
   ch tables  each table's engine and whether its dedup window is the profile's (the database may not exist yet:
              the writer creates it at its start)
-`--only sources` or `--only clickhouse` runs one half.
+`--only redis`, `--only sources` or `--only clickhouse` runs one group (repeat it for several).
 The RPC URL usually embeds an API key: it is shown masked. Requests use the HTTP_* timeouts, capped at
 `--timeout-s`, and at most two attempts each. `--json` prints the checks as one JSON document.
 """
@@ -60,6 +63,7 @@ from common.exchanges import (
 from common.gamma_fields import item_version, version_params
 from common.http import RateLimiter, make_client, request_json
 from common.redis_client import make_redis, map_redis_errors
+from common.redis_probe import UnsupportedServer, read_durability, read_version
 from common.status.snapshot import is_instance_of, read_services
 from ingesters import chain_ingester, goldsky_ingester
 from ingesters.chain_logs import ChainLog, get_logs_filter
@@ -67,6 +71,7 @@ from ingesters.json_rpc import RangeTooLarge, hex_quantity
 from pipeline.ops.command import console, iso, make_parser, run_command
 
 Verdict = Literal["ok", "warn", "fail"]
+GROUPS = ("redis", "sources", "clickhouse")  # --only: the Redis server, the upstream sources, ClickHouse
 CUTOVER_TS = 1_777_334_400  # 2026-04-28T00:00:00Z: the v1 exchanges stopped, and the public subgraph with them
 FIRST_SPAN_BLOCKS = 10_000
 FINALITY_WARN_S = 60.0  # Polygon finalizes in 2-5 s (docs/upstream.md §5); minutes mean a stall
@@ -401,6 +406,25 @@ def tables_check(client: Any, ch: ClickHouseSettings, profile: deployment.Profil
     return Check("ch tables", "ok", f"{listed}; {profile.dedup_settings}", data)
 
 
+# --- redis ---------------------------------------------------------------------------------------------------
+
+
+async def check_redis(settings: RedisSettings, timeout_s: float) -> Check:
+    redis = make_redis(settings.model_copy(update={"socket_timeout_s": timeout_s}))
+    try:
+        async with map_redis_errors("doctor"):
+            version, durability = await read_version(redis), await read_durability(redis)
+    except (SinkError, UnsupportedServer) as exc:
+        return Check("redis", "fail", str(exc))
+    finally:
+        await redis.aclose()
+    warning = f": {durability.warning}" if durability.warning else ""
+    source = f" ({durability.source})" if durability.source else ""
+    return Check("redis", "warn" if warning else "ok", f"{version}, durability {durability.mode}{source}{warning}",
+                 {"server": str(version), "durability": durability.mode, "durability_source": durability.source,
+                  "durability_warning": durability.warning})  # fmt: skip
+
+
 # --- the command ---------------------------------------------------------------------------------------------
 
 
@@ -412,6 +436,9 @@ def capped_http(timeout_s: float) -> HttpSettings:
 
 
 async def run_checks(args: argparse.Namespace) -> tuple[dict[str, str], list[Check]]:
+    def wanted(group: str) -> bool:
+        return args.only is None or group in args.only
+
     http = capped_http(args.timeout_s)
     source = load(SourceSettings)
     chain = chain_ingester.load_config()
@@ -424,14 +451,16 @@ async def run_checks(args: argparse.Namespace) -> tuple[dict[str, str], list[Che
                "clickhouse": f"{'https' if ch.secure else 'http'}://{ch.host}:{ch.port}/{ch.database}"}  # fmt: skip
     async with make_client(http) as client:
         probes: list[Awaitable[Check | list[Check]]] = []
-        if args.only in (None, "sources"):
+        if wanted("redis"):
+            probes.append(check_redis(load(RedisSettings), args.timeout_s))
+        if wanted("sources"):
             probes += [check_gamma(client, http, source.gamma_api_url.rstrip("/"), args.pages),
                        check_goldsky(client, goldsky), check_rpc(client, chain, args.blocks)]  # fmt: skip
-        if args.only in (None, "clickhouse"):
+        if wanted("clickhouse"):
             probes.append(asyncio.to_thread(check_clickhouse, ch))
         results = await asyncio.gather(*probes)
-    if args.only:
-        sources = {name: url for name, url in sources.items() if (name == "clickhouse") == (args.only == "clickhouse")}
+    group_of = {"gamma": "sources", "goldsky": "sources", "rpc": "sources", "clickhouse": "clickhouse"}
+    sources = {name: url for name, url in sources.items() if wanted(group_of[name])}
     return sources, [check for result in results for check in ([result] if isinstance(result, Check) else result)]
 
 
@@ -458,7 +487,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pages", type=int, default=3, help="Gamma keyset pages to sample for version v2")
     parser.add_argument("--timeout-s", type=float, default=10.0, help="cap on every HTTP timeout phase")
     parser.add_argument("--json", action="store_true", help="print the checks as JSON")
-    parser.add_argument("--only", choices=("sources", "clickhouse"), help="run the upstream or the ClickHouse checks")
+    parser.add_argument("--only", choices=GROUPS, action="append",
+                        help="run only this group of checks: the Redis server, the upstream sources or ClickHouse")
     args = parser.parse_args(argv)
     show: Callable[[dict[str, str], list[Check]], None] = print_json if args.json else print_checks
 

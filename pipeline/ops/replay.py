@@ -146,7 +146,8 @@ async def trades_in_flight(redis: aioredis.Redis) -> list[str]:
     busy = []
     for stream in await read_streams(redis):
         for group in stream.groups:
-            if (stream.name, group.name) in IN_FLIGHT and ((group.lag or 0) + group.pending) > 0:
+            # lag None: not known (Redis 6.2 reports none), so maybe not delivered yet
+            if (stream.name, group.name) in IN_FLIGHT and (group.lag is None or group.lag + group.pending > 0):
                 busy.append(f"{stream.name}/{group.name}: lag {group.lag}, pending {group.pending}")
     return busy
 

@@ -91,6 +91,10 @@ def clickhouse_table(status: PipelineStatus) -> Table:
 def print_status(status: PipelineStatus) -> None:
     if not status.redis.ok:
         console.print(f"Redis is down: {status.redis.error}", style="bold red", markup=False)
+    else:
+        warning = f" ({status.redis.durability_warning})" if status.redis.durability_warning else ""
+        console.print(f"{status.redis.server}, durability: {status.redis.durability}{warning}",
+                      style="yellow" if warning else None, markup=False)  # fmt: skip
     for table in (services_table(status), streams_table(status), cursors_table(status), clickhouse_table(status)):
         console.print(table)
     ch, u = status.clickhouse, status.unresolved

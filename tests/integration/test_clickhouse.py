@@ -164,9 +164,8 @@ def test_an_insert_keeps_no_reference_to_its_columns(ch, typed: bool) -> None:
     assert ch.query("SELECT id, question FROM markets ORDER BY id").result_rows == [("1", "q1"), ("2", "q2")]
 
 
-def test_batch_tokens_are_those_earlier_versions_sent() -> None:
-    # a writer restarted over an earlier version's pending batch must send that version's token (sha1 of the
-    # source, then "," + id for each id): these are the values it computed
+def test_batch_tokens_without_row_keys_are_those_earlier_versions_sent() -> None:
+    # the stream ids alone hash to what earlier versions computed (sha1 of the source, then "," + id for each id)
     ids = ["1777000000000-0", "1777000000000-1", "1777000000001-0"]
     assert (
         batch_token("stream:trades", ids) == "stream:trades:1777000000000-0:3:5341de7043095f23ddf523f8b90a01ba6eed53c4"
@@ -174,3 +173,15 @@ def test_batch_tokens_are_those_earlier_versions_sent() -> None:
     assert batch_token("stream:trades>order_filled_events", []) == (
         "stream:trades>order_filled_events::0:4d6b367cdf263e3be0d7787ba2ca78285cc6084a"
     )
+
+
+def test_two_batches_with_the_same_stream_ids_get_different_tokens_and_a_batch_always_its_own() -> None:
+    # a new primary whose clock lags re-issues stream ids a lost primary had used, for other entries
+    ids = ["1777000000000-0", "1777000000000-1", "1777000000001-0"]
+    lost_primary_rows, new_primary_rows = ["0xa_0x1", "0xb_0x2", "0xc_0x3"], ["0xd_0x4", "0xe_0x5", "0xf_0x6"]
+    token = batch_token("stream:trades", ids, lost_primary_rows)
+    assert token == "stream:trades:1777000000000-0:3:406c522b0a069a62b339a91400f4274b89c0c69d"  # pinned: replays
+    assert batch_token("stream:trades", list(ids), list(lost_primary_rows)) == token
+    assert batch_token("stream:trades", ids, new_primary_rows) != token
+    assert batch_token("stream:trades", ids, lost_primary_rows[::-1]) != token  # the rows' order counts too
+    assert batch_token("stream:trades", ids) != token

@@ -65,6 +65,7 @@ async def test_page_shows_every_stream_group_service_and_table_count(browser, da
         streams, services, tables, cursors = [
             await table_text(page, t) for t in ("streams", "services", "tables", "cursors")
         ]
+        redis_line = await page.inner_text("#redis-server")
         await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
     for stream, groups in keys.STREAM_GROUPS.items():
         assert stream in streams and all(group in streams for group in groups)
@@ -76,6 +77,7 @@ async def test_page_shows_every_stream_group_service_and_table_count(browser, da
     assert rows == {"markets": "5", "events": "2", "order_filled_events": str(len(world.fills)),
                     "trades": str(len(world.fills))}  # fmt: skip
     assert "100 blocks behind the safe head (finality lag 500 blocks)" in cursors
+    assert redis_line.startswith("Redis ") and redis_line.endswith(" · durability: AOF, appendfsync always")
     assert events == []
 
 

@@ -21,14 +21,16 @@ from tests.fixtures.simulator import SimulatorFactory
 WORLD = {"seed": 5, "markets": 120, "history_fills": 6_000, "v2_fills": 4_500, "burst_fills": 200}
 
 
-def point_at(sim: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {**sim.env(), "HTTP_BACKOFF_BASE_S": "0.01", "COLUMNS": "250"}.items():
+def point_at(sim: Any, redis_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    redis = {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(redis_server.port)}  # the tests' (AOF, fsync always)
+    for name, value in {**sim.env(), **redis, "HTTP_BACKOFF_BASE_S": "0.01", "COLUMNS": "250"}.items():
         monkeypatch.setenv(name, value)
 
 
 async def run_doctor(*argv: str) -> int:
-    """The upstream checks (`--only sources`) unless told otherwise."""
-    return await asyncio.to_thread(doctor.main, list(argv) if "--only" in argv else [*argv, "--only", "sources"])
+    """The Redis and upstream checks (`--only redis --only sources`) unless told otherwise."""
+    only = [] if "--only" in argv else ["--only", "redis", "--only", "sources"]
+    return await asyncio.to_thread(doctor.main, [*argv, *only])
 
 
 def lines_of(out: str) -> dict[str, str]:
@@ -42,13 +44,15 @@ def lines_of(out: str) -> dict[str, str]:
     return lines
 
 
-CHECK_NAMES = ("gamma", "goldsky", "finality", "getLogs", "CTF Exchange", "NegRisk CTF Exchange", "CTFExchangeV2",
-               "NegRiskCtfExchangeV2", "ExchangeV3", "implementation", "topics")  # fmt: skip
+CHECK_NAMES = ("redis", "gamma", "goldsky", "finality", "getLogs", "CTF Exchange", "NegRisk CTF Exchange",
+               "CTFExchangeV2", "NegRiskCtfExchangeV2", "ExchangeV3", "implementation", "topics")  # fmt: skip
 
 
-async def test_doctor_passes_every_check_on_the_simulator(simulator: SimulatorFactory, monkeypatch, capsys) -> None:
+async def test_doctor_passes_every_check_on_the_simulator(
+    simulator: SimulatorFactory, redis_server, monkeypatch, capsys
+) -> None:
     sim = simulator(**WORLD)
-    point_at(sim, monkeypatch)
+    point_at(sim, redis_server, monkeypatch)
 
     assert await run_doctor() == 0
 
@@ -59,14 +63,17 @@ async def test_doctor_passes_every_check_on_the_simulator(simulator: SimulatorFa
     assert "16 blocks" in lines["finality"] and "accepts 1,250 blocks" in lines["getLogs"]
     assert "block range is too large (max 2000 blocks)" in lines["getLogs"]
     assert "retired" in lines["CTF Exchange"] and "fills in the last 1,000 blocks" in lines["ExchangeV3"]
+    assert "durability AOF, appendfsync always (CONFIG GET)" in lines["redis"]
     assert "/rpc" not in out and "/***" in out  # the RPC URL's path (where keys live) is masked
     assert f"runs implementation {INITIAL_IMPLEMENTATION}" in lines["implementation"]
     assert "every exchange log of the last 1,000 blocks has a known topic0" in lines["topics"]
 
 
-async def test_doctor_json_lists_the_checks_with_their_numbers(simulator: SimulatorFactory, monkeypatch, capsys):
+async def test_doctor_json_lists_the_checks_with_their_numbers(
+    simulator: SimulatorFactory, redis_server, monkeypatch, capsys
+):
     sim = simulator(**WORLD)
-    point_at(sim, monkeypatch)
+    point_at(sim, redis_server, monkeypatch)
 
     assert await run_doctor("--json") == 0
 
@@ -76,6 +83,7 @@ async def test_doctor_json_lists_the_checks_with_their_numbers(simulator: Simula
     assert 0 < checks["gamma"]["data"]["v2_share"] < 1
     assert checks["getLogs"]["data"]["largest_span_blocks"] == 1_250
     assert checks["ExchangeV3"]["data"]["fills"] > 0
+    assert checks["redis"]["data"]["durability"] == "AOF, appendfsync always"
 
 
 @pytest.mark.parametrize(
@@ -87,11 +95,11 @@ async def test_doctor_json_lists_the_checks_with_their_numbers(simulator: Simula
     ],
 )
 async def test_a_switched_off_capability_fails_its_check_with_the_reason(
-    simulator: SimulatorFactory, monkeypatch, capsys, switch: str, check: str, reason: str
+    simulator: SimulatorFactory, redis_server, monkeypatch, capsys, switch: str, check: str, reason: str
 ) -> None:
     sim = simulator(**WORLD)
     sim.set_switches(**{switch: True})
-    point_at(sim, monkeypatch)
+    point_at(sim, redis_server, monkeypatch)
 
     assert await run_doctor() == 1
 
@@ -101,14 +109,14 @@ async def test_a_switched_off_capability_fails_its_check_with_the_reason(
 
 
 async def test_doctor_names_the_new_implementation_and_warns_of_an_undecoded_topic0(
-    simulator: SimulatorFactory, monkeypatch, capsys
+    simulator: SimulatorFactory, redis_server, monkeypatch, capsys
 ) -> None:
     sim = simulator(**WORLD)
     finalized = sim.truth(fills=False)["finalized_block"]
     new_implementation, unknown = "0x7345c684" + "00" * 15 + "03", "0x" + "5e" * 32
     sim.plant(plant_upgrade={"block": finalized - 100, "implementation": new_implementation})
     sim.plant(plant_log={"block": finalized - 50, "address": EXCHANGE_V3, "topics": [unknown], "data": "0x"})
-    point_at(sim, monkeypatch)
+    point_at(sim, redis_server, monkeypatch)
 
     assert await run_doctor() == 0  # a warning, not a failure: fills still decode
 

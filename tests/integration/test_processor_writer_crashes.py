@@ -31,6 +31,7 @@ from common.streams import StreamConsumer
 from processors import clickhouse_writer, trade_processor
 from tests.fixtures.fills_world import expected_trade, make_fills, make_markets, publish_fills, publish_markets
 from tests.fixtures.helpers import wait_until
+from tests.fixtures.redis_server import group_backlog
 
 FILL_TABLES = tables.FILL_TABLES
 SERVICES = {"trade_processor": "processors.trade_processor", "clickhouse_writer": "processors.clickhouse_writer"}
@@ -75,9 +76,9 @@ async def drained(redis: aioredis.Redis) -> bool:
     for stream, groups in keys.STREAM_GROUPS.items():
         if not await redis.exists(stream):
             continue
-        info = {g["name"].decode(): g for g in await redis.xinfo_groups(stream)}
+        names = {g["name"].decode() for g in await redis.xinfo_groups(stream)}
         for group in groups:
-            if group not in info or info[group]["pending"] or info[group]["lag"]:
+            if group not in names or await group_backlog(redis, stream, group):
                 return False
     return True
 

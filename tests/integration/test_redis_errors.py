@@ -25,7 +25,7 @@ from common.streams import Entry, StreamConsumer, append_with_cursor, run_consum
 from processors import clickhouse_writer, trade_processor
 from tests.fixtures.fills_world import make_fills, make_markets, publish_fills, publish_markets
 from tests.fixtures.helpers import FAST_STREAMS, wait_until
-from tests.fixtures.redis_server import RedisServer, free_port
+from tests.fixtures.redis_server import RedisServer, group_backlog, start_replica
 
 STREAM = "stream:test"
 
@@ -104,13 +104,13 @@ async def test_a_command_against_the_wrong_key_type_is_a_command_error(redis_cli
 
 
 @pytest.fixture
-async def replica(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[aioredis.Redis]:
-    """A second redis-server, a read-only replica of the session's one."""
-    server = RedisServer(tmp_path, free_port())
-    server.start()
+async def replica(
+    redis_server: RedisServer, redis_client: aioredis.Redis, tmp_path: Path
+) -> AsyncIterator[aioredis.Redis]:
+    """A second redis-server, a read-only replica of the session's one (flushed by `redis_client`)."""
+    server = await asyncio.to_thread(start_replica, redis_server, tmp_path)
     client = make_redis(server.settings)
     try:
-        await client.replicaof("127.0.0.1", redis_server.port)
         yield client
     finally:
         await client.aclose()
@@ -143,9 +143,7 @@ async def test_writer_restarted_on_a_redis_out_of_memory_keeps_everything_pendin
         return await asyncio.to_thread(client.command, "SELECT count() FROM trades")
 
     async def backlog() -> int:
-        [group] = [g for g in await redis_client.xinfo_groups(keys.STREAM_TRADES)
-                   if g["name"].decode() == keys.GROUP_CLICKHOUSE_WRITER]  # fmt: skip
-        return int(group["pending"]) + int(group["lag"])
+        return await group_backlog(redis_client, keys.STREAM_TRADES, keys.GROUP_CLICKHOUSE_WRITER)
 
     await out_of_memory(True)
     stop = asyncio.Event()

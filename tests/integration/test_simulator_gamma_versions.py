@@ -89,10 +89,10 @@ async def test_an_offset_sync_stores_exactly_the_selected_versions_whether_or_no
 
 
 async def test_doctor_shows_an_offset_listing_that_serves_no_v2_although_asked(
-    simulator: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    simulator: Any, redis_server: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     sim = simulator(**DOCTOR_WORLD, gamma_offset_versions="v1_only")
-    point_at(sim, monkeypatch)
+    point_at(sim, redis_server, monkeypatch)
 
     assert await run_doctor("--json") == 0
 

@@ -15,7 +15,7 @@ from common.status.models import (
     CursorStatus,
     GroupStatus,
     PipelineStatus,
-    Reachability,
+    RedisStatus,
     ServiceStatus,
     StreamStatus,
     TableStatus,
@@ -103,7 +103,7 @@ def test_cursor_age_counts_from_the_last_move_seen() -> None:
     observer = Observer(window_s=60, interval_s=1)
 
     def observe(at: float, value: str) -> CursorStatus:
-        status = PipelineStatus(generated_at=at, redis=Reachability(ok=True), clickhouse=ClickHouseStatus(ok=True),
+        status = PipelineStatus(generated_at=at, redis=RedisStatus(ok=True), clickhouse=ClickHouseStatus(ok=True),
                                 cursors=[CursorStatus(key="state:x", value=value)])  # fmt: skip
         return observer.observe(status).cursors[0]
 
@@ -144,7 +144,7 @@ def test_worker_names_belong_to_their_service() -> None:
 
 def sample_status() -> PipelineStatus:
     return PipelineStatus(
-        generated_at=NOW, redis=Reachability(ok=True),
+        generated_at=NOW, redis=RedisStatus(ok=True),
         clickhouse=ClickHouseStatus(ok=True, tables=[TableStatus(name="trades", rows=42)], newest_trade_at=NOW - 5),
         streams=[StreamStatus(name=keys.STREAM_TRADES, length=3,
                               groups=[GroupStatus(name="clickhouse-writer", exists=True, lag=2, pending=1)])],
