@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
@@ -17,12 +17,13 @@ from common import keys
 from common.config import HttpSettings, RedisSettings, SourceSettings
 from common.exchanges import EXCHANGE_V3
 from common.payloads import decode_exchange_upgrade, decode_order_event
-from common.status.models import ClickHouseStatus, PipelineStatus, Reachability
+from common.status.models import ClickHouseStatus, PipelineStatus, RedisStatus
 from common.status.snapshot import read_services
 from dashboard.metrics import render_metrics
 from ingesters import chain_ingester
 from ingesters.chain_ingester import ChainConfig, ChainSettings
 from pipeline.ops import ack_upgrade
+from tests.fixtures.helpers import wait_until
 from tests.fixtures.simulator import SimulatorFactory
 
 FAST_HTTP = HttpSettings(read_timeout_s=2.0, connect_timeout_s=1.0, backoff_base_s=0.02, backoff_max_s=0.3)
@@ -32,14 +33,6 @@ NEW_IMPLEMENTATION = "0x641b40ec" + "77" * 16
 def chain_config(sim: Any, redis_settings: RedisSettings, **knobs: Any) -> ChainConfig:
     sources = SourceSettings(polygon_rpc_url=SecretStr(sim.rpc_url))
     return ChainConfig(ChainSettings(**knobs), sources, FAST_HTTP, redis_settings)
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def heartbeat(redis: aioredis.Redis) -> dict[str, str]:
@@ -66,13 +59,13 @@ async def test_an_exchange_v3_upgrade_degrades_the_ingester_until_acknowledged_a
     try:
         head = sim.truth(fills=False)["head_block"]
         cursor = lambda: redis_client.get(keys.STATE_CHAIN_LAST_BLOCK)  # noqa: E731
-        await eventually(lambda: _at_least(cursor(), head - 16), 30, "the ingester to catch up")
+        await wait_until(lambda: _at_least(cursor(), head - 16), "the ingester to catch up", timeout_s=30)
         assert (await heartbeat(redis_client))["state"] == "running"
 
         upgrade_block = sim.truth(fills=False)["head_block"] + 1  # the next live block
         sim.plant(plant_upgrade={"block": upgrade_block, "implementation": NEW_IMPLEMENTATION})
 
-        await eventually(lambda: _state_is(redis_client, "degraded"), 30, "the ingester to report the upgrade")
+        await wait_until(lambda: _state_is(redis_client, "degraded"), "the upgrade reported", timeout_s=30)
         beat = await heartbeat(redis_client)
         assert NEW_IMPLEMENTATION in beat["last_error"] and f"block {upgrade_block:,}" in beat["last_error"]
         assert EXCHANGE_V3 in beat["last_error"] and "ack-upgrade" in beat["last_error"]
@@ -82,12 +75,12 @@ async def test_an_exchange_v3_upgrade_degrades_the_ingester_until_acknowledged_a
                                                                              upgrade_block)  # fmt: skip
 
         # fills keep flowing past the upgrade while it is unacknowledged, and the ingester stays degraded
-        await eventually(lambda: _at_least(cursor(), upgrade_block + 20), 30, "blocks past the upgrade")
+        await wait_until(lambda: _at_least(cursor(), upgrade_block + 20), "blocks past the upgrade", timeout_s=30)
         assert any(block > upgrade_block for block in await fill_blocks(redis_client))
         assert (await heartbeat(redis_client))["state"] == "degraded"
 
         services = await read_services(redis_client, now=time.time(), dead_after_s=15)
-        status = PipelineStatus(generated_at=time.time(), redis=Reachability(ok=True),
+        status = PipelineStatus(generated_at=time.time(), redis=RedisStatus(ok=True),
                                 clickhouse=ClickHouseStatus(ok=False), services=services)  # fmt: skip
         metrics = render_metrics(status).decode()
         assert 'pipeline_service_degraded{service="chain_ingester"} 1.0' in metrics
@@ -101,7 +94,7 @@ async def test_an_exchange_v3_upgrade_degrades_the_ingester_until_acknowledged_a
         assert await asyncio.to_thread(ack_upgrade.main, ["1-2"]) == 2  # no such upgrade
         assert await asyncio.to_thread(ack_upgrade.main, [stored.id]) == 0
 
-        await eventually(lambda: _state_is(redis_client, "running"), 10, "the alert to clear")
+        await wait_until(lambda: _state_is(redis_client, "running"), "the alert to clear", timeout_s=10)
         assert float((await heartbeat(redis_client))["gauge:exchange_upgrades_unacknowledged"]) == 0
         assert await asyncio.to_thread(ack_upgrade.main, []) == 0
     finally:

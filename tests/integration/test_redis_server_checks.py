@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dashboard.snapshot import ClickHouseReader, collect_status
+from common.status.snapshot import ClickHouseReader, collect_status
 
 from common.config import RedisSettings
 from common.redis_client import make_redis
