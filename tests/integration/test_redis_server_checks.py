@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from common.status.snapshot import ClickHouseReader, collect_status
 
 from common.config import RedisSettings
 from common.redis_client import make_redis
 from common.redis_probe import UnsupportedServer
+from common.status.snapshot import ClickHouseReader, collect_status
 from pipeline.ops import doctor
 from pipeline.ops import status as status_command
 from processors import trade_processor
