@@ -124,6 +124,7 @@ class SimConfig:
     unversioned_share: float = 0.2  # share of v1 markets without a `version` field
     combo_share: float = 0.05  # share of match groups from EXCHANGE_V3_START_BLOCK on that trade Combo positions
     gamma_offset_cap: int | None = 2_000  # offset listings answer 422 past this offset (None: no cap)
+    chain_state_file: str | None = None  # live head kept here across restarts (simulator/chain_state.py)
     faults: Faults = field(default_factory=Faults)
 
     def v2_fill_count(self) -> int:

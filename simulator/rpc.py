@@ -26,7 +26,6 @@ from simulator.constants import (
     V1_TOPIC,
     V2_TOPIC,
     block_hash,
-    block_timestamp,
 )
 from simulator.logs import LogRenderer
 from simulator.world import World
@@ -135,7 +134,7 @@ class RpcService:
             "number": hex(number),
             "hash": block_hash(seed, number),
             "parentHash": block_hash(seed, number - 1),
-            "timestamp": hex(block_timestamp(number)),
+            "timestamp": hex(self.world.block_time(number)),
             "transactions": transactions,
             "uncles": [],
             "miner": "0x0000000000000000000000000000000000000000",

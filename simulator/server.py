@@ -179,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unversioned-share", type=float, default=defaults.unversioned_share)
     p.add_argument("--combo-share", type=float, default=defaults.combo_share, help="Combo groups (today ~0.05)")
     p.add_argument("--gamma-offset-cap", type=int, default=defaults.gamma_offset_cap, help="0 = no cap")
+    p.add_argument(
+        "--chain-state-file", metavar="PATH", help="keep the live head here: a restart continues the chain from it"
+    )
     p.add_argument("--export-truth", metavar="PATH", help="write the history's ground truth as JSON and exit")
     p.add_argument("--log-level", default="info")
     return p
@@ -207,6 +210,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         unversioned_share=args.unversioned_share,
         combo_share=args.combo_share,
         gamma_offset_cap=args.gamma_offset_cap or None,
+        chain_state_file=args.chain_state_file,
         faults=parse_faults(args.faults),
     )
 
