@@ -80,16 +80,33 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def read_status_kb(pid: int, field_name: str) -> int:
-    """A `VmRSS`/`VmHWM` line of /proc/<pid>/status in kB (0 when the process is gone)."""
+def read_status_kb(pid: int, field_name: str, file: str = "status") -> int:
+    """A `VmRSS`/`VmHWM` line of /proc/<pid>/status in kB (0 when the process is gone); `file="smaps_rollup"`: a
+    `Pss`/`Rss` line of it. PSS splits each shared page between the processes that map it, so PSS figures of
+    several processes add up to memory counted once."""
     try:
-        with open(f"/proc/{pid}/status") as status:
+        with open(f"/proc/{pid}/{file}") as status:
             for line in status:
                 if line.startswith(field_name + ":"):
                     return int(line.split()[1])
     except (OSError, ValueError, IndexError):
         pass
     return 0
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Every live process of process group `pgid` (a program and any child it forked), from /proc/<pid>/stat."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid:
+            pids.append(int(entry.name))
+    return pids
 
 
 def read_cpu_s(pid: int) -> float:
@@ -129,6 +146,15 @@ class Program:
         self.cpu_s_now = max(self.cpu_s_now, read_cpu_s(self.process.pid))
         return read_status_kb(self.process.pid, "VmRSS")
 
+    def memory_kb(self) -> tuple[int, int]:
+        """(PSS, RSS) in kB of the program's whole process group now; (0, 0) when it is not running."""
+        if not self.running:
+            return 0, 0
+        assert self.process is not None
+        pids = group_pids(self.process.pid)
+        pss = sum(read_status_kb(pid, "Pss", "smaps_rollup") for pid in pids)
+        return pss, sum(read_status_kb(pid, "Rss", "smaps_rollup") for pid in pids)
+
     @property
     def cpu_s(self) -> float:
         return self.cpu_s_before + self.cpu_s_now
@@ -147,6 +173,9 @@ class Fleet:
     workdir: Path
     simulator_args: list[str] = field(default_factory=list)
     service_env: dict[str, str] = field(default_factory=dict)  # overrides SERVICE_DEFAULTS
+    service_defaults: dict[str, str] = field(default_factory=lambda: dict(SERVICE_DEFAULTS))
+    dashboard: bool = False  # also run the dashboard (program `dashboard`, on `dashboard_port`)
+    dashboard_port: int = field(default_factory=free_port)
     redis_port: int = field(default_factory=free_port)
     clickhouse_port: int = field(default_factory=free_port)
     simulator_port: int = field(default_factory=free_port)
@@ -166,9 +195,13 @@ class Fleet:
                   self.redis_ready)  # fmt: skip
         ch_argv = [*py, "pipeline", "embedded-clickhouse", "--host", "127.0.0.1", "--port", str(self.clickhouse_port)]
         self._add("clickhouse", [*ch_argv, "--data-dir", str(data / "clickhouse")], base, self.clickhouse_ready)
-        env = base | SERVICE_DEFAULTS | self.endpoints() | self.service_env
-        for name, module in SERVICE_MODULES.items():
+        env = base | self.service_defaults | self.endpoints() | self.service_env
+        for name, module in self.service_modules.items():
             self._add(name, [*py, module], env)
+
+    @property
+    def service_modules(self) -> dict[str, str]:
+        return SERVICE_MODULES | ({"dashboard": "dashboard.app"} if self.dashboard else {})
 
     def _add(self, name: str, argv: list[str], env: dict[str, str], ready: Callable[[], bool] | None = None) -> None:
         self.programs[name] = Program(name, argv, dict(env), self.workdir / "logs" / f"{name}.out", ready)
@@ -193,6 +226,7 @@ class Fleet:
             "GAMMA_API_URL": f"{self.simulator_url}/gamma",
             "GOLDSKY_URL": f"{self.simulator_url}/goldsky/subgraphs/orderbook-subgraph/0.0.1/gn",
             "POLYGON_RPC_URL": f"{self.simulator_url}/rpc",
+            "DASHBOARD_PORT": str(self.dashboard_port),
         }
 
     def redis(self) -> redis.Redis:
@@ -242,8 +276,8 @@ class Fleet:
         for name in SERVERS:
             self.wait_ready(name)
 
-    def start_services(self, names: tuple[str, ...] = tuple(SERVICE_MODULES)) -> None:
-        for name in names:
+    def start_services(self, names: tuple[str, ...] | None = None) -> None:
+        for name in self.service_modules if names is None else names:
             self.start(name)
 
     def kill(self, name: str) -> None:
@@ -263,8 +297,8 @@ class Fleet:
 
     def stop_all(self) -> None:
         """SIGTERM every running program (services first, servers last), then SIGKILL what outlives the deadline."""
-        order = [*SERVICE_MODULES, *reversed(SERVERS)]
-        for group in (order[: len(SERVICE_MODULES)], order[len(SERVICE_MODULES) :]):
+        services = list(self.service_modules)
+        for group in (services, list(reversed(SERVERS))):
             running = [self.programs[n].process for n in group if self.programs[n].running]
             for process in running:
                 _signal_group(process, signal.SIGTERM)
@@ -293,6 +327,11 @@ class Fleet:
         """CPU seconds each program has used so far, over all its incarnations."""
         self.sample_rss()
         return {name: p.cpu_s for name, p in self.programs.items()}
+
+    def memory_mb(self) -> dict[str, tuple[float, float]]:
+        """(PSS, RSS) in MB of each running program now (process group included)."""
+        memory = {name: p.memory_kb() for name, p in self.programs.items()}
+        return {name: (pss / 1024, rss / 1024) for name, (pss, rss) in memory.items()}
 
     def peak_rss_mb(self, name: str) -> float:
         program = self.programs[name]
