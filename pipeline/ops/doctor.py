@@ -9,6 +9,10 @@ One line per check, with its verdict (ok, warn, FAIL) and why:
   getLogs    the largest eth_getLogs span the provider accepts, halving from 10,000 blocks
   <exchange> for each exchange of `common.exchanges`: its OrderFilled logs in the last `--blocks` blocks below the
              safe head (the v1 exchanges retired at the cutover, so none is expected there)
+  cursors    the cursors stored in Redis (REDIS_*) against the sources: `state:chain_last_block` past the node's head
+             by more than CHAIN_CURSOR_AHEAD_TOLERANCE_BLOCKS, or `state:goldsky_last_timestamp` past the subgraph's
+             newest fill by more than GOLDSKY_CURSOR_AHEAD_TOLERANCE_S, fails: the ingester would wait for a source
+             that may never catch up (ingesters/cursor_ahead.py); Redis unreachable is a warning
 The RPC URL usually embeds an API key: it is shown masked. Requests use the HTTP_* timeouts, capped at
 `--timeout-s`, and at most two attempts each. `--json` prints the checks as one JSON document.
 """
@@ -29,12 +33,16 @@ import httpx
 import orjson
 from rich.text import Text
 
-from common.config import HttpSettings, SourceSettings, load
-from common.errors import SourceError
+from common import keys
+from common.config import HttpSettings, RedisSettings, SourceSettings, load
+from common.errors import SinkError, SourceError
 from common.exchanges import EXCHANGES
 from common.http import RateLimiter, make_client, request_json
+from common.redis_client import make_redis
+from common.streams import read_cursor
 from ingesters import chain_ingester, goldsky_ingester
 from ingesters.chain_logs import ChainLog, RangeTooLarge, get_logs_filter, hex_quantity
+from ingesters.cursor_ahead import chain_cursor_ahead, goldsky_cursor_ahead
 from pipeline.ops.common import console, iso, make_parser, run_command
 
 Verdict = Literal["ok", "warn", "fail"]
@@ -42,7 +50,6 @@ CUTOVER_TS = 1_777_334_400  # 2026-04-28T00:00:00Z: the v1 exchanges stopped, an
 FIRST_SPAN_BLOCKS = 10_000
 FINALITY_WARN_S = 60.0  # Polygon finalizes in 2-5 s (reference §7.3); minutes mean a stall
 FINALITY_FAIL_S = 600.0
-NEWEST_FILL_QUERY = "{ orderFilledEvents(first: 1, orderBy: timestamp, orderDirection: desc) { id timestamp } }"
 STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red"}
 
 
@@ -92,12 +99,11 @@ async def check_gamma(client: httpx.AsyncClient, http: HttpSettings, url: str, p
 async def check_goldsky(client: httpx.AsyncClient, config: goldsky_ingester.GoldskyConfig) -> Check:
     subgraph = goldsky_ingester.Subgraph(client, RateLimiter(config.goldsky.rate_limit_per_s), config)
     try:
-        rows = await subgraph.fetch_page({"query": NEWEST_FILL_QUERY})
+        newest = await subgraph.newest_fill_timestamp()
     except SourceError as exc:
         return failed("goldsky", exc)
-    if not rows:
-        return Check("goldsky", "warn", "reachable, but it has no fills")
-    newest = int(rows[0]["timestamp"])
+    if newest is None:
+        return Check("goldsky", "warn", "reachable, but it has no fills", {"newest_fill_at": None})
     if newest < CUTOVER_TS + 86_400:
         detail = f"reachable; newest fill {iso(newest)}: stale since the 2026-04-28 cutover, as expected (history only)"
     else:
@@ -201,6 +207,40 @@ async def check_rpc(client: httpx.AsyncClient, config: chain_ingester.ChainConfi
     return [finality, span_check, *exchange_checks(counts, blocks)]
 
 
+# --- stored cursors -------------------------------------------------------------------------------------------
+
+
+async def check_cursors(
+    redis_settings: RedisSettings, chain: chain_ingester.ChainConfig, goldsky: goldsky_ingester.GoldskyConfig,
+    checks: list[Check],
+) -> Check:  # fmt: skip
+    """The stored cursors against the head and the newest fill the probes above found."""
+    found = {check.name: check.data for check in checks}
+    redis = make_redis(redis_settings)
+    try:
+        stored = await read_cursor(redis, [keys.STATE_CHAIN_LAST_BLOCK, keys.STATE_GOLDSKY_LAST_TIMESTAMP])
+    except SinkError as exc:
+        where = f"{redis_settings.host}:{redis_settings.port}"
+        return Check("cursors", "warn", f"Redis at {where} does not answer ({exc}): stored cursors not checked")
+    finally:
+        await redis.aclose()
+    chain_cursor, goldsky_cursor = stored[keys.STATE_CHAIN_LAST_BLOCK], stored[keys.STATE_GOLDSKY_LAST_TIMESTAMP]
+    problems, seen = [], []
+    if chain_cursor is not None and "head" in found.get("finality", {}):
+        tolerance = chain.chain.cursor_ahead_tolerance_blocks
+        problems.append(chain_cursor_ahead(int(chain_cursor), found["finality"]["head"], tolerance))
+        seen.append(f"chain {int(chain_cursor):,}")
+    if goldsky_cursor is not None and "newest_fill_at" in found.get("goldsky", {}):
+        tolerance_s = goldsky.goldsky.cursor_ahead_tolerance_s
+        problems.append(goldsky_cursor_ahead(int(goldsky_cursor), found["goldsky"]["newest_fill_at"], tolerance_s))
+        seen.append(f"goldsky {iso(int(goldsky_cursor))}")
+    data = {"chain_last_block": chain_cursor, "goldsky_last_timestamp": goldsky_cursor}
+    if why := [p for p in problems if p is not None]:
+        return Check("cursors", "fail", "; ".join(why), data)
+    detail = f"not past their sources ({', '.join(seen)})" if seen else "none stored, or their sources did not answer"
+    return Check("cursors", "ok", detail, data)
+
+
 # --- the command ---------------------------------------------------------------------------------------------
 
 
@@ -227,7 +267,8 @@ async def run_checks(args: argparse.Namespace) -> tuple[dict[str, str], list[Che
             check_rpc(client, chain, args.blocks),
         ]
         results = await asyncio.gather(*probes)
-    return sources, [check for result in results for check in ([result] if isinstance(result, Check) else result)]
+    checks = [check for result in results for check in ([result] if isinstance(result, Check) else result)]
+    return sources, [*checks, await check_cursors(load(RedisSettings), chain, goldsky, checks)]
 
 
 def print_checks(sources: dict[str, str], checks: list[Check]) -> None:

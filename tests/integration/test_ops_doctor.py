@@ -8,12 +8,23 @@ from typing import Any
 
 import orjson
 import pytest
+import redis
 
 from pipeline.ops import doctor
+from tests.fixtures.redis_server import RedisServer
 from tests.fixtures.simulator import SimulatorFactory
 
 # today's world (V2 markets, Combos); the last 1,000 blocks hold only fills after the cutover
 WORLD = {"seed": 5, "markets": 120, "history_fills": 6_000, "v2_fills": 4_500, "burst_fills": 200}
+
+
+@pytest.fixture(autouse=True)
+def empty_redis(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cursors check reads the test's Redis, with no cursor stored (tests/integration/test_cursor_ahead.py
+    stores some)."""
+    with redis.Redis(port=redis_server.port) as client:
+        client.flushall()
+    monkeypatch.setenv("REDIS_PORT", str(redis_server.port))
 
 
 def point_at(sim: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -37,7 +48,7 @@ def lines_of(out: str) -> dict[str, str]:
 
 
 CHECK_NAMES = ("gamma", "goldsky", "finality", "getLogs", "CTF Exchange", "NegRisk CTF Exchange", "CTFExchangeV2",
-               "NegRiskCtfExchangeV2", "ExchangeV3")  # fmt: skip
+               "NegRiskCtfExchangeV2", "ExchangeV3", "cursors")  # fmt: skip
 
 
 async def test_doctor_passes_every_check_on_the_simulator(simulator: SimulatorFactory, monkeypatch, capsys) -> None:
