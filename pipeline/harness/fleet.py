@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import redis
 
 from common import keys
@@ -45,6 +46,8 @@ READY_DEADLINE_S = 120.0  # the simulator builds a 2,000,000-fill world in a few
 STOP_DEADLINE_S = 20.0
 PR_SET_PDEATHSIG = 1
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+PFN_MASK = (1 << 55) - 1  # pagemap entry: bits 0-54 the page frame number, bit 63 "present"
 
 # What every service gets in the benchmark and the chaos run, unless the caller overrides it.
 SERVICE_DEFAULTS = {
@@ -109,6 +112,26 @@ def group_pids(pgid: int) -> list[int]:
     return pids
 
 
+def resident_frames(pid: int) -> set[int]:
+    """The physical page frames a process has resident, from /proc/<pid>/pagemap (frame numbers are shown to root
+    only: empty otherwise). A union over several processes is their memory counted once, whatever else on the
+    machine maps the same pages (PSS splits a library's pages with every process of any user that maps it)."""
+    frames: set[int] = set()
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/smaps") as smaps, open(f"/proc/{pid}/pagemap", "rb") as pm:
+        start = end = 0
+        for line in smaps:
+            head = line.split(maxsplit=1)[0]
+            if not head.endswith(":"):
+                start, end = (int(x, 16) for x in head.split("-"))
+            elif head == "Rss:" and line.split()[1] != "0":
+                with contextlib.suppress(OSError):
+                    pm.seek(start // PAGE_SIZE * 8)
+                    entries = np.frombuffer(pm.read((end - start) // PAGE_SIZE * 8), "<u8")
+                    present = entries[(entries >> np.uint64(63)) == 1] & np.uint64(PFN_MASK)
+                    frames.update(present[present != 0].tolist())
+    return frames
+
+
 def read_cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process and of the children it has reaped, from /proc/<pid>/stat (0 when it
     is gone). The children count: Redis rewrites its AOF in a forked child, real CPU of the pipeline's."""
@@ -154,6 +177,13 @@ class Program:
         pids = group_pids(self.process.pid)
         pss = sum(read_status_kb(pid, "Pss", "smaps_rollup") for pid in pids)
         return pss, sum(read_status_kb(pid, "Rss", "smaps_rollup") for pid in pids)
+
+    def frames(self) -> set[int]:
+        """Resident page frames of the program's whole process group (see `resident_frames`)."""
+        if not self.running:
+            return set()
+        assert self.process is not None
+        return set().union(*(resident_frames(pid) for pid in group_pids(self.process.pid)))
 
     @property
     def cpu_s(self) -> float:
@@ -332,6 +362,14 @@ class Fleet:
         """(PSS, RSS) in MB of each running program now (process group included)."""
         memory = {name: p.memory_kb() for name, p in self.programs.items()}
         return {name: (pss / 1024, rss / 1024) for name, (pss, rss) in memory.items()}
+
+    def counted_once_mb(self, names: list[str]) -> float:
+        """Resident memory of these programs together, each page counted once (0 without root: see
+        `resident_frames`)."""
+        frames: set[int] = set()
+        for name in names:
+            frames |= self.programs[name].frames()
+        return len(frames) * PAGE_SIZE / 2**20
 
     def peak_rss_mb(self, name: str) -> float:
         program = self.programs[name]

@@ -9,8 +9,10 @@ settings (none of the bench's faster polling). After `--warmup-s` (history inges
 over `--live-s`: CPU seconds per process (utime + stime, /proc/<pid>/stat) and their share of one core, and
 memory sampled every 10 s: PSS (shared pages split between the processes mapping them, so the column adds up to
 memory counted once) and RSS per process (a process group summed: a program and any child it forks), the
-largest sample of each. The simulator stands in for Polymarket: it is shown, not counted. The machine may be
-shared: the load average at start and end is printed beside the figures, and CPU seconds are the primary figure.
+largest sample of each, and the product processes' resident pages counted once (the union of their page frames
+from /proc/<pid>/pagemap, root only): on a shared machine PSS also splits pages with other users' processes.
+The simulator stands in for Polymarket: it is shown, not counted. The machine may be shared: the load average
+at start and end is printed beside the figures, and CPU seconds are the primary figure.
 Writes `bench/results/<UTC time>-fleet-live.json` and `.md`.
 """
 
@@ -45,10 +47,13 @@ def run_fleet_live(
         result["load_average_start"] = load_average()
         trades_before, cpu_before, started = table_count(fleet, "trades"), fleet.cpu_seconds(), time.monotonic()
         peak: dict[str, tuple[float, float]] = {}
+        product = [name for name in fleet.programs if name not in NOT_PRODUCT]
+        once = 0.0
         while (left := live_s - (time.monotonic() - started)) > 0:
             for name, (pss, rss) in fleet.memory_mb().items():
                 old = peak.get(name, (0.0, 0.0))
                 peak[name] = (max(old[0], pss), max(old[1], rss))
+            once = max(once, fleet.counted_once_mb(product))
             time.sleep(min(MEMORY_SAMPLE_S, left))
         elapsed = time.monotonic() - started
         cpu = {name: s - cpu_before[name] for name, s in fleet.cpu_seconds().items()}
@@ -59,12 +64,12 @@ def run_fleet_live(
                "pss_mb": round(peak[name][0], 1), "rss_mb": round(peak[name][1], 1)}
         for name in fleet.programs
     }  # fmt: skip
-    product = [name for name in fleet.programs if name not in NOT_PRODUCT]
     result["total"] = {
         "cpu_s": round(sum(cpu[n] for n in product), 2),
         "cpu_pct": round(100 * sum(cpu[n] for n in product) / elapsed, 2),
         "pss_mb": round(sum(peak[n][0] for n in product), 1),
         "rss_mb": round(sum(peak[n][1] for n in product), 1),
+        "counted_once_mb": round(once, 1),  # resident pages of the product processes, each counted once
     }
     result["measured_s"] = round(elapsed, 1)
     result["trades_written"] = trades
@@ -91,6 +96,11 @@ def markdown(result: dict[str, Any], stamp: str) -> str:
         lines.append(f"| {shown} | {p['cpu_s']:.2f} | {p['cpu_pct']:.2f} | {p['pss_mb']:.1f} | {p['rss_mb']:.1f} |")
     lines.append(f"| **product total** | {total['cpu_s']:.2f} | {total['cpu_pct']:.2f} | {total['pss_mb']:.1f} | "
                  f"{total['rss_mb']:.1f} |")  # fmt: skip
+    if total["counted_once_mb"]:
+        lines += ["", f"Product processes' resident pages counted once (union of their page frames, "
+                      f"/proc/<pid>/pagemap): **{total['counted_once_mb']:.1f} MB**. PSS splits a shared page "
+                      "between every process mapping it, also other users' (other chDB servers map the same "
+                      "library): this figure does not depend on what else runs on the machine."]  # fmt: skip
     if result["settings"]["services"]:
         lines += ["", f"Service settings: `{result['settings']['services']}`"]
     return "\n".join(lines) + "\n"
