@@ -21,6 +21,7 @@ from common import keys
 from common.config import ClickHouseSettings, StreamSettings
 from dashboard.app import DashboardConfig, create_app
 from dashboard.settings import DashboardSettings
+from pipeline.harness.showcase import CHROMIUM, CHROMIUM_ARGS
 from processors import clickhouse_writer, trade_processor
 from tests.fixtures.fills_world import make_fills, publish_fills
 from tests.integration.test_dashboard_world import (  # noqa: F401  (fixtures)
@@ -30,9 +31,6 @@ from tests.integration.test_dashboard_world import (  # noqa: F401  (fixtures)
     until,
 )
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 STREAMS = (0.2, 5000)  # block_ms, claim_min_idle_ms for the live services below
 
