@@ -225,7 +225,7 @@ def query_unresolved_by_module(client: Client, database: str) -> dict[str, int]:
 def table_counts(client: Client, database: str) -> dict[str, int]:
     """`count()` of each table that exists, in one query. Not system.tables.total_rows: it still counts the rows a
     lightweight DELETE has only masked (a re-listed market's replaced row) until a merge drops them. What a count
-    costs (measured on chDB, docs/queries.md "What the counts cost"): without a masked row, part metadata only
+    costs (measured on chDB, docs/performance-fleet.md "What a count costs"): without a masked row, part metadata only
     (100M rows: 3 ms); a part with a lightweight-delete mask has its `_row_exists` column read (1 byte a row,
     83M masked rows: 160 ms). `trades` and `order_filled_events` never get lightweight deletes, so theirs stays a
     metadata read at any size; `markets` and `events` are small."""
