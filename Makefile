@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: test test-unit lint docs run demo clean
+.PHONY: test test-unit lint docs run demo showcase clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -35,6 +35,10 @@ run: $(STAMP)
 # The same against the simulator: live fills, trades in ClickHouse within seconds
 demo: $(STAMP)
 	$(PY) -m pipeline demo --no-bootstrap
+
+# docs/img/dashboard.png and docs/queries.md from a fixed-seed, history-only world (headless Chromium)
+showcase: $(STAMP)
+	$(PY) -m pipeline.harness.showcase
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -42,6 +42,7 @@ from common.streams import append_with_cursor, read_cursor
 from ingesters.backfill import ProgressCallback, plan_backfill, run_parts
 from ingesters.bounded_cache import BoundedCache
 from ingesters.chain_logs import REPLY_DECODERS, blocks_needing_timestamps, get_logs_filter, normalize_logs
+from ingesters.cursor_ahead import AheadAlarm, chain_cursor_ahead
 from ingesters.json_rpc import (
     RangeTooLarge,
     SpanSizer,
@@ -70,6 +71,9 @@ class ChainSettings(PipelineSettings):
     rate_limit_per_s: float = Field(25.0, gt=0)
     poll_interval_s: float = Field(2.0, gt=0)
     backfill_workers: int = Field(4, ge=1, le=64)
+    # A cursor this far past the node's head for this long degrades the service (ingesters/cursor_ahead.py).
+    cursor_ahead_tolerance_blocks: int = Field(8, ge=0)
+    cursor_ahead_grace_s: float = Field(60.0, ge=0)  # how long past the tolerance before the alarm
 
 
 @dataclass(frozen=True)
@@ -156,15 +160,17 @@ class BlockRangeIngester:
     done: int = 0  # blocks of the range behind the cursor, for progress
     sizer: SpanSizer = field(default_factory=lambda: SpanSizer(1000, 10_000))
     safe: int = -1  # the safe head last seen; it only grows, so it is asked again once reached or stale
+    head: int = -1
     heads_at: float = 0.0  # monotonic time of that answer: the published gauges stay fresh while catching up
+    ahead: AheadAlarm = field(default_factory=lambda: AheadAlarm(60.0))
 
     def close_ahead(self) -> None:
         """Nothing is fetched ahead here: ranges are cheap to ask for compared with their timestamps."""
 
     async def refresh_heads(self) -> None:
-        head, self.safe = await self.node.heads()
+        self.head, self.safe = await self.node.heads()
         self.heads_at = time.monotonic()
-        self.service.gauge(keys.GAUGE_CHAIN_HEAD, head)
+        self.service.gauge(keys.GAUGE_CHAIN_HEAD, self.head)
         self.service.gauge(keys.GAUGE_SAFE_HEAD, self.safe)
 
     async def step(self) -> bool:
@@ -177,7 +183,10 @@ class BlockRangeIngester:
         safe = self.safe
         end = safe if self.last_block is None else min(safe, self.last_block)
         if last_done >= end:
+            tolerance = self.node.config.chain.cursor_ahead_tolerance_blocks
+            self.ahead.check(chain_cursor_ahead(last_done, self.head, tolerance) if stored is not None else None)
             return False
+        self.ahead.check(None)
         from_block, to_block = last_done + 1, min(end, last_done + self.sizer.span)
         try:
             logs = await self.node.call("eth_getLogs", [get_logs_filter(from_block, to_block, WATCHED_TOPICS)])
@@ -220,7 +229,8 @@ def range_ingester(service: Service, node: Node, first: int, last: int | None, k
     settings = node.config.chain
     sizer = SpanSizer(min(settings.initial_span_blocks, settings.max_span_blocks), settings.max_span_blocks)
     watch = UpgradeWatch(service, recheck_s=settings.poll_interval_s)
-    return BlockRangeIngester(service, node, first, last, key, watch=watch, sizer=sizer)
+    ahead = AheadAlarm(settings.cursor_ahead_grace_s)
+    return BlockRangeIngester(service, node, first, last, key, watch=watch, sizer=sizer, ahead=ahead)
 
 
 async def run(config: ChainConfig, *, once: bool = False, stop: asyncio.Event | None = None) -> Service:

@@ -36,8 +36,10 @@ from common.http import RateLimiter, make_client, request_json
 from common.service import Service, poll_forever, run_worker, service_main
 from common.streams import append_with_cursor, read_cursor
 from ingesters.backfill import ProgressCallback, plan_backfill, run_parts
+from ingesters.cursor_ahead import AheadAlarm, goldsky_cursor_ahead
 from ingesters.fetch_ahead import FetchAhead
 from ingesters.goldsky_pages import (
+    NEWEST_FILL_QUERY,
     Cursor,
     Row,
     build_request,
@@ -45,6 +47,7 @@ from ingesters.goldsky_pages import (
     extract_rows,
     is_second_complete,
     normalize_rows,
+    order_key,
     parse_cursor,
     plan_page,
 )
@@ -63,6 +66,9 @@ class GoldskySettings(PipelineSettings):
     rate_limit_per_s: float = Field(50.0, gt=0, le=100)  # Goldsky publishes 100 req/s per IP
     poll_interval_s: float = Field(5.0, gt=0)
     backfill_workers: int = Field(4, ge=1, le=64)
+    # A cursor this far past the subgraph's newest fill for this long degrades the service (ingesters/cursor_ahead.py).
+    cursor_ahead_tolerance_s: int = Field(60, ge=0)
+    cursor_ahead_grace_s: float = Field(60.0, ge=0)  # how long past the tolerance before the alarm
 
     @model_validator(mode="after")
     def _end_after_start(self) -> GoldskySettings:
@@ -102,6 +108,11 @@ class Subgraph:
         )  # fmt: skip
         return extract_rows(reply)
 
+    async def newest_fill_timestamp(self) -> int | None:
+        """The timestamp of the subgraph's newest fill (None: it has none)."""
+        rows = await self.fetch_page({"query": NEWEST_FILL_QUERY})
+        return None if not rows else max(order_key(row)[0] for row in rows)
+
 
 @dataclass
 class RangeIngester:
@@ -116,9 +127,11 @@ class RangeIngester:
     done: int = 0  # seconds of the range behind the cursor, for progress
     _complete: Cursor | None = None  # a cursor whose second is known complete
     ahead: FetchAhead = field(init=False)
+    past_newest: AheadAlarm = field(init=False)
 
     def __post_init__(self) -> None:
         self.ahead = FetchAhead(self.subgraph.fetch_page)
+        self.past_newest = AheadAlarm(self.subgraph.config.goldsky.cursor_ahead_grace_s)
 
     def request(self, cursor: Cursor, complete: bool) -> dict[str, Any]:
         size = self.subgraph.config.goldsky.page_size
@@ -151,6 +164,10 @@ class RangeIngester:
             await append_with_cursor(self.service.redis, keys.STREAM_ORDER_EVENTS, entries, moves, dead_letters=dead)
         for counter, n in (("fills", len(entries)), ("dead_letters", len(dead)), ("pages", 1)):
             self.service.count(counter, n)
+        if page.exhausted and not page.rows and stored[self.ts_key] is not None and self.last_ts is None:
+            await self.check_past_newest(cursor.timestamp)
+        else:
+            self.past_newest.check(None)
         end = self.last_ts if page.exhausted and self.last_ts is not None else page.cursor.timestamp
         self.done = max(0, end - self.first_ts + 1)
         log.info(
@@ -162,6 +179,12 @@ class RangeIngester:
             sticky=not page.second_complete,
         )
         return not page.exhausted
+
+    async def check_past_newest(self, cursor_ts: int) -> None:
+        """Nothing new after the cursor: is that because the cursor is past everything the subgraph holds?"""
+        tolerance_s = self.subgraph.config.goldsky.cursor_ahead_tolerance_s
+        newest = await self.subgraph.newest_fill_timestamp()
+        self.past_newest.check(goldsky_cursor_ahead(cursor_ts, newest, tolerance_s))
 
 
 async def run(config: GoldskyConfig, *, once: bool = False, stop: asyncio.Event | None = None) -> Service:

@@ -44,6 +44,7 @@ FILLS_QUERY = (
     " orderFilledEvents(first: $first, orderBy: timestamp, orderDirection: asc, where: $where) {"
     f" {FIELDS} }} }}"
 )
+NEWEST_FILL_QUERY = "{ orderFilledEvents(first: 1, orderBy: timestamp, orderDirection: desc) { id timestamp } }"
 
 # GraphQL error texts worth a retry: Goldsky's rate limit, indexers catching up or failing over, timeouts.
 TRANSIENT_GRAPHQL_HINTS = (
@@ -160,7 +161,7 @@ def build_request(
     return {"query": FILLS_QUERY, "variables": {"first": page_size, "where": where}, "operationName": "Fills"}
 
 
-def _order_key(row: Row) -> tuple[int, str]:
+def order_key(row: Row) -> tuple[int, str]:
     """(timestamp, id) of a row; rows without a usable one sort first and never move the cursor."""
     try:
         if type(row) is SubgraphFill:
@@ -172,7 +173,7 @@ def _order_key(row: Row) -> tuple[int, str]:
 
 def plan_page(rows: Sequence[Row], *, cursor: Cursor, second_complete: bool, page_size: int) -> Page:
     """Decide which rows of a response to write and the cursor that follows them."""
-    keyed = sorted(zip(map(_order_key, rows), rows, strict=True), key=itemgetter(0))
+    keyed = sorted(zip(map(order_key, rows), rows, strict=True), key=itemgetter(0))
     keys = [key for key, _ in keyed]
     ordered = [row for _, row in keyed]
     full = len(rows) >= page_size

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Iterable
 
 import redis.asyncio as aioredis
@@ -25,11 +27,14 @@ class MarketsCache:
         *,
         max_tokens: int = CACHE_MAX_TOKENS,
         wanted: Callable[[str], bool] = lambda _: True,
+        lookup_repeat_s: float = 0.0,
     ) -> None:
         self.redis = redis
         self.max_tokens = max_tokens
         self.wanted = wanted  # which unknown tokens to ask the markets ingester for
+        self.lookup_repeat_s = lookup_repeat_s
         self._cache: dict[str, MarketRef] = {}
+        self._asked_at: dict[str, float] = {}  # unknown token -> monotonic time it was last asked for
 
     async def resolve(self, tokens: Iterable[str]) -> dict[str, MarketRef]:
         """The markets of `tokens` that are known; unknown `wanted` tokens are asked of the markets ingester."""
@@ -49,10 +54,16 @@ class MarketsCache:
         return found
 
     async def request_lookups(self, tokens: Iterable[str]) -> None:
-        tokens = list(tokens)
-        if tokens:
-            async with map_redis_errors("request token lookups"):
-                await self.redis.sadd(keys.TOKEN_LOOKUPS, *tokens)
+        """Ask the markets ingester for the markets of `tokens`, each at most every `lookup_repeat_s`."""
+        now = time.monotonic()
+        due = [token for token in tokens if now - self._asked_at.get(token, -math.inf) >= self.lookup_repeat_s]
+        if not due:
+            return
+        async with map_redis_errors("request token lookups"):
+            await self.redis.sadd(keys.TOKEN_LOOKUPS, *due)
+        if len(self._asked_at) >= self.max_tokens:
+            self._asked_at.clear()
+        self._asked_at.update(dict.fromkeys(due, now))
 
     def _remember(self, token: str, market: MarketRef) -> MarketRef:
         if len(self._cache) >= self.max_tokens:

@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from simulator.chain_state import load_chain_state
 from simulator.config import SimConfig, parse_fault_changes, parse_faults
 from simulator.constants import DATA_API_PREFIX, GAMMA_PREFIX, GOLDSKY_PATH, RPC_PATH
 from simulator.data_api import DataApiService
@@ -100,9 +101,12 @@ class SimulatorApp:
                 return
 
     def start(self) -> None:
-        """Warm the lazy indexes, then mark history visible."""
+        """Warm the lazy indexes, continue the chain a previous run left (if it kept one), mark history visible."""
         _ = self.world.goldsky_ts_order, self.world.goldsky_id_order, self.goldsky.sorted_timestamps
         _ = self.rpc.renderer.token_words, self.rpc.renderer.wallet_topics
+        if self.clock.state_path is not None and (state := load_chain_state(self.clock.state_path)) is not None:
+            self.world.resume(state)
+            log.info("continuing the chain of the previous run from block %d", state.head_block)
         self.world.start()
 
     async def _serve(self, scope: str, send: Any, produce: Any) -> None:

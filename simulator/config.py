@@ -137,6 +137,7 @@ class SimConfig:
     # "honour" it, "ignore" it (every version), or serve "v1_only" (Gamma's default) whatever is asked.
     gamma_offset_versions: str = "honour"
     gamma_shape_share: float = 0.15  # share of listed markets rendered in one of today's rarer Gamma shapes
+    chain_state_file: str | None = None  # live head kept here across restarts (simulator/chain_state.py)
     faults: Faults = field(default_factory=Faults)
 
     def v2_fill_count(self) -> int:

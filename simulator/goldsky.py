@@ -27,7 +27,7 @@ from graphql.language import (
 )
 from graphql.utilities import value_from_ast_untyped
 
-from simulator.constants import block_hash, block_timestamp
+from simulator.constants import block_hash
 from simulator.gql_parse import QueryCache
 from simulator.world import World
 
@@ -187,7 +187,7 @@ class GoldskyService:
         block = {
             "number": head,
             "hash": block_hash(self.world.seed, head),
-            "timestamp": block_timestamp(head),
+            "timestamp": self.world.block_time(head),
             "__typename": "_Block_",
         }
         full = {

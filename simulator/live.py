@@ -9,8 +9,10 @@ import asyncio
 import logging
 import random
 import time
+from pathlib import Path
 
 from simulator.catalogue import LISTED
+from simulator.chain_state import save_chain_state
 from simulator.world import World
 
 log = logging.getLogger("simulator.live")
@@ -44,6 +46,8 @@ class LiveClock:
         self.rate = world.config.rate
         self.rng = random.Random(f"live-markets:{world.seed}")
         self.market_updates = 0
+        path = world.config.chain_state_file
+        self.state_path = Path(path) if path else None
 
     async def run(self) -> None:
         next_block_s = next_update_s = time.time()
@@ -57,6 +61,8 @@ class LiveClock:
                     self.world.produce_block(self.rate, now_s)
                     next_block_s += interval_s
                     produced += 1
+                if produced and self.state_path is not None:  # before any request can see the new blocks
+                    save_chain_state(self.state_path, self.world.chain_state)
                 if next_block_s <= now_s:
                     next_block_s = now_s + interval_s
                 if next_update_s <= now_s:

@@ -31,7 +31,6 @@ from simulator.constants import (
     V1_TOPIC,
     V2_TOPIC,
     block_hash,
-    block_timestamp,
 )
 from simulator.logs import LogRenderer, LogShape
 from simulator.planted import IMPLEMENTATION_SLOT, PlantedLog, word
@@ -142,7 +141,7 @@ class RpcService:
             "number": hex(number),
             "hash": block_hash(seed, number),
             "parentHash": block_hash(seed, number - 1),
-            "timestamp": hex(block_timestamp(number)),
+            "timestamp": hex(self.world.block_time(number)),
             "transactions": transactions,
             "uncles": [],
             "miner": "0x0000000000000000000000000000000000000000",

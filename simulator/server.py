@@ -193,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gamma-offset-versions", choices=("honour", "ignore", "v1_only"),
                    default=defaults.gamma_offset_versions, help="how offset listings treat `version`")  # fmt: skip
     p.add_argument("--gamma-shape-share", type=float, default=defaults.gamma_shape_share)
+    p.add_argument(
+        "--chain-state-file", metavar="PATH", help="keep the live head here: a restart continues the chain from it"
+    )
     p.add_argument("--export-truth", metavar="PATH", help="write the history's ground truth as JSON and exit")
     p.add_argument("--log-level", default="info")
     return p
@@ -223,6 +226,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         gamma_offset_cap=args.gamma_offset_cap or None,
         gamma_offset_versions=args.gamma_offset_versions,
         gamma_shape_share=args.gamma_shape_share,
+        chain_state_file=args.chain_state_file,
         faults=parse_faults(args.faults),
     )
 

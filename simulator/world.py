@@ -2,8 +2,10 @@
 
 History (v1 part ending at block CUTOVER_BLOCK - 1, v2 part starting at CUTOVER_BLOCK, where the CLOB v2 exchanges
 and, from EXCHANGE_V3_START_BLOCK, ExchangeV3 settle) is generated at construction; live blocks are appended by
-`produce_block`. v1 fills are the prefix `[0, v1_count)` of the store; Goldsky serves exactly those, RPC serves
-everything.
+`produce_block`. History blocks keep their fixed dates (2 s apart, anchored at the cutover); a live block carries
+the wall-clock second it was produced in, so a live fill is seconds old when it arrives. `resume` continues a
+chain a previous run served (simulator/chain_state.py): the next block follows its head, never behind it.
+v1 fills are the prefix `[0, v1_count)` of the store; Goldsky serves exactly those, RPC serves everything.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from functools import cached_property
 import numpy as np
 
 from simulator.catalogue import COMBO, LATE, LISTED, UNLISTED, Catalogue, Market, generate_catalogue
+from simulator.chain_state import ChainState
 from simulator.config import SimConfig
 from simulator.constants import BLOCK_TIME_S, CUTOVER_BLOCK, EXCHANGE_ADDRESSES, block_timestamp
 from simulator.fills import ExchangeV3Mix, FillStore, generate_live_block, generate_part, market_weights
@@ -129,6 +132,37 @@ class World:
         self.history_count = self.store.count
         self.first_block = int(self.store.columns["block"][0]) if self.store.count else CUTOVER_BLOCK - 1
         self.head_block = last_block + cfg.finalized_lag_blocks + TRAILING_EMPTY_BLOCKS
+        self.history_head_block = self.head_block
+        self.live_base_block = self.head_block  # live blocks of this run are live_base_block + 1 ...
+        self.resumed_timestamp = block_timestamp(self.head_block)  # of blocks a previous run produced
+        self.live_timestamps = np.zeros(1024, np.int64)  # [i]: timestamp of block live_base_block + 1 + i
+
+    def resume(self, state: ChainState) -> None:
+        """Continue the chain a previous run served up to `state`: no head, no timestamp behind it."""
+        if self.live_blocks_produced or state.head_block <= self.head_block:
+            return
+        self.head_block = self.live_base_block = state.head_block
+        self.resumed_timestamp = max(state.head_timestamp, self.resumed_timestamp)
+
+    @property
+    def chain_state(self) -> ChainState:
+        return ChainState(self.head_block, self.block_time(self.head_block))
+
+    def block_time(self, block: int) -> int:
+        return int(self.block_times(np.array([block], np.int64))[0])
+
+    def block_times(self, blocks: np.ndarray) -> np.ndarray:
+        """Unix seconds of each block: history blocks 2 s apart from the cutover, live ones as produced, blocks
+        of an earlier run (or past the head) at the newest timestamp known before them."""
+        blocks = np.asarray(blocks, np.int64)
+        times = block_timestamp(0) + blocks * BLOCK_TIME_S
+        live = blocks > self.history_head_block
+        if live.any():
+            # Index 0: the newest time before this run's first live block (an earlier run's blocks); past the
+            # head: the newest time known.
+            known = np.concatenate(([self.resumed_timestamp], self.live_timestamps[: self.live_blocks_produced]))
+            times[live] = known[np.clip(blocks[live] - self.live_base_block, 0, len(known) - 1)]
+        return times
 
     # --- clock -----------------------------------------------------------------------------------------
     def start(self, now_s: float | None = None) -> None:
@@ -157,6 +191,10 @@ class World:
             batch.columns["visible_at"][:] = now_s
             self.store.append(batch)
             added = len(batch)
+        if self.live_blocks_produced == len(self.live_timestamps):
+            self.live_timestamps = np.resize(self.live_timestamps, 2 * len(self.live_timestamps))
+        previous = self.live_timestamps[self.live_blocks_produced - 1] if self.live_blocks_produced else 0
+        self.live_timestamps[self.live_blocks_produced] = max(int(now_s), int(previous), self.resumed_timestamp)
         self.head_block = block
         self.live_blocks_produced += 1
         return added
@@ -197,7 +235,7 @@ class World:
         return self.store.col(name)
 
     def timestamps(self, idx: np.ndarray | slice) -> np.ndarray:
-        return block_timestamp(0) + self.col("block")[idx] * BLOCK_TIME_S
+        return self.block_times(self.col("block")[idx])
 
     def fill_ids(self, idx: np.ndarray) -> list[str]:
         tx = self.store.tx_hash[self.col("group")[idx]].tobytes().hex()

@@ -223,15 +223,27 @@ def query_unresolved_by_module(client: Client, database: str) -> dict[str, int]:
     return {module_name(int(module_id)): int(n) for module_id, n in rows}
 
 
+def table_counts(client: Client, database: str) -> dict[str, int]:
+    """`count()` of each table that exists, in one query. Not system.tables.total_rows: it still counts the rows a
+    lightweight DELETE has only masked (a re-listed market's replaced row) until a merge drops them. What a count
+    costs (measured on chDB, docs/performance-fleet.md "What a count costs"): without a masked row, part metadata only
+    (100M rows: 3 ms); a part with a lightweight-delete mask has its `_row_exists` column read (1 byte a row,
+    83M masked rows: 160 ms). `trades` and `order_filled_events` never get lightweight deletes, so theirs stays a
+    metadata read at any size; `markets` and `events` are small."""
+    existing = client.query(
+        "SELECT name FROM system.tables WHERE database = {db:String} AND name IN {names:Array(String)}",
+        parameters={"db": database, "names": list(tables.ALL)},
+    ).result_columns
+    names = [name for name in tables.ALL if existing and name in existing[0]]
+    if not names:
+        return {}
+    sql = " UNION ALL ".join(f"SELECT '{name}', count() FROM {database}.{name}" for name in names)
+    return {name: int(n) for name, n in client.query(sql).result_rows}
+
+
 def query_clickhouse(client: Client, database: str) -> tuple[ClickHouseStatus, list[str]]:
     """Table counts, newest trade, trades without a market, the latest taker-side trades (and their tokens)."""
-    counts = {
-        name: rows
-        for name, rows in client.query(
-            "SELECT name, total_rows FROM system.tables WHERE database = {db:String} AND name IN {names:Array(String)}",
-            parameters={"db": database, "names": list(tables.ALL)},
-        ).result_rows
-    }
+    counts = table_counts(client, database)
     status = ClickHouseStatus(ok=True, checked_at=time.time(), tables=[
         TableStatus(name=t, rows=int(counts.get(t) or 0)) for t in tables.ALL
     ])  # fmt: skip

@@ -22,6 +22,10 @@ Starts the simulator, Redis, the embedded ClickHouse and the six services as sep
 4. unique inserts: `bench/bench_dedup.py` (its own servers, 10M rows stored): the check's cost per fill, and the
    writer's rows/s with the check and without it (`--skip-dedup` leaves it out).
 Writes `bench/results/<UTC time>-<quick|full>.json` and `.md`, `latest.md` and `latest-<quick|full>.md`.
+
+    python -m pipeline bench --fleet-live  # the demo's fleet at 50 fills/s: CPU, PSS and RSS per process
+
+measures what the whole fleet costs at a live rate (pipeline/harness/fleet_live.py).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from pipeline.harness.fleet import (
     table_count,
     wait_converged,
 )
+from pipeline.harness.fleet_live import run_fleet_live, write_fleet_live
 from pipeline.harness.truth_check import check_against_truth, fetch_truth
 
 SAMPLE_INTERVAL_S = 0.5
@@ -252,7 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="250,000 fills and 30 s of live fills (under 3 minutes)")
     p.add_argument("--fills", type=int, help="history fills (default 2,000,000; --quick 250,000)")
     p.add_argument("--live-s", type=float, help="seconds of live fills (default 120; --quick 30)")
-    p.add_argument("--live-rate", type=float, default=float(targets.LATENCY_RATE), help="live fills/s")
+    p.add_argument("--live-rate", type=float, help=f"live fills/s (default {targets.LATENCY_RATE:,}; --fleet-live 50)")
+    p.add_argument("--fleet-live", action="store_true", help="the demo's fleet at a live rate: CPU and memory")
+    p.add_argument("--warmup-s", type=float, default=60.0, help="--fleet-live: seconds before measuring")
+    p.add_argument("--label", default="", help="--fleet-live: a word added to the results' file names")
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="a service setting (repeatable)")
     p.add_argument("--out", default=str(Path(__file__).resolve().parents[2] / "bench" / "results"))
     p.add_argument("--workdir", help="keep data and logs here (default: a temp folder, removed afterwards)")
@@ -262,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.fleet_live:
+        return fleet_live_main(args)
     mode = "quick" if args.quick else "full"
     history, live_s = MODES[mode]
     history = args.fills or history
@@ -269,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
     try:
         env = dict(item.split("=", 1) for item in args.env)
-        result = run_bench(mode, history, live_s, args.live_rate, workdir, env)
+        result = run_bench(mode, history, live_s, args.live_rate or float(targets.LATENCY_RATE), workdir, env)
         if not args.skip_dedup:
             result["dedup"] = dedup_phase(print)
     except (TimeoutError, RuntimeError) as exc:
@@ -278,6 +288,21 @@ def main(argv: list[str] | None = None) -> int:
     paths = write_results(result, Path(args.out))
     print(paths["summary"])
     print(f"written: {', '.join(str(p) for k, p in paths.items() if k != 'summary')}")
+    if not args.workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def fleet_live_main(args: argparse.Namespace) -> int:
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="pipeline-fleet-live-"))
+    env = dict(item.split("=", 1) for item in args.env)
+    live_s = args.live_s if args.live_s is not None else 180.0
+    try:
+        result = run_fleet_live(args.live_rate or 50.0, args.warmup_s, live_s, workdir, env)
+    except (TimeoutError, RuntimeError) as exc:
+        print(f"bench: {exc} (logs in {workdir})", file=sys.stderr)
+        return 1
+    print(f"written: {write_fleet_live(result, Path(args.out), args.label)}")
     if not args.workdir:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

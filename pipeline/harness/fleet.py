@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import redis
 
 from common import keys, tables
@@ -46,6 +47,8 @@ READY_DEADLINE_S = 120.0  # the simulator builds a 2,000,000-fill world in a few
 STOP_DEADLINE_S = 20.0
 PR_SET_PDEATHSIG = 1
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+PFN_MASK = (1 << 55) - 1  # pagemap entry: bits 0-54 the page frame number, bit 63 "present"
 
 # What every service gets in the benchmark and the chaos run, unless the caller overrides it.
 SERVICE_DEFAULTS = {
@@ -81,16 +84,53 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def read_status_kb(pid: int, field_name: str) -> int:
-    """A `VmRSS`/`VmHWM` line of /proc/<pid>/status in kB (0 when the process is gone)."""
+def read_status_kb(pid: int, field_name: str, file: str = "status") -> int:
+    """A `VmRSS`/`VmHWM` line of /proc/<pid>/status in kB (0 when the process is gone); `file="smaps_rollup"`: a
+    `Pss`/`Rss` line of it. PSS splits each shared page between the processes that map it, so PSS figures of
+    several processes add up to memory counted once."""
     try:
-        with open(f"/proc/{pid}/status") as status:
+        with open(f"/proc/{pid}/{file}") as status:
             for line in status:
                 if line.startswith(field_name + ":"):
                     return int(line.split()[1])
     except (OSError, ValueError, IndexError):
         pass
     return 0
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Every live process of process group `pgid` (a program and any child it forked), from /proc/<pid>/stat."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid:
+            pids.append(int(entry.name))
+    return pids
+
+
+def resident_frames(pid: int) -> set[int]:
+    """The physical page frames a process has resident, from /proc/<pid>/pagemap (frame numbers are shown to root
+    only: empty otherwise). A union over several processes is their memory counted once, whatever else on the
+    machine maps the same pages (PSS splits a library's pages with every process of any user that maps it)."""
+    frames: set[int] = set()
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/smaps") as smaps, open(f"/proc/{pid}/pagemap", "rb") as pm:
+        start = end = 0
+        for line in smaps:
+            head = line.split(maxsplit=1)[0]
+            if not head.endswith(":"):
+                start, end = (int(x, 16) for x in head.split("-"))
+            elif head == "Rss:" and line.split()[1] != "0":
+                with contextlib.suppress(OSError):
+                    pm.seek(start // PAGE_SIZE * 8)
+                    entries = np.frombuffer(pm.read((end - start) // PAGE_SIZE * 8), "<u8")
+                    present = entries[(entries >> np.uint64(63)) == 1] & np.uint64(PFN_MASK)
+                    frames.update(present[present != 0].tolist())
+    return frames
 
 
 def read_cpu_s(pid: int) -> float:
@@ -130,6 +170,22 @@ class Program:
         self.cpu_s_now = max(self.cpu_s_now, read_cpu_s(self.process.pid))
         return read_status_kb(self.process.pid, "VmRSS")
 
+    def memory_kb(self) -> tuple[int, int]:
+        """(PSS, RSS) in kB of the program's whole process group now; (0, 0) when it is not running."""
+        if not self.running:
+            return 0, 0
+        assert self.process is not None
+        pids = group_pids(self.process.pid)
+        pss = sum(read_status_kb(pid, "Pss", "smaps_rollup") for pid in pids)
+        return pss, sum(read_status_kb(pid, "Rss", "smaps_rollup") for pid in pids)
+
+    def frames(self) -> set[int]:
+        """Resident page frames of the program's whole process group (see `resident_frames`)."""
+        if not self.running:
+            return set()
+        assert self.process is not None
+        return set().union(*(resident_frames(pid) for pid in group_pids(self.process.pid)))
+
     @property
     def cpu_s(self) -> float:
         return self.cpu_s_before + self.cpu_s_now
@@ -148,6 +204,9 @@ class Fleet:
     workdir: Path
     simulator_args: list[str] = field(default_factory=list)
     service_env: dict[str, str] = field(default_factory=dict)  # overrides SERVICE_DEFAULTS
+    service_defaults: dict[str, str] = field(default_factory=lambda: dict(SERVICE_DEFAULTS))
+    dashboard: bool = False  # also run the dashboard (program `dashboard`, on `dashboard_port`)
+    dashboard_port: int = field(default_factory=free_port)
     redis_port: int = field(default_factory=free_port)
     clickhouse_port: int = field(default_factory=free_port)
     simulator_port: int = field(default_factory=free_port)
@@ -170,9 +229,13 @@ class Fleet:
                       self.redis_ready)  # fmt: skip
         ch_argv = [*py, "pipeline", "embedded-clickhouse", "--host", "127.0.0.1", "--port", str(self.clickhouse_port)]
         self._add("clickhouse", [*ch_argv, "--data-dir", str(data / "clickhouse")], base, self.clickhouse_ready)
-        env = base | SERVICE_DEFAULTS | self.endpoints() | self.service_env
-        for name, module in SERVICE_MODULES.items():
+        env = base | self.service_defaults | self.endpoints() | self.service_env
+        for name, module in self.service_modules.items():
             self._add(name, [*py, module], env)
+
+    @property
+    def service_modules(self) -> dict[str, str]:
+        return SERVICE_MODULES | ({"dashboard": "dashboard.app"} if self.dashboard else {})
 
     def _add(self, name: str, argv: list[str], env: dict[str, str], ready: Callable[[], bool] | None = None) -> None:
         self.programs[name] = Program(name, argv, dict(env), self.workdir / "logs" / f"{name}.out", ready)
@@ -197,6 +260,7 @@ class Fleet:
             "GAMMA_API_URL": f"{self.simulator_url}/gamma",
             "GOLDSKY_URL": f"{self.simulator_url}/goldsky/subgraphs/orderbook-subgraph/0.0.1/gn",
             "POLYGON_RPC_URL": f"{self.simulator_url}/rpc",
+            "DASHBOARD_PORT": str(self.dashboard_port),
         }
 
     def redis_settings(self) -> RedisSettings:
@@ -259,8 +323,8 @@ class Fleet:
         for name in self.servers:
             self.wait_ready(name)
 
-    def start_services(self, names: tuple[str, ...] = tuple(SERVICE_MODULES)) -> None:
-        for name in names:
+    def start_services(self, names: tuple[str, ...] | None = None) -> None:
+        for name in self.service_modules if names is None else names:
             self.start(name)
 
     def kill(self, name: str) -> None:
@@ -280,8 +344,8 @@ class Fleet:
 
     def stop_all(self) -> None:
         """SIGTERM every running program (services first, servers last), then SIGKILL what outlives the deadline."""
-        order = [*SERVICE_MODULES, *reversed(self.servers)]
-        for group in (order[: len(SERVICE_MODULES)], order[len(SERVICE_MODULES) :]):
+        services = list(self.service_modules)
+        for group in (services, list(reversed(self.servers))):
             running = [self.programs[n].process for n in group if self.programs[n].running]
             for process in running:
                 _signal_group(process, signal.SIGTERM)
@@ -310,6 +374,19 @@ class Fleet:
         """CPU seconds each program has used so far, over all its incarnations."""
         self.sample_rss()
         return {name: p.cpu_s for name, p in self.programs.items()}
+
+    def memory_mb(self) -> dict[str, tuple[float, float]]:
+        """(PSS, RSS) in MB of each running program now (process group included)."""
+        memory = {name: p.memory_kb() for name, p in self.programs.items()}
+        return {name: (pss / 1024, rss / 1024) for name, (pss, rss) in memory.items()}
+
+    def counted_once_mb(self, names: list[str]) -> float:
+        """Resident memory of these programs together, each page counted once (0 without root: see
+        `resident_frames`)."""
+        frames: set[int] = set()
+        for name in names:
+            frames |= self.programs[name].frames()
+        return len(frames) * PAGE_SIZE / 2**20
 
     def peak_rss_mb(self, name: str) -> float:
         program = self.programs[name]

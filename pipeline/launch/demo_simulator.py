@@ -3,7 +3,9 @@
 Its flags come from SIMULATOR_* variables, so supervisord.conf names no port or rate: SIMULATOR_HOST (127.0.0.1),
 SIMULATOR_PORT (8545), SIMULATOR_RATE (live fills/s, 50), SIMULATOR_HISTORY_FILLS (5000), SIMULATOR_MARKETS (60),
 SIMULATOR_SEED (1), SIMULATOR_FINALIZED_LAG_BLOCKS (2: live fills reach the chain ingester within seconds, where
-the real chain's `finalized` lags about a minute). Any extra argument goes to `python -m pipeline simulator`.
+the real chain's `finalized` lags about a minute), SIMULATOR_CHAIN_STATE_FILE (data/demo/simulator/chain.json: the
+live head kept with the demo's data, so a restarted demo continues its chain instead of serving a head behind the
+chain ingester's cursor; "" keeps none). Any extra argument goes to `python -m pipeline simulator`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class DemoSimulatorSettings(PipelineSettings):
     markets: int = Field(60, ge=1)
     seed: int = 1
     finalized_lag_blocks: int = Field(2, ge=0)
+    chain_state_file: str = "data/demo/simulator/chain.json"  # the demo chain's head, kept across restarts
 
 
 def simulator_argv(settings: DemoSimulatorSettings) -> list[str]:
@@ -39,7 +42,7 @@ def simulator_argv(settings: DemoSimulatorSettings) -> list[str]:
         f"--markets={settings.markets}",
         f"--seed={settings.seed}",
         f"--finalized-lag-blocks={settings.finalized_lag_blocks}",
-    ]
+    ] + ([f"--chain-state-file={settings.chain_state_file}"] if settings.chain_state_file else [])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,10 @@ One line per check, with its verdict (ok, warn, FAIL) and why:
   ch tables  each table's engine and whether its dedup window is the profile's (the database may not exist yet:
              the writer creates it at its start)
 `--only redis`, `--only sources` or `--only clickhouse` runs one group (repeat it for several).
+  cursors    the cursors stored in Redis (REDIS_*) against the sources: `state:chain_last_block` past the node's head
+             by more than CHAIN_CURSOR_AHEAD_TOLERANCE_BLOCKS, or `state:goldsky_last_timestamp` past the subgraph's
+             newest fill by more than GOLDSKY_CURSOR_AHEAD_TOLERANCE_S, fails: the ingester would wait for a source
+             that may never catch up (ingesters/cursor_ahead.py); Redis unreachable is a warning
 The RPC URL usually embeds an API key: it is shown masked. Requests use the HTTP_* timeouts, capped at
 `--timeout-s`, and at most two attempts each. `--json` prints the checks as one JSON document.
 """
@@ -47,7 +51,7 @@ import httpx
 import orjson
 from rich.text import Text
 
-from common import deployment
+from common import deployment, keys
 from common.clickhouse import make_client as make_clickhouse_client
 from common.clickhouse import map_clickhouse_errors, refuse_distributed_tables, refuse_sharded_cluster
 from common.config import ClickHouseSettings, GammaSettings, HttpSettings, RedisSettings, SourceSettings, load
@@ -65,8 +69,10 @@ from common.http import RateLimiter, make_client, request_json
 from common.redis_client import make_redis, map_redis_errors
 from common.redis_probe import UnsupportedServer, read_durability, read_version
 from common.status.snapshot import is_instance_of, read_services
+from common.streams import read_cursor
 from ingesters import chain_ingester, goldsky_ingester
 from ingesters.chain_logs import ChainLog, get_logs_filter
+from ingesters.cursor_ahead import chain_cursor_ahead, goldsky_cursor_ahead
 from ingesters.json_rpc import RangeTooLarge, hex_quantity
 from pipeline.ops.command import console, iso, make_parser, run_command
 
@@ -76,7 +82,6 @@ CUTOVER_TS = 1_777_334_400  # 2026-04-28T00:00:00Z: the v1 exchanges stopped, an
 FIRST_SPAN_BLOCKS = 10_000
 FINALITY_WARN_S = 60.0  # Polygon finalizes in 2-5 s (docs/upstream.md §5); minutes mean a stall
 FINALITY_FAIL_S = 600.0
-NEWEST_FILL_QUERY = "{ orderFilledEvents(first: 1, orderBy: timestamp, orderDirection: desc) { id timestamp } }"
 STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red"}
 
 
@@ -170,12 +175,11 @@ async def check_gamma(client: httpx.AsyncClient, http: HttpSettings, url: str, p
 async def check_goldsky(client: httpx.AsyncClient, config: goldsky_ingester.GoldskyConfig) -> Check:
     subgraph = goldsky_ingester.Subgraph(client, RateLimiter(config.goldsky.rate_limit_per_s), config)
     try:
-        rows = await subgraph.fetch_page({"query": NEWEST_FILL_QUERY})
+        newest = await subgraph.newest_fill_timestamp()
     except SourceError as exc:
         return failed("goldsky", exc)
-    if not rows:
-        return Check("goldsky", "warn", "reachable, but it has no fills")
-    newest = int(rows[0]["timestamp"])
+    if newest is None:
+        return Check("goldsky", "warn", "reachable, but it has no fills", {"newest_fill_at": None})
     if newest < CUTOVER_TS + 86_400:
         detail = f"reachable; newest fill {iso(newest)}: stale since the 2026-04-28 cutover, as expected (history only)"
     else:
@@ -425,6 +429,40 @@ async def check_redis(settings: RedisSettings, timeout_s: float) -> Check:
                   "durability_warning": durability.warning})  # fmt: skip
 
 
+# --- stored cursors -------------------------------------------------------------------------------------------
+
+
+async def check_cursors(
+    redis_settings: RedisSettings, chain: chain_ingester.ChainConfig, goldsky: goldsky_ingester.GoldskyConfig,
+    checks: list[Check],
+) -> Check:  # fmt: skip
+    """The stored cursors against the head and the newest fill the probes above found."""
+    found = {check.name: check.data for check in checks}
+    redis = make_redis(redis_settings)
+    try:
+        stored = await read_cursor(redis, [keys.STATE_CHAIN_LAST_BLOCK, keys.STATE_GOLDSKY_LAST_TIMESTAMP])
+    except SinkError as exc:
+        where = f"{redis_settings.host}:{redis_settings.port}"
+        return Check("cursors", "warn", f"Redis at {where} does not answer ({exc}): stored cursors not checked")
+    finally:
+        await redis.aclose()
+    chain_cursor, goldsky_cursor = stored[keys.STATE_CHAIN_LAST_BLOCK], stored[keys.STATE_GOLDSKY_LAST_TIMESTAMP]
+    problems, seen = [], []
+    if chain_cursor is not None and "head" in found.get("finality", {}):
+        tolerance = chain.chain.cursor_ahead_tolerance_blocks
+        problems.append(chain_cursor_ahead(int(chain_cursor), found["finality"]["head"], tolerance))
+        seen.append(f"chain {int(chain_cursor):,}")
+    if goldsky_cursor is not None and "newest_fill_at" in found.get("goldsky", {}):
+        tolerance_s = goldsky.goldsky.cursor_ahead_tolerance_s
+        problems.append(goldsky_cursor_ahead(int(goldsky_cursor), found["goldsky"]["newest_fill_at"], tolerance_s))
+        seen.append(f"goldsky {iso(int(goldsky_cursor))}")
+    data = {"chain_last_block": chain_cursor, "goldsky_last_timestamp": goldsky_cursor}
+    if why := [p for p in problems if p is not None]:
+        return Check("cursors", "fail", "; ".join(why), data)
+    detail = f"not past their sources ({', '.join(seen)})" if seen else "none stored, or their sources did not answer"
+    return Check("cursors", "ok", detail, data)
+
+
 # --- the command ---------------------------------------------------------------------------------------------
 
 
@@ -461,7 +499,10 @@ async def run_checks(args: argparse.Namespace) -> tuple[dict[str, str], list[Che
         results = await asyncio.gather(*probes)
     group_of = {"gamma": "sources", "goldsky": "sources", "rpc": "sources", "clickhouse": "clickhouse"}
     sources = {name: url for name, url in sources.items() if wanted(group_of[name])}
-    return sources, [check for result in results for check in ([result] if isinstance(result, Check) else result)]
+    checks = [check for result in results for check in ([result] if isinstance(result, Check) else result)]
+    if wanted("sources"):
+        checks.append(await check_cursors(load(RedisSettings), chain, goldsky, checks))
+    return sources, checks
 
 
 def print_checks(sources: dict[str, str], checks: list[Check]) -> None:

@@ -21,13 +21,11 @@ from common import keys
 from common.config import ClickHouseSettings, StreamSettings
 from dashboard.app import DashboardConfig, create_app
 from dashboard.settings import DashboardSettings
+from pipeline.harness.showcase import CHROMIUM, CHROMIUM_ARGS
 from processors import clickhouse_writer, trade_processor
 from tests.fixtures.dashboard_world import running_dashboard, serve_in_thread
 from tests.fixtures.fills_world import make_fills, publish_fills
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 STREAMS = (0.2, 5000)  # block_ms, claim_min_idle_ms for the live services below
 

@@ -20,14 +20,14 @@ from pydantic import SecretStr
 
 from common import keys
 from common.clickhouse import make_client
-from common.config import HttpSettings, RedisSettings, SourceSettings, StreamSettings
+from common.config import HttpSettings, RedisSettings, SourceSettings
 from common.payloads import decode_order_event, decode_trade
 from common.status.snapshot import query_clickhouse
 from ingesters import chain_ingester
 from ingesters import polymarket_ingester as markets_ingester
 from ingesters.gamma import Connections
 from processors import clickhouse_writer, trade_processor
-from tests.fixtures.helpers import wait_until
+from tests.fixtures.helpers import UNCLAIMED_STREAMS, wait_until
 from tests.fixtures.simulator import SimulatorFactory
 
 LATE_LISTING_DELAY_S = 20.0
@@ -35,7 +35,7 @@ WAIT_S = LATE_LISTING_DELAY_S + 8.0  # the late V2 market is listed well within 
 WORLD = {"seed": 23, "markets": 40, "history_fills": 6_000, "v2_fills": 3_000,
          "late_listing_delay_s": LATE_LISTING_DELAY_S}  # fmt: skip
 HTTP = HttpSettings(connect_timeout_s=2, read_timeout_s=2, backoff_base_s=0.02, backoff_max_s=0.2)
-STREAMS = StreamSettings(block_ms=50, claim_min_idle_ms=60_000, claim_interval_s=1.0, trim_interval_s=0.2)
+STREAMS = UNCLAIMED_STREAMS
 COLUMNS = ("id", "token_id", "market_id", "condition_id", "outcome", "outcome_index", "maker_direction",
            "taker_direction", "usd_amount", "token_amount", "price", "is_taker_side", "exchange", "fee")  # fmt: skip
 

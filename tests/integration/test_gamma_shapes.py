@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 from common import keys
 from common.clickhouse import apply_migrations, make_client
-from common.config import ClickHouseSettings, HttpSettings, RedisSettings, SourceSettings, StreamSettings
+from common.config import ClickHouseSettings, HttpSettings, RedisSettings, SourceSettings
 from common.payloads import decode_market_ref
 from ingesters import polymarket_events_ingester as events_ingester
 from ingesters import polymarket_ingester as markets_ingester
@@ -23,8 +23,9 @@ from processors import clickhouse_writer
 from processors.rows import market_row
 from simulator.gamma_shapes import V1_SHAPES, V2_SHAPES
 from tests.fixtures.gamma_shapes import POSITIONS, SHAPES, V2_EVENT
+from tests.fixtures.helpers import UNCLAIMED_STREAMS
 
-STREAMS = StreamSettings(block_ms=50, claim_min_idle_ms=60_000, claim_interval_s=1.0, trim_interval_s=0.2)
+STREAMS = UNCLAIMED_STREAMS
 HTTP = HttpSettings(connect_timeout_s=2, read_timeout_s=2, backoff_base_s=0.02, backoff_max_s=0.2)
 COLUMNS = ("version", "position_ids", "clob_token_ids", "resolution_status", "volume", "liquidity", "outcomes",
            "outcome_prices", "neg_risk", "closed", "toString(start_date)", "toString(created_at)",

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
+import redis
 
 from common.clickhouse import apply_migrations
 from common.config import ClickHouseSettings
@@ -15,10 +16,19 @@ from common.exchanges import EXCHANGE_V3
 from pipeline.ops import doctor
 from simulator.planted import INITIAL_IMPLEMENTATION
 from tests.fixtures.clickhouse_server import clickhouse_env
+from tests.fixtures.redis_server import RedisServer
 from tests.fixtures.simulator import SimulatorFactory
 
 # today's world (V2 markets, Combos); the last 1,000 blocks hold only fills after the cutover
 WORLD = {"seed": 5, "markets": 120, "history_fills": 6_000, "v2_fills": 4_500, "burst_fills": 200}
+
+
+@pytest.fixture(autouse=True)
+def empty_redis(redis_server: RedisServer) -> None:
+    """The cursors check reads the test's Redis, with no cursor stored (tests/integration/test_cursor_ahead.py
+    stores some)."""
+    with redis.Redis(port=redis_server.port) as client:
+        client.flushall()
 
 
 def point_at(sim: Any, redis_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -45,7 +55,8 @@ def lines_of(out: str) -> dict[str, str]:
 
 
 CHECK_NAMES = ("redis", "gamma", "goldsky", "finality", "getLogs", "CTF Exchange", "NegRisk CTF Exchange",
-               "CTFExchangeV2", "NegRiskCtfExchangeV2", "ExchangeV3", "implementation", "topics")  # fmt: skip
+               "CTFExchangeV2", "NegRiskCtfExchangeV2", "ExchangeV3", "implementation", "topics",
+               "cursors")  # fmt: skip
 
 
 async def test_doctor_passes_every_check_on_the_simulator(

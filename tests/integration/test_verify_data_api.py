@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from pydantic import SecretStr
 
 from common import keys
-from common.config import HttpSettings, RedisSettings, SourceSettings, StreamSettings
+from common.config import HttpSettings, RedisSettings, SourceSettings
 from ingesters import chain_ingester
 from ingesters import polymarket_ingester as markets_ingester
 from ingesters.gamma import Connections
@@ -28,13 +28,13 @@ from pipeline.ops import verify_data_api
 from pipeline.ops.command import iso
 from processors import clickhouse_writer, trade_processor
 from tests.fixtures.dashboard_world import run_command, set_pipeline_env
-from tests.fixtures.helpers import wait_until
+from tests.fixtures.helpers import UNCLAIMED_STREAMS, wait_until
 from tests.fixtures.simulator import SimulatorFactory
 
 WORLD = {"seed": 31, "markets": 24, "history_fills": 4_000, "v2_fills": 2_000, "late_markets": 0,
          "faults": "data_api.429=0.2,retry_after_s=0"}  # fmt: skip
 HTTP = HttpSettings(connect_timeout_s=2, read_timeout_s=2, backoff_base_s=0.02, backoff_max_s=0.2)
-STREAMS = StreamSettings(block_ms=50, claim_min_idle_ms=60_000, claim_interval_s=1.0, trim_interval_s=0.2)
+STREAMS = UNCLAIMED_STREAMS
 
 
 async def run_pipeline(sim: Any, truth: dict[str, Any], redis: aioredis.Redis, redis_settings: RedisSettings,
