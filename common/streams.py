@@ -175,10 +175,10 @@ class StreamConsumer:
                 if "BUSYGROUP" not in str(exc):
                     raise
 
-    def rewind(self, *, isolate: bool) -> None:
-        """Re-read our own pending entries next; `isolate` reads them one at a time so poison stands alone."""
+    def rewind(self) -> None:
+        """Re-read our own pending entries next, one at a time, so poison stands alone."""
         self._pending_start = "0"
-        self._isolate = isolate
+        self._isolate = True
 
     async def read(self) -> list[Entry]:
         """The next batch: own pending entries first, then dead consumers' entries when due, then new ones."""
@@ -306,7 +306,7 @@ class StreamConsumer:
             log.warning("entries past max_deliveries whose consumer died handling them; handling them alone",
                         stream=self.stream, group=self.group, entries=len(interrupted))  # fmt: skip
             held_back.update(entry.id for entry in interrupted)
-            self.rewind(isolate=True)
+            self.rewind()
         return held_back
 
     async def keep(self, ids: Sequence[str]) -> None:
@@ -506,7 +506,7 @@ async def _handle_batch(
         # the entries stay pending either way; if Redis is down only the reason is lost
         with contextlib.suppress(TransientSinkError):
             await consumer.record_failure(batch, f"{type(exc).__name__}: {exc}")
-        consumer.rewind(isolate=True)
+        consumer.rewind()
         await sleep_unless_stopped(stop, Backoff(base_s=0.2, max_s=10.0).next_delay_s())
         return
     if done and on_success is not None:

@@ -19,7 +19,7 @@ with the profile's `check_settings` (`select_sequential_consistency=1` on `clust
 common/deployment.py), and a replica that cannot answer consistently raises, which is a TransientSinkError like
 any failed check: the batch is retried, never taken as absent.
 The caller acks after this returns. If it dies after the insert and before the ack, the replay (the whole batch,
-or one entry at a time after `rewind(isolate=True)`) finds every id stored and inserts nothing.
+or one entry at a time after `rewind()`) finds every id stored and inserts nothing.
 
 Why ask ClickHouse rather than keep the ids seen in Redis: it is exact at any table size with nothing in Redis but
 the lock (a bounded window of recent ids is not exact at 1B rows), and unlike giving each source a disjoint range

@@ -174,7 +174,7 @@ async def test_a_batch_whose_insert_landed_but_whose_ack_failed_is_replayed_entr
 ):
     """The bisection path: one row of the batch is refused by both fill tables (log_index beyond their UInt32), so
     each insert bisects and the other rows land; then the ack fails (as if the process died on that line), so the
-    consumer rewinds with isolate=True and re-reads the batch one entry at a time, each with a token of its own."""
+    consumer rewinds and re-reads the batch one entry at a time, each with a token of its own."""
     settings = ClickHouseSettings(host="127.0.0.1", port=clickhouse_server.port, database=database, batch_size=5000,
                                   flush_interval_s=0.05, insert_max_attempts=2)  # fmt: skip
     apply_migrations(settings)
