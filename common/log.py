@@ -21,18 +21,19 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 
 
 class _Tee:
-    """A file-like object writing every line to stdout (looked up at each write) and to the log file."""
+    """A file-like object writing every line to stdout or stderr (looked up at each write) and to the log file."""
 
-    def __init__(self, log_file: IO[str] | None) -> None:
+    def __init__(self, log_file: IO[str] | None, stream: str = "stdout") -> None:
         self._log_file = log_file
+        self._stream = stream
 
     def write(self, text: str) -> None:
-        sys.stdout.write(text)
+        getattr(sys, self._stream).write(text)
         if self._log_file is not None:
             self._log_file.write(text)
 
     def flush(self) -> None:
-        sys.stdout.flush()
+        getattr(sys, self._stream).flush()
         if self._log_file is not None:
             self._log_file.flush()
 
@@ -41,7 +42,11 @@ def _json_renderer(_: Any, __: str, event: MutableMapping[str, Any]) -> str:
     return orjson.dumps(event, default=str).decode()
 
 
-def configure_logging(service: str, settings: LogSettings | None = None, *, to_file: bool = True) -> None:
+def configure_logging(
+    service: str, settings: LogSettings | None = None, *, to_file: bool = True, to_stderr: bool = False
+) -> None:
+    """Structured logs, one event per line, to stdout (stderr with `to_stderr`: a command whose stdout is its
+    output, such as `pipeline status --json`) and to `<LOG_DIR>/<service>.log` with `to_file`."""
     settings = settings or LogSettings()
     log_file = None
     if to_file:
@@ -51,7 +56,7 @@ def configure_logging(service: str, settings: LogSettings | None = None, *, to_f
     renderer: structlog.typing.Processor = (
         _json_renderer
         if settings.format == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty(), pad_event_to=0)
+        else structlog.dev.ConsoleRenderer(colors=(sys.stderr if to_stderr else sys.stdout).isatty(), pad_event_to=0)
     )
     structlog.configure(
         processors=[
@@ -63,7 +68,7 @@ def configure_logging(service: str, settings: LogSettings | None = None, *, to_f
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[settings.level]),
         # _Tee has the write and flush PrintLogger uses, not all of TextIO
-        logger_factory=structlog.PrintLoggerFactory(cast(TextIO, _Tee(log_file))),
+        logger_factory=structlog.PrintLoggerFactory(cast(TextIO, _Tee(log_file, "stderr" if to_stderr else "stdout"))),
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.bind_contextvars(service=service)

@@ -70,7 +70,15 @@ def _connect(library: ModuleType, settings: RedisSettings, *, timeout_s: float, 
         )
         return sentinel.master_for(settings.sentinel_master)
     if settings.cluster:
-        return library.RedisCluster(host=settings.host, port=settings.port, **options)
+        on_connect = options.pop("redis_connect_func", None)
+        cluster = library.RedisCluster(host=settings.host, port=settings.port, **options)
+        if on_connect is not None:
+            # RedisCluster takes no connect hook: hand it to every node's connections, as redis-py itself does for
+            # its own per-connection settings (the shared template, and the startup nodes built before it)
+            cluster.nodes_manager.connection_kwargs["redis_connect_func"] = on_connect
+            for node in cluster.nodes_manager.startup_nodes.values():
+                node.connection_kwargs["redis_connect_func"] = on_connect
+        return cluster
     return library.Redis(host=settings.host, port=settings.port, db=settings.db, **options)
 
 

@@ -54,7 +54,8 @@ def settings() -> tuple[RedisSettings, ClickHouseSettings]:
 def run_command(name: str, body: Callable[[], Awaitable[int]], *, log_to_file: bool = False) -> int:
     """Run one command's coroutine: a bad setting exits 2, an unreachable Redis or ClickHouse exits 1."""
     try:
-        configure_logging(f"pipeline-{name}", load(LogSettings), to_file=log_to_file)
+        # logs on stderr: a command's stdout is its output (`status --json` is read by scripts)
+        configure_logging(f"pipeline-{name}", load(LogSettings), to_file=log_to_file, to_stderr=True)
         logging.getLogger("clickhouse_connect").setLevel(logging.ERROR)  # its retry warnings; we print the error
         return asyncio.run(body())
     except ConfigError as exc:
