@@ -2,8 +2,8 @@
 -- skip index on market_id lets `count() ... WHERE market_id = ''` (the dashboard, `status`, `/metrics`, every
 -- refresh) read only the granules whose smallest market_id is '' instead of the whole column. `trades` is ordered
 -- by (token_id, timestamp), and a token's trades without a market are those stored before its market was known:
--- one run of rows per token in each part, so the granules read are about those rows' own. Measured on chDB with 20M rows (docs/performance-fleet.md): 13 ms of CPU
--- per count without the index, 3 ms with it; the index holds two strings per granule (8,192 rows).
+-- one run of rows per token in each part, so the granules read are about those rows' own. The index holds two
+-- strings per granule (8,192 rows); docs/performance-fleet.md "Trades without a market" has the figures.
 -- MATERIALIZE builds it for the parts stored before, as a background mutation: until it is done those parts
 -- are read in full, which only costs time (the count is the same).
 
