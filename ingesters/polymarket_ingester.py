@@ -56,7 +56,9 @@ class MarketsSettings(PipelineSettings):
     gamma_rate_per_s: float = Field(10.0, gt=0, le=30)
     # ~77-character ids: 40 per request keeps the URL far below Gamma's ~8 KB limit.
     token_lookup_batch: int = Field(40, ge=1, le=50)
-    token_lookup_interval_s: float = Field(1.0, gt=0)
+    # Every 2 s: the tokens asked for meanwhile go in one Gamma request rather than one each second (the demo's
+    # unlisted tokens come due one by one); a token is found at most a second later.
+    token_lookup_interval_s: float = Field(2.0, gt=0)
 
 
 def outcome_ids_field(market: dict[str, Any]) -> str:

@@ -49,8 +49,11 @@ class ProcessorSettings(PipelineSettings):
     trade_processor_consumer: str = "trade_processor"
     trade_processor_batch_max: int = Field(5000, ge=1)
     unknown_market_wait_s: float = Field(300.0, ge=0)
-    held_check_interval_s: float = Field(1.0, gt=0)
-    # An unknown token is asked of the markets ingester again at most this often. Asking at every held check (each
+    # A held fill waits for its market's listing (a markets refresh or a token lookup, seconds to minutes): looking
+    # again every 2 s rather than every second adds at most a second to that wait, and halves the re-checks of
+    # every held fill (the demo holds about 600 at any time).
+    held_check_interval_s: float = Field(2.0, gt=0)
+    # An unknown token is asked of the markets ingester again at most this often. Asking at every held check (then each
     # second) for the same unlisted token kept the ingester making two Gamma requests a second for nothing (the
     # demo, 3 unlisted markets: 0.8 % of a core); a market listed meanwhile is still found within this time, and
     # within a quarter of unknown_market_wait_s when that is shorter.

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 import chdb
 import orjson
@@ -257,6 +258,26 @@ class Handle:
             self.conn.close()
 
 
+# What the embedded engine runs with beyond chDB's defaults (docs/performance-fleet.md, "chDB's own work"):
+# - memory_worker_period_ms: the server setting's 100 ms has a thread read the process's RSS and jemalloc's
+#   stats ten times a second, 0.16 % of a core on an idle engine; once a second is ample for a server whose
+#   memory limit (90 % of RAM) is far from what it holds, and purging still happens when the limit nears;
+# - query_profiler_*_period_ns: the sampling profilers arm a timer on every query thread for trace_log, a table
+#   chDB does not keep; 0 leaves them off (a per-connection setting: every handle is opened with it).
+ENGINE_SETTINGS = {
+    "memory_worker_period_ms": "1000",
+    "query_profiler_real_time_period_ns": "0",
+    "query_profiler_cpu_time_period_ns": "0",
+}
+
+
+def connection_string(data_dir: str) -> str:
+    """chDB's connection string for a folder, or for a connection string with parameters of its own (a test's
+    config file), plus ENGINE_SETTINGS: its parameters become the engine's startup settings."""
+    base = data_dir if data_dir.startswith("file:") else f"file:{data_dir}"
+    return f"{base}{'&' if '?' in base else '?'}{urlencode(ENGINE_SETTINGS)}"
+
+
 @dataclass
 class _Session:
     handle: Handle
@@ -269,9 +290,9 @@ class Engine:
     """The one chDB engine of this process, shared by all requests; every method blocks (run it in a thread)."""
 
     def __init__(self, data_dir: str) -> None:
-        self._data_dir = data_dir
+        self._connection = connection_string(data_dir)
         # The first handle opens the engine: it fails here, early, if another process holds the directory.
-        self._anchor = chdb.connect(data_dir)
+        self._anchor = chdb.connect(self._connection)
         self.version, self.timezone = _version_and_timezone(self._anchor)
         self._pool: list[Handle] = []
         self._sessions: dict[str, _Session] = {}
@@ -373,7 +394,7 @@ class Engine:
         handle.close()
 
     def _new_handle(self) -> Handle:
-        return Handle(chdb.connect(self._data_dir))
+        return Handle(chdb.connect(self._connection))
 
 
 def _run(conn: Any, job: Job) -> Outcome:

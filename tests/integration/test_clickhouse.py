@@ -39,7 +39,8 @@ def test_migrations_create_the_contract_tables_once(ch_settings, ch) -> None:
     assert {"markets", "events", "order_filled_events", "trades", "schema_migrations"} <= tables
     assert apply_migrations(ch_settings) == []  # second start: nothing to do
     versions = ch.query(f"SELECT version, name FROM {db}.schema_migrations ORDER BY version").result_rows
-    assert versions == [(1, "tables"), (2, "views"), (3, "market_versions"), (4, "unique_keys"), (5, "gamma_2026_12")]
+    assert versions == [(1, "tables"), (2, "views"), (3, "market_versions"), (4, "unique_keys"), (5, "gamma_2026_12"),
+                        (6, "unresolved_index")]
     engine = ch.query(f"SELECT engine_full FROM system.tables WHERE database='{db}' AND name='trades'").result_rows
     assert "ReplacingMergeTree" in engine[0][0] and "non_replicated_deduplication_window = 10000" in engine[0][0]
 

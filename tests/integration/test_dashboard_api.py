@@ -11,9 +11,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from common import keys
 from common.config import ClickHouseSettings
-from dashboard.app import DashboardConfig, create_app, load_config
+from dashboard.app import UNWATCHED_REFRESH_S, Dashboard, DashboardConfig, create_app, load_config
 from dashboard.settings import DashboardSettings
-from tests.fixtures.dashboard_world import running_dashboard, serve_in_thread
+from tests.fixtures.dashboard_world import dashboard_config, running_dashboard, serve_in_thread
 from tests.fixtures.helpers import wait_until
 
 EXPECTED_METRICS = {
@@ -169,3 +169,20 @@ def test_every_route_is_read_only_and_status_is_documented(redis_settings):
     schema = app.openapi()
     assert "/api/status" in schema["paths"] and "PipelineStatus" in schema["components"]["schemas"]
     assert {"/health", "/ready", "/metrics", "/api/history"} <= set(schema["paths"])
+
+
+async def test_clickhouse_is_read_every_refresh_only_while_someone_looks(dashboard_world):
+    dashboard = Dashboard(dashboard_config(dashboard_world, clickhouse_refresh_s=5.0))
+    try:
+        await dashboard.sample()  # the background sampling, nobody has looked yet
+        assert dashboard.clickhouse.refresh_s == UNWATCHED_REFRESH_S
+        dashboard.clickhouse._last_at -= 30  # the last read is 30 s old: young enough while nobody looks
+        read_at = dashboard.clickhouse._last_at
+        await dashboard.sample()
+        assert dashboard.clickhouse._last_at == read_at
+        status = await dashboard.status()  # someone looks: read again, and every 5 s from now on
+        assert dashboard.clickhouse.refresh_s == 5.0
+        assert dashboard.clickhouse._last_at > read_at and status.clickhouse.ok
+        assert {t.name: t.rows for t in status.clickhouse.tables}["trades"] == len(dashboard_world.fills)
+    finally:
+        await dashboard.close()
