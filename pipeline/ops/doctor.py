@@ -67,8 +67,8 @@ from common.exchanges import (
 from common.gamma_fields import item_version, version_params
 from common.http import RateLimiter, make_client, request_json
 from common.redis_client import make_redis, map_redis_errors
-from common.redis_probe import UnsupportedServer, read_durability, read_version
-from common.status.snapshot import is_instance_of, read_services
+from common.redis_probe import UnsupportedServer
+from common.status.snapshot import is_instance_of, read_server, read_services
 from common.streams import read_cursor
 from ingesters import chain_ingester, goldsky_ingester
 from ingesters.chain_logs import ChainLog, get_logs_filter
@@ -417,16 +417,16 @@ async def check_redis(settings: RedisSettings, timeout_s: float) -> Check:
     redis = make_redis(settings.model_copy(update={"socket_timeout_s": timeout_s}))
     try:
         async with map_redis_errors("doctor"):
-            version, durability = await read_version(redis), await read_durability(redis)
+            server = await read_server(redis)  # what the dashboard shows
     except (SinkError, UnsupportedServer) as exc:
         return Check("redis", "fail", str(exc))
     finally:
         await redis.aclose()
-    warning = f": {durability.warning}" if durability.warning else ""
-    source = f" ({durability.source})" if durability.source else ""
-    return Check("redis", "warn" if warning else "ok", f"{version}, durability {durability.mode}{source}{warning}",
-                 {"server": str(version), "durability": durability.mode, "durability_source": durability.source,
-                  "durability_warning": durability.warning})  # fmt: skip
+    warning = f": {server.durability_warning}" if server.durability_warning else ""
+    source = f" ({server.durability_source})" if server.durability_source else ""
+    data = server.model_dump(include={"server", "durability", "durability_source", "durability_warning"})
+    detail = f"{server.server}, durability {server.durability}{source}{warning}"
+    return Check("redis", "warn" if warning else "ok", detail, data)
 
 
 # --- stored cursors -------------------------------------------------------------------------------------------
