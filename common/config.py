@@ -206,8 +206,7 @@ class ClickHouseSettings(PipelineSettings):
     cluster: str = Field("{cluster}", pattern=r"^(\{cluster\}|[A-Za-z_][A-Za-z0-9_.-]*)$")
     # One URL instead of host/port/secure/user/password/database: https://user:password@host:8443/database
     url: SecretStr | None = None
-    # TLS (CLICKHOUSE_SECURE or an https URL): the server certificate is verified unless false; ca_file: a PEM
-    # bundle of the CAs to trust instead of the system's.
+    # TLS (CLICKHOUSE_SECURE or an https URL): the server certificate is verified unless false
     verify: bool = True
     ca_file: str | None = None  # a PEM bundle of the CAs to trust instead of the system's
 
