@@ -51,12 +51,11 @@ class ProcessorSettings(PipelineSettings):
     unknown_market_wait_s: float = Field(300.0, ge=0)
     # A held fill waits for its market's listing (a markets refresh or a token lookup, seconds to minutes): looking
     # again every 2 s rather than every second adds at most a second to that wait, and halves the re-checks of
-    # every held fill (the demo holds about 600 at any time).
+    # every held fill (docs/performance-fleet.md).
     held_check_interval_s: float = Field(2.0, gt=0)
-    # An unknown token is asked of the markets ingester again at most this often. Asking at every held check (then each
-    # second) for the same unlisted token kept the ingester making two Gamma requests a second for nothing (the
-    # demo, 3 unlisted markets: 0.8 % of a core); a market listed meanwhile is still found within this time, and
-    # within a quarter of unknown_market_wait_s when that is shorter.
+    # An unknown token is asked of the markets ingester again at most this often. Asking at every held check for the
+    # same unlisted token kept the ingester making Gamma requests for nothing (docs/performance-fleet.md); a market
+    # listed meanwhile is still found within this time, and within a quarter of unknown_market_wait_s when shorter.
     token_lookup_repeat_s: float = Field(15.0, ge=0)
 
 
@@ -152,7 +151,7 @@ class Processor:
                 waiting = list(self.held.values())
                 await self.markets.request_lookups({token_of(event) for _, event in waiting})
                 # Other consumers claim entries idle for claim_min_idle_ms: renewing ours a few times within that
-                # is enough (an XCLAIM of every held entry each second cost Redis 0.8 ms a second in the demo).
+                # is enough (an XCLAIM of every held entry each second was a measurable share of Redis' time).
                 if time.monotonic() - self.kept_at >= self.consumer.settings.claim_min_idle_ms / 4000:
                     await self.consumer.keep([entry.id for entry, _ in waiting])
                     self.kept_at = time.monotonic()
