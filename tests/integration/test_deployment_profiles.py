@@ -23,7 +23,7 @@ import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 
 from common import deployment, keys
-from common.clickhouse import INSERT_SETTINGS, InsertStatusUnknown, apply_migrations, load_migrations, make_client
+from common.clickhouse import INSERT_SETTINGS, InsertStatusUnknown, apply_migrations, make_client
 from common.config import ClickHouseSettings
 from common.errors import ConfigError, TransientSinkError
 from common.unique_insert import UniqueKey, UniqueTarget, insert_unique
@@ -111,7 +111,7 @@ def test_migrations_applied_twice_and_by_two_writers_at_once_end_in_one_schema(c
     assert apply_migrations(settings) == []  # a third run: everything recorded already
     client = make_client(settings)
     versions = client.query("SELECT version, count() FROM schema_migrations GROUP BY version ORDER BY version")
-    assert [row[0] for row in versions.result_rows] == [m.version for m in load_migrations(database="any")]
+    assert [row[0] for row in versions.result_rows] == [1, 2, 3, 4, 5, 6]
     expected = deployment.PROFILES[name].dedup_settings
     for table in ("order_filled_events", "trades", "markets", "events"):
         create = client.query(f"SHOW CREATE TABLE {table}").result_rows[0][0]
