@@ -64,8 +64,8 @@ from common.exchanges import (
     TOPICS,
     UPGRADED_TOPIC,
 )
-from common.gamma_fields import item_version, version_params
-from common.http import RateLimiter, make_client, request_json
+from common.gamma_fields import item_version
+from common.http import RateLimiter, make_client
 from common.redis_client import make_redis, map_redis_errors
 from common.redis_probe import UnsupportedServer
 from common.status.snapshot import is_instance_of, read_server, read_services
@@ -73,6 +73,7 @@ from common.streams import read_cursor
 from ingesters import chain_ingester, goldsky_ingester
 from ingesters.chain_logs import ChainLog, get_logs_filter
 from ingesters.cursor_ahead import chain_cursor_ahead, goldsky_cursor_ahead
+from ingesters.gamma_listing import GammaClient, Listing, Position, fetch_page, open_gamma
 from ingesters.json_rpc import RangeTooLarge, hex_quantity
 from pipeline.ops.command import console, iso, make_parser, run_command
 
@@ -80,6 +81,10 @@ Verdict = Literal["ok", "warn", "fail"]
 GROUPS = ("redis", "sources", "clickhouse")  # --only: the Redis server, the upstream sources, ClickHouse
 CUTOVER_TS = 1_777_334_400  # 2026-04-28T00:00:00Z: the v1 exchanges stopped, and the public subgraph with them
 FIRST_SPAN_BLOCKS = 10_000
+GAMMA_RATE_PER_S = 10.0  # the ingesters' default GAMMA_RATE_PER_S
+SAMPLED_LISTINGS: tuple[tuple[str, Listing], ...] = (
+    ("markets", "keyset"), ("events", "keyset"), ("markets", "offset"), ("events", "offset"),
+)  # fmt: skip
 FINALITY_WARN_S = 60.0  # Polygon finalizes in 2-5 s (docs/upstream.md §5); minutes mean a stall
 FINALITY_FAIL_S = 600.0
 STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red"}
@@ -107,26 +112,16 @@ def failed(name: str, exc: SourceError, why: str = "") -> Check:
 # --- gamma and goldsky ---------------------------------------------------------------------------------------
 
 
-async def sample_listing(
-    client: httpx.AsyncClient, http: HttpSettings, url: str, name: str, keyset: bool, versions: tuple[str, ...],
-    pages: int,
-) -> list[Any]:  # fmt: skip
-    """The open items of the first pages of one listing, asked for `versions` (keyset: `pages` pages of 100)."""
-    params: list[tuple[str, str]] = [("limit", "100"), ("closed", "false"), *version_params(versions)]
-    path = f"{url}/{name}/keyset" if keyset else f"{url}/{name}"
-    what = f"gamma {name} {'keyset' if keyset else 'offset'}"
-    items: list[Any] = []
-    cursor = None
-    for _ in range(pages if keyset else 1):
-        query = params + ([("after_cursor", cursor)] if cursor else [])
-        body = await request_json(client, "GET", path, settings=http, what=what, params=query)
-        page = body.get(name) if keyset and isinstance(body, dict) else body
-        if not isinstance(page, list):
-            raise SourceError(f"{what}: the reply has no {name!r} list")
-        items += page
-        cursor = body.get("next_cursor") if keyset else None
-        if not cursor:
+async def sample_listing(gamma: GammaClient, name: str, listing: Listing, pages: int) -> list[Any]:
+    """The open items of the first pages of one listing, asked for GAMMA_VERSIONS as the ingesters ask (keyset:
+    `pages` pages of 100; offset: the first page)."""
+    position, items = Position(listing, closed=False, versions=gamma.versions), []
+    for _ in range(pages if listing == "keyset" else 1):
+        page = await fetch_page(gamma, name, position, limit=100)
+        items += page.items
+        if page.next_after is None:
             break
+        position = Position(listing, False, page.next_after, gamma.versions)
     return items
 
 
@@ -144,15 +139,16 @@ async def excluded_trades() -> str:
     return f"{excluded:,} trades written without a market as excluded so far (trade processor counters)"
 
 
-async def check_gamma(client: httpx.AsyncClient, http: HttpSettings, url: str, pages: int) -> Check:
+async def check_gamma(http: HttpSettings, source: SourceSettings, pages: int) -> Check:
     versions = load(GammaSettings).versions
     listings: dict[str, dict[str, Any]] = {}
     try:
-        for name, keyset in (("markets", True), ("events", True), ("markets", False), ("events", False)):
-            items = await sample_listing(client, http, url, name, keyset, versions, pages)
-            v2 = sum(1 for item in items if item_version(item) == "v2")
-            share = v2 / len(items) if items else 0.0
-            listings[f"{name} {'keyset' if keyset else 'offset'}"] = {"items": len(items), "v2_share": round(share, 4)}
+        async with open_gamma(http, source, GAMMA_RATE_PER_S, versions) as gamma:
+            for name, listing in SAMPLED_LISTINGS:
+                items = await sample_listing(gamma, name, listing, pages)
+                v2 = sum(1 for item in items if item_version(item) == "v2")
+                share = v2 / len(items) if items else 0.0
+                listings[f"{name} {listing}"] = {"items": len(items), "v2_share": round(share, 4)}
     except SourceError as exc:
         if not listings:
             return failed("gamma", exc, "keyset listing unavailable; a full sync cannot go past offset 2000 without it")
@@ -492,7 +488,7 @@ async def run_checks(args: argparse.Namespace) -> tuple[dict[str, str], list[Che
         if wanted("redis"):
             probes.append(check_redis(load(RedisSettings), args.timeout_s))
         if wanted("sources"):
-            probes += [check_gamma(client, http, source.gamma_api_url.rstrip("/"), args.pages),
+            probes += [check_gamma(http, source, args.pages),
                        check_goldsky(client, goldsky), check_rpc(client, chain, args.blocks)]  # fmt: skip
         if wanted("clickhouse"):
             probes.append(asyncio.to_thread(check_clickhouse, ch))
