@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +21,7 @@ from common.redis_probe import UnsupportedServer
 from common.status.snapshot import ClickHouseReader, collect_status
 from pipeline.ops import doctor
 from pipeline.ops import status as status_command
-from processors import trade_processor
+from tests.fixtures.helpers import REPO_ROOT
 from tests.fixtures.redis_server import RedisServer, free_port
 
 
@@ -39,12 +41,15 @@ def point_at(server_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "250")  # one line per message
 
 
-def test_a_service_stops_at_start_naming_the_command_the_server_lacks(tmp_path, monkeypatch, capsys) -> None:
+def test_a_service_stops_at_start_naming_the_command_the_server_lacks(tmp_path, monkeypatch) -> None:
     with server_with(tmp_path, "--rename-command", "XAUTOCLAIM", "") as server:
         point_at(server.port, monkeypatch)
-        assert trade_processor.main([]) == 2
-    # the one message (a logger cached by an earlier command of this test process may log on stderr too)
-    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("trade_processor:")]
+        monkeypatch.setenv("LOG_DIR", str(tmp_path / "logs"))
+        # a process of its own, as supervisord starts it: its stderr holds the one message
+        done = subprocess.run([sys.executable, "-m", "processors.trade_processor"], capture_output=True, text=True,
+                              timeout=60, cwd=REPO_ROOT)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
     assert line.startswith(f"trade_processor: Redis 7.0.15 at 127.0.0.1:{server.port} lacks commands the pipeline "
                            "needs: xautoclaim")  # fmt: skip
 
