@@ -35,7 +35,6 @@ WAIT_S = LATE_LISTING_DELAY_S + 8.0  # the late V2 market is listed well within 
 WORLD = {"seed": 23, "markets": 40, "history_fills": 6_000, "v2_fills": 3_000,
          "late_listing_delay_s": LATE_LISTING_DELAY_S}  # fmt: skip
 HTTP = HttpSettings(connect_timeout_s=2, read_timeout_s=2, backoff_base_s=0.02, backoff_max_s=0.2)
-STREAMS = UNCLAIMED_STREAMS
 COLUMNS = ("id", "token_id", "market_id", "condition_id", "outcome", "outcome_index", "maker_direction",
            "taker_direction", "usd_amount", "token_amount", "price", "is_taker_side", "exchange", "fee")  # fmt: skip
 
@@ -72,7 +71,7 @@ async def run_pipeline(sim: Any, truth: dict[str, Any], redis: aioredis.Redis, r
     await markets_ingester.run(markets, gamma, once=True)  # the full sync
     services = [
         asyncio.create_task(markets_ingester.run(markets, gamma, stop=stop)),
-        asyncio.create_task(trade_processor.run(processor, redis=redis_settings, streams=STREAMS, stop=stop)),
+        asyncio.create_task(trade_processor.run(processor, redis=redis_settings, streams=UNCLAIMED_STREAMS, stop=stop)),
     ]
     try:
         await chain_ingester.run(chain, once=True)
@@ -107,7 +106,7 @@ async def test_every_trade_of_the_three_families_matches_the_truth_and_combos_wa
     assert all(listed_ms <= written[fid] < arrived[fid] + WAIT_S * 1000 for fid in late_v2_fills)
 
     await clickhouse_writer.run(clickhouse_writer.WriterSettings(), redis=redis_settings, clickhouse=ch_settings,
-                                streams=STREAMS, once=True)  # fmt: skip
+                                streams=UNCLAIMED_STREAMS, once=True)  # fmt: skip
     client = make_client(ch_settings)
     try:
         rows = client.query(f"SELECT {', '.join(COLUMNS)} FROM trades").result_rows

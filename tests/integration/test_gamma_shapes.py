@@ -25,7 +25,6 @@ from simulator.gamma_shapes import V1_SHAPES, V2_SHAPES
 from tests.fixtures.gamma_shapes import POSITIONS, SHAPES, V2_EVENT
 from tests.fixtures.helpers import UNCLAIMED_STREAMS
 
-STREAMS = UNCLAIMED_STREAMS
 HTTP = HttpSettings(connect_timeout_s=2, read_timeout_s=2, backoff_base_s=0.02, backoff_max_s=0.2)
 COLUMNS = ("version", "position_ids", "clob_token_ids", "resolution_status", "volume", "liquidity", "outcomes",
            "outcome_prices", "neg_risk", "closed", "toString(start_date)", "toString(created_at)",
@@ -60,7 +59,7 @@ async def write_through_pipeline(redis: aioredis.Redis, redis_settings: RedisSet
     await append_changed(redis, markets_ingester.MARKETS, [market for market, _ in SHAPES.values()], None)
     await append_changed(redis, events_ingester.EVENTS, [V2_EVENT], None)
     await clickhouse_writer.run(clickhouse_writer.WriterSettings(), redis=redis_settings, clickhouse=ch,
-                                streams=STREAMS, once=True)  # fmt: skip
+                                streams=UNCLAIMED_STREAMS, once=True)  # fmt: skip
 
 
 async def test_every_shape_is_stored_and_a_market_without_volume_fields_has_null_volume(
@@ -119,7 +118,7 @@ async def test_the_simulator_serves_every_shape_and_a_sync_stores_them(
     settings = markets_ingester.MarketsSettings(gamma_rate_per_s=30)
     await markets_ingester.run(settings, Connections(redis_settings, HTTP, source), once=True)
     await clickhouse_writer.run(clickhouse_writer.WriterSettings(), redis=redis_settings, clickhouse=ch_settings,
-                                streams=STREAMS, once=True)  # fmt: skip
+                                streams=UNCLAIMED_STREAMS, once=True)  # fmt: skip
     client = make_client(ch_settings)
     try:
         rows = client.query(

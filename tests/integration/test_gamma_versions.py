@@ -28,9 +28,9 @@ from pipeline.ops import doctor
 from pipeline.ops import replay as ops_replay
 from processors import clickhouse_writer, trade_processor
 from tests.fixtures.dashboard_world import run_command, set_pipeline_env
-from tests.fixtures.helpers import wait_until
+from tests.fixtures.helpers import UNCLAIMED_STREAMS, wait_until
 from tests.fixtures.simulator import SimulatorFactory
-from tests.integration.test_exchange_families import COLUMNS, HTTP, STREAMS, entry_ms, expected_trade
+from tests.integration.test_exchange_families import COLUMNS, HTTP, entry_ms, expected_trade
 
 # No unlisted or late market: every fill of a selected version finds its market at once, so none waits out the
 # long wait below, and every V2 market can be listed by the upgraded ingester.
@@ -54,7 +54,7 @@ async def run_pipeline(
     await markets_ingester.run(markets, Connections(redis_settings, HTTP, source, gamma), once=True)
     stop = asyncio.Event()
     processing = asyncio.create_task(
-        trade_processor.run(processor, redis=redis_settings, streams=STREAMS, gamma=gamma, stop=stop)
+        trade_processor.run(processor, redis=redis_settings, streams=UNCLAIMED_STREAMS, gamma=gamma, stop=stop)
     )
     try:
         await chain_ingester.run(chain, once=True)
@@ -67,7 +67,7 @@ async def run_pipeline(
 
 async def write_tables(redis_settings: RedisSettings, ch: ClickHouseSettings) -> None:
     await clickhouse_writer.run(clickhouse_writer.WriterSettings(), redis=redis_settings, clickhouse=ch,
-                                streams=STREAMS, once=True)  # fmt: skip
+                                streams=UNCLAIMED_STREAMS, once=True)  # fmt: skip
 
 
 def stored_trades(ch: ClickHouseSettings) -> dict[str, dict[str, Any]]:

@@ -34,7 +34,6 @@ from tests.fixtures.simulator import SimulatorFactory
 WORLD = {"seed": 31, "markets": 24, "history_fills": 4_000, "v2_fills": 2_000, "late_markets": 0,
          "faults": "data_api.429=0.2,retry_after_s=0"}  # fmt: skip
 HTTP = HttpSettings(connect_timeout_s=2, read_timeout_s=2, backoff_base_s=0.02, backoff_max_s=0.2)
-STREAMS = UNCLAIMED_STREAMS
 
 
 async def run_pipeline(sim: Any, truth: dict[str, Any], redis: aioredis.Redis, redis_settings: RedisSettings,
@@ -48,7 +47,8 @@ async def run_pipeline(sim: Any, truth: dict[str, Any], redis: aioredis.Redis, r
     await chain_ingester.run(chain, once=True)
     stop = asyncio.Event()
     processor = trade_processor.ProcessorSettings(unknown_market_wait_s=1.0, held_check_interval_s=0.1)
-    task = asyncio.create_task(trade_processor.run(processor, redis=redis_settings, streams=STREAMS, stop=stop))
+    processing = trade_processor.run(processor, redis=redis_settings, streams=UNCLAIMED_STREAMS, stop=stop)
+    task = asyncio.create_task(processing)
     try:
         await wait_until(lambda: redis.xlen(keys.STREAM_TRADES), "a trade for every fill",
                          accept=lambda n: n == truth["count"], timeout_s=60)
@@ -56,7 +56,7 @@ async def run_pipeline(sim: Any, truth: dict[str, Any], redis: aioredis.Redis, r
         stop.set()
         await task
     await clickhouse_writer.run(clickhouse_writer.WriterSettings(), redis=redis_settings, clickhouse=ch_settings,
-                                streams=STREAMS, once=True)  # fmt: skip
+                                streams=UNCLAIMED_STREAMS, once=True)  # fmt: skip
 
 
 def busiest_hours(truth: dict[str, Any]) -> list[tuple[str, int, int]]:
