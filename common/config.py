@@ -315,6 +315,11 @@ class StreamSettings(PipelineSettings):
     claim_interval_s: float = Field(30.0, gt=0)
     max_deliveries: int = Field(5, ge=1)
     trim_interval_s: float = Field(5.0, gt=0)
+    # An entry's `data` is a page, a JSON array of what one source call returned or of the trades of one processed
+    # entry (docs/CONTRACT.md §3), split so that no entry holds more than this many items
+    page_max_items: int = Field(1000, ge=1)
+    # ... nor more than this many bytes (a page of Gamma events can be megabytes); a bigger item is a page alone
+    page_max_bytes: int = Field(512 * 1024, ge=1024)
 
 
 class LogSettings(PipelineSettings):

@@ -20,6 +20,10 @@ STREAM_TRADES = PREFIX + "stream:trades"
 STREAM_DLQ = PREFIX + "stream:dlq"
 
 ALL_STREAMS = (STREAM_MARKETS, STREAM_EVENTS, STREAM_ORDER_EVENTS, STREAM_TRADES, STREAM_DLQ)
+# Items appended to each stream since it was created (a hash, field: the stream's key, value: a count), written by
+# the same scripts that append the entries: an entry is a page of 1..N items (common/pages.py), so XLEN and
+# XINFO's entries-added count pages, and this counts what they hold.
+STREAM_ITEMS = PREFIX + "stream:items"
 
 # Consumer groups.
 GROUP_TRADE_PROCESSOR = "trade-processor"

@@ -1,0 +1,54 @@
+"""A stream entry's `data` is a page: a JSON array of 1..N items of one kind, in source order (docs/CONTRACT.md §3).
+
+A page is what one source call returned, or the trades of one processed entry, split by `pack` so that no entry
+holds more than STREAM_PAGE_MAX_ITEMS items or STREAM_PAGE_MAX_BYTES bytes. Every guarantee stays per item: a
+consumer decodes a page at once when it can and item by item when it cannot (`items_of`), so a malformed item is
+found and dead-lettered alone. An entry written before pages holds one JSON object: it reads as a page of one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import orjson
+
+from common.errors import PoisonMessage
+
+
+def page(items: Iterable[bytes]) -> bytes:
+    """Compact JSON items (no raw newline, as orjson and msgspec write them) as one page."""
+    return b"[" + b",".join(items) + b"]"
+
+
+def pack(items: Sequence[bytes], *, max_items: int, max_bytes: int) -> list[bytes]:
+    """`items` as pages, in order, each at most `max_items` items and `max_bytes` bytes (an item bigger than that
+    is a page alone)."""
+    pages: list[bytes] = []
+    start, size = 0, 2  # the page under way starts at items[start]; its size with the brackets
+    for index, item in enumerate(items):
+        if index > start and (index - start >= max_items or size + len(item) + 1 > max_bytes):
+            pages.append(page(items[start:index]))
+            start, size = index, 2
+        size += len(item) + 1
+    if start < len(items):
+        pages.append(page(items[start:]))
+    return pages
+
+
+def is_page(data: bytes) -> bool:
+    """Whether `data` is a page (an entry of the shape before pages is one JSON object)."""
+    return data[:1] == b"["
+
+
+def items_of(data: bytes) -> list[bytes]:
+    """The items of an entry's `data`, each as its own compact JSON: the slow path, for a page that did not decode
+    as a whole, to find which items are malformed. Raises PoisonMessage when `data` is not a JSON page at all."""
+    if not is_page(data):
+        return [data]
+    try:
+        values = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise PoisonMessage(f"invalid JSON page: {exc}") from exc
+    if not isinstance(values, list):
+        raise PoisonMessage("not a JSON array of items")
+    return [orjson.dumps(value) for value in values]
