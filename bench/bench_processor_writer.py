@@ -83,7 +83,7 @@ async def bench(fills_n: int, batch_size: int, flow_n: int, workdir: Path) -> No
         markets = make_markets(rng, 200)
         fills = make_fills(rng, markets, groups=fills_n // 3)
         await publish_markets(redis, markets)
-        await publish_fills(redis, fills)
+        await publish_fills(redis, fills, page_items=1000)  # the Goldsky ingester's pages in a backfill
         print(f"fills: {len(fills):,} (in stream:order_events)")
 
         assert redis_server.process is not None and clickhouse.process is not None
@@ -117,7 +117,7 @@ async def flow(redis, redis_settings, ch, rng, markets, total: int) -> None:
     started = time.perf_counter()
     while published < total:
         chunk = make_fills(rng, markets, groups=20_000 // 3)
-        await publish_fills(redis, chunk)
+        await publish_fills(redis, chunk, page_items=1000)
         published += len(chunk)
         for stream in max_len:
             max_len[stream] = max(max_len[stream], await redis.xlen(stream))

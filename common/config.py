@@ -187,8 +187,8 @@ class ClickHouseSettings(PipelineSettings):
     compress: Literal["auto", "none", "lz4", "zstd", "gzip"] = "auto"
     connect_timeout_s: float = Field(10.0, gt=0)
     send_receive_timeout_s: float = Field(300.0, gt=0)
-    # Rows per insert (ClickHouse asks for 10,000–100,000). Memory follows it: the bench measured the writer's
-    # peak RSS at 227 MB with 10,000, 269 MB with 20,000 and 488 MB with 50,000, at the same throughput.
+    # Rows per insert at most (ClickHouse asks for 10,000–100,000): the writer reads this many rows' worth of
+    # entries, BATCH_SIZE / STREAM_PAGE_MAX_ITEMS pages (at least one). Memory follows it (docs/performance.md).
     batch_size: int = Field(10_000, ge=1)
     flush_interval_s: float = Field(1.0, gt=0)
     insert_max_attempts: int = Field(5, ge=1)

@@ -8,11 +8,14 @@ found and dead-lettered alone. An entry written before pages holds one JSON obje
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Generic, NamedTuple, TypeVar
 
 import orjson
 
 from common.errors import PoisonMessage
+
+T = TypeVar("T")
 
 
 def page(items: Iterable[bytes]) -> bytes:
@@ -52,3 +55,40 @@ def items_of(data: bytes) -> list[bytes]:
     if not isinstance(values, list):
         raise PoisonMessage("not a JSON array of items")
     return [orjson.dumps(value) for value in values]
+
+
+class BadItem(NamedTuple):
+    position: int  # in its page
+    data: bytes  # the item as compact JSON
+    reason: str
+
+
+class Decoded(NamedTuple, Generic[T]):
+    """A page's items decoded: `values[i]` is item `kept[i]` of the page; `bad` are the items that could not be."""
+
+    values: list[T]
+    kept: Sequence[int]
+    bad: list[BadItem]
+
+
+def decode_page(data: bytes, decode_all: Callable[[bytes], list[T]], decode_one: Callable[[bytes], T]) -> Decoded[T]:
+    """A page's items, decoded at once by `decode_all` (the usual case: one call) or, when that finds one
+    malformed, item by item by `decode_one`, so each bad item is named alone. Raises PoisonMessage when `data` is
+    not a page of JSON items at all (the whole entry is then poison). An entry of the shape before pages is one
+    item."""
+    if is_page(data):
+        try:
+            values = decode_all(data)
+        except PoisonMessage:
+            pass
+        else:
+            return Decoded(values, range(len(values)), [])
+    values, kept, bad = [], [], []
+    for index, item in enumerate(items_of(data)):
+        try:
+            values.append(decode_one(item))
+        except PoisonMessage as exc:
+            bad.append(BadItem(index, item, str(exc)))
+            continue
+        kept.append(index)
+    return Decoded(values, kept, bad)

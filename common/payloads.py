@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Literal, TypeVar, get_args
 
 import msgspec
@@ -86,6 +86,23 @@ def fill_id(tx_hash: str, order_hash: str) -> str:
 
 def encode_order_event(event: OrderEvent) -> bytes:
     return _encoder.encode(event)
+
+
+_order_events_decoder = msgspec.json.Decoder(list[OrderEvent])
+
+
+def decode_order_events(data: bytes) -> list[OrderEvent]:
+    """A whole page of order events, each checked; the first malformed one raises PoisonMessage (then
+    `common.pages.decode_page` reads the page item by item to find which)."""
+    events = _decode_or_poison(_order_events_decoder, data, "page of order events")
+    for event in events:
+        check_order_event(event)
+    return events
+
+
+def encode_items(items: Sequence[msgspec.Struct]) -> bytes:
+    """Structs (order events, trades) as one page, in one call."""
+    return _encoder.encode(items)
 
 
 def decode_order_event(data: bytes) -> OrderEvent:
@@ -211,6 +228,13 @@ def decode_trade(data: bytes) -> Trade:
     return _decode_or_poison(_trade_decoder, data, "trade")
 
 
+_trades_decoder = msgspec.json.Decoder(list[Trade])
+
+
+def decode_trades(data: bytes) -> list[Trade]:
+    return _decode_or_poison(_trades_decoder, data, "page of trades")
+
+
 # --- market refs -------------------------------------------------------------------------------------------
 
 
@@ -240,11 +264,13 @@ def decode_market_ref(data: bytes) -> MarketRef:
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     """A `stream:dlq` entry. `entry_id` (JSON `id`) is the original entry's id: None for a source item an
-    ingester found malformed (group "" then); `time` is unix seconds."""
+    ingester found malformed (group "" then); `item` the index of the dead item in that entry's page, whose
+    `payload` is then that one item (None: the payload is the whole entry); `time` is unix seconds."""
 
     stream: str = ""
     group: str = ""
     entry_id: str | None = msgspec.field(default=None, name="id")
+    item: int | None = None
     payload: str = ""
     error: str = ""
     deliveries: int = 0
@@ -255,12 +281,19 @@ _dead_letter_decoder = msgspec.json.Decoder(DeadLetter)
 
 
 def encode_dead_letter(
-    *, stream: str, payload: bytes | str, error: str, entry_id: str | None = None, deliveries: int = 0, group: str = ""
+    *,
+    stream: str,
+    payload: bytes | str,
+    error: str,
+    entry_id: str | None = None,
+    item: int | None = None,
+    deliveries: int = 0,
+    group: str = "",
 ) -> bytes:
     """A dead letter of `payload` (bytes are shown as UTF-8 text), stamped with the time now. Without `entry_id`
     and `deliveries`: an item a source served that never became a stream entry (the ingesters' malformed items)."""
     text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
-    letter = DeadLetter(stream=stream, group=group, entry_id=entry_id, payload=text, error=error,
+    letter = DeadLetter(stream=stream, group=group, entry_id=entry_id, item=item, payload=text, error=error,
                         deliveries=deliveries, time=round(time.time(), 3))  # fmt: skip
     return _encoder.encode(letter)
 

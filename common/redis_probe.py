@@ -32,8 +32,8 @@ MIN_VERSION = (6, 2)  # XAUTOCLAIM, XTRIM MINID, exclusive XRANGE bounds, HELLO 
 # removed command fails mid-way).
 REQUIRED_COMMANDS = (
     "evalsha", "script", "xadd", "xreadgroup", "xack", "xautoclaim", "xclaim", "xpending", "xinfo", "xgroup",
-    "xtrim", "xrange", "xrevrange", "xlen", "xdel", "hset", "hget", "hmget", "hdel", "hgetall", "mget", "get", "set",
-    "expire", "exists", "scan", "unlink", "sadd", "srem", "srandmember", "scard", "ping",
+    "xtrim", "xrange", "xrevrange", "xlen", "xdel", "hset", "hget", "hmget", "hdel", "hgetall", "hincrby", "mget",
+    "get", "set", "expire", "exists", "scan", "unlink", "sadd", "srem", "srandmember", "scard", "ping",
 )  # fmt: skip
 # The durability the docs ask for: an acknowledged write is on disk before the reply (docs/operations.md).
 RECOMMENDED = "appendonly yes, appendfsync always"

@@ -1,18 +1,21 @@
 """Redis Streams delivery, written once for every service (docs/CONTRACT.md §3 rules 1, 2, 3 and 5).
 
-Producers: `append_with_cursor()` writes a source page, its malformed items (to `stream:dlq`) and the cursor
-that follows the page in one Lua script, compare-and-set on the cursor, so a crash or a retried call can
-neither advance the cursor without the data nor write the page twice.
+Every entry is a page of items (common/pages.py). Producers: `append_with_cursor()` writes a source page (as one
+or more entries, bounded in items and bytes), its malformed items (to `stream:dlq`) and the cursor that follows
+the page in one Lua script, compare-and-set on the cursor, so a crash or a retried call can neither advance the
+cursor without the data nor write the page twice.
 
 Consumers: `StreamConsumer` reads with a stable consumer name; on start (and after a failed batch) it re-reads
 its own pending entries from `0`, then new ones with `>`, and every `claim_interval_s` takes over entries of
 dead consumers with XAUTOCLAIM. An entry delivered more than `max_deliveries` times goes to `stream:dlq` with
-its last error, if one was recorded. One without was interrupted (its consumer killed or restarted before
-finishing it), not proven poison: it is handled again in its batch, marked "died in a batch"; if the consumer dies
-again, alone, marked with a count of deaths; it goes to `stream:dlq` only once the consumer has died
-`DEATHS_ALONE_LIMIT` times while handling it alone (`StreamConsumer._settle_exhausted`). `finish()` acks a
-batch, appends its outputs and its poison in one script (see lua/finish_batch.lua for why nothing is ever emitted
-twice). `run_consumer()` is the loop around them.
+its last error, if one was recorded, or, when it holds several items, is split into entries of one item each
+(`split_entry`), so that the rules find the one item that fails. One without was interrupted (its consumer killed
+or restarted before finishing it), not proven poison: it is handled again in its batch, marked "died in a batch";
+if the consumer dies again, alone, marked with a count of deaths; it is settled only once the consumer has died
+`DEATHS_ALONE_LIMIT` times while handling it alone (`StreamConsumer._settle_exhausted`). `finish()` acks a batch
+and writes what each entry produced (`Finish`: outputs, dead letters of its poison items, items appended again) in
+one script (see lua/finish_batch.lua for why nothing is ever written twice). `run_consumer()` is the loop around
+them.
 
 Trimming lives in `common.trimming`; the scripts' plumbing in `common.lua_scripts`.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -33,9 +37,10 @@ from redis import exceptions as redis_errors
 
 from common import keys
 from common.backoff import Backoff, retry_while_down, sleep_unless_stopped
-from common.config import StreamSettings
-from common.errors import CursorMoved, TransientSinkError
+from common.config import StreamSettings, load
+from common.errors import CursorMoved, PoisonMessage, TransientSinkError
 from common.lua_scripts import join_lines, run_script
+from common.pages import is_page, items_of, pack, page
 from common.payloads import encode_dead_letter
 from common.redis_client import is_cluster, map_redis_errors
 
@@ -65,60 +70,115 @@ async def read_cursor(redis: aioredis.Redis, cursor_keys: Sequence[str]) -> dict
     }
 
 
+@functools.cache
+def page_limits() -> tuple[int, int]:
+    """STREAM_PAGE_MAX_ITEMS and STREAM_PAGE_MAX_BYTES, read once per process."""
+    settings = load(StreamSettings)
+    return settings.page_max_items, settings.page_max_bytes
+
+
 async def append_with_cursor(
     redis: aioredis.Redis,
     stream: str,
-    entries: Sequence[bytes],
+    items: Sequence[bytes],
     cursor: Mapping[str, tuple[str | None, str]],
     *,
     dead_letters: Sequence[bytes] = (),
     hash_items: Mapping[str, Mapping[str, bytes | str]] | None = None,
 ) -> int:
-    """Append `entries` to `stream` and move each cursor key from its expected to its new value, atomically.
+    """Append `items` to `stream` as pages (`common.pages.pack`) and move each cursor key from its expected to its
+    new value, atomically.
 
     `cursor` maps key -> (expected current value or None for absent, new value). `hash_items` maps a hash key
     to fields written with the page (e.g. token -> market). Raises CursorMoved, writing nothing, when a cursor
     no longer holds its expected value: another instance moved it, or this is the retry of a call whose reply
-    was lost. The caller then re-reads the cursor and goes on from there.
+    was lost. The caller then re-reads the cursor and goes on from there. Returns the entries appended.
     """
+    max_items, max_bytes = page_limits()
     cursor_keys = list(cursor)
     hashes = hash_items or {}
     args: list[Any] = [len(cursor_keys)]
     args += [cursor[key][0] or "" for key in cursor_keys]
     args += [cursor[key][1] for key in cursor_keys]
-    args += [join_lines(entries), join_lines(dead_letters)]
+    args += [join_lines(pack(items, max_items=max_items, max_bytes=max_bytes)), len(items), join_lines(dead_letters)]
     args += [join_lines(part for pair in hashes[key].items() for part in pair) for key in hashes]
-    hash_keys = list(hashes)
+    script_keys = [stream, keys.STREAM_DLQ, keys.STREAM_ITEMS, *cursor_keys, *hashes]
     async with map_redis_errors(f"append to {stream}"):
-        appended = await run_script(redis, "append_page", [stream, keys.STREAM_DLQ, *cursor_keys, *hash_keys], args)
+        appended = await run_script(redis, "append_page", script_keys, args)
     if appended == -1:
         raise CursorMoved(f"cursor {', '.join(cursor_keys)} moved; re-read it and continue from there")
     return int(appended)
 
 
+async def read_items_added(redis: aioredis.Redis) -> dict[str, int]:
+    """Stream -> items ever appended to it (`stream:items`). A count written under an earlier REDIS_KEY_PREFIX (the
+    hash's fields are stream keys; `migrate-keys` moves the hash, not its fields) adds to the stream's name now."""
+    async with map_redis_errors("read stream:items"):
+        counts = await redis.hgetall(keys.STREAM_ITEMS)
+    added: dict[str, int] = {}
+    for field, value in counts.items():
+        stream = keys.current_stream(field.decode())
+        added[stream] = added.get(stream, 0) + int(value)
+    return added
+
+
 # --- consumers ---------------------------------------------------------------------------------------------
+
+
+def pages_for(items: int, settings: StreamSettings) -> int:
+    """How many entries a consumer reads for a batch of at most `items` items: entries are pages of up to
+    STREAM_PAGE_MAX_ITEMS (at least one entry), so a batch of pages cannot grow a thousandfold in memory."""
+    return max(1, items // settings.page_max_items)
 
 
 class Entry(NamedTuple):
     """One stream entry as a consumer got it; a NamedTuple, which builds several times faster than a frozen
-    dataclass: there is one per entry."""
+    dataclass."""
 
     id: str
-    data: bytes
+    data: bytes  # a page (common/pages.py); an entry written before pages holds one item
     deliveries: int  # how many times the group has handed this entry out, this time included
+    since_ms: int = 0  # of a re-appended entry: when its items first arrived (unix ms); 0: when the entry was added
+
+    @property
+    def arrived_ms(self) -> int:
+        """When the entry's items first reached the stream, unix ms (an entry id starts with its own)."""
+        return self.since_ms or int(self.id.partition("-")[0])
 
 
-def _decode_entries(raw: Sequence[tuple[bytes, dict[bytes, bytes] | None]]) -> list[tuple[str, bytes | None]]:
-    return [(entry_id.decode(), (fields or {}).get(b"data")) for entry_id, fields in raw]
+class Finish(NamedTuple):
+    """What finishing one entry writes with its ack (`StreamConsumer.finish`), all of it only if the entry was still
+    this consumer's."""
+
+    outputs: Sequence[tuple[bytes, int]] = ()  # (page, its items) for the output stream
+    dead: Sequence[bytes] = ()  # dead letters: one item each (`dead_item`), or the whole entry (`dead_entry`)
+    # (page, its items) appended again to the input stream: fills that wait for their market, or an entry split
+    # into its items; each keeps `since_ms`, the arrival time of the entry they came from (`Entry.arrived_ms`)
+    requeue: Sequence[tuple[bytes, int]] = ()
+    since_ms: int = 0
 
 
-def _data_field(fields: list[bytes] | None) -> bytes | None:
-    """The `data` value of a raw field list [name, value, ...]; None for an entry deleted while pending."""
-    if not fields:
-        return None
-    if fields[0] == b"data":
-        return fields[1]
-    return dict(zip(fields[::2], fields[1::2], strict=True)).get(b"data")
+class Finished(NamedTuple):
+    acked: int  # entries
+    emitted: int  # items appended to the output stream
+    dead: int  # dead letters written
+    requeued: int  # items appended again to the input stream
+
+
+NOTHING = Finish()
+
+
+def _entry(entry_id: bytes, fields: list[bytes], deliveries: int) -> Entry:
+    """An entry from its raw field list [name, value, ...] (`data`, and `since` when it was re-appended)."""
+    if len(fields) == 2 and fields[0] == b"data":
+        return Entry(entry_id.decode(), fields[1], deliveries)
+    named = dict(zip(fields[::2], fields[1::2], strict=True))
+    return Entry(entry_id.decode(), named.get(b"data") or b"", deliveries, int(named.get(b"since") or 0))
+
+
+def _claimed_fields(fields: dict[bytes, bytes] | None) -> list[bytes] | None:
+    """redis-py's parsed fields of a claimed entry as the raw list [name, value, ...]; None: deleted while pending."""
+    return list(chain.from_iterable(fields.items())) if fields else None
 
 
 def _unparsed(entries: list[Any]) -> list[Any]:
@@ -196,10 +256,7 @@ class StreamConsumer:
                     return claimed
             entries = await self._xreadgroup_raw(">", self.batch_max, block_ms=self.settings.block_ms)
         # new entries are delivered for the first time and always have their fields: no screening, one pass
-        return [
-            Entry(entry_id.decode(), fields[1] if fields[0] == b"data" else _data_field(fields) or b"", 1)
-            for entry_id, fields in entries
-        ]
+        return [_entry(entry_id, fields, 1) for entry_id, fields in entries]
 
     async def _xreadgroup_raw(self, start: str, count: int, *, block_ms: int | None = None) -> list[Any]:
         """The reply's [entry id, [field, value, ...] or None] pairs, as hiredis parsed them."""
@@ -215,17 +272,13 @@ class StreamConsumer:
             return _unparsed(entries)
         return entries
 
-    async def _xreadgroup(self, start: str, count: int) -> list[tuple[str, bytes | None]]:
-        entries = await self._xreadgroup_raw(start, count)
-        return [(entry_id.decode(), _data_field(fields)) for entry_id, fields in entries]
-
     async def _read_own_pending(self) -> list[Entry] | None:
         assert self._pending_start is not None
-        raw = await self._xreadgroup(self._pending_start, 1 if self._isolate else self.batch_max)
+        raw = await self._xreadgroup_raw(self._pending_start, 1 if self._isolate else self.batch_max)
         if not raw:
             self._pending_start, self._isolate = None, False
             return None
-        self._pending_start = raw[-1][0]
+        self._pending_start = raw[-1][0].decode()
         return await self._screen(raw)
 
     async def _claim_idle(self) -> list[Entry]:
@@ -246,26 +299,26 @@ class StreamConsumer:
             self._next_claim_at = 0.0  # more of the pending list to scan: continue on the next read
         if deleted:
             log.error("pending entries were deleted before being acked", stream=self.stream, ids=len(deleted))
-        raw = _decode_entries(claimed)
+        raw = [(entry_id, _claimed_fields(fields)) for entry_id, fields in claimed]
         if raw:
             log.info("claimed idle entries", stream=self.stream, group=self.group, entries=len(raw))
         return await self._screen(raw)
 
-    async def _screen(self, raw: list[tuple[str, bytes | None]]) -> list[Entry]:
+    async def _screen(self, raw: list[tuple[bytes, list[bytes] | None]]) -> list[Entry]:
         """Attach delivery counts; settle entries past `max_deliveries` (`_settle_exhausted`); ack deleted ones."""
         if not raw:
             return []
         pending = await self.redis.xpending_range(
             self.stream, self.group, raw[0][0], raw[-1][0], len(raw) * 2, consumername=self.consumer
         )
-        counts = {item["message_id"].decode(): int(item["times_delivered"]) for item in pending}
+        counts = {item["message_id"]: int(item["times_delivered"]) for item in pending}
         entries, exhausted = [], []
-        for entry_id, data in raw:
-            if data is None:  # trimmed while pending: nothing left to process
-                log.error("pending entry no longer exists", stream=self.stream, id=entry_id)
+        for entry_id, fields in raw:
+            if not fields:  # trimmed while pending: nothing left to process
+                log.error("pending entry no longer exists", stream=self.stream, id=entry_id.decode())
                 await self.redis.xack(self.stream, self.group, entry_id)
                 continue
-            entry = Entry(entry_id, data, counts.get(entry_id, 1))
+            entry = _entry(entry_id, fields, counts.get(entry_id, 1))
             entries.append(entry)
             if entry.deliveries > self.settings.max_deliveries:
                 exhausted.append(entry)
@@ -275,8 +328,10 @@ class StreamConsumer:
         return entries
 
     async def _settle_exhausted(self, exhausted: list[Entry]) -> set[str]:
-        """Dead-letter the entries past `max_deliveries` that failed: an error, or `DEATHS_ALONE_LIMIT` deaths of
-        the consumer while handling them alone. Return their ids and those of the entries to handle alone first.
+        """Settle the entries past `max_deliveries` that failed: an error, or `DEATHS_ALONE_LIMIT` deaths of the
+        consumer while handling them alone. A page of one item is dead-lettered; a page of several is split, each
+        item appended again as an entry of its own (`split_entry`), so the failure is found on the item that has it
+        and its page-mates go on. Return their ids and those of the entries to handle alone first.
 
         Redelivery alone is no failure: a consumer killed or restarted mid-batch re-reads its batch on start. Such
         an entry (nothing recorded) stays in this batch, marked DIED_IN_BATCH (one HSET: a crash loop's batch
@@ -294,7 +349,7 @@ class StreamConsumer:
             else:
                 interrupted.append(entry)
         if dead:
-            await self.finish(ack=[], dead=dead)
+            await self.finish({entry.id: split_entry(self, entry, error) for entry, error in dead})
         held_back = {entry.id for entry, _ in dead}
         if self._isolate:
             return held_back
@@ -345,49 +400,85 @@ class StreamConsumer:
             pipe.expire(self.failures_key, FAILURES_TTL_S)
             await pipe.execute()
 
-    async def finish(
-        self,
-        *,
-        ack: Sequence[str] | Mapping[str, Sequence[bytes]],
-        output_stream: str | None = None,
-        dead: Sequence[tuple[Entry, str]] = (),
-    ) -> tuple[int, int, int]:
-        """Ack entries, append their outputs to `output_stream`, dead-letter `dead`: one atomic script.
+    async def finish(self, done: Mapping[str, Finish] | Sequence[str], output_stream: str | None = None) -> Finished:
+        """Ack entries and write what each produced (`Finish`: outputs to `output_stream`, dead letters, entries
+        appended again to this stream): one atomic script. `done` maps entry ids to their Finish, or lists ids that
+        produced nothing.
 
-        `ack` is a list of ids, or a mapping id -> outputs when the batch produces entries for another stream.
-        Returns (acked, emitted, dead_lettered). If the process dies before this line, the whole batch stays
-        pending and is redone; after it, none of it is.
+        If the process dies before this line, the whole batch stays pending and is redone; after it, none of it is.
         """
-        outputs: Mapping[str, Sequence[bytes]] = ack if isinstance(ack, Mapping) else dict.fromkeys(ack, ())
-        dead_payloads = [
-            encode_dead_letter(
-                stream=self.stream,
-                entry_id=entry.id,
-                payload=entry.data,
-                error=error,
-                deliveries=entry.deliveries,
-                group=self.group,
-            )
-            for entry, error in dead
-        ]
-        sizes = list(map(len, outputs.values()))
+        results = done if isinstance(done, Mapping) else dict.fromkeys(done, NOTHING)
+        counts: list[bytes] = []
+        outputs: list[bytes] = []
+        output_items: list[bytes] = []
+        dead: list[bytes] = []
+        requeued: list[bytes] = []
+        requeued_items: list[bytes] = []
+        since: list[bytes] = []
+        writes = False
+        for finish in results.values():
+            if finish is NOTHING:
+                counts.append(b"0,0,0")
+                continue
+            writes = True
+            counts.append(b"%d,%d,%d" % (len(finish.outputs), len(finish.dead), len(finish.requeue)))
+            for payload, items in finish.outputs:
+                outputs.append(payload)
+                output_items.append(b"%d" % items)
+            dead += finish.dead
+            for payload, items in finish.requeue:
+                requeued.append(payload)
+                requeued_items.append(b"%d" % items)
+                since.append(b"%d" % finish.since_ms)
         args = [
             self.group,
             self.consumer,
+            join_lines(results),
+            join_lines(counts) if writes else b"",
             join_lines(outputs),
-            # "" tells the script every id has one output, or none has (the processor's, the writer's batches)
-            b"" if not sizes or min(sizes) == max(sizes) <= 1 else join_lines(map(str, sizes)),
-            join_lines(chain.from_iterable(outputs.values())),
-            join_lines(entry.id for entry, _ in dead),
-            join_lines(dead_payloads),
+            join_lines(output_items),
+            join_lines(dead),
+            join_lines(requeued),
+            join_lines(requeued_items),
+            join_lines(since),
         ]
-        script_keys = [self.stream, output_stream or f"{self.stream}:unused", keys.STREAM_DLQ, self.failures_key]
+        script_keys = [self.stream, output_stream or f"{self.stream}:unused", keys.STREAM_DLQ, self.failures_key,
+                       keys.STREAM_ITEMS]  # fmt: skip
         async with map_redis_errors(f"finish batch on {self.stream}"):
-            acked, emitted, dead_count = await asyncio.shield(run_script(self.redis, "finish_batch", script_keys, args))
-        self.dead_lettered += dead_count
-        if dead_count:
-            log.warning("dead-lettered entries", stream=self.stream, group=self.group, entries=dead_count)
-        return int(acked), int(emitted), int(dead_count)
+            reply = await asyncio.shield(run_script(self.redis, "finish_batch", script_keys, args))
+        finished = Finished(*map(int, reply))
+        self.dead_lettered += finished.dead
+        if finished.dead:
+            log.warning("dead-lettered", stream=self.stream, group=self.group, items=finished.dead)
+        return finished
+
+
+def dead_entry(consumer: StreamConsumer, entry: Entry, error: str) -> bytes:
+    """The dead letter of a whole entry (its page could not be read as items, or it is an item alone)."""
+    return encode_dead_letter(stream=consumer.stream, entry_id=entry.id, payload=entry.data, error=error,
+                              deliveries=entry.deliveries, group=consumer.group)  # fmt: skip
+
+
+def dead_item(consumer: StreamConsumer, entry: Entry, index: int, item: bytes, error: str) -> bytes:
+    """The dead letter of item `index` of `entry`'s page; `dlq retry` appends it again as a page of one."""
+    return encode_dead_letter(stream=consumer.stream, entry_id=entry.id, item=index, payload=item, error=error,
+                              deliveries=entry.deliveries, group=consumer.group)  # fmt: skip
+
+
+def split_entry(consumer: StreamConsumer, entry: Entry, error: str) -> Finish:
+    """An entry that failed on its own: dead-lettered when it holds one item (or cannot be read as items), else
+    each of its items appended again as an entry of its own, keeping its arrival time."""
+    try:
+        items = items_of(entry.data)
+    except PoisonMessage:
+        items = []
+    if len(items) == 1 and is_page(entry.data):  # a page of one: the item's own dead letter, as a poison item's
+        return Finish(dead=[dead_item(consumer, entry, 0, items[0], error)])
+    if len(items) <= 1:
+        return Finish(dead=[dead_entry(consumer, entry, error)])
+    log.warning("splitting an entry that failed into its items", stream=consumer.stream, id=entry.id,
+                items=len(items), error=error)  # fmt: skip
+    return Finish(requeue=[(page([item]), 1) for item in items], since_ms=entry.arrived_ms)
 
 
 def _is_own_failure(reason: bytes) -> bool:

@@ -6,8 +6,9 @@ and its own (`processors.rows.trade_columns`, exact: see that module), so the wr
 `stream:order_events`. A fill the processor holds while waiting for its market reaches `order_filled_events` when
 its trade is emitted.
 
-A batch is exactly one XREADGROUP reply (up to CLICKHOUSE_BATCH_SIZE entries, read at most every
-CLICKHOUSE_FLUSH_INTERVAL_S unless the stream is backed up), and a consumer has at most one batch pending. For each
+A batch is exactly one XREADGROUP reply (up to CLICKHOUSE_BATCH_SIZE rows' worth of entries: an entry is a page of
+up to STREAM_PAGE_MAX_ITEMS items, common/pages.py; read at most every CLICKHOUSE_FLUSH_INTERVAL_S unless the
+stream is backed up), and a consumer has at most one batch pending. For each
 of its tables in turn, a batch goes through `common.unique_insert.insert_unique`: under the table's insert lock
 (`lock:insert:<table>`) only the rows whose `id` the table does not hold yet are inserted, so a fill served by both
 sources, a backfill re-run, a replay after a crash (whole, or entry by entry after a failure; a crash between a
@@ -15,8 +16,9 @@ trades batch's two inserts included) or a second writer never stores a row twice
 `insert_deduplication_token` derived from their stream ids and their own ids (and the table,
 `StreamSpec.token_source`), which covers an insert retried while its first attempt may still be landing. Entries
 are acked only after ClickHouse accepted their rows in every table (or held them already). ClickHouse down: the
-batch is kept and retried with backoff, and the backlog waits in Redis. A row ClickHouse refuses is found by
-bisection and its entry dead-lettered with the reason (its row in the other table goes in, as do its batch-mates).
+batch is kept and retried with backoff, and the backlog waits in Redis. An item that cannot be converted is
+dead-lettered alone with the reason; a row ClickHouse refuses is found by bisection and its item dead-lettered with
+the reason (its row in the other table goes in, as do its page- and batch-mates).
 
 One writer per table: at start the writer takes its tables' leases (`common.unique_insert.writer_leases`); a second
 writer, under another consumer name, waits as a standby (heartbeat state `standby`) and takes over when the first
@@ -42,8 +44,9 @@ from common.backoff import retry_while_down, sleep_unless_stopped
 from common.clickhouse import apply_migrations, describe_columns, make_client
 from common.config import ClickHouseSettings, PipelineSettings, RedisSettings, StreamSettings, load
 from common.errors import SinkError, TransientSinkError
+from common.pages import items_of
 from common.service import Service, run_worker, service_main, tune_gc
-from common.streams import Entry, StreamConsumer, run_consumer
+from common.streams import NOTHING, Entry, Finish, StreamConsumer, dead_entry, dead_item, pages_for, run_consumer
 from common.trimming import trim_acked
 from common.unique_insert import UniqueTarget, insert_unique, writer_leases
 from processors.rows import STREAMS, StreamSpec
@@ -59,7 +62,7 @@ class WriterSettings(PipelineSettings):
 class BatchCounts(NamedTuple):
     inserted: int  # rows, over the stream's tables
     skipped: int  # rows a table held already, or repeated in the batch
-    dead: int  # entries dead-lettered
+    dead: int  # dead letters: items, or entries that were no page of items
 
 
 class StreamWriter:
@@ -108,34 +111,46 @@ class StreamWriter:
     async def insert_and_finish(self, batch: list[Entry]) -> BatchCounts:
         started = time.perf_counter()
         client, targets = await asyncio.to_thread(self.connect)
-        converted = self.spec.to_columns([entry.data for entry in batch], datetime.now(UTC))
-        row_entries = [batch[index] for index in converted.kept]
-        dead = [(batch[index], reason) for index, reason in converted.poison]
-        entry_ids = [entry.id for entry in row_entries]
-        rejected: dict[int, list[str]] = {}  # index into row_entries -> why each table refused its row
+        converted = self.spec.convert([entry.data for entry in batch], datetime.now(UTC))
+        # the dedup token covers the entry each row came from (and the rows' own keys): one id per row
+        row_entry_ids = [
+            id_ for entry, rows in zip(batch, converted.entry_rows, strict=True) for id_ in [entry.id] * rows
+        ]
+        dead: dict[int, list[bytes]] = {}  # index into the batch -> dead letters of its items (or of itself)
+        for index, item, data, reason in converted.poison:
+            entry = batch[index]
+            letter = (dead_entry(self.consumer, entry, reason) if item is None
+                      else dead_item(self.consumer, entry, item, data, reason))  # fmt: skip
+            dead.setdefault(index, []).append(letter)
+        rejected: dict[int, list[str]] = {}  # row -> why each table refused it
         inserted = skipped = 0
         for target, columns in zip(targets, converted.tables, strict=True):
-            outcome = await insert_unique(client, self.service.redis, target, columns, entry_ids, self.ch,
+            outcome = await insert_unique(client, self.service.redis, target, columns, row_entry_ids, self.ch,
                                           stop=self.service.stop)  # fmt: skip
             # dies here, between two tables: the entries stay pending; their replay finds this table's ids stored
             # and inserts only what the next table lacks
-            for index, reason in outcome.rejected:
-                rejected.setdefault(index, []).append(f"rejected by clickhouse ({target.table}): {reason}")
+            for row, reason in outcome.rejected:
+                rejected.setdefault(row, []).append(f"rejected by clickhouse ({target.table}): {reason}")
             inserted, skipped = inserted + outcome.inserted, skipped + outcome.stored_before + outcome.batch_duplicates
             self.service.count(f"rows_{target.table}", outcome.inserted)
-            log.info("batch", stream=self.spec.stream, table=target.table, rows=outcome.inserted,
-                     skipped=outcome.stored_before + outcome.batch_duplicates, replaced=outcome.replaced,
-                     rejected=len(outcome.rejected), duration_s=round(time.perf_counter() - started, 4))  # fmt: skip
+            log.info("batch", stream=self.spec.stream, table=target.table, entries=len(batch),
+                     rows=outcome.inserted, skipped=outcome.stored_before + outcome.batch_duplicates,
+                     replaced=outcome.replaced, rejected=len(outcome.rejected),
+                     duration_s=round(time.perf_counter() - started, 4))  # fmt: skip
         self.service.count("insert_ms", round((time.perf_counter() - started) * 1000))  # batch start to insert done
-        dead += [(row_entries[index], "; ".join(reasons)) for index, reasons in sorted(rejected.items())]
+        for row, reasons in sorted(rejected.items()):  # a refused row's item is dead-lettered; its page-mates are in
+            index, item = converted.origin(row)
+            letter = dead_item(self.consumer, batch[index], item, items_of(batch[index].data)[item], "; ".join(reasons))
+            dead.setdefault(index, []).append(letter)
         # dies here: the rows are in and the entries pending; the replay finds every id stored and inserts nothing.
-        # Entries whose id was stored already (or repeated in the batch) are acked with the rest.
-        await self.consumer.finish(ack=[entry.id for index, entry in enumerate(row_entries) if index not in rejected],
-                                   dead=dead)  # fmt: skip
+        # Entries whose rows were stored already (or repeated in the batch) are acked with the rest.
+        finished = await self.consumer.finish(
+            {entry.id: Finish(dead=dead[index]) if index in dead else NOTHING for index, entry in enumerate(batch)}
+        )
         self.service.count("rows_written", inserted)
         self.service.count("duplicates_skipped", skipped)
-        self.service.count("dead_lettered", len(dead))
-        return BatchCounts(inserted, skipped, len(dead))
+        self.service.count("dead_lettered", finished.dead)
+        return BatchCounts(inserted, skipped, finished.dead)
 
     async def pace(self, batch_size: int) -> None:
         """Below a full batch, wait out the flush interval so the next read gathers a bigger batch."""
@@ -199,7 +214,7 @@ async def run(
         def writer(spec: StreamSpec, stream_settings: StreamSettings) -> StreamWriter:
             consumer = StreamConsumer(service.redis, stream=spec.stream, group=keys.GROUP_CLICKHOUSE_WRITER,
                                       consumer=settings.clickhouse_writer_consumer, settings=stream_settings,
-                                      batch_max=clickhouse.batch_size)  # fmt: skip
+                                      batch_max=pages_for(clickhouse.batch_size, stream_settings))  # fmt: skip
             return StreamWriter(service, spec, consumer, clickhouse, converting, settings.clickhouse_writer_consumer)
 
         writers = [writer(spec, streams) for spec in STREAMS]

@@ -1,9 +1,11 @@
-"""Stream entries to ClickHouse columns, pure functions (docs/CONTRACT.md §4).
+"""Stream entries to ClickHouse columns, pure functions (docs/CONTRACT.md §3, §4).
 
-`StreamSpec.to_columns(entries, ingested_at)` turns a batch of entries into the columns of each table the stream
-fills (`Converted`: one list per column, in the order of the table's COLUMNS, one value per entry kept), and names
-the entries that are poison (PoisonMessage's reason); the writer dead-letters those and inserts the rest of the
-batch. Columns, not rows: clickhouse-connect inserts columns, and building them directly spares a tuple per row
+`StreamSpec.convert(entries, ingested_at)` turns a batch of entries, each a page of items (common/pages.py), into
+the columns of each table the stream fills (`Converted`: one list per column, in the order of the table's COLUMNS,
+one value per item kept), and names the items that are poison (PoisonMessage's reason), or the entry when it is no
+page of items at all; the writer dead-letters those and inserts the rest of the batch. A page is decoded in one
+call (`StreamSpec.read_page`: msgspec's decoder of a list of trades), item by item only when one is malformed.
+Columns, not rows: clickhouse-connect inserts columns, and building them directly spares a tuple per row
 (tracked by the collector) and a transposition per table. The column names come from the values' own shape, so
 they cannot drift from them: the fields of the stream's struct (`common.payloads`) for fills and trades, a
 NamedTuple per row for markets and events (whose small batches are built as rows, then transposed). Gamma's
@@ -31,7 +33,8 @@ import orjson
 from common import keys, tables
 from common.errors import PoisonMessage
 from common.gamma_fields import parse_json_list
-from common.payloads import OrderEvent, Trade, decode_trade
+from common.pages import Decoded, decode_page, items_of
+from common.payloads import OrderEvent, Trade, decode_trade, decode_trades
 from common.unique_insert import UniqueKey
 from processors.trades import USDC
 
@@ -41,14 +44,27 @@ Columns = list[list[Any]]  # a table's values, one list per column in the table'
 
 
 class Converted(NamedTuple):
-    """A batch of entries as columns: the rows of entry `kept[i]` are value i of every column."""
+    """A batch of entries (pages) as columns: entry i gave the next `entry_rows[i]` rows, from the items `kept[i]`
+    of its page."""
 
     tables: tuple[Columns, ...]  # per table of the stream, in the order of `StreamSpec.tables`
-    kept: list[int]  # indexes into the batch of the entries converted
-    poison: list[tuple[int, str]]  # (index into the batch, why the entry cannot be converted)
+    entry_rows: list[int]
+    kept: list[Sequence[int]]
+    # (index into the batch, index of the item in its page or None for the whole entry, the item, why it cannot
+    # be converted)
+    poison: list[tuple[int, int | None, bytes, str]]
+
+    def origin(self, row: int) -> tuple[int, int]:
+        """The entry (index into the batch) and the item (index in its page) that gave `row`."""
+        for index, rows in enumerate(self.entry_rows):
+            if row < rows:
+                return index, self.kept[index][row]
+            row -= rows
+        raise IndexError(row)
 
 
-ToColumns = Callable[[Sequence[bytes], datetime], Converted]
+ReadPage = Callable[[bytes, datetime], Decoded[Any]]
+ToColumns = Callable[[list[Any], datetime], tuple[Columns, ...]]
 
 
 @dataclass(frozen=True)
@@ -60,11 +76,32 @@ class TableSpec:
 
 @dataclass(frozen=True)
 class StreamSpec:
-    """A stream the writer reads, the tables each of its entries becomes one row of, and how."""
+    """A stream the writer reads, the tables each of its items becomes one row of, and how."""
 
     stream: str
     tables: tuple[TableSpec, ...]
-    to_columns: ToColumns
+    read_page: ReadPage  # an entry's items, decoded (each bad one named alone)
+    to_columns: ToColumns  # decoded items as the columns of each table
+
+    def convert(self, entries: Sequence[bytes], ingested_at: datetime) -> Converted:
+        """A batch of entries as the columns of the stream's tables, and the items (or entries) that are poison."""
+        values: list[Any] = []
+        entry_rows: list[int] = []
+        kept: list[Sequence[int]] = []
+        poison: list[tuple[int, int | None, bytes, str]] = []
+        for index, data in enumerate(entries):
+            try:
+                decoded = self.read_page(data, ingested_at)
+            except PoisonMessage as exc:  # not a page of items: the whole entry
+                poison.append((index, None, data, str(exc)))
+                entry_rows.append(0)
+                kept.append(())
+                continue
+            values += decoded.values
+            entry_rows.append(len(decoded.values))
+            kept.append(decoded.kept)
+            poison += [(index, bad.position, bad.data, bad.reason) for bad in decoded.bad]
+        return Converted(self.to_columns(values, ingested_at), entry_rows, kept, poison)
 
     def token_source(self, table: TableSpec) -> str:
         """The namespace of `table`'s dedup tokens (`common.clickhouse.batch_token`). The last of `tables` is the
@@ -235,32 +272,22 @@ def event_row(data: bytes, ingested_at: datetime) -> EventRow:
     )
 
 
-def convert_each(
-    entries: Sequence[bytes], convert: Callable[[bytes], T]
-) -> tuple[list[T], list[int], list[tuple[int, str]]]:
-    """`convert` of each entry: the values, the indexes of the entries they came from, and (index, reason) of
-    each entry it found poison (PoisonMessage), so one bad entry costs only itself."""
-    values: list[T] = []
-    kept: list[int] = []
-    poison: list[tuple[int, str]] = []
-    for index, data in enumerate(entries):
-        try:
-            values.append(convert(data))
-        except PoisonMessage as exc:
-            poison.append((index, str(exc)))
-            continue
-        kept.append(index)
-    return values, kept, poison
+def rows_of(to_row: Callable[[bytes, datetime], Row]) -> ReadPage:
+    """`to_row`, one item's row, as the `StreamSpec.read_page` of a stream of Gamma objects (markets, events: small
+    batches, where rows cost little)."""
+
+    def read_page(data: bytes, ingested_at: datetime) -> Decoded[Row]:
+        return decode_page(data, lambda page: [to_row(item, ingested_at) for item in items_of(page)],
+                           lambda item: to_row(item, ingested_at))  # fmt: skip
+
+    return read_page
 
 
-def one_row(table: TableSpec, to_row: Callable[[bytes, datetime], Row]) -> ToColumns:
-    """`to_row`, one entry's row of `table`, as the `StreamSpec.to_columns` of a stream that fills only `table`
-    (markets, events: small batches, where rows cost little)."""
+def transposed(table: TableSpec) -> ToColumns:
+    """Rows as the columns of `table`, the one table of the stream."""
 
-    def to_columns(entries: Sequence[bytes], ingested_at: datetime) -> Converted:
-        rows, kept, poison = convert_each(entries, lambda data: to_row(data, ingested_at))
-        columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in table.columns]
-        return Converted((columns,), kept, poison)
+    def to_columns(rows: list[Row], ingested_at: datetime) -> tuple[Columns, ...]:
+        return ([list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in table.columns],)
 
     return to_columns
 
@@ -296,21 +323,25 @@ _TRADE_FIELDS = [(name, attrgetter(name)) for name in Trade.__struct_fields__]
 _LEGS = ("maker_asset_id", "taker_asset_id", "maker_amount", "taker_amount")
 
 
-def trade_columns(entries: Sequence[bytes], ingested_at: datetime) -> Converted:
-    """`stream:trades` entries, each decoded once, as the columns of `order_filled_events` and of `trades` (the
-    writer's hot path: two rows per fill). The fill table's columns that are the trade's are the same lists."""
-    legs: list[str | int] = []  # the 4 of _LEGS an entry, flat: no tuple of them outlives its entry for the GC
+def checked_trade(trade: Trade) -> Trade:
+    fill_legs(trade)  # raises for a trade its fill's row could not be rebuilt from
+    return trade
 
-    def decode_with_legs(data: bytes) -> Trade:
-        trade = decode_trade(data)
-        legs.extend(fill_legs(trade))  # fill_legs raises before returning: a poison entry adds no leg
-        return trade
 
-    trades, kept, poison = convert_each(entries, decode_with_legs)
+def read_trades(data: bytes, ingested_at: datetime) -> Decoded[Trade]:
+    """A page of `stream:trades`, decoded at once (msgspec, one call), item by item only when one is malformed."""
+    return decode_page(data, lambda page: [checked_trade(t) for t in decode_trades(page)],
+                       lambda item: checked_trade(decode_trade(item)))  # fmt: skip
+
+
+def trade_columns(trades: list[Trade], ingested_at: datetime) -> tuple[Columns, ...]:
+    """Trades as the columns of `order_filled_events` and of `trades` (the writer's hot path: two rows per fill).
+    The fill table's columns that are the trade's are the same lists."""
     by_name = {name: list(map(get, trades)) for name, get in _TRADE_FIELDS}  # amounts: exact decimal text
     by_name["ingested_at"] = [ingested_at] * len(trades)
+    legs = [leg for trade in trades for leg in fill_legs(trade)]  # the 4 of _LEGS a trade, flat
     by_name.update((name, legs[at :: len(_LEGS)]) for at, name in enumerate(_LEGS))
-    return Converted(([by_name[c] for c in ORDER_EVENT_COLUMNS], [by_name[c] for c in TRADE_COLUMNS]), kept, poison)
+    return [by_name[c] for c in ORDER_EVENT_COLUMNS], [by_name[c] for c in TRADE_COLUMNS]
 
 
 # Fills and trades never change: checked by id over their time ranges. Markets and events do: newest updated_at.
@@ -322,10 +353,10 @@ ORDER_FILLED_EVENTS = TableSpec(tables.ORDER_FILLED_EVENTS, ORDER_EVENT_COLUMNS,
 TRADES = TableSpec(tables.TRADES, TRADE_COLUMNS, IMMUTABLE)
 TABLES = (MARKETS, EVENTS, ORDER_FILLED_EVENTS, TRADES)
 STREAMS = (
-    StreamSpec(keys.STREAM_MARKETS, (MARKETS,), one_row(MARKETS, market_row)),
-    StreamSpec(keys.STREAM_EVENTS, (EVENTS,), one_row(EVENTS, event_row)),
+    StreamSpec(keys.STREAM_MARKETS, (MARKETS,), rows_of(market_row), transposed(MARKETS)),
+    StreamSpec(keys.STREAM_EVENTS, (EVENTS,), rows_of(event_row), transposed(EVENTS)),
     # order_filled_events first: a crash between the two inserts leaves a fill without its trade, which the
     # entry's redelivery completes (and `replay` would find); trades last, as its own stream's table
-    StreamSpec(keys.STREAM_TRADES, (ORDER_FILLED_EVENTS, TRADES), trade_columns),
+    StreamSpec(keys.STREAM_TRADES, (ORDER_FILLED_EVENTS, TRADES), read_trades, trade_columns),
 )
 

@@ -1,21 +1,25 @@
 """Trade processor: order fills in, enriched trades out (docs/CONTRACT.md §3 rule 3, §4, §5).
 
 Reads `stream:order_events` in consumer group `trade-processor` (stable consumer name per worker, several
-workers share the load) and writes one trade per fill to `stream:trades`. The trades of a batch and the ack of
-their fills are one script (`StreamConsumer.finish`): a crash before it redoes the batch, after it nothing; a
-trade is only written by the call that acked its fill while it was still pending for this worker, so workers that
-raced on a claimed fill never both emit it.
+workers share the load) and writes one trade per fill to `stream:trades`: an entry's fills (a page,
+common/pages.py) become one entry of their trades, in the same order. The trades of a batch and the ack of their
+entries are one script (`StreamConsumer.finish`): a crash before it redoes the batch, after it nothing; trades are
+only written by the call that acked their entry while it was still pending for this worker, so workers that raced
+on a claimed entry never both emit them.
 
 Markets come from the `markets:by_token` hash that the markets ingester writes together with the markets, with
-a local cache in front. A fill whose token is unknown is held (left pending, kept from other workers' XAUTOCLAIM),
-its token is put in `markets:token_lookups` for the markets ingester, and the trade is emitted when the market
-arrives, or after UNKNOWN_MARKET_WAIT_S with `market_id = ''` (counted as `unresolved_markets`).
+a local cache in front. A fill whose token is unknown waits for its market, alone: an entry whose every fill waits
+is held (left pending, kept from other workers' XAUTOCLAIM); an entry with some fills ready is finished, its
+waiting fills appended again, in the same script, as an entry of their own that keeps their arrival time
+(`since`). Their tokens are put in `markets:token_lookups` for the markets ingester, and a waiting fill's trade is
+emitted when its market arrives, or UNKNOWN_MARKET_WAIT_S after the fill arrived with `market_id = ''` (counted
+as `unresolved_markets`).
 A fill whose token belongs to a version GAMMA_VERSIONS leaves out (a Protocol V2 position id when only v1 is
 selected, a CTF token id when only v2 is) is not held: no market of that version is ever listed or looked up, so
 its trade is written at once with `market_id = ''` (counted as `excluded_markets`). The version is read from the
 id itself (`common.gamma_fields.outcome_id_version`), not from the exchange: the subgraph names none, and the id's
 kind is what Gamma's own `version` rule keys on.
-Poison fills go to `stream:dlq` with the reason.
+A malformed fill goes to `stream:dlq` alone, with the reason; its page-mates go on.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import asyncio
 import math
 import socket
 import time
+from typing import NamedTuple
 
 import structlog
 from pydantic import Field
@@ -34,9 +39,10 @@ from common.backoff import sleep_unless_stopped
 from common.config import GammaSettings, PipelineSettings, RedisSettings, StreamSettings, load
 from common.errors import PoisonMessage, TransientSinkError
 from common.gamma_fields import outcome_id_version
-from common.payloads import OrderEvent, decode_order_event, encode_trade
+from common.pages import decode_page
+from common.payloads import OrderEvent, decode_order_event, decode_order_events, encode_items
 from common.service import Service, run_worker, service_main, tune_gc
-from common.streams import Entry, StreamConsumer, run_consumer
+from common.streams import Entry, Finish, Finished, StreamConsumer, dead_entry, dead_item, pages_for, run_consumer
 from processors.markets_cache import MarketsCache
 from processors.trades import derive_trade, token_of
 
@@ -47,6 +53,8 @@ class ProcessorSettings(PipelineSettings):
     # Stable consumer name of this worker, also its heartbeat name (`service:<name>`). Several workers need
     # distinct names; empty means `trade_processor@<hostname>` (one worker per container).
     trade_processor_consumer: str = "trade_processor"
+    # Fills per batch at most: entries, pages of up to STREAM_PAGE_MAX_ITEMS fills, are read this many fills' worth
+    # at a time (at least one entry)
     trade_processor_batch_max: int = Field(5000, ge=1)
     unknown_market_wait_s: float = Field(300.0, ge=0)
     # A held fill waits for its market's listing (a markets refresh or a token lookup, seconds to minutes): looking
@@ -59,8 +67,16 @@ class ProcessorSettings(PipelineSettings):
     token_lookup_repeat_s: float = Field(15.0, ge=0)
 
 
+class Page(NamedTuple):
+    """An entry of `stream:order_events` in hand: its fills decoded, and the dead letters of its poison items."""
+
+    entry: Entry
+    events: list[OrderEvent]
+    dead: list[bytes]
+
+
 class Processor:
-    """One worker's state: the consumer, the markets cache and the fills held for their market."""
+    """One worker's state: the consumer, the markets cache and the entries held for their fills' markets."""
 
     def __init__(
         self, service: Service, settings: ProcessorSettings, stream_settings: StreamSettings, gamma: GammaSettings
@@ -79,69 +95,88 @@ class Processor:
             group=keys.GROUP_TRADE_PROCESSOR,
             consumer=service.name,
             settings=stream_settings,
-            batch_max=settings.trade_processor_batch_max,
+            batch_max=pages_for(settings.trade_processor_batch_max, stream_settings),
         )
-        self.held: dict[str, tuple[Entry, OrderEvent]] = {}
+        self.held: dict[str, Page] = {}  # entries whose every fill waits for its market, left pending
         self.kept_at = -math.inf  # monotonic time held entries were last claimed again (`keep`)
 
     def is_selected(self, token: str) -> bool:
         """Whether the market of `token` is of a version GAMMA_VERSIONS selects (else it is never looked up)."""
         return outcome_id_version(token) in self.versions
 
+    def read(self, entry: Entry) -> Page:
+        """An entry's fills; its malformed items (or the whole entry, if it is no page of items) as dead letters."""
+        try:
+            decoded = decode_page(entry.data, decode_order_events, decode_order_event)
+        except PoisonMessage as exc:
+            return Page(entry, [], [dead_entry(self.consumer, entry, str(exc))])
+        dead = [dead_item(self.consumer, entry, bad.position, bad.data, bad.reason) for bad in decoded.bad]
+        return Page(entry, decoded.values, dead)
+
     async def handle(self, batch: list[Entry]) -> None:
         """Decode, resolve markets, emit what is ready, hold the rest."""
         started = time.perf_counter()
-        fills, dead = [], []
-        for entry in batch:
-            try:
-                fills.append((entry, decode_order_event(entry.data)))
-            except PoisonMessage as exc:
-                dead.append((entry, str(exc)))
-        emitted = await self.release(fills, dead)
+        pages = [self.read(entry) for entry in batch]
+        finished = await self.release(pages)
         log.info(
             "batch",
-            fills=len(batch),
-            trades=emitted,
+            entries=len(batch),
+            fills=sum(len(page.events) for page in pages),
+            trades=finished.emitted,
+            waiting=finished.requeued,
             held=len(self.held),
-            dead=len(dead),
+            dead=finished.dead,
             duration_s=round(time.perf_counter() - started, 4),
         )
 
-    async def release(self, fills: list[tuple[Entry, OrderEvent]], dead: list[tuple[Entry, str]] = ()) -> int:
-        """Emit the trades of `fills` whose market is known or whose wait is over; the rest stay held."""
-        tokens = [token_of(event) for _, event in fills]
-        markets = await self.markets.resolve(set(tokens))
-        # an entry id starts with its unix ms: older than this, a fill stops waiting for its market
+    async def release(self, pages: list[Page]) -> Finished:
+        """Finish each entry whose fills all have their market (or have waited long enough): its trades, as one
+        page, in the same script as its ack. An entry whose fills all wait stays held; one with some waiting is
+        finished, its waiting fills appended again as an entry of their own that keeps their arrival time."""
+        markets = await self.markets.resolve({token_of(event) for page in pages for event in page.events})
+        # older than this, a fill stops waiting for its market
         give_up_ms = time.time() * 1000 - self.settings.unknown_market_wait_s * 1000
-        ready: dict[str, tuple[bytes]] = {}  # a fill's one trade in a tuple: one allocation, a list's two
+        done: dict[str, Finish] = {}
         unresolved = excluded = 0
-        for (entry, event), token in zip(fills, tokens, strict=True):
-            market = markets.get(token)
-            if market is None:
-                if not self.is_selected(token):
-                    excluded += 1
-                elif int(entry.id.partition("-")[0]) > give_up_ms:
-                    self.held.setdefault(entry.id, (entry, event))
-                    continue
-                else:
-                    unresolved += 1
-            ready[entry.id] = (encode_trade(derive_trade(event, market)),)
-        if not ready and not dead:
-            return 0
-        acked, emitted, _ = await self.consumer.finish(ack=ready, output_stream=keys.STREAM_TRADES, dead=dead)
-        for entry_id in ready:
+        for page in pages:
+            waited_out = page.entry.arrived_ms <= give_up_ms
+            trades, waiting = [], []
+            for event in page.events:
+                token = token_of(event)
+                market = markets.get(token)
+                if market is None:
+                    if not self.is_selected(token):
+                        excluded += 1
+                    elif not waited_out:
+                        waiting.append(event)
+                        continue
+                    else:
+                        unresolved += 1
+                trades.append(derive_trade(event, market))
+            if waiting and not trades and not page.dead:
+                self.held.setdefault(page.entry.id, page)
+                continue
+            done[page.entry.id] = Finish(
+                outputs=[(encode_items(trades), len(trades))] if trades else (),
+                dead=page.dead,
+                requeue=[(encode_items(waiting), len(waiting))] if waiting else (),
+                since_ms=page.entry.arrived_ms,
+            )
+        if not done:
+            return Finished(0, 0, 0, 0)
+        finished = await self.consumer.finish(done, output_stream=keys.STREAM_TRADES)
+        for entry_id in done:
             self.held.pop(entry_id, None)
-        for entry, _ in dead:
-            self.held.pop(entry.id, None)
-        self.service.count("fills", acked)
-        self.service.count("trades", emitted)
+        self.service.count("fills", finished.emitted + finished.dead)
+        self.service.count("trades", finished.emitted)
         self.service.count("unresolved_markets", unresolved)
         self.service.count("excluded_markets", excluded)
-        self.service.count("dead_lettered", len(dead))
-        return emitted
+        self.service.count("dead_lettered", finished.dead)
+        self.service.count("fills_waiting_again", finished.requeued)
+        return finished
 
     async def release_held_forever(self) -> None:
-        """Re-check held fills every interval; keep them ours and their tokens asked for meanwhile."""
+        """Re-check held entries every interval; keep them ours and their tokens asked for meanwhile."""
         while not self.service.stop.is_set():
             await sleep_unless_stopped(self.service.stop, self.settings.held_check_interval_s)
             if not self.held:
@@ -149,11 +184,11 @@ class Processor:
             try:
                 await self.release(list(self.held.values()))
                 waiting = list(self.held.values())
-                await self.markets.request_lookups({token_of(event) for _, event in waiting})
+                await self.markets.request_lookups({token_of(event) for page in waiting for event in page.events})
                 # Other consumers claim entries idle for claim_min_idle_ms: renewing ours a few times within that
                 # is enough (an XCLAIM of every held entry each second was a measurable share of Redis' time).
                 if time.monotonic() - self.kept_at >= self.consumer.settings.claim_min_idle_ms / 4000:
-                    await self.consumer.keep([entry.id for entry, _ in waiting])
+                    await self.consumer.keep([page.entry.id for page in waiting])
                     self.kept_at = time.monotonic()
             except TransientSinkError as exc:
                 self.service.degraded(exc)

@@ -6,12 +6,12 @@
 Starts the simulator, Redis, the embedded ClickHouse and the six services as separate processes
 (pipeline/harness/fleet.py, the supervisord layout) in a temp folder, then:
 1. throughput: the simulator's history (v1 fills through Goldsky, v2 through the chain RPC) into `trades`. Prints
-   fills/s end to end (fills / (last `ingested_at` - services started)) and per stage: ingest (entries added to
-   `stream:order_events`), processor (entries added to `stream:trades`), writer (rows in `trades`), each as the
-   whole run's average and the best 5-second window. Samples every process's RSS (VmHWM, across restarts) and
-   Redis `used_memory`, and the longest each stream got. CPU (utime + stime from /proc/<pid>/stat, with the
-   children each reaped: Redis rewrites its AOF in a forked child; over every
-   incarnation) per process from services start to drained, as CPU-µs per fill: each product process and their
+   fills/s end to end (fills / (last `ingested_at` - services started)) and per stage: ingest (fills added to
+   `stream:order_events`), processor (trades added to `stream:trades`; both counted in `stream:items`), writer (rows
+   in `trades`), each as the whole run's average and the best 5-second window. Samples every process's RSS (VmHWM,
+   across restarts) and Redis `used_memory`, and the longest each stream got. CPU (utime + stime from
+   /proc/<pid>/stat, with the children each reaped: Redis rewrites its AOF in a forked child; over every incarnation)
+   per process from services start to drained, as CPU-µs per fill: each product process and their
    total without the simulator; the fill ingesters also per fill they emitted (`trades` rows of their `source`:
    the chain ingester starts at the cutover, so it emits only the v2/v3 fills, not all the chain holds). Redis'
    time inside each command over the phase (`INFO commandstats` after `CONFIG RESETSTAT`), µs per fill.
@@ -47,7 +47,7 @@ from pipeline.harness.fleet import (
     SERVICE_DEFAULTS,
     SERVICE_MODULES,
     Fleet,
-    entries_added,
+    items_added,
     load_average,
     table_count,
     wait_converged,
@@ -66,8 +66,8 @@ MODES = {  # history fills, live seconds
 @dataclass
 class Sample:
     at: float  # wall clock, unix s
-    ingested: int  # stream:order_events entries added
-    processed: int  # stream:trades entries added
+    ingested: int  # fills added to stream:order_events (stream:items)
+    processed: int  # trades added to stream:trades (stream:items)
     written: int  # rows in trades (-1: ClickHouse did not answer)
 
 
@@ -90,8 +90,8 @@ class Sampler:
             self.redis_peak_mb = max(self.redis_peak_mb, memory["used_memory_peak"] / 2**20)
             for stream in self.max_stream_len:
                 self.max_stream_len[stream] = max(self.max_stream_len[stream], int(client.xlen(stream)))
-            ingested = entries_added(client, keys.STREAM_ORDER_EVENTS)
-            processed = entries_added(client, keys.STREAM_TRADES)
+            ingested = items_added(client, keys.STREAM_ORDER_EVENTS)
+            processed = items_added(client, keys.STREAM_TRADES)
         finally:
             client.close()
         sample = Sample(time.time(), ingested, processed, table_count(self.fleet, tables.TRADES))

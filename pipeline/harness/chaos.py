@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common import keys
-from pipeline.harness.fleet import SERVICE_MODULES, Fleet, entries_added, load_average, wait_converged
+from pipeline.harness.fleet import SERVICE_MODULES, Fleet, items_added, load_average, wait_converged
 from pipeline.harness.truth_check import Verdict, check_against_truth, fetch_truth
 
 VICTIMS = (*SERVICE_MODULES, "redis", "clickhouse")
@@ -136,7 +136,7 @@ def run_chaos(
         verdict = check_against_truth(fleet, truth)
         client = fleet.redis()
         try:
-            appended = entries_added(client, keys.under(fleet.key_prefix, keys.STREAM_ORDER_EVENTS))
+            appended = items_added(client, keys.STREAM_ORDER_EVENTS, fleet.key_prefix)
         finally:
             client.close()
     seconds = time.monotonic() - started

@@ -461,10 +461,9 @@ def _stream_id(raw: bytes | str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def entries_added(client: redis.Redis, stream: str) -> int:
-    if not client.exists(stream):
-        return 0
-    return int(client.xinfo_stream(stream)["entries-added"])
+def items_added(client: redis.Redis, stream: str, prefix: str = "") -> int:
+    """Items ever appended to `stream` under `prefix` (`stream:items`): fills, not the pages that hold them."""
+    return int(client.hget(keys.under(prefix, keys.STREAM_ITEMS), keys.under(prefix, stream)) or 0)
 
 
 def table_count(fleet: Fleet, table: str) -> int:
@@ -487,7 +486,7 @@ def wait_converged(fleet: Fleet, expected: int, timeout_s: float, tick: Callable
         try:
             client = fleet.redis()
             try:
-                added = entries_added(client, keys.under(fleet.key_prefix, keys.STREAM_ORDER_EVENTS))
+                added = items_added(client, keys.STREAM_ORDER_EVENTS, fleet.key_prefix)
                 drained, state = groups_drained(client, fleet.key_prefix)
             finally:
                 client.close()
@@ -497,7 +496,7 @@ def wait_converged(fleet: Fleet, expected: int, timeout_s: float, tick: Callable
             continue
         counts = {t: table_count(fleet, t) for t in tables.FILL_TABLES}
         if added < expected:
-            state = f"stream:order_events entries-added {added:,} < {expected:,}"
+            state = f"stream:order_events items added {added:,} < {expected:,}"
         elif drained and all(c == expected for c in counts.values()):
             return time.monotonic() - started
         elif drained:

@@ -4,14 +4,15 @@ A dead letter records the original stream, the entry id, the payload, the group 
 and the delivery count. Ingesters dead-letter malformed source items (no entry id, group "").
 
 retry: re-appends the original payload to its original stream, as a new entry, and deletes the dead letter(s),
-in one Lua script (a crash leaves either both or neither). A new entry reaches *every* group of that stream, so
+in one Lua script (a crash leaves either both or neither). A dead item (a page's one malformed or refused item,
+`item` set) goes back as a page of one; a whole entry as it was. A new entry reaches *every* group of that stream, so
 retry only re-delivers an entry that every group of its stream gave up on (`keys.STREAM_GROUPS`: on a stream
 read by several groups, when only one of them dead-lettered an entry, the others already processed it, and
 re-adding it would deliver it to them twice). Such partial entries are skipped with the reason, unless `--force`:
 today every stream has one group, so this concerns dead letters left by the writer's former group on
 `stream:order_events` (the trade processor has that fill's trade; `--force` re-derives it, and the writer
-stores only what its tables lack). All dead letters of the same original entry are retried together and deleted
-together. Ingester dead letters are never retried: the item was malformed at the source (fix the source and
+stores only what its tables lack). All dead letters of the same original entry (or item) are retried together and
+deleted together. Ingester dead letters are never retried: the item was malformed at the source (fix the source and
 re-ingest; `purge`).
 purge: deletes the selected dead letters (asks unless `--yes`).
 Select with `--id DLQ_ID` (repeatable) or `--all`, narrowed by `--stream` and `--group`.
@@ -67,16 +68,16 @@ def retry_plan(
     selected: list[DlqEntry], every: list[DlqEntry], *, force: bool
 ) -> tuple[list[list[DlqEntry]], list[str]]:
     """Dead letters grouped by original entry, each group safe to re-add once; and why the others are skipped."""
-    by_entry: dict[tuple[str, str], list[DlqEntry]] = defaultdict(list)
+    by_entry: dict[tuple[str, str, int | None], list[DlqEntry]] = defaultdict(list)
     for entry in every:
         if entry.letter.entry_id:
-            by_entry[(entry.letter.stream, entry.letter.entry_id)].append(entry)
+            by_entry[(entry.letter.stream, entry.letter.entry_id, entry.letter.item)].append(entry)
     plans, skipped, seen = [], [], set()
     for dlq_id, letter in selected:
         if not letter.entry_id or letter.stream not in keys.STREAM_GROUPS:
             skipped.append(f"{dlq_id}: malformed at the source (no stream entry to re-deliver); purge it instead")
             continue
-        key = (letter.stream, letter.entry_id)
+        key = (letter.stream, letter.entry_id, letter.item)
         if key in seen:
             continue
         seen.add(key)
@@ -96,12 +97,13 @@ async def retry(redis: aioredis.Redis, args: argparse.Namespace) -> int:
     retried = 0
     for entries in plans:
         first_id, first = entries[0]
-        new_id = await retry_dead_letters(redis, first.stream, first.payload, [entry.id for entry in entries])
+        new_id = await retry_dead_letters(redis, first, [entry.id for entry in entries])
         if new_id is None:
             skipped.append(f"{first_id}: gone from the DLQ meanwhile (retried or purged by someone else)")
             continue
         retried += 1
-        console.print(f"retried {first.stream} entry {first.entry_id} as {new_id} "
+        what = f"entry {first.entry_id}" if first.item is None else f"item {first.item} of entry {first.entry_id}"
+        console.print(f"retried {first.stream} {what} as {new_id} "
                       f"({len(entries)} dead letter(s) removed)", markup=False)  # fmt: skip
     for reason in skipped:
         console.print(f"skipped {reason}", markup=False)

@@ -35,17 +35,19 @@ from common import keys, tables
 from common.clickhouse import describe_columns, make_client, map_clickhouse_errors
 from common.config import ClickHouseSettings
 from common.errors import PoisonMessage
-from common.payloads import MarketRef, OrderEvent, decode_market_ref, decode_order_event, encode_trade
+from common.pages import decode_page
+from common.payloads import MarketRef, OrderEvent, decode_market_ref, decode_order_event, decode_order_events
 from common.redis_client import make_redis, map_redis_errors
 from common.status.snapshot import read_streams
 from common.unique_insert import UniqueTarget, insert_unique
 from pipeline.ops import repair_unresolved
 from pipeline.ops.command import add_time_range, chunks, console, fail, make_parser, parse_range, run_command, settings
-from processors.rows import IMMUTABLE, TRADE_COLUMNS, trade_columns
+from processors.rows import IMMUTABLE, TRADE_COLUMNS, checked_trade, trade_columns
 from processors.trades import derive_trade, token_of
 
 FILL_COLUMNS = tuple(OrderEvent.__struct_fields__)
 BATCH_ROWS = 10_000
+STREAM_READ_ENTRIES = 100  # pages of up to STREAM_PAGE_MAX_ITEMS fills
 REPLAY_SOURCE = "replay:trades"  # the tokens' namespace: trade ids, where the writer's tokens hold stream ids
 IN_FLIGHT = ((keys.STREAM_ORDER_EVENTS, keys.GROUP_TRADE_PROCESSOR), (keys.STREAM_TRADES, keys.GROUP_CLICKHOUSE_WRITER))
 
@@ -88,17 +90,18 @@ async def fills_in_stream(redis: aioredis.Redis, start_ts: int, end_ts: int) -> 
     found: dict[str, OrderEvent] = {}
     after = "-"
     while True:
-        page = await redis.xrange(keys.STREAM_ORDER_EVENTS, min=after, count=5000)
-        for _, fields in page:
+        entries = await redis.xrange(keys.STREAM_ORDER_EVENTS, min=after, count=STREAM_READ_ENTRIES)
+        for _, fields in entries:
             try:
-                event = decode_order_event(fields.get(b"data", b""))
+                events = decode_page(fields.get(b"data", b""), decode_order_events, decode_order_event).values
             except PoisonMessage:
                 continue
-            if start_ts <= event.timestamp <= end_ts:
-                found.setdefault(event.id, event)
-        if len(page) < 5000:
+            for event in events:
+                if start_ts <= event.timestamp <= end_ts:
+                    found.setdefault(event.id, event)
+        if len(entries) < STREAM_READ_ENTRIES:
             return sorted(found.values(), key=lambda e: e.id)
-        after = "(" + page[-1][0].decode()
+        after = "(" + entries[-1][0].decode()
 
 
 async def markets_for(redis: aioredis.Redis, fills: list[OrderEvent]) -> dict[str, MarketRef]:
@@ -129,12 +132,16 @@ async def insert_trades(
     inserted = rejected = 0
     for start in range(0, len(ordered), BATCH_ROWS):
         batch = ordered[start : start + BATCH_ROWS]
-        converted = trade_columns([encode_trade(derive_trade(e, markets.get(token_of(e)))) for e in batch],
-                                  ingested_at)  # fmt: skip
-        trades = converted.tables[-1]  # the fill table's columns beside it are not used: the fills are stored
-        kept = [batch[index] for index in converted.kept]
-        outcome = await insert_unique(client, redis, target, trades, [e.id for e in kept], ch)
-        refused = [(batch[index], reason) for index, reason in converted.poison]
+        trades, kept, refused = [], [], []
+        for event in batch:
+            try:
+                trades.append(checked_trade(derive_trade(event, markets.get(token_of(event)))))
+            except PoisonMessage as exc:
+                refused.append((event, str(exc)))
+                continue
+            kept.append(event)
+        columns = trade_columns(trades, ingested_at)[-1]  # the fill table's columns beside it are not used
+        outcome = await insert_unique(client, redis, target, columns, [e.id for e in kept], ch)
         refused += [(kept[index], reason) for index, reason in outcome.rejected]
         for event, reason in refused:
             console.print(f"rejected {event.id}: {reason}", markup=False)

@@ -2,9 +2,10 @@
 
 Deletes from Redis (listed, with counts, before anything is deleted):
   the streams `stream:markets`, `stream:events`, `stream:order_events`, `stream:trades`, `stream:dlq` (their
-  consumer groups go with them), and every key matching `state:*` (cursors, backfill ranges), `markets:*` (token
-  map, token lookups, content hashes), `events:*`, `failures:*`, `service:*` (heartbeats and counters) and
-  `lock:*` (the writers' insert locks), each name under REDIS_KEY_PREFIX when one is set.
+  consumer groups go with them) and their item counts `stream:items`, and every key matching `state:*` (cursors,
+  backfill ranges), `markets:*` (token map, token lookups, content hashes), `events:*`, `failures:*`, `service:*`
+  (heartbeats and counters) and `lock:*` (the writers' insert locks), each name under REDIS_KEY_PREFIX when one is
+  set.
 With `--truncate-clickhouse`, also empties the tables `markets`, `events`, `order_filled_events` and `trades`
 (the schema and its migrations stay). Asks for confirmation unless `--yes`; refuses while a service heartbeats
 (stop them first) unless `--force`, because a running service would write its in-memory state straight back.
@@ -26,14 +27,14 @@ from common.redis_client import make_redis, map_redis_errors
 from common.status.snapshot import read_services
 from pipeline.ops.command import chunks, confirm, console, fail, make_parser, run_command, settings
 
-# Streams are listed by name; the rest by pattern, under this process's REDIS_KEY_PREFIX.
+# Streams (and their item counts) are listed by name; the rest by pattern, under this process's REDIS_KEY_PREFIX.
 PATTERNS = tuple(keys.PREFIX + pattern for pattern in keys.LOGICAL_PATTERNS if pattern != "stream:*")
 
 
 async def keys_to_delete(redis: aioredis.Redis) -> dict[str, list[str]]:
     """What a reset deletes, by pattern (streams under their own names)."""
     found: dict[str, list[str]] = {}
-    for stream in keys.ALL_STREAMS:
+    for stream in (*keys.ALL_STREAMS, keys.STREAM_ITEMS):
         found[stream] = [stream] if await redis.exists(stream) else []
     for pattern in PATTERNS:
         found[pattern] = sorted({key.decode() async for key in redis.scan_iter(match=pattern, count=1000)})

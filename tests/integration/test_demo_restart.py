@@ -17,6 +17,7 @@ from pydantic import SecretStr
 
 from common import keys
 from common.config import HttpSettings, RedisSettings, SourceSettings
+from common.pages import items_of
 from common.payloads import decode_order_event
 from ingesters import chain_ingester
 from ingesters.chain_ingester import ChainConfig, ChainSettings
@@ -82,7 +83,7 @@ def test_restarted_demo_simulator_continues_its_chain_with_wall_clock_blocks(
             asyncio.run(chain_ingester.run(config, once=True))
             time.sleep(0.1)
         arrived = time.time()
-        event = decode_order_event(new[0][1][b"data"])
+        event = decode_order_event(items_of(new[0][1][b"data"])[0])
         block = rpc(rpc_url, "eth_getBlockByNumber", [hex(event.block_number), False])
         assert isinstance(block, dict)
         assert event.block_number > old_cursor

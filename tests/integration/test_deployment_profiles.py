@@ -30,7 +30,7 @@ from common.unique_insert import UniqueKey, UniqueTarget, insert_unique
 from pipeline.ops import migrate
 from processors import clickhouse_writer
 from tests.fixtures.clickhouse_server import ClickHouseServer, clickhouse_env, free_port
-from tests.fixtures.helpers import FAST_STREAMS
+from tests.fixtures.helpers import FAST_STREAMS, items_in
 from tests.integration.test_gamma_ingesters import run_events, run_markets
 from tests.integration.test_unique_inserts import ingest_both_sources_over_v1, run_processor_and_writer
 from tests.unit.test_deployment import statements
@@ -146,7 +146,7 @@ async def test_the_whole_pipeline_ends_exact_under_the_profiles_settings(
     sim = simulator(seed=21, markets=12, history_fills=1_500, late_listing_delay_s=3600.0)
     await run_markets(sim, redis_settings)
     await run_events(sim, redis_settings)
-    listed = {stream: [orjson.loads(fields[b"data"]) for _, fields in await redis_client.xrange(stream)]
+    listed = {stream: [orjson.loads(item) for item in items_in(await redis_client.xrange(stream))]
               for stream in (keys.STREAM_MARKETS, keys.STREAM_EVENTS)}  # fmt: skip
     distinct = await ingest_both_sources_over_v1(sim, redis_settings)  # every v1 fill from two sources
     await run_processor_and_writer(redis_settings, settings)

@@ -21,13 +21,14 @@ from pydantic import SecretStr
 from common import keys
 from common.clickhouse import make_client
 from common.config import HttpSettings, RedisSettings, SourceSettings
+from common.pages import items_of
 from common.payloads import decode_order_event, decode_trade
 from common.status.snapshot import query_clickhouse
 from ingesters import chain_ingester
 from ingesters import polymarket_ingester as markets_ingester
 from ingesters.gamma import Connections
 from processors import clickhouse_writer, trade_processor
-from tests.fixtures.helpers import UNCLAIMED_STREAMS, wait_until
+from tests.fixtures.helpers import UNCLAIMED_STREAMS, items_added, wait_until
 from tests.fixtures.simulator import SimulatorFactory
 
 LATE_LISTING_DELAY_S = 20.0
@@ -75,7 +76,7 @@ async def run_pipeline(sim: Any, truth: dict[str, Any], redis: aioredis.Redis, r
     ]
     try:
         await chain_ingester.run(chain, once=True)
-        await wait_until(lambda: redis.xlen(keys.STREAM_TRADES), "a trade for every fill",
+        await wait_until(lambda: items_added(redis, keys.STREAM_TRADES), "a trade for every fill",
                                accept=lambda n: n == truth["count"], timeout_s=WAIT_S + 30)  # fmt: skip
     finally:
         stop.set()
@@ -97,9 +98,10 @@ async def test_every_trade_of_the_three_families_matches_the_truth_and_combos_wa
     await run_pipeline(sim, truth, redis_client, redis_settings)
 
     # When each trade was written (its stream:trades entry) against when its fill arrived (stream:order_events).
-    arrived = {decode_order_event(f[b"data"]).id: entry_ms(i) for i, f in await redis_client.xrange(
-        keys.STREAM_ORDER_EVENTS)}  # fmt: skip
-    written = {decode_trade(f[b"data"]).id: entry_ms(i) for i, f in await redis_client.xrange(keys.STREAM_TRADES)}
+    arrived = {decode_order_event(item).id: entry_ms(i) for i, f in await redis_client.xrange(
+        keys.STREAM_ORDER_EVENTS) for item in items_of(f[b"data"])}  # fmt: skip
+    written = {decode_trade(item).id: entry_ms(i) for i, f in await redis_client.xrange(keys.STREAM_TRADES)
+               for item in items_of(f[b"data"])}
     assert all(written[fid] - arrived[fid] >= WAIT_S * 1000 for fid in combo_fills)  # held the whole wait
     # the late V2 market's fills were held until it was listed, then written with it before their wait was over
     listed_ms = sim.truth(fills=False)["late_listed_at"] * 1000

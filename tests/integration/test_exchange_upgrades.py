@@ -23,7 +23,7 @@ from dashboard.metrics import render_metrics
 from ingesters import chain_ingester
 from ingesters.chain_ingester import ChainConfig, ChainSettings
 from pipeline.ops import ack_upgrade
-from tests.fixtures.helpers import wait_until
+from tests.fixtures.helpers import items_in, wait_until
 from tests.fixtures.simulator import SimulatorFactory
 
 FAST_HTTP = HttpSettings(read_timeout_s=2.0, connect_timeout_s=1.0, backoff_base_s=0.02, backoff_max_s=0.3)
@@ -41,7 +41,7 @@ async def heartbeat(redis: aioredis.Redis) -> dict[str, str]:
 
 
 async def fill_blocks(redis: aioredis.Redis) -> list[int]:
-    return [decode_order_event(f[b"data"]).block_number for _, f in await redis.xrange(keys.STREAM_ORDER_EVENTS)]
+    return [decode_order_event(item).block_number for item in items_in(await redis.xrange(keys.STREAM_ORDER_EVENTS))]
 
 
 async def test_an_exchange_v3_upgrade_degrades_the_ingester_until_acknowledged_and_fills_keep_flowing(
@@ -126,7 +126,7 @@ async def test_the_chain_ingester_reads_every_real_log_shape_exactly(
 
     service = await chain_ingester.run(chain_config(sim, redis_settings, start_block=truth["first_block"]), once=True)
 
-    events = [decode_order_event(f[b"data"]) for _, f in await redis_client.xrange(keys.STREAM_ORDER_EVENTS)]
+    events = [decode_order_event(item) for item in items_in(await redis_client.xrange(keys.STREAM_ORDER_EVENTS))]
     assert sorted(e.id for e in events) == sorted(expected) and service.counters["dead_letters"] == 0
     fields = ("exchange", "block_number", "log_index", "timestamp", "maker", "taker", "maker_amount", "taker_amount")
     assert all([getattr(e, k) for k in fields] == [expected[e.id][k] for k in fields] for e in events)

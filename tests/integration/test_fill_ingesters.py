@@ -35,7 +35,7 @@ from ingesters import chain_ingester, goldsky_ingester
 from ingesters.bounded_cache import BoundedCache
 from ingesters.chain_ingester import ChainConfig, ChainSettings, Node
 from ingesters.goldsky_ingester import GoldskyConfig, GoldskySettings, RangeIngester, Subgraph
-from tests.fixtures.helpers import wait_until
+from tests.fixtures.helpers import items_added, items_in, wait_until
 from tests.fixtures.redis_server import RedisServer
 from tests.fixtures.simulator import SimulatorFactory
 
@@ -63,12 +63,12 @@ def chain_config(sim: Any, redis_settings: RedisSettings, **knobs: Any) -> Chain
 
 
 async def stream_events(client: aioredis.Redis, stream: str = keys.STREAM_ORDER_EVENTS) -> list[OrderEvent]:
-    return [decode_order_event(fields[b"data"]) for _, fields in await client.xrange(stream)]
+    return [decode_order_event(item) for item in items_in(await client.xrange(stream))]
 
 
 def sync_events(port: int) -> list[OrderEvent]:
     with redis.Redis(port=port) as client:
-        return [decode_order_event(fields[b"data"]) for _, fields in client.xrange(keys.STREAM_ORDER_EVENTS)]
+        return [decode_order_event(item) for item in items_in(client.xrange(keys.STREAM_ORDER_EVENTS))]
 
 
 def goldsky_truth(truth: dict[str, Any]) -> list[dict[str, Any]]:
@@ -173,7 +173,7 @@ async def test_goldsky_parallel_backfill_of_4_ranges_gives_the_same_set_and_resu
     assert len(await redis_client.keys("state:goldsky_backfill:*:last_id")) == 4
     # A second run over the same range resumes every finished range: nothing is appended twice.
     assert await goldsky_ingester.backfill(config, start_ts=first, end_ts=last, workers=2) == 0
-    assert await redis_client.xlen(keys.STREAM_ORDER_EVENTS) == len(expected)
+    assert await items_added(redis_client, keys.STREAM_ORDER_EVENTS) == len(expected)
 
 
 SlowGoldsky = tuple[list[dict[str, Any]], dict[str, str]]  # the truth's Goldsky fills, the service environment
@@ -212,7 +212,7 @@ def test_goldsky_sigterm_finishes_the_page_in_hand_and_exits_cleanly(
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
         assert client.hget(keys.service_key("goldsky_ingester"), "state") == b"stopped"
-        assert 0 < client.xlen(keys.STREAM_ORDER_EVENTS) < len(expected)
+        assert 0 < int(client.hget(keys.STREAM_ITEMS, keys.STREAM_ORDER_EVENTS) or 0) < len(expected)
 
     run_to_end([*cmd, "--once"], env)  # resumes from the cursor the stopped process left
 

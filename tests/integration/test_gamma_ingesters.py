@@ -28,7 +28,7 @@ from ingesters import polymarket_ingester as markets_ingester
 from ingesters.gamma import Connections, GammaSync, append_changed
 from ingesters.gamma_listing import GammaClient, synced
 from simulator.server import SimulatorHandle
-from tests.fixtures.helpers import wait_until
+from tests.fixtures.helpers import items_added, items_in, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 SYNCED_BOTH = synced(("v1", "v2")).encode()  # a full sync asks for both versions by default
@@ -52,7 +52,7 @@ def listed(sim: SimulatorHandle) -> tuple[list[Any], list[Any]]:
 
 
 async def stream_ids(redis: aioredis.Redis, stream: str) -> Counter[str]:
-    return Counter(orjson.loads(fields[b"data"])["id"] for _, fields in await redis.xrange(stream))
+    return Counter(orjson.loads(item)["id"] for item in items_in(await redis.xrange(stream)))
 
 
 async def run_markets(
@@ -103,7 +103,7 @@ async def test_full_sync_appends_exactly_the_simulators_markets_and_events_once(
     assert await redis_client.get(keys.STATE_POLYMARKET_OFFSET) == SYNCED_BOTH
     assert await redis_client.get(keys.STATE_POLYMARKET_EVENTS_OFFSET) == SYNCED_BOTH
     assert markets_service.counters["pages"] > 4
-    lengths = (await redis_client.xlen(keys.STREAM_MARKETS), await redis_client.xlen(keys.STREAM_EVENTS))
+    lengths = [await items_added(redis_client, stream) for stream in (keys.STREAM_MARKETS, keys.STREAM_EVENTS)]
 
     # A second full sync over unchanged data, then a refresh pass: nothing appended.
     await redis_client.delete(keys.STATE_POLYMARKET_OFFSET, keys.STATE_POLYMARKET_EVENTS_OFFSET)
@@ -111,7 +111,7 @@ async def test_full_sync_appends_exactly_the_simulators_markets_and_events_once(
     await run_events(sim, redis_settings, events_listing=listing)
     refresh = await run_markets(sim, redis_settings, markets_listing=listing)
     assert again.counters["appended"] == refresh.counters["appended"] == 0 and refresh.counters["pages"] >= 1
-    assert (await redis_client.xlen(keys.STREAM_MARKETS), await redis_client.xlen(keys.STREAM_EVENTS)) == lengths
+    assert [await items_added(redis_client, stream) for stream in (keys.STREAM_MARKETS, keys.STREAM_EVENTS)] == lengths
     assert await redis_client.xlen(keys.STREAM_DLQ) == 0
 
 
@@ -143,7 +143,7 @@ async def test_refresh_appends_a_changed_market_and_a_new_market_once(
     new_events = await stream_ids(redis_client, keys.STREAM_EVENTS) - before_events
     event_ids = [sim.world.catalogue.events[m.event_index].id for m in (changed, *late)]
     assert new_events == Counter(event_ids)
-    entries = [orjson.loads(fields[b"data"]) for _, fields in await redis_client.xrange(keys.STREAM_MARKETS)]
+    entries = [orjson.loads(item) for item in items_in(await redis_client.xrange(keys.STREAM_MARKETS))]
     assert [e["volumeNum"] for e in entries if e["id"] == changed.id][-1] == round(changed.volume, 6)
 
 
@@ -161,7 +161,7 @@ async def test_a_market_that_closes_between_refreshes_is_appended_in_its_closed_
         await asyncio.sleep(0.02)  # refresh_s
         while await sync.step():  # one refresh pass, then the markets that left it
             pass
-    entries = [orjson.loads(fields[b"data"]) for _, fields in await redis_client.xrange(keys.STREAM_MARKETS)]
+    entries = [orjson.loads(item) for item in items_in(await redis_client.xrange(keys.STREAM_MARKETS))]
     mine = [e for e in entries if e["id"] == market.id]
     assert [e["closed"] for e in mine] == [False, True] and mine[-1]["outcomePrices"] == '["1", "0"]'
 
@@ -198,7 +198,7 @@ async def test_a_3000_market_sync_completes_by_keyset_and_without_keyset_stops_a
     assert "MARKETS_LISTING" in error and "refused offset 2100" in error and "not complete" in error
     # no claim of completion: the cursor waits at the refused page, and only what offset served was appended
     assert await redis_client.get(keys.STATE_POLYMARKET_OFFSET) == b"offset closed=false versions=v1,v2 after=2100"
-    assert await redis_client.xlen(keys.STREAM_MARKETS) == 2_100
+    assert await items_added(redis_client, keys.STREAM_MARKETS) == 2_100
 
 
 async def test_auto_listing_falls_back_to_offset_when_gamma_has_no_keyset(redis_client: aioredis.Redis) -> None:
@@ -303,7 +303,8 @@ async def test_a_malformed_market_goes_to_the_dlq_while_the_rest_of_the_page_is_
     assert await redis_client.get(keys.STATE_POLYMARKET_OFFSET) == b"offset closed=false after=6"
     # The same page again (a refresh): nothing appended, nothing dead-lettered twice.
     await append_changed(redis_client, markets_ingester.MARKETS, page, None)
-    assert (await redis_client.xlen(keys.STREAM_MARKETS), await redis_client.xlen(keys.STREAM_DLQ)) == (len(good), 2)
+    assert await items_added(redis_client, keys.STREAM_MARKETS) == len(good)
+    assert await redis_client.xlen(keys.STREAM_DLQ) == 2
 
 
 async def test_sigkill_mid_sync_then_restart_ends_with_the_exact_set_and_sigterm_stops_cleanly(
@@ -326,7 +327,7 @@ async def test_sigkill_mid_sync_then_restart_ends_with_the_exact_set_and_sigterm
     await wait_until(mid_sync, "the first pages of the sync", timeout_s=20)
     first.send_signal(signal.SIGKILL)
     assert first.wait(10) == -signal.SIGKILL
-    assert 0 < await redis_client.xlen(keys.STREAM_MARKETS) < len(listed(sim)[0])
+    assert 0 < await items_added(redis_client, keys.STREAM_MARKETS) < len(listed(sim)[0])
 
     env["GAMMA_RATE_PER_S"] = "30"
     second = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -18,6 +18,7 @@ from pydantic import SecretStr
 from common import keys
 from common.clickhouse import make_client
 from common.config import ClickHouseSettings, GammaSettings, RedisSettings, SourceSettings
+from common.pages import items_of
 from common.payloads import decode_order_event, decode_trade
 from common.status.snapshot import ClickHouseReader, collect_status
 from ingesters import chain_ingester
@@ -28,7 +29,7 @@ from pipeline.ops import doctor
 from pipeline.ops import replay as ops_replay
 from processors import clickhouse_writer, trade_processor
 from tests.fixtures.dashboard_world import run_command, set_pipeline_env
-from tests.fixtures.helpers import UNCLAIMED_STREAMS, wait_until
+from tests.fixtures.helpers import UNCLAIMED_STREAMS, items_added, wait_until
 from tests.fixtures.simulator import SimulatorFactory
 from tests.integration.test_exchange_families import COLUMNS, HTTP, entry_ms, expected_trade
 
@@ -58,7 +59,7 @@ async def run_pipeline(
     )
     try:
         await chain_ingester.run(chain, once=True)
-        await wait_until(lambda: redis.xlen(keys.STREAM_TRADES), "a trade for every fill",
+        await wait_until(lambda: items_added(redis, keys.STREAM_TRADES), "a trade for every fill",
                          accept=lambda n: n == truth["count"], timeout_s=60)
     finally:
         stop.set()
@@ -127,9 +128,10 @@ async def test_with_gamma_versions_v1_v2_markets_are_absent_and_their_fills_writ
     processor = await run_pipeline(sim, truth, redis_client, redis_settings, V1)
 
     # written at once, not after the 600 s wait for a market that is never asked for
-    arrived = {decode_order_event(f[b"data"]).id: entry_ms(i) for i, f in await redis_client.xrange(
-        keys.STREAM_ORDER_EVENTS)}  # fmt: skip
-    written = {decode_trade(f[b"data"]).id: entry_ms(i) for i, f in await redis_client.xrange(keys.STREAM_TRADES)}
+    arrived = {decode_order_event(item).id: entry_ms(i) for i, f in await redis_client.xrange(
+        keys.STREAM_ORDER_EVENTS) for item in items_of(f[b"data"])}  # fmt: skip
+    written = {decode_trade(item).id: entry_ms(i) for i, f in await redis_client.xrange(keys.STREAM_TRADES)
+               for item in items_of(f[b"data"])}
     assert max(written[fid] - arrived[fid] for fid in v3_fills) < 30_000
     assert processor.counters["excluded_markets"] == len(v3_fills)
     assert processor.counters.get("unresolved_markets", 0) == 0
@@ -181,12 +183,12 @@ async def test_an_upgraded_deployment_relists_both_versions_and_replay_unresolve
 
     # The first start after the upgrade (default GAMMA_VERSIONS): the stored position is not of this selection, so
     # the full sync runs again, and only the markets it had not seen are appended.
-    before = await redis_client.xlen(keys.STREAM_MARKETS)
+    before = await items_added(redis_client, keys.STREAM_MARKETS)
     source = SourceSettings(gamma_api_url=sim.gamma_url)
     settings = markets_ingester.MarketsSettings(markets_refresh_s=3600, gamma_rate_per_s=30)
     await markets_ingester.run(settings, Connections(redis_settings, HTTP, source), once=True)
     listed_v2 = {m.id for m in sim.world.catalogue.markets if m.listing == "listed" and m.version == "v2"}
-    assert await redis_client.xlen(keys.STREAM_MARKETS) - before == len(listed_v2)
+    assert await items_added(redis_client, keys.STREAM_MARKETS) - before == len(listed_v2)
     assert await redis_client.get(keys.STATE_POLYMARKET_OFFSET) == synced(("v1", "v2")).encode()
     await write_tables(redis_settings, ch_settings)
     # half the V2 tokens only in ClickHouse's markets table: the repair reads both places

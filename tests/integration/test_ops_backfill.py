@@ -22,7 +22,7 @@ from pipeline.ops import backfill as ops_backfill
 from pipeline.ops import verify as ops_verify
 from processors import clickhouse_writer, trade_processor
 from tests.fixtures.dashboard_world import run_command, set_pipeline_env
-from tests.fixtures.helpers import FAST_STREAMS
+from tests.fixtures.helpers import FAST_STREAMS, items_in
 
 WORLD = {"seed": 5, "markets": 10, "history_fills": 3_000, "burst_fills": 1_200}
 
@@ -44,7 +44,7 @@ def point_at(monkeypatch: pytest.MonkeyPatch, sim: Any, redis_settings: Any, ch:
 
 
 async def stream_ids(redis: Any) -> list[str]:
-    return [decode_order_event(f[b"data"]).id for _, f in await redis.xrange(keys.STREAM_ORDER_EVENTS)]
+    return [decode_order_event(item).id for item in items_in(await redis.xrange(keys.STREAM_ORDER_EVENTS))]
 
 
 async def process_everything(redis_settings: Any, ch: ClickHouseSettings) -> None:

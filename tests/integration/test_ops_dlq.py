@@ -78,7 +78,7 @@ async def test_list_json_shows_every_dead_letter_even_an_unreadable_one(dashboar
     assert [letter["id"] for letter in listed] == [good, broken]
     assert listed[0] | {"time": None} == {
         "id": good, "stream": keys.STREAM_ORDER_EVENTS, "group": keys.GROUP_TRADE_PROCESSOR, "entry_id": "1-1",
-        "payload": '{"a": 1}', "error": "boom in trade-processor", "deliveries": 3, "time": None,
+        "item": None, "payload": '{"a": 1}', "error": "boom in trade-processor", "deliveries": 3, "time": None,
     }  # fmt: skip
     assert listed[0]["time"] > 0
     assert listed[1]["payload"] == "{written by hand" and listed[1]["error"].startswith("unparseable dead letter")

@@ -20,7 +20,7 @@ from tests.fixtures.fills_world import (
     publish_fills,
     publish_markets,
 )
-from tests.fixtures.helpers import FAST_STREAMS, wait_until
+from tests.fixtures.helpers import FAST_STREAMS, items_added, wait_until
 
 
 def processor_settings(**overrides: object) -> trade_processor.ProcessorSettings:
@@ -124,7 +124,7 @@ async def test_late_market_is_filled_in_and_missing_market_times_out(redis_setti
                            timeout_s=5)  # fmt: skip
     lookups = {token.decode() for token in await redis_client.smembers(keys.TOKEN_LOOKUPS)}
     assert set(late.token_ids + never.token_ids) >= lookups and lookups
-    await wait_until(lambda: redis_client.xlen(keys.STREAM_TRADES), "every trade",
+    await wait_until(lambda: items_added(redis_client, keys.STREAM_TRADES), "every trade",
                            accept=lambda n: n == len(fills), timeout_s=20)  # fmt: skip
     stop.set()
     await asyncio.wait_for(service_task, timeout=10)

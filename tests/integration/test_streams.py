@@ -15,8 +15,10 @@ from common.streams import (
     DEATHS_ALONE_LIMIT,
     BatchHandler,
     Entry,
+    Finish,
     StreamConsumer,
     append_with_cursor,
+    dead_entry,
     read_cursor,
     run_consumer,
 )
@@ -47,16 +49,36 @@ async def stream_payloads(redis: aioredis.Redis, stream: str = STREAM) -> list[b
     return [fields[b"data"] for _, fields in await redis.xrange(stream)]
 
 
+def out(*payloads: bytes) -> Finish:
+    """An entry's outputs, one item each."""
+    return Finish(outputs=[(payload, 1) for payload in payloads])
+
+
 async def test_append_writes_page_and_cursor_together(redis_client: aioredis.Redis) -> None:
     # Given an empty stream, when a page is appended with its cursor
     appended = await append_with_cursor(
-        redis_client, STREAM, [b"a", b"b"], {CURSOR: (None, "2")}, dead_letters=[b'{"error":"bad"}']
+        redis_client, STREAM, [b'"a"', b'"b"'], {CURSOR: (None, "2")}, dead_letters=[b'{"error":"bad"}']
     )
-    # Then entries, dead letters and cursor are all there
-    assert appended == 2
-    assert await stream_payloads(redis_client) == [b"a", b"b"]
+    # Then the page, its dead letters and the cursor are all there, and the items are counted
+    assert appended == 1
+    assert await stream_payloads(redis_client) == [b'["a","b"]']
     assert await stream_payloads(redis_client, keys.STREAM_DLQ) == [b'{"error":"bad"}']
     assert await read_cursor(redis_client, [CURSOR]) == {CURSOR: "2"}
+    assert await redis_client.hgetall(keys.STREAM_ITEMS) == {STREAM.encode(): b"2", keys.STREAM_DLQ.encode(): b"1"}
+
+
+async def test_append_splits_a_source_page_into_bounded_entries(redis_client: aioredis.Redis) -> None:
+    # Given items more than a page holds (1,000 by default), and one bigger than a page's bytes (512 KB)
+    items = [b'{"n":%d}' % i for i in range(2500)]
+    big = b'"' + b"x" * (600 * 1024) + b'"'
+    # When they are appended with their cursor
+    appended = await append_with_cursor(redis_client, STREAM, [*items, big, b"1"], {CURSOR: (None, "1")})
+    # Then they are pages of at most 1,000 items, in order, the big one alone
+    pages = [orjson.loads(data) for data in await stream_payloads(redis_client)]
+    assert appended == 5 and [len(p) for p in pages] == [1000, 1000, 500, 1, 1]
+    assert [item for p in pages[:3] for item in p] == [{"n": i} for i in range(2500)]
+    assert pages[3:] == [[big[1:-1].decode()], [1]]
+    assert await redis_client.hget(keys.STREAM_ITEMS, STREAM) == b"2502"
 
 
 async def test_retried_append_with_stale_cursor_writes_nothing(redis_client: aioredis.Redis) -> None:
@@ -65,7 +87,7 @@ async def test_retried_append_with_stale_cursor_writes_nothing(redis_client: aio
     # When the same call is retried, it is refused and nothing is written twice
     with pytest.raises(CursorMoved):
         await append_with_cursor(redis_client, STREAM, [b"a"], {CURSOR: (None, "1")})
-    assert await stream_payloads(redis_client) == [b"a"]
+    assert await stream_payloads(redis_client) == [b"[a]"]
     assert await redis_client.xlen(keys.STREAM_DLQ) == 0
 
 
@@ -78,7 +100,7 @@ async def test_append_moves_several_cursor_keys_and_hash_atomically(redis_client
     assert await read_cursor(redis_client, ["state:ts", "state:id"]) == {"state:ts": "100", "state:id": "0xabc"}
     assert await redis_client.hget("h", "t1") == b"m1"
     assert await redis_client.hget("h2", "m1") == b"abc"
-    assert await stream_payloads(redis_client) == [b"x"]
+    assert await stream_payloads(redis_client) == [b"[x]"]
 
 
 async def test_append_writes_a_hash_of_more_pairs_than_one_hset_call_takes(redis_client: aioredis.Redis) -> None:
@@ -141,7 +163,7 @@ async def test_restarted_consumer_rereads_its_own_pending_entries_first(redis_cl
     again = consumer(redis_client, "worker-1")
     redelivered = await again.read()
     assert [(e.data, e.deliveries) for e in redelivered] == [(b"0", 2), (b"1", 2), (b"2", 2)]
-    await again.finish(ack=[e.id for e in redelivered])
+    await again.finish([e.id for e in redelivered])
     assert [e.data for e in await again.read()] == [b"3"]
 
 
@@ -159,7 +181,7 @@ async def test_dead_consumers_entries_are_taken_over(redis_client: aioredis.Redi
 
     assert [e.data for e in claimed] == [b"0", b"1", b"2", b"3"]
     assert all(e.deliveries == 2 for e in claimed)
-    await survivor.finish(ack=[e.id for e in claimed])
+    await survivor.finish([e.id for e in claimed])
     summary = await redis_client.xpending(STREAM, "g")
     assert summary["pending"] == 0
 
@@ -174,7 +196,7 @@ async def test_failing_message_goes_to_dlq_while_later_messages_flow(redis_clien
         if any(e.data == b"poison" for e in batch):
             raise ValueError("cannot handle poison")
         processed.extend(e.data for e in batch)
-        await worker.finish(ack=[e.id for e in batch])
+        await worker.finish([e.id for e in batch])
 
     await asyncio.wait_for(run_consumer(worker, handle, stop=asyncio.Event(), once=True), timeout=30)
 
@@ -234,7 +256,7 @@ def acking_handler(worker: StreamConsumer, handled: list[list[bytes]], died: asy
             died.set()
             await asyncio.Event().wait()
         handled.append(datas)
-        await worker.finish(ack=[e.id for e in batch])
+        await worker.finish([e.id for e in batch])
 
     return handle
 
@@ -293,7 +315,7 @@ async def test_a_raising_entry_past_max_deliveries_by_restarts_is_dead_lettered_
         if any(e.data == b"poison" for e in batch):
             raise ValueError("cannot handle poison")
         handled.extend(e.data for e in batch)
-        await worker.finish(ack=[e.id for e in batch])
+        await worker.finish([e.id for e in batch])
 
     # When the consumer starts: the batch raises, so its entries are handled alone
     await asyncio.wait_for(run_consumer(worker, handle, stop=asyncio.Event(), once=True), timeout=30)
@@ -365,7 +387,7 @@ async def test_an_entry_handled_alone_waits_for_the_batches_in_flight(redis_clie
         in_hand[0] += 1
         await asyncio.sleep(0.05)
         in_hand[0] -= 1
-        await worker.finish(ack=[e.id for e in batch])
+        await worker.finish([e.id for e in batch])
 
     # When it starts: the 3 not yet past the limit go as a batch, the 3 past it alone
     await asyncio.wait_for(run_consumer(worker, handle, stop=asyncio.Event(), once=True, max_in_flight=2), timeout=30)
@@ -379,11 +401,11 @@ async def test_finish_emits_outputs_only_once_even_when_retried(redis_client: ai
     worker = consumer(redis_client, "worker-1")
     await worker.ensure_group()
     [entry] = await worker.read()
-    first = await worker.finish(ack={entry.id: [b"trade"]}, output_stream="stream:out")
+    first = await worker.finish({entry.id: out(b"trade")}, output_stream="stream:out")
     # a retry after a lost reply, or a second worker that processed the same claimed entry
-    second = await worker.finish(ack={entry.id: [b"trade"]}, output_stream="stream:out")
-    assert first == (1, 1, 0)
-    assert second == (0, 0, 0)
+    second = await worker.finish({entry.id: out(b"trade")}, output_stream="stream:out")
+    assert first == (1, 1, 0, 0)
+    assert second == (0, 0, 0, 0)
     assert await stream_payloads(redis_client, "stream:out") == [b"trade"]
 
 
@@ -398,16 +420,16 @@ async def test_finish_of_a_batch_partly_finished_elsewhere_writes_only_what_it_a
     await worker.ensure_group()
     batch = await worker.read()
     done_elsewhere = {entry.id for entry in batch[1200:1300]} | {batch[-1].id, batch[7].id}
-    await worker.finish(ack=sorted(done_elsewhere))
+    await worker.finish(sorted(done_elsewhere))
     # When the worker finishes the whole batch: two outputs per fill, none for the 5th, the 3rd dead-lettered
-    outputs = {entry.id: [entry.data + b":a", entry.data + b":b"] for entry in batch}
-    outputs[batch[4].id] = []
-    del outputs[batch[2].id]
-    result = await worker.finish(ack=outputs, output_stream="stream:out", dead=[(batch[2], "poison")])
+    outputs = {entry.id: out(entry.data + b":a", entry.data + b":b") for entry in batch}
+    outputs[batch[4].id] = out()
+    outputs[batch[2].id] = Finish(dead=[dead_entry(worker, batch[2], "poison")])
+    result = await worker.finish(outputs, output_stream="stream:out")
     # Then only the fills this call acked have their outputs, in order, and the poison its dead letter
-    acked = [entry for entry in batch if entry.id not in done_elsewhere and entry.id in outputs]
-    emitted = [entry.data + suffix for entry in acked for suffix in (b":a", b":b") if entry is not batch[4]]
-    assert result == (len(acked), len(emitted), 1)
+    acked = [entry for entry in batch if entry.id not in done_elsewhere]
+    emitted = [entry.data + suffix for entry in acked for suffix in (b":a", b":b") if entry not in batch[2:5:2]]
+    assert result == (len(acked), len(emitted), 1, 0)
     assert await stream_payloads(redis_client, "stream:out") == emitted
     assert [orjson.loads(p)["payload"] for p in await stream_payloads(redis_client, keys.STREAM_DLQ)] == ["fill-2"]
     assert (await redis_client.xpending(STREAM, "g"))["pending"] == 0
@@ -422,11 +444,11 @@ async def test_finish_of_an_entry_claimed_away_leaves_it_to_the_new_owner(redis_
     batch = await slow.read()
     await redis_client.xclaim(STREAM, "g", "worker-2", 0, [batch[1].id])
     # When worker-1 finishes both, only its own is acked and emitted; the claimed one stays worker-2's
-    assert await slow.finish(ack={e.id: [e.data + b":trade"] for e in batch}, output_stream="stream:out") == (1, 1, 0)
+    assert await slow.finish({e.id: out(e.data + b":trade") for e in batch}, output_stream="stream:out") == (1, 1, 0, 0)
     pending = await redis_client.xpending_range(STREAM, "g", "-", "+", 10)
     assert [(item["message_id"].decode(), item["consumer"]) for item in pending] == [(batch[1].id, b"worker-2")]
     # Then worker-2's finish emits it, once
-    assert await survivor.finish(ack={batch[1].id: [b"fill-1:trade"]}, output_stream="stream:out") == (1, 1, 0)
+    assert await survivor.finish({batch[1].id: out(b"fill-1:trade")}, output_stream="stream:out") == (1, 1, 0, 0)
     assert await stream_payloads(redis_client, "stream:out") == [b"fill-0:trade", b"fill-1:trade"]
 
 
@@ -440,9 +462,9 @@ async def test_finish_of_ids_out_of_order_among_other_pending_entries(redis_clie
     batch = await worker.read()
     chosen = [batch[i] for i in (17, 3, 29, 0, 11)]
     # When it finishes them
-    result = await worker.finish(ack={e.id: [e.data + b":trade"] for e in chosen}, output_stream="stream:out")
+    result = await worker.finish({e.id: out(e.data + b":trade") for e in chosen}, output_stream="stream:out")
     # Then each of them is acked and emitted once, in the order given, and the others stay pending
-    assert result == (5, 5, 0)
+    assert result == (5, 5, 0, 0)
     assert await stream_payloads(redis_client, "stream:out") == [f"fill-{i}:trade".encode() for i in (17, 3, 29, 0, 11)]
     assert (await redis_client.xpending(STREAM, "g"))["pending"] == 25
 
@@ -455,11 +477,12 @@ async def test_finish_of_one_output_each_writes_those_of_the_fills_it_acked(redi
     await worker.ensure_group()
     batch = await worker.read()
     await redis_client.xclaim(STREAM, "g", "worker-2", 0, [batch[1].id])
-    # When it finishes the others with one trade each (the script is told "one each", not given the counts)
-    ready = {e.id: [e.data + b":trade"] for i, e in enumerate(batch) if i != 3}
-    result = await worker.finish(ack=ready, output_stream="stream:out", dead=[(batch[3], "poison")])
+    # When it finishes the others with one trade each
+    ready = {e.id: out(e.data + b":trade") for i, e in enumerate(batch) if i != 3}
+    ready[batch[3].id] = Finish(dead=[dead_entry(worker, batch[3], "poison")])
+    result = await worker.finish(ready, output_stream="stream:out")
     # Then each trade of a fill it acked is written once, in order; the claimed fill's is left to its owner
-    assert result == (3, 3, 1)
+    assert result == (4, 3, 1, 0)
     assert await stream_payloads(redis_client, "stream:out") == [b"fill-0:trade", b"fill-2:trade", b"fill-4:trade"]
     assert [orjson.loads(p)["payload"] for p in await stream_payloads(redis_client, keys.STREAM_DLQ)] == ["fill-3"]
 
@@ -475,10 +498,10 @@ async def test_finish_of_fills_with_one_output_or_none_keeps_each_output_with_it
     batch = await worker.read()
     await redis_client.xclaim(STREAM, "g", "worker-2", 0, [batch[1].id])
     # When it finishes all three
-    result = await worker.finish(ack={batch[0].id: [b"t0"], batch[1].id: [], batch[2].id: [b"t2"]},
+    result = await worker.finish({batch[0].id: out(b"t0"), batch[1].id: out(), batch[2].id: out(b"t2")},
                                  output_stream="stream:out")  # fmt: skip
     # Then both trades are written: the counts went with the outputs, so the claimed fill took none of them
-    assert result == (2, 2, 0)
+    assert result == (2, 2, 0, 0)
     assert await stream_payloads(redis_client, "stream:out") == [b"t0", b"t2"]
 
 
@@ -494,24 +517,27 @@ async def test_finish_clears_the_recorded_failures_of_every_entry_it_acks(redis_
     batch = await worker.read()
     await worker.record_failure(batch, "boom")
     # When all but the last are finished
-    assert await worker.finish(ack=[entry.id for entry in batch[:-1]]) == (2500, 0, 0)
+    assert await worker.finish([entry.id for entry in batch[:-1]]) == (2500, 0, 0, 0)
     # Then only the last one's failure is left
     assert await redis_client.hkeys(worker.failures_key) == [batch[-1].id.encode()]
 
 
 async def test_redis_kill_9_keeps_streams_groups_and_cursors(redis_server, redis_client: aioredis.Redis) -> None:
-    await append_with_cursor(redis_client, STREAM, [b"a", b"b", b"c"], {CURSOR: (None, "3")})
+    for page in (b'["a"]', b'["b"]', b'["c"]'):
+        await append_with_cursor(redis_client, STREAM, [page[1:-1]], {})
+    await redis_client.set(CURSOR, "3")
     worker = consumer(redis_client, "worker-1")
     await worker.ensure_group()
     batch = await worker.read()
-    await worker.finish(ack=[batch[0].id])  # a acked, b and c pending
+    await worker.finish([batch[0].id])  # a acked, b and c pending
 
     redis_server.kill()
     redis_server.start()
 
     await redis_client.connection_pool.disconnect()
     assert await read_cursor(redis_client, [CURSOR]) == {CURSOR: "3"}
-    assert await stream_payloads(redis_client) == [b"a", b"b", b"c"]
+    assert await stream_payloads(redis_client) == [b'["a"]', b'["b"]', b'["c"]']
+    assert await redis_client.hget(keys.STREAM_ITEMS, STREAM) == b"3"
     pending = await redis_client.xpending_range(STREAM, "g", "-", "+", 10)
     assert [item["message_id"].decode() for item in pending] == [batch[1].id, batch[2].id]
     assert all(item["consumer"] == b"worker-1" for item in pending)

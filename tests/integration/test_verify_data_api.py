@@ -28,7 +28,7 @@ from pipeline.ops import verify_data_api
 from pipeline.ops.command import iso
 from processors import clickhouse_writer, trade_processor
 from tests.fixtures.dashboard_world import run_command, set_pipeline_env
-from tests.fixtures.helpers import UNCLAIMED_STREAMS, wait_until
+from tests.fixtures.helpers import UNCLAIMED_STREAMS, items_added, wait_until
 from tests.fixtures.simulator import SimulatorFactory
 
 WORLD = {"seed": 31, "markets": 24, "history_fills": 4_000, "v2_fills": 2_000, "late_markets": 0,
@@ -50,7 +50,7 @@ async def run_pipeline(sim: Any, truth: dict[str, Any], redis: aioredis.Redis, r
     processing = trade_processor.run(processor, redis=redis_settings, streams=UNCLAIMED_STREAMS, stop=stop)
     task = asyncio.create_task(processing)
     try:
-        await wait_until(lambda: redis.xlen(keys.STREAM_TRADES), "a trade for every fill",
+        await wait_until(lambda: items_added(redis, keys.STREAM_TRADES), "a trade for every fill",
                          accept=lambda n: n == truth["count"], timeout_s=60)
     finally:
         stop.set()

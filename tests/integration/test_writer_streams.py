@@ -58,8 +58,8 @@ async def insert_as_the_writer(redis, ch_settings, spec: StreamSpec, table_name:
     client = make_client(ch_settings)
     try:
         at, table = next((at, table) for at, table in enumerate(spec.tables) if table.table == table_name)
-        converted = spec.to_columns([entry.data for entry in entries], NOW)
-        assert converted.kept == list(range(len(entries)))
+        converted = spec.convert([entry.data for entry in entries], NOW)
+        assert converted.poison == [] and converted.entry_rows == [1] * len(entries)
         target = UniqueTarget(table.table, table.columns, table.unique, owner=WRITER.clickhouse_writer_consumer,
                               token_source=spec.token_source(table))  # fmt: skip
         await insert_unique(client, redis, target, converted.tables[at], [entry.id for entry in entries], ch_settings)

@@ -28,11 +28,11 @@ from common.errors import CursorMoved, TransientSinkError
 from common.key_prefix import migrate_keys, prefixes_in_use
 from common.lua_scripts import CrossSlotKeys
 from common.redis_client import make_redis, make_sync_redis
-from common.streams import StreamConsumer, append_with_cursor, read_cursor
+from common.streams import Finish, StreamConsumer, append_with_cursor, dead_entry, read_cursor
 from pipeline.harness.chaos import service_env
 from pipeline.harness.fleet import REPO_ROOT, Fleet, load_average, redis_settings_from, tail, wait_converged
 from pipeline.harness.truth_check import check_against_truth, fetch_truth
-from tests.fixtures.helpers import wait_until
+from tests.fixtures.helpers import items_in, wait_until
 from tests.fixtures.redis_topologies import ACL_PASSWORD, Cluster, SentinelDeployment, TlsServer
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.timeout(600)]
@@ -183,9 +183,11 @@ async def test_on_a_cluster_the_consumer_reads_claims_records_failures_and_dead_
         second = StreamConsumer(client, stream=stream, group="g", consumer="b", settings=settings, batch_max=10)
         claimed = await second.read()
         assert [entry.id for entry in claimed] == [entry.id for entry in batch]
-        result = await second.finish(ack={claimed[1].id: [b"out-1"], claimed[2].id: [b"out-2"]}, output_stream=output,
-                                     dead=[(claimed[0], "boom")])  # fmt: skip
-        assert result == (2, 2, 1)  # acked, emitted, dead-lettered (and acked)
+        result = await second.finish({claimed[1].id: Finish(outputs=[(b"out-1", 1)]),
+                                      claimed[2].id: Finish(outputs=[(b"out-2", 1)]),
+                                      claimed[0].id: Finish(dead=[dead_entry(second, claimed[0], "boom")])},
+                                     output_stream=output)  # fmt: skip
+        assert result == (3, 2, 1, 0)  # acked, emitted, dead-lettered (and acked), appended again
         assert [fields[b"data"] for _, fields in await client.xrange(output)] == [b"out-1", b"out-2"]
         assert await client.xlen(keys.STREAM_DLQ) == 1
         assert (await client.xpending(stream, "g"))["pending"] == 0
@@ -218,12 +220,12 @@ async def test_an_acknowledged_append_lost_in_a_failover_is_refused_then_re_read
     client = make_redis(settings)
     primary, replica = redis_sentinel.primary, redis_sentinel.replica
     try:
-        assert await append_with_cursor(client, stream, pages[1], {cursor: (None, "1")}) == 3
+        assert await append_with_cursor(client, stream, pages[1], {cursor: (None, "1")}) == 1
         assert await client.execute_command("WAIT", 1, 5000) == 1  # page 1 is on the replica
         replica.signal(signal.SIGSTOP)
         with redis.Redis(host="127.0.0.1", port=primary.port) as direct:
             direct.execute_command("CLIENT", "KILL", "TYPE", "replica")
-            assert await append_with_cursor(client, stream, pages[2], {cursor: ("1", "2")}) == 3  # acknowledged
+            assert await append_with_cursor(client, stream, pages[2], {cursor: ("1", "2")}) == 1  # acknowledged
             assert direct.execute_command("WAIT", 1, 200) == 0  # ... by the primary alone
         primary.kill()
         replica.signal(signal.SIGCONT)
@@ -235,8 +237,7 @@ async def test_an_acknowledged_append_lost_in_a_failover_is_refused_then_re_read
         assert stored == "1"  # rolled back with its page
         for block in range(int(stored) + 1, 5):  # the range re-read from the source, from the stored cursor on
             await append_with_cursor(client, stream, pages[block], {cursor: (str(block - 1), str(block))})
-        entries = [fields[b"data"] for _, fields in await client.xrange(stream)]
-        assert entries == [entry for block in range(1, 5) for entry in pages[block]]
+        assert items_in(await client.xrange(stream)) == [item for block in range(1, 5) for item in pages[block]]
         assert (await read_cursor(client, [cursor]))[cursor] == "4"
     finally:
         await client.aclose()

@@ -121,7 +121,7 @@ def test_dead_letter_keeps_the_json_operators_read() -> None:
     data = encode_dead_letter(stream="stream:trades", entry_id="9-1", payload=b"\xff{}", error="boom", deliveries=4,
                               group="clickhouse-writer")  # fmt: skip
     raw = orjson.loads(data)
-    assert list(raw) == ["stream", "group", "id", "payload", "error", "deliveries", "time"]
+    assert list(raw) == ["stream", "group", "id", "item", "payload", "error", "deliveries", "time"]
     assert raw["id"] == "9-1" and raw["payload"] == "\ufffd{}" and raw["deliveries"] == 4
     assert before - 0.001 <= raw["time"] <= time.time() + 0.001
     letter = decode_dead_letter(data)

@@ -15,6 +15,7 @@ from msgspec.structs import astuple
 from common import keys
 from common.clickhouse import load_migrations
 from common.errors import PoisonMessage
+from common.pages import page
 from common.payloads import (
     UINT64_MAX,
     MarketRef,
@@ -29,19 +30,15 @@ from common.position_ids import decode_position_id
 from processors.rows import (
     EVENT_COLUMNS,
     MARKET_COLUMNS,
-    MARKETS,
     ORDER_EVENT_COLUMNS,
     STREAMS,
     TABLES,
     TRADE_COLUMNS,
-    Converted,
     TableSpec,
     event_row,
     fill_legs,
     market_row,
     micros,
-    one_row,
-    trade_columns,
 )
 from processors.trades import derive_trade
 
@@ -58,12 +55,15 @@ def rows_of(columns: list[list[object]]) -> list[tuple[object, ...]]:
     return list(zip(*columns, strict=True))
 
 
+(MARKETS_STREAM, _, TRADES_STREAM) = STREAMS
+
+
 def trade_row(data: bytes) -> tuple[object, ...]:
-    """The `trades` row of one `stream:trades` entry, through the stream's own conversion."""
-    converted = trade_columns([data], NOW)
+    """The `trades` row of one `stream:trades` item, through the stream's own conversion."""
+    converted = TRADES_STREAM.convert([page([data])], NOW)
     if converted.poison:
-        raise PoisonMessage(converted.poison[0][1])
-    (row,) = rows_of(converted.tables[1])
+        raise PoisonMessage(converted.poison[0][3])
+    (row,) = rows_of(converted.tables[-1])
     return row
 
 
@@ -259,43 +259,47 @@ def test_the_fill_rows_rebuilt_from_their_trades_are_the_rows_their_order_events
     datas = [encode_order_event(event) for event in fills]
     trades = [encode_trade(derive_trade(decode_order_event(data), market if event.timestamp % 2 else None))
               for data, event in zip(datas, fills, strict=True)]  # fmt: skip
-    converted = trade_columns(trades, NOW)
-    assert converted.kept == list(range(len(fills))) and converted.poison == []
+    converted = TRADES_STREAM.convert([page(trades[:1000]), page(trades[1000:])], NOW)
+    assert converted.entry_rows == [1000, 2000] and converted.poison == []
     fill_columns, trade_columns_ = converted.tables
     # the oracles: the row the writer built from the order event, and the trade's own fields in column order
     assert rows_of(fill_columns) == [order_event_row(data, NOW) for data in datas]
     assert rows_of(trade_columns_) == [(*astuple(decode_trade(data)), NOW) for data in trades]
 
 
-def test_poison_trades_are_named_by_their_index_and_their_batch_mates_converted() -> None:
+def test_poison_trades_are_named_by_their_entry_and_item_and_their_page_mates_converted() -> None:
     good = [encode_trade(derive_trade(event, None)) for event in varied_fills(random.Random(3), 4)]
-    batch = [b"not json", good[0], good[1].replace(b'"maker_direction":"', b'"maker_direction":"x'), *good[2:],
-             b'{"id": "x"}']  # fmt: skip
-    converted = trade_columns(batch, NOW)
-    assert converted.kept == [1, 3, 4]
-    assert [(index, reason.split(":")[0]) for index, reason in converted.poison] == [
-        (0, "invalid trade"), (2, f"trade {decode_trade(good[1]).id}"), (5, "invalid trade")
+    wrong_direction = good[1].replace(b'"maker_direction":"', b'"maker_direction":"x')
+    entries = [b"[not json", page([good[0], wrong_direction, *good[2:], b'{"id":"x"}']), good[1]]
+    converted = TRADES_STREAM.convert(entries, NOW)
+    assert converted.entry_rows == [0, 3, 1] and [list(kept) for kept in converted.kept] == [[], [0, 2, 3], [0]]
+    assert [(index, item, reason.split(":")[0]) for index, item, _, reason in converted.poison] == [
+        (0, None, "invalid JSON page"), (1, 1, f"trade {decode_trade(good[1]).id}"), (1, 4, "invalid trade")
     ]  # fmt: skip
-    expected = [(*astuple(decode_trade(data)), NOW) for data in (good[0], *good[2:])]
-    assert rows_of(converted.tables[1]) == expected
+    assert converted.poison[1][2] == wrong_direction and converted.poison[2][2] == b'{"id":"x"}'
+    expected = [(*astuple(decode_trade(data)), NOW) for data in (good[0], *good[2:], good[1])]
+    assert rows_of(converted.tables[-1]) == expected
     assert [row[0] for row in rows_of(converted.tables[0])] == [row[0] for row in expected]
+    assert [converted.origin(row) for row in range(4)] == [(1, 0), (1, 2), (1, 3), (2, 0)]
 
 
 def test_a_batch_of_poison_only_gives_empty_columns_of_every_table() -> None:
-    (spec,) = [spec for spec in STREAMS if spec.stream == keys.STREAM_TRADES]
-    converted = spec.to_columns([b"{}"], NOW)
-    assert converted.kept == [] and len(converted.poison) == 1
-    assert [len(columns) for columns in converted.tables] == [len(table.columns) for table in spec.tables]
+    converted = TRADES_STREAM.convert([b"[{}]"], NOW)
+    assert converted.entry_rows == [0] and len(converted.poison) == 1
+    assert [len(columns) for columns in converted.tables] == [len(table.columns) for table in TRADES_STREAM.tables]
     assert all(column == [] for columns in converted.tables for column in columns)
-    markets = one_row(MARKETS, market_row)([b"[]"], NOW)
-    assert markets == Converted(([[] for _ in MARKET_COLUMNS],), [], [(0, "not an object with an id")])
+    markets = MARKETS_STREAM.convert([b"[[]]"], NOW)
+    assert markets.tables == ([[] for _ in MARKET_COLUMNS],)
+    assert markets.poison == [(0, 0, b"[]", "not an object with an id")]
 
 
-def test_one_row_streams_give_their_rows_as_columns_and_name_their_poison() -> None:
-    batch = [orjson.dumps(MARKET), b"{", orjson.dumps({**MARKET, "id": "2"})]
-    converted = one_row(MARKETS, market_row)(batch, NOW)
-    assert converted.kept == [0, 2] and [index for index, _ in converted.poison] == [1]
-    assert rows_of(converted.tables[0]) == [market_row(batch[0], NOW), market_row(batch[2], NOW)]
+def test_gamma_streams_give_their_rows_as_columns_and_name_their_poison() -> None:
+    items = [orjson.dumps(MARKET), b'"not an object"', orjson.dumps({**MARKET, "id": "2"})]
+    converted = MARKETS_STREAM.convert([page(items), items[0]], NOW)  # a page, and an entry from before pages
+    assert [list(kept) for kept in converted.kept] == [[0, 2], [0]]
+    assert [(index, item) for index, item, _, _ in converted.poison] == [(0, 1)]
+    expected = [market_row(items[0], NOW), market_row(items[2], NOW), market_row(items[0], NOW)]
+    assert rows_of(converted.tables[0]) == expected
 
 
 def test_the_trades_stream_fills_both_fill_tables_with_distinct_tokens() -> None:
