@@ -76,33 +76,40 @@ if low_ms ~= nil then
     end
 end
 
-local counts, outputs, output_items = split(ARGV[4]), split(ARGV[5]), split(ARGV[6])
-local dead, requeued, requeued_items, since = split(ARGV[7]), split(ARGV[8]), split(ARGV[9]), split(ARGV[10])
-local to_ack, next_output, next_dead, next_requeued = {}, 1, 1, 1
-local emitted, dead_written, requeued_written = 0, 0, 0
+-- The entries still ours, and where their writes start in each list. They are acked first: once a script has
+-- written, Redis lets it finish even past maxmemory, so a batch in hand is finished, never half-written, when
+-- Redis runs out of memory (an XADD first would be refused).
+local counts = split(ARGV[4])
+local to_ack, ours, next_output, next_dead, next_requeued = {}, {}, 1, 1, 1
 for i, id in ipairs(ids) do
     local o, d, r = string.match(counts[i], '^(%d+),(%d+),(%d+)$')
     o, d, r = tonumber(o), tonumber(d), tonumber(r)
     if pending[id] then
         pending[id] = nil  -- an id listed twice counts once
         to_ack[#to_ack + 1] = id
-        for j = next_output, next_output + o - 1 do
-            redis.call('XADD', KEYS[2], '*', 'data', outputs[j])
-            emitted = emitted + tonumber(output_items[j])
-        end
-        for j = next_dead, next_dead + d - 1 do
-            redis.call('XADD', KEYS[3], '*', 'data', dead[j])
-        end
-        dead_written = dead_written + d
-        for j = next_requeued, next_requeued + r - 1 do
-            redis.call('XADD', stream, '*', 'data', requeued[j], 'since', since[j])
-            requeued_written = requeued_written + tonumber(requeued_items[j])
-        end
+        ours[#ours + 1] = {next_output, o, next_dead, d, next_requeued, r}
     end
     next_output, next_dead, next_requeued = next_output + o, next_dead + d, next_requeued + r
 end
-
 local acked = ack_all(to_ack)
+
+local outputs, output_items = split(ARGV[5]), split(ARGV[6])
+local dead, requeued, requeued_items, since = split(ARGV[7]), split(ARGV[8]), split(ARGV[9]), split(ARGV[10])
+local emitted, dead_written, requeued_written = 0, 0, 0
+for _, at in ipairs(ours) do
+    for j = at[1], at[1] + at[2] - 1 do
+        redis.call('XADD', KEYS[2], '*', 'data', outputs[j])
+        emitted = emitted + tonumber(output_items[j])
+    end
+    for j = at[3], at[3] + at[4] - 1 do
+        redis.call('XADD', KEYS[3], '*', 'data', dead[j])
+    end
+    dead_written = dead_written + at[4]
+    for j = at[5], at[5] + at[6] - 1 do
+        redis.call('XADD', stream, '*', 'data', requeued[j], 'since', since[j])
+        requeued_written = requeued_written + tonumber(requeued_items[j])
+    end
+end
 if emitted > 0 then
     redis.call('HINCRBY', KEYS[5], KEYS[2], emitted)
 end

@@ -10,6 +10,7 @@ import time
 import redis.asyncio as aioredis
 
 from tests.fixtures.crash_producer import CURSOR, STREAM
+from tests.fixtures.helpers import items_in
 
 TOTAL = 20_000
 
@@ -37,7 +38,7 @@ async def test_producer_killed_ten_times_ends_with_every_item_once(redis_server,
     final = start_producer(redis_server.port)
     assert final.wait(60) == 0
 
-    items = [int(fields[b"data"]) for _, fields in await redis_client.xrange(STREAM)]
+    items = [int(item) for item in items_in(await redis_client.xrange(STREAM))]
     assert kills == 10
     assert items == list(range(TOTAL))  # every item, once, in source order
     assert await redis_client.get(CURSOR) == str(TOTAL).encode()

@@ -21,7 +21,7 @@ from common.clickhouse import make_client
 from common.config import ClickHouseSettings, RedisSettings
 from common.errors import SinkCommandError, TransientSinkError
 from common.redis_client import make_redis
-from common.streams import Entry, StreamConsumer, append_with_cursor, run_consumer
+from common.streams import Entry, Finish, StreamConsumer, append_with_cursor, run_consumer
 from processors import clickhouse_writer, trade_processor
 from tests.fixtures.fills_world import make_fills, make_markets, publish_fills, publish_markets
 from tests.fixtures.helpers import FAST_STREAMS, wait_until
@@ -66,7 +66,7 @@ async def test_consumer_starting_on_a_redis_out_of_memory_waits_and_then_consume
 
     async def handle(batch: list[Entry]) -> None:
         handled.extend(entry.data for entry in batch)
-        await worker.finish(ack=[entry.id for entry in batch])
+        await worker.finish([entry.id for entry in batch])
 
     await out_of_memory(True)  # XGROUP CREATE is refused with OOM, even for a group that would already exist
     consuming = asyncio.create_task(run_consumer(worker, handle, stop=asyncio.Event(), on_error=errors.append,
@@ -91,7 +91,7 @@ async def test_a_batch_in_hand_still_finishes_on_a_redis_out_of_memory(redis_cli
     await worker.ensure_group()
     [entry] = await worker.read()
     await out_of_memory(True)
-    assert await worker.finish(ack={entry.id: [b"trade"]}, output_stream="stream:out") == (1, 1, 0)
+    assert await worker.finish({entry.id: Finish(outputs=[(b"trade", 1)])}, output_stream="stream:out") == (1, 1, 0, 0)
     await out_of_memory(False)
     assert (await redis_client.xpending(STREAM, "g"))["pending"] == 0
 
@@ -151,7 +151,7 @@ async def test_writer_restarted_on_a_redis_out_of_memory_keeps_everything_pendin
                                                         streams=FAST_STREAMS, stop=stop))  # fmt: skip
     try:
         await asyncio.sleep(1.5)  # the writer retries, degraded; it takes nothing it could not ack
-        assert (await stored(), await backlog()) == (0, len(fills))
+        assert (await stored(), await backlog()) == (0, await redis_client.xlen(keys.STREAM_TRADES))
         await out_of_memory(False)
         await wait_until(backlog, "the backlog written", accept=lambda n: n == 0, timeout_s=30)
     finally:

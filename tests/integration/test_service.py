@@ -167,7 +167,7 @@ async def test_consumer_waits_for_redis_instead_of_crashing(redis_server, redis_
 
     async def handle(batch: list[Entry]) -> None:
         seen.extend(entry.data for entry in batch)
-        await consumer.finish(ack=[entry.id for entry in batch])
+        await consumer.finish([entry.id for entry in batch])
         stop.set()
 
     task = asyncio.create_task(run_consumer(consumer, handle, stop=stop))
