@@ -1,22 +1,21 @@
-"""ClickHouse writer: three streams into the four tables, with exactly-once effect (docs/CONTRACT.md §3 rules 4 and 5).
+"""ClickHouse writer: three streams into three tables, with exactly-once effect (docs/CONTRACT.md §3 rules 4 and 5).
 
 Reads `stream:markets`, `stream:events` and `stream:trades`, each in consumer group `clickhouse-writer`, into
-`markets`, `events`, and both `order_filled_events` and `trades`: a trade entry is decoded once into its fill's row
-and its own (`processors.rows.trade_columns`, exact: see that module), so the writer does not read
-`stream:order_events`. A fill the processor holds while waiting for its market reaches `order_filled_events` when
-its trade is emitted.
+`markets`, `events` and `trades`. `order_filled_events` is a view over `trades` (migration 007) that gives each
+fill back exactly from its trade (`processors.rows`), so the writer does not read `stream:order_events` and
+stores each fill once. A fill the processor holds while waiting for its market appears in `order_filled_events`
+when its trade is written.
 
 A batch is exactly one XREADGROUP reply (up to CLICKHOUSE_BATCH_SIZE entries, read at most every
-CLICKHOUSE_FLUSH_INTERVAL_S unless the stream is backed up), and a consumer has at most one batch pending. For each
-of its tables in turn, a batch goes through `common.unique_insert.insert_unique`: under the table's insert lock
-(`lock:insert:<table>`) only the rows whose `id` the table does not hold yet are inserted, so a fill served by both
-sources, a backfill re-run, a replay after a crash (whole, or entry by entry after a failure; a crash between a
-trades batch's two inserts included) or a second writer never stores a row twice; the rows sent carry an
-`insert_deduplication_token` derived from their stream ids and their own ids (and the table,
-`StreamSpec.token_source`), which covers an insert retried while its first attempt may still be landing. Entries
-are acked only after ClickHouse accepted their rows in every table (or held them already). ClickHouse down: the
-batch is kept and retried with backoff, and the backlog waits in Redis. A row ClickHouse refuses is found by
-bisection and its entry dead-lettered with the reason (its row in the other table goes in, as do its batch-mates).
+CLICKHOUSE_FLUSH_INTERVAL_S unless the stream is backed up), and a consumer has at most one batch pending. A batch
+goes through `common.unique_insert.insert_unique`: under the table's insert lock (`lock:insert:<table>`) only the
+rows whose `id` the table does not hold yet are inserted, so a fill served by both sources, a backfill re-run, a
+replay after a crash (whole, or entry by entry after a failure) or a second writer never stores a row twice; the
+rows sent carry an `insert_deduplication_token` derived from their stream ids and their own ids (in the stream's
+namespace, `StreamSpec`), which covers an insert retried while its first attempt may still be landing. Entries are
+acked only after ClickHouse accepted their rows (or held them already). ClickHouse down: the batch is kept and
+retried with backoff, and the backlog waits in Redis. A row ClickHouse refuses is found by bisection and its entry
+dead-lettered with the reason (its batch-mates go in).
 
 One writer per table: at start the writer takes its tables' leases (`common.unique_insert.writer_leases`); a second
 writer, under another consumer name, waits as a standby (heartbeat state `standby`) and takes over when the first
@@ -95,7 +94,7 @@ class StreamWriter:
                 types = describe_columns(client, table.table)
                 targets.append(UniqueTarget(
                     table.table, table.columns, table.unique, owner=self.owner,
-                    token_source=self.spec.token_source(table), column_types=[types[c] for c in table.columns],
+                    token_source=self.spec.stream, column_types=[types[c] for c in table.columns],
                 ))  # fmt: skip
             self.client, self.targets = client, targets
         return self.client, self.targets

@@ -11,11 +11,12 @@ JSON-encoded strings (`outcomes`, `outcomePrices`, `clobTokenIds`) become arrays
 `raw`. Trades keep their amounts as the exact decimal text the processor wrote; clickhouse-connect scales that text
 into Decimal(18, 6) itself, so no Decimal is built here.
 
-`stream:trades` fills both `order_filled_events` and `trades`: a trade carries every column of its fill but the four
-asset and amount columns, and those are exact functions of it, because a fill has exactly one USDC asset id "0"
+`stream:trades` fills `trades` alone: `order_filled_events` is a view over it (migration 007), which gives back each
+fill's four asset and amount columns from its trade, because a fill has exactly one USDC asset id "0"
 (`common.payloads.check_order_event`) and `processors.trades.derive_trade` keeps both legs as exact 6-decimal text:
 maker BUY: maker_asset_id "0", taker_asset_id token_id, maker_amount the USD micros, taker_amount the token micros;
-maker SELL: the other way round (`fill_legs`). The fill's other columns are the trade's own lists, shared.
+maker SELL: the other way round. A trade the view could not give its fill back from (`check_trade`) is poison, as
+it was when the writer built the fill row itself.
 """
 
 from __future__ import annotations
@@ -31,9 +32,8 @@ import orjson
 from common import keys, tables
 from common.errors import PoisonMessage
 from common.gamma_fields import parse_json_list
-from common.payloads import OrderEvent, Trade, decode_trade
+from common.payloads import Trade, decode_trade
 from common.unique_insert import UniqueKey
-from processors.trades import USDC
 
 Row = tuple[Any, ...]
 T = TypeVar("T")
@@ -60,17 +60,13 @@ class TableSpec:
 
 @dataclass(frozen=True)
 class StreamSpec:
-    """A stream the writer reads, the tables each of its entries becomes one row of, and how."""
+    """A stream the writer reads, the tables each of its entries becomes one row of, and how. Its name is the
+    namespace of the dedup tokens of its table (`common.clickhouse.batch_token`), as it has always been, so a batch
+    retried across an upgrade gets the token of its first attempt."""
 
     stream: str
     tables: tuple[TableSpec, ...]
     to_columns: ToColumns
-
-    def token_source(self, table: TableSpec) -> str:
-        """The namespace of `table`'s dedup tokens (`common.clickhouse.batch_token`). The last of `tables` is the
-        one the stream has always filled, and keeps the stream's name; the others get their own, so a table's
-        tokens never equal another's."""
-        return self.stream if table is self.tables[-1] else f"{self.stream}>{table.table}"
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -265,67 +261,47 @@ def one_row(table: TableSpec, to_row: Callable[[bytes, datetime], Row]) -> ToCol
     return to_columns
 
 
-# The stream structs' fields are the tables' columns, in their order, then `ingested_at`.
-ORDER_EVENT_COLUMNS = (*OrderEvent.__struct_fields__, "ingested_at")
+# The stream struct's fields are the table's columns, in their order, then `ingested_at`.
 TRADE_COLUMNS = (*Trade.__struct_fields__, "ingested_at")
 
 
-def micros(amount: str) -> int:
-    """Exact 6-decimal text ('1.500000', as `derive_trade` writes it) as integer base units (1500000)."""
+def check_amount(amount: str) -> None:
+    """Exact 6-decimal text ('1.500000', as `derive_trade` writes it), else PoisonMessage."""
     digits = amount.replace(".", "", 1)  # one C call: 0.3 µs less than slicing around the dot, on this machine
-    # the dot 6 from the end, at least one digit before it, and nothing but ASCII digits otherwise (int() alone
-    # would take signs, spaces, underscores and non-ASCII digits)
+    # the dot 6 from the end, at least one digit before it, and nothing but ASCII digits otherwise (the server would
+    # store a sign, and drop a 7th decimal)
     if amount[-7:-6] != "." or len(digits) < 7 or not (digits.isascii() and digits.isdigit()):
         raise PoisonMessage(f"amount {amount!r} is not a decimal with 6 decimals")
-    return int(digits)
 
 
-def fill_legs(trade: Trade) -> tuple[str, str, int, int]:
-    """The maker_asset_id, taker_asset_id, maker_amount and taker_amount of the fill `trade` was derived from
-    (module docstring); its other columns are the trade's own, copied by `derive_trade`."""
-    t = trade
-    usd, tokens = micros(t.usd_amount), micros(t.token_amount)
-    if t.maker_direction == "BUY":
-        return USDC, t.token_id, usd, tokens
-    if t.maker_direction == "SELL":
-        return t.token_id, USDC, tokens, usd
-    raise PoisonMessage(f"trade {t.id}: maker_direction {t.maker_direction!r} is neither BUY nor SELL")
+def check_trade(trade: Trade) -> Trade:
+    """`trade`, if `order_filled_events` gives its fill back exactly (module docstring), else PoisonMessage."""
+    check_amount(trade.usd_amount)
+    check_amount(trade.token_amount)
+    if trade.maker_direction not in ("BUY", "SELL"):
+        raise PoisonMessage(f"trade {trade.id}: maker_direction {trade.maker_direction!r} is neither BUY nor SELL")
+    return trade
 
 
-_TRADE_FIELDS = [(name, attrgetter(name)) for name in Trade.__struct_fields__]
-_LEGS = ("maker_asset_id", "taker_asset_id", "maker_amount", "taker_amount")
+_TRADE_FIELDS = [attrgetter(name) for name in Trade.__struct_fields__]
 
 
 def trade_columns(entries: Sequence[bytes], ingested_at: datetime) -> Converted:
-    """`stream:trades` entries, each decoded once, as the columns of `order_filled_events` and of `trades` (the
-    writer's hot path: two rows per fill). The fill table's columns that are the trade's are the same lists."""
-    legs: list[str | int] = []  # the 4 of _LEGS an entry, flat: no tuple of them outlives its entry for the GC
-
-    def decode_with_legs(data: bytes) -> Trade:
-        trade = decode_trade(data)
-        legs.extend(fill_legs(trade))  # fill_legs raises before returning: a poison entry adds no leg
-        return trade
-
-    trades, kept, poison = convert_each(entries, decode_with_legs)
-    by_name = {name: list(map(get, trades)) for name, get in _TRADE_FIELDS}  # amounts: exact decimal text
-    by_name["ingested_at"] = [ingested_at] * len(trades)
-    by_name.update((name, legs[at :: len(_LEGS)]) for at, name in enumerate(_LEGS))
-    return Converted(([by_name[c] for c in ORDER_EVENT_COLUMNS], [by_name[c] for c in TRADE_COLUMNS]), kept, poison)
+    """`stream:trades` entries, each decoded and checked once, as the columns of `trades` (the writer's hot path)."""
+    trades, kept, poison = convert_each(entries, lambda data: check_trade(decode_trade(data)))
+    columns = [list(map(get, trades)) for get in _TRADE_FIELDS]  # amounts: exact decimal text
+    return Converted(([*columns, [ingested_at] * len(trades)],), kept, poison)
 
 
-# Fills and trades never change: checked by id over their time ranges. Markets and events do: newest updated_at.
+# Trades never change: checked by id over their time ranges. Markets and events do: newest updated_at.
 IMMUTABLE = UniqueKey(time_column="timestamp")
 VERSIONED = UniqueKey(version_column="updated_at")
 MARKETS = TableSpec(tables.MARKETS, MARKET_COLUMNS, VERSIONED)
 EVENTS = TableSpec(tables.EVENTS, EVENT_COLUMNS, VERSIONED)
-ORDER_FILLED_EVENTS = TableSpec(tables.ORDER_FILLED_EVENTS, ORDER_EVENT_COLUMNS, IMMUTABLE)
 TRADES = TableSpec(tables.TRADES, TRADE_COLUMNS, IMMUTABLE)
-TABLES = (MARKETS, EVENTS, ORDER_FILLED_EVENTS, TRADES)
+TABLES = (MARKETS, EVENTS, TRADES)
 STREAMS = (
     StreamSpec(keys.STREAM_MARKETS, (MARKETS,), one_row(MARKETS, market_row)),
     StreamSpec(keys.STREAM_EVENTS, (EVENTS,), one_row(EVENTS, event_row)),
-    # order_filled_events first: a crash between the two inserts leaves a fill without its trade, which the
-    # entry's redelivery completes (and `replay` would find); trades last, as its own stream's table
-    StreamSpec(keys.STREAM_TRADES, (ORDER_FILLED_EVENTS, TRADES), trade_columns),
+    StreamSpec(keys.STREAM_TRADES, (TRADES,), trade_columns),
 )
-

@@ -1,7 +1,9 @@
 """`python -m pipeline replay --from T --to T`: re-derive the trades of a time range that are missing from ClickHouse.
 
-Fills come from `order_filled_events` (`--source clickhouse`, default) or from what is left of
-`stream:order_events` (`--source stream`; the writer trims acked entries, so this is recent history only). Each
+Fills come from the fills table the upgrade to migration 007 kept, `order_filled_events_before_view`, where present
+(`--source clickhouse`, default: `order_filled_events` itself is a view over `trades` since then, so it holds no
+fill without a trade; a gap in newer history is refilled from the sources, by a backfill of the range) or from what is
+left of `stream:order_events` (`--source stream`; the writer trims acked entries, so this is recent history only). Each
 fill whose id is not in `trades` for that range goes through the trade processor's own derivation
 (`processors.trades.derive_trade`, markets from `markets:by_token`) and the writer's own row conversion, and is
 inserted in batches of consecutive timestamps through the writer's own `common.unique_insert.insert_unique`: under
@@ -40,7 +42,17 @@ from common.redis_client import make_redis, map_redis_errors
 from common.status.snapshot import read_streams
 from common.unique_insert import UniqueTarget, insert_unique
 from pipeline.ops import repair_unresolved
-from pipeline.ops.command import add_time_range, chunks, console, fail, make_parser, parse_range, run_command, settings
+from pipeline.ops.command import (
+    add_time_range,
+    chunks,
+    console,
+    fail,
+    has_kept_fills,
+    make_parser,
+    parse_range,
+    run_command,
+    settings,
+)
 from processors.rows import IMMUTABLE, TRADE_COLUMNS, trade_columns
 from processors.trades import derive_trade, token_of
 
@@ -60,10 +72,12 @@ def fills_from_rows(rows: Sequence[Sequence[Any]]) -> list[OrderEvent]:
 
 
 def missing_fills_in_clickhouse(client: Client, start_ts: int, end_ts: int) -> list[OrderEvent]:
-    """Fills of `order_filled_events` in [start, end] whose id is not in `trades` (each id once)."""
+    """Fills of the kept fills table in [start, end] whose id is not in `trades` (each id once); none without it."""
+    if not has_kept_fills(client):
+        return []
     with map_clickhouse_errors("read missing fills"):
         rows = client.query(
-            f"SELECT {', '.join(FILL_COLUMNS)} FROM {tables.ORDER_FILLED_EVENTS} "
+            f"SELECT {', '.join(FILL_COLUMNS)} FROM {tables.FILLS_BEFORE_VIEW} "
             "WHERE timestamp BETWEEN toDateTime({a:UInt32}) AND toDateTime({b:UInt32}) AND id NOT IN "
             f"(SELECT id FROM {tables.TRADES} "
             "WHERE timestamp BETWEEN toDateTime({a:UInt32}) AND toDateTime({b:UInt32})) "
@@ -131,7 +145,7 @@ async def insert_trades(
         batch = ordered[start : start + BATCH_ROWS]
         converted = trade_columns([encode_trade(derive_trade(e, markets.get(token_of(e)))) for e in batch],
                                   ingested_at)  # fmt: skip
-        trades = converted.tables[-1]  # the fill table's columns beside it are not used: the fills are stored
+        (trades,) = converted.tables
         kept = [batch[index] for index in converted.kept]
         outcome = await insert_unique(client, redis, target, trades, [e.id for e in kept], ch)
         refused = [(batch[index], reason) for index, reason in converted.poison]

@@ -1,5 +1,5 @@
-"""Stream payloads to ClickHouse rows: Gamma's JSON-encoded strings, its date formats, poison, and the fill row
-rebuilt from its trade."""
+"""Stream payloads to ClickHouse rows: Gamma's JSON-encoded strings, its date formats, poison, and the trades that
+`order_filled_events` (a view, tests/integration/test_fills_view.py) can give their fill back from."""
 
 from __future__ import annotations
 
@@ -30,22 +30,22 @@ from processors.rows import (
     EVENT_COLUMNS,
     MARKET_COLUMNS,
     MARKETS,
-    ORDER_EVENT_COLUMNS,
     STREAMS,
     TABLES,
     TRADE_COLUMNS,
     Converted,
     TableSpec,
+    check_amount,
+    check_trade,
     event_row,
-    fill_legs,
     market_row,
-    micros,
     one_row,
     trade_columns,
 )
 from processors.trades import derive_trade
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
+ORDER_EVENT_COLUMNS = (*OrderEvent.__struct_fields__, "ingested_at")  # the columns of order_filled_events
 
 
 def order_event_row(data: bytes, ingested_at: datetime) -> tuple[object, ...]:
@@ -63,7 +63,7 @@ def trade_row(data: bytes) -> tuple[object, ...]:
     converted = trade_columns([data], NOW)
     if converted.poison:
         raise PoisonMessage(converted.poison[0][1])
-    (row,) = rows_of(converted.tables[1])
+    (row,) = rows_of(converted.tables[0])
     return row
 
 
@@ -252,19 +252,20 @@ def varied_fills(rng: random.Random, count: int) -> list[OrderEvent]:
     return fills
 
 
-def test_the_fill_rows_rebuilt_from_their_trades_are_the_rows_their_order_events_gave() -> None:
+def varied_trades(rng: random.Random, count: int) -> tuple[list[OrderEvent], list[bytes]]:
+    """`varied_fills` and their `stream:trades` entries, half with a market and half without."""
     market = MarketRef(market_id="7", condition_id="0x2e", outcome="Up", outcome_index=1)
-    fills = varied_fills(random.Random(14), 3000)
+    fills = varied_fills(rng, count)
+    return fills, [encode_trade(derive_trade(fill, market if fill.timestamp % 2 else None)) for fill in fills]
+
+
+def test_the_trade_rows_are_the_trades_in_column_order() -> None:
+    fills, trades = varied_trades(random.Random(14), 3000)
     assert {(f.maker_asset_id == "0", f.log_index is None) for f in fills} == {(a, b) for a in (0, 1) for b in (0, 1)}
-    datas = [encode_order_event(event) for event in fills]
-    trades = [encode_trade(derive_trade(decode_order_event(data), market if event.timestamp % 2 else None))
-              for data, event in zip(datas, fills, strict=True)]  # fmt: skip
     converted = trade_columns(trades, NOW)
     assert converted.kept == list(range(len(fills))) and converted.poison == []
-    fill_columns, trade_columns_ = converted.tables
-    # the oracles: the row the writer built from the order event, and the trade's own fields in column order
-    assert rows_of(fill_columns) == [order_event_row(data, NOW) for data in datas]
-    assert rows_of(trade_columns_) == [(*astuple(decode_trade(data)), NOW) for data in trades]
+    (columns,) = converted.tables
+    assert rows_of(columns) == [(*astuple(decode_trade(data)), NOW) for data in trades]
 
 
 def test_poison_trades_are_named_by_their_index_and_their_batch_mates_converted() -> None:
@@ -277,8 +278,7 @@ def test_poison_trades_are_named_by_their_index_and_their_batch_mates_converted(
         (0, "invalid trade"), (2, f"trade {decode_trade(good[1]).id}"), (5, "invalid trade")
     ]  # fmt: skip
     expected = [(*astuple(decode_trade(data)), NOW) for data in (good[0], *good[2:])]
-    assert rows_of(converted.tables[1]) == expected
-    assert [row[0] for row in rows_of(converted.tables[0])] == [row[0] for row in expected]
+    assert rows_of(converted.tables[0]) == expected
 
 
 def test_a_batch_of_poison_only_gives_empty_columns_of_every_table() -> None:
@@ -298,19 +298,15 @@ def test_one_row_streams_give_their_rows_as_columns_and_name_their_poison() -> N
     assert rows_of(converted.tables[0]) == [market_row(batch[0], NOW), market_row(batch[2], NOW)]
 
 
-def test_the_trades_stream_fills_both_fill_tables_with_distinct_tokens() -> None:
+def test_the_trades_stream_fills_trades_alone() -> None:
     (spec,) = [spec for spec in STREAMS if spec.stream == keys.STREAM_TRADES]
-    assert [table.table for table in spec.tables] == ["order_filled_events", "trades"]
+    assert [table.table for table in spec.tables] == ["trades"]  # order_filled_events is a view over it
     assert {stream.stream for stream in STREAMS} == {keys.STREAM_MARKETS, keys.STREAM_EVENTS, keys.STREAM_TRADES}
-    # trades keeps the namespace earlier writers used for its tokens; order_filled_events gets its own
-    assert [spec.token_source(table) for table in spec.tables] == ["stream:trades>order_filled_events", "stream:trades"]
 
 
-@pytest.mark.parametrize(
-    ("amount", "units"), [("0.000000", 0), ("1.500000", 1_500_000), ("18446744073709.551615", UINT64_MAX)]
-)
-def test_micros_reads_the_exact_decimal_text(amount: str, units: int) -> None:
-    assert micros(amount) == units
+@pytest.mark.parametrize("amount", ["0.000000", "1.500000", "18446744073709.551615"])
+def test_exact_6_decimal_text_is_an_amount(amount: str) -> None:
+    check_amount(amount)
 
 
 @pytest.mark.parametrize(
@@ -326,17 +322,18 @@ def test_micros_reads_the_exact_decimal_text(amount: str, units: int) -> None:
         "١.000000",
         "1.2.000000",
         "1.000000.000000",
+        "0.0000015",
     ],
 )
 def test_amount_text_that_is_not_6_decimals_is_poison(amount: str) -> None:
     with pytest.raises(PoisonMessage, match="not a decimal with 6 decimals"):
-        micros(amount)
+        check_amount(amount)
 
 
-def test_a_trade_whose_fill_cannot_be_rebuilt_is_poison() -> None:
+def test_a_trade_whose_fill_the_view_cannot_give_back_is_poison() -> None:
     event = decode_order_event(order_event())
     trade = derive_trade(event, None)
     with pytest.raises(PoisonMessage, match="neither BUY nor SELL"):
-        fill_legs(decode_trade(encode_trade(trade).replace(b'"maker_direction":"BUY"', b'"maker_direction":"buy"')))
+        check_trade(decode_trade(encode_trade(trade).replace(b'"maker_direction":"BUY"', b'"maker_direction":"buy"')))
     with pytest.raises(PoisonMessage, match="not a decimal with 6 decimals"):
         trade_row(encode_trade(trade).replace(b'"usd_amount":"0.000010"', b'"usd_amount":"0.00001"'))
