@@ -5,7 +5,7 @@ fills (`Converted`: one list per column, in the order of the table's COLUMNS, on
 the entries that are poison (PoisonMessage's reason); the writer dead-letters those and inserts the rest of the
 batch. Columns, not rows: clickhouse-connect inserts columns, and building them directly spares a tuple per row
 (tracked by the collector) and a transposition per table. The column names come from the values' own shape, so
-they cannot drift from them: the fields of the stream's struct (`common.payloads`) for fills and trades, a
+they cannot drift from them: the fields of the stream's struct (`common.payloads`) for trades, a
 NamedTuple per row for markets and events (whose small batches are built as rows, then transposed). Gamma's
 JSON-encoded strings (`outcomes`, `outcomePrices`, `clobTokenIds`) become arrays; the full source object is kept in
 `raw`. Trades keep their amounts as the exact decimal text the processor wrote; clickhouse-connect scales that text

@@ -49,8 +49,8 @@ ORDER_EVENT_COLUMNS = (*OrderEvent.__struct_fields__, "ingested_at")  # the colu
 
 
 def order_event_row(data: bytes, ingested_at: datetime) -> tuple[object, ...]:
-    """The `order_filled_events` row of a `stream:order_events` entry, straight from its decoded fields: the oracle
-    the rows the writer rebuilds from trades are checked against."""
+    """The `order_filled_events` row of a `stream:order_events` entry, straight from its decoded fields, as the table
+    held it (tests/integration/test_fills_view.py checks the view against the same rows)."""
     return (*astuple(decode_order_event(data)), ingested_at)
 
 
