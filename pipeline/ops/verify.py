@@ -4,7 +4,8 @@ of a range trades, each once?  `verify --against data-api --from T --to T [--mar
 (pipeline/ops/verify_data_api.py)?
 
 Reads the fill ids of the time range [FROM, TO] at a source and the `trades` rows of that range, and reports:
-  missing     fills at the source without a row in `trades` (a gap: `replay` refills it from ClickHouse)
+  missing     fills at the source without a row in `trades` (a gap: `replay` refills those of the kept fills
+              table below, a backfill of the range those found at goldsky or chain)
   extra       rows in `trades` that the source does not have (for goldsky/chain: only rows with that `source`,
               since the other source serves fills of its own)
   duplicates  rows of `trades` in the range beyond one per id (count() - uniqExact(id), without FINAL), then
@@ -13,11 +14,10 @@ Reads the fill ids of the time range [FROM, TO] at a source and the `trades` row
 Sources: `clickhouse` (default): the fills ClickHouse holds: `order_filled_events` (a view over `trades` since
 migration 007, so its ids are trades by construction) and the fills table the upgrade kept
 (`order_filled_events_before_view`, where present: a fill stored there before the upgrade whose trade is missing
-is reported); `goldsky`: the
-subgraph at GOLDSKY_URL, paged like the ingester; `chain`: eth_getLogs at POLYGON_RPC_URL over the blocks whose
-time is in the range (found by binary search, from CHAIN_START_BLOCK to the safe head). Uses the ingesters' own
-request, paging and normalization code. Exit 1 when anything is missing, extra or duplicated (with `--against`:
-when any market or hour differs beyond the tolerance).
+is reported); `goldsky`: the subgraph at GOLDSKY_URL, paged like the ingester; `chain`: eth_getLogs at
+POLYGON_RPC_URL over the blocks whose time is in the range (found by binary search, from CHAIN_START_BLOCK to the
+safe head). Uses the ingesters' own request, paging and normalization code. Exit 1 when anything is missing, extra
+or duplicated (with `--against`: when any market or hour differs beyond the tolerance).
 """
 
 from __future__ import annotations
