@@ -3,11 +3,11 @@
     python bench/bench_dedup.py [--seed-rows 10000000] [--fills 100000] [--json]
 
 Starts its own redis-server and embedded ClickHouse (over HTTP, as the services reach it) in a temp folder and
-seeds `trades` and `order_filled_events` with `--seed-rows` rows each (`INSERT ... SELECT ... FROM numbers(N)`,
-25 fills a second, ending where the benchmark's fills begin). Then:
+seeds `trades` with `--seed-rows` rows (`INSERT ... SELECT ... FROM numbers(N)`, 25 fills a second, ending where the
+benchmark's fills begin; `order_filled_events` is a view over it). Then:
 1. the check alone (`select_new`) on 10,000-fill batches: new fills (the live case) and fills already stored (a
    re-run or the second source), milliseconds per batch and microseconds per fill, client and server CPU;
-2. the writer end to end (`clickhouse_writer --once` over `--fills` fills and their trades) with the check off
+2. the writer end to end (`clickhouse_writer --once` over the trades of `--fills` fills) with the check off
    (CLICKHOUSE_UNIQUE_KEYS=false, the bench knob) and on: rows/s, and CPU per row of the writer and of ClickHouse.
 Prints one line per figure with the load average beside it; `--json` prints the figures as one JSON object last
 (`python -m pipeline bench` adds them to its report).
@@ -40,7 +40,7 @@ from tests.fixtures.clickhouse_server import ClickHouseServer
 from tests.fixtures.fills_world import make_fills, make_markets, publish_fills, publish_markets
 from tests.fixtures.redis_server import RedisServer, free_port
 
-SEED_ROWS = 10_000_000  # rows stored in each fill table before measuring
+SEED_ROWS = 10_000_000  # rows stored in trades before measuring
 FILLS = 100_000  # fills through the writer, with the check and without
 STREAMS = StreamSettings(block_ms=100, trim_interval_s=1.0)
 FILLS_START_TS = 1_777_000_000
@@ -52,8 +52,6 @@ def seed(client: Any, rows: int) -> None:
     base = FILLS_START_TS - rows // SEED_FILLS_PER_S
     ts = f"toDateTime({base} + intDiv(number, {SEED_FILLS_PER_S}))"
     fill_id = "concat('0x', hex(cityHash64(number)), '_0x', hex(number))"
-    client.command(f"INSERT INTO {tables.ORDER_FILLED_EVENTS} (id, source, timestamp, maker_asset_id, taker_asset_id) "
-                   f"SELECT {fill_id}, 'chain', {ts}, '0', toString(number % 5000) FROM numbers({rows})")  # fmt: skip
     client.command(f"INSERT INTO {tables.TRADES} (id, timestamp, token_id) "
                    f"SELECT {fill_id}, {ts}, toString(number % 5000) FROM numbers({rows})")  # fmt: skip
 
@@ -84,12 +82,12 @@ def time_check(
 
 
 def check_figures(ch: ClickHouseSettings, server_pid: int, fills: list[Any]) -> dict[str, Any]:
-    """Per fill table: the check of new fills (after the stored ones) and of fills stored already."""
+    """The check of new fills (after the stored ones) and of fills stored already, in `trades`."""
     client = make_client(ch)
     try:
         fresh = [(fill.id, fill.timestamp) for fill in fills]
         figures: dict[str, Any] = {}
-        for table in (tables.ORDER_FILLED_EVENTS, tables.TRADES):
+        for table in (tables.TRADES,):
             stored = client.query(
                 f"SELECT id, toUInt32(timestamp) AS ts FROM {table} ORDER BY ts DESC LIMIT {len(fresh)}"
             )
@@ -121,7 +119,7 @@ def print_check(check: dict[str, Any]) -> None:
 
 
 async def writer_phase(redis_server: RedisServer, ch: ClickHouseSettings, server_pid: int, fills_n: int) -> dict:
-    """The writer over `fills_n` new fills and their trades, without the check and then with it."""
+    """The writer over the trades of `fills_n` new fills, without the check and then with it."""
     rng = random.Random(2)
     markets = make_markets(rng, 200)
     redis = make_redis(redis_server.settings)
@@ -136,7 +134,7 @@ async def writer_phase(redis_server: RedisServer, ch: ClickHouseSettings, server
             await trade_processor.run(trade_processor.ProcessorSettings(), redis=redis_server.settings,
                                       streams=STREAMS, once=True)  # fmt: skip
             f = figures[label] = await time_writer(redis_server.settings, ch.model_copy(update={"unique_keys": unique}),
-                                                   server_pid, 2 * len(fills))  # fmt: skip
+                                                   server_pid, len(fills))  # fmt: skip
             print(f"writer {label}: {f['rows_per_s']:,} rows/s ({f['rows']:,} rows in {f['seconds']} s), writer CPU "
                   f"{f['writer_cpu_us_per_row']} µs/row, ClickHouse CPU {f['server_cpu_us_per_row']} µs/row, "
                   f"load {f['load_average']}")  # fmt: skip
@@ -160,7 +158,7 @@ async def bench(seed_rows: int, fills_n: int, workdir: Path) -> dict[str, Any]:
         started = time.perf_counter()
         seed(client, seed_rows)
         client.close()
-        print(f"seeded {seed_rows:,} rows into each fill table in {time.perf_counter() - started:.0f} s, "
+        print(f"seeded {seed_rows:,} rows into trades in {time.perf_counter() - started:.0f} s, "
               f"load {load_average()}")  # fmt: skip
         rng = random.Random(1)
         # new fills among the stored ones (the seconds they fall in hold stored rows): the check reads those seconds

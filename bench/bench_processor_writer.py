@@ -4,9 +4,11 @@
 
 Starts its own redis-server (AOF, appendfsync always) and embedded ClickHouse on free ports in a temp folder.
 1. processor: N fills already in `stream:order_events`, markets known; time `trade_processor --once`.
-2. writer: the resulting N trades + N order events; time `clickhouse_writer --once` (rows/s over both tables),
-   CLICKHOUSE_BATCH_SIZE `--batch-size`.
-Each stage prints its rate and CPU-µs per fill (per row for the writer) of the service (this process: user +
+2. writer: the resulting N trades; time `clickhouse_writer --once` (fills/s: one row each, in `trades`;
+   `order_filled_events` is a view over it), CLICKHOUSE_BATCH_SIZE `--batch-size`. Then the storage per fill:
+   `bytes_on_disk` of the active parts of every table holding fills (`system.parts`, projections included), after
+   `OPTIMIZE TABLE ... FINAL` so that the figure is the merged state the data settles in.
+Each stage prints its rate and CPU-µs per fill of the service (this process: user +
 system, threads included), of redis-server and of the embedded ClickHouse, with the load average beside it, and
 this process's peak RSS over the stage (the kernel's high-water mark, reset at the stage's start) and how far it
 rose above the RSS at the start: the peak includes the bench's own fills, the rise is what the stage added.
@@ -28,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import keys
+from common.clickhouse import make_client
 from common.config import ClickHouseSettings, StreamSettings
 from common.redis_client import make_redis
 from common.service import tune_gc
@@ -95,13 +98,35 @@ async def bench(fills_n: int, batch_size: int, flow_n: int, workdir: Path) -> No
         with StageClock(redis_server.process.pid, clickhouse.process.pid) as clock:
             await clickhouse_writer.run(clickhouse_writer.WriterSettings(), redis=redis_server.settings,
                                         clickhouse=ch, streams=STREAMS, once=True)  # fmt: skip
-        print(clock.report("writer", 2 * len(fills), "row"))
+        print(clock.report("writer", len(fills), "fill"))
+        print(storage_per_fill(ch, len(fills)))
         if flow_n:
             await flow(redis, redis_server.settings, ch, rng, markets, flow_n)
     finally:
         await redis.aclose()
         clickhouse.stop()
         redis_server.stop()
+
+
+def storage_per_fill(ch: ClickHouseSettings, fills_n: int) -> str:
+    """Bytes on disk per fill of each table holding fills, merged (module docstring)."""
+    client = make_client(ch)
+    try:
+        stored = client.query("SELECT name FROM system.tables WHERE database = {db:String} AND name IN "
+                              "('trades', 'order_filled_events') AND engine LIKE '%MergeTree'",
+                              parameters={"db": ch.database}).result_columns[0]  # fmt: skip
+        for table in stored:
+            client.command(f"OPTIMIZE TABLE {table} FINAL")
+        sizes = dict(client.query("SELECT table, sum(bytes_on_disk) FROM system.parts WHERE database = {db:String} "
+                                  "AND active AND table IN {names:Array(String)} GROUP BY table",
+                                  parameters={"db": ch.database, "names": list(stored)}).result_rows)  # fmt: skip
+    finally:
+        client.close()
+    per_table = ", ".join(f"{table} {int(sizes[table]) / fills_n:.1f}" for table in sorted(sizes))
+    return (
+        f"storage: bytes on disk per fill: {per_table}, total {sum(map(int, sizes.values())) / fills_n:.1f} "
+        f"({fills_n:,} fills, merged); load {load_average()}"
+    )
 
 
 async def flow(redis, redis_settings, ch, rng, markets, total: int) -> None:

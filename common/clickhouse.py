@@ -44,6 +44,7 @@ driver_options.pd = driver_options.pd_time_test = driver_options.np = None
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _MIGRATION_NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
+_RENAME = re.compile(r"^(?:\s*--[^\n]*\n)*\s*RENAME\s")  # a statement that is a RENAME, after its comment lines
 
 # Server error codes that mean "this data is invalid", not "the server is unwell": retrying cannot help.
 REJECTED_DATA_CODES = frozenset({6, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 76, 117, 131, 190, 321, 407, 472})
@@ -51,6 +52,8 @@ REJECTED_DATA_CODES = frozenset({6, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 76, 
 # token has stored it twice (ClickHouse#81260), so the batch goes back to its caller, whose retry checks first.
 UNKNOWN_STATUS_CODES = frozenset({319})
 ACCESS_DENIED_CODE = 497
+# TABLE_ALREADY_EXISTS: what a migration's RENAME meets when an earlier or concurrent run renamed already.
+TABLE_EXISTS_CODE = 57
 
 # optimize_on_insert=0: a ReplacingMergeTree then skips collapsing rows of equal key inside each inserted block,
 # which finds nothing here: every batch reaches an insert through common/unique_insert.py, which keeps one row per
@@ -343,8 +346,9 @@ def apply_migrations(settings: ClickHouseSettings) -> list[int]:
     """Check the server's shape, create the database where absent and apply every migration not yet recorded in
     `schema_migrations`; idempotent.
 
-    Every statement is `IF NOT EXISTS` (or `OR REPLACE`, or a no-op when repeated), so services starting together,
-    or a second run through a load balancer landing on another replica, change nothing. On `cluster`
+    Every statement is `IF NOT EXISTS` (or `OR REPLACE`, or a no-op when repeated, or a RENAME done already: see
+    `run_migration_statement`), so services starting together, or a second run through a load balancer landing on
+    another replica, change nothing. On `cluster`
     `schema_migrations` is itself replicated and read with sequential consistency, so every replica agrees on it.
     Raises ConfigError when the deployment is one the pipeline refuses (the `refuse_*` checks below).
     """
@@ -367,7 +371,7 @@ def apply_migrations(settings: ClickHouseSettings) -> list[int]:
             if migration.version in applied:
                 continue
             for statement in migration.statements:
-                client.command(statement)
+                run_migration_statement(client, statement)
             client.insert(
                 f"{database}.schema_migrations",
                 [[migration.version, migration.name, datetime.now(UTC)]],
@@ -376,6 +380,18 @@ def apply_migrations(settings: ClickHouseSettings) -> list[int]:
             log.info("applied migration", version=migration.version, name=migration.name, deployment=profile.name)
             done.append(migration.version)
         return done
+
+
+def run_migration_statement(client: Client, statement: str) -> None:
+    """Run one statement of a migration. A RENAME whose target exists already was done by an earlier run (one that
+    stopped before recording its migration) or by a service migrating at the same moment: RENAME has `IF EXISTS`
+    for its source and no `IF NOT EXISTS` for its target, so the migration checks its end state itself (007)."""
+    try:
+        client.command(statement)
+    except ClickHouseError as exc:
+        if not (_RENAME.match(statement) and getattr(exc, "code", None) == TABLE_EXISTS_CODE):
+            raise
+        log.info("rename done already", error=str(exc)[:300])
 
 
 SUPPORTED_SHAPE = 'one shard with N replicas (docs/operations.md, "Where ClickHouse runs")'

@@ -30,8 +30,8 @@ GROUP_TRADE_PROCESSOR = "trade-processor"
 GROUP_CLICKHOUSE_WRITER = "clickhouse-writer"
 
 # Which groups must have consumed an entry before it may be trimmed. A stream is not trimmed at all until each
-# of its groups exists, so a consumer that starts later than the others still finds every entry. The writer fills
-# order_filled_events from stream:trades, so stream:order_events has the processor alone.
+# of its groups exists, so a consumer that starts later than the others still finds every entry. The writer reads
+# stream:trades only (order_filled_events is a view over trades), so stream:order_events has the processor alone.
 STREAM_GROUPS = {
     STREAM_MARKETS: (GROUP_CLICKHOUSE_WRITER,),
     STREAM_EVENTS: (GROUP_CLICKHOUSE_WRITER,),

@@ -2,13 +2,13 @@
 (docs/CONTRACT.md §4).
 
 For each batch of one table:
-1. duplicates inside the batch are dropped (fills and trades keep the first row of an id; markets and events
+1. duplicates inside the batch are dropped (trades keep the first row of an id; markets and events
    keep an id's newest `updated_at`);
 2. the table's insert lock is taken in Redis (`lock:insert:<table>`), so two writers, or a writer and `replay`,
    never both find an id absent and both insert it;
-3. ClickHouse is asked which of the batch's ids it already holds, on a key it can prune. Fills and trades:
-   `SELECT id ... WHERE timestamp BETWEEN a AND b OR ...` over the batch's time ranges (`order_filled_events` is
-   ordered by (timestamp, id); `trades` answers from its projection `by_time`), intersected with the batch in
+3. ClickHouse is asked which of the batch's ids it already holds, on a key it can prune. Trades:
+   `SELECT id ... WHERE timestamp BETWEEN a AND b OR ...` over the batch's time ranges (answered from the
+   projection `by_time`, ordered by (timestamp, id)), intersected with the batch in
    Python: exact, no hashes, no ids in the SQL text. Markets and events: the stored `updated_at` of the batch's
    ids (both tables are ordered by id); a row whose id is stored with the same or a newer version is skipped, an
    older stored version is deleted and replaced;

@@ -1,24 +1,23 @@
-"""ClickHouse writer: three streams into the four tables, with exactly-once effect (docs/CONTRACT.md §3 rules 4 and 5).
+"""ClickHouse writer: three streams into three tables, with exactly-once effect (docs/CONTRACT.md §3 rules 4 and 5).
 
 Reads `stream:markets`, `stream:events` and `stream:trades`, each in consumer group `clickhouse-writer`, into
-`markets`, `events`, and both `order_filled_events` and `trades`: a trade entry is decoded once into its fill's row
-and its own (`processors.rows.trade_columns`, exact: see that module), so the writer does not read
-`stream:order_events`. A fill the processor holds while waiting for its market reaches `order_filled_events` when
-its trade is emitted.
+`markets`, `events` and `trades`. `order_filled_events` is a view over `trades` (migration 007) that gives each
+fill back exactly from its trade (`processors.rows`), so the writer does not read `stream:order_events` and
+stores each fill once. A fill the processor holds while waiting for its market appears in `order_filled_events`
+when its trade is written.
 
 A batch is exactly one XREADGROUP reply (up to CLICKHOUSE_BATCH_SIZE rows' worth of entries: an entry is a page of
 up to STREAM_PAGE_MAX_ITEMS items, common/pages.py; read at most every CLICKHOUSE_FLUSH_INTERVAL_S unless the
-stream is backed up), and a consumer has at most one batch pending. For each
-of its tables in turn, a batch goes through `common.unique_insert.insert_unique`: under the table's insert lock
-(`lock:insert:<table>`) only the rows whose `id` the table does not hold yet are inserted, so a fill served by both
-sources, a backfill re-run, a replay after a crash (whole, or entry by entry after a failure; a crash between a
-trades batch's two inserts included) or a second writer never stores a row twice; the rows sent carry an
-`insert_deduplication_token` derived from their stream ids and their own ids (and the table,
-`StreamSpec.token_source`), which covers an insert retried while its first attempt may still be landing. Entries
-are acked only after ClickHouse accepted their rows in every table (or held them already). ClickHouse down: the
-batch is kept and retried with backoff, and the backlog waits in Redis. An item that cannot be converted is
-dead-lettered alone with the reason; a row ClickHouse refuses is found by bisection and its item dead-lettered with
-the reason (its row in the other table goes in, as do its page- and batch-mates).
+stream is backed up), and a consumer has at most one batch pending. A batch goes through
+`common.unique_insert.insert_unique`: under the table's insert lock (`lock:insert:<table>`) only the rows whose `id`
+the table does not hold yet are inserted, so a fill served by both sources, a backfill re-run, a replay after a
+crash (whole, or entry by entry after a failure) or a second writer never stores a row twice; the rows sent carry an
+`insert_deduplication_token` derived from their stream ids and their own ids (in the stream's namespace,
+`StreamSpec`), which covers an insert retried while its first attempt may still be landing. Entries are acked only
+after ClickHouse accepted their rows (or held them already). ClickHouse down: the batch is kept and retried with
+backoff, and the backlog waits in Redis. An item that cannot be converted is dead-lettered alone with the reason; a
+row ClickHouse refuses is found by bisection and its item dead-lettered with the reason (its page- and batch-mates
+go in).
 
 One writer per table: at start the writer takes its tables' leases (`common.unique_insert.writer_leases`); a second
 writer, under another consumer name, waits as a standby (heartbeat state `standby`) and takes over when the first
@@ -60,7 +59,7 @@ class WriterSettings(PipelineSettings):
 
 
 class BatchCounts(NamedTuple):
-    inserted: int  # rows, over the stream's tables
+    inserted: int  # rows
     skipped: int  # rows a table held already, or repeated in the batch
     dead: int  # dead letters: items, or entries that were no page of items
 
@@ -87,21 +86,17 @@ class StreamWriter:
         self.converting = converting
         self.owner = owner  # of the tables' insert locks: the consumer name, stable across restarts
         self.client: Client | None = None
-        self.targets: list[UniqueTarget] | None = None
+        self.target: UniqueTarget | None = None
         self.last_read_at = 0.0
 
-    def connect(self) -> tuple[Client, list[UniqueTarget]]:
-        if self.client is None or self.targets is None:
-            client = make_client(self.ch)
-            targets = []
-            for table in self.spec.tables:
-                types = describe_columns(client, table.table)
-                targets.append(UniqueTarget(
-                    table.table, table.columns, table.unique, owner=self.owner,
-                    token_source=self.spec.token_source(table), column_types=[types[c] for c in table.columns],
-                ))  # fmt: skip
-            self.client, self.targets = client, targets
-        return self.client, self.targets
+    def connect(self) -> tuple[Client, UniqueTarget]:
+        if self.client is None or self.target is None:
+            client, table = make_client(self.ch), self.spec.table
+            types = describe_columns(client, table.table)
+            self.target = UniqueTarget(table.table, table.columns, table.unique, owner=self.owner,
+                                       token_source=self.spec.stream, column_types=[types[c] for c in table.columns])
+            self.client = client
+        return self.client, self.target
 
     async def handle(self, batch: list[Entry]) -> None:
         async with self.converting:
@@ -110,7 +105,7 @@ class StreamWriter:
 
     async def insert_and_finish(self, batch: list[Entry]) -> BatchCounts:
         started = time.perf_counter()
-        client, targets = await asyncio.to_thread(self.connect)
+        client, target = await asyncio.to_thread(self.connect)
         converted = self.spec.convert([entry.data for entry in batch], datetime.now(UTC))
         # the dedup token covers the entry each row came from (and the rows' own keys): one id per row
         row_entry_ids = [
@@ -122,25 +117,18 @@ class StreamWriter:
             letter = (dead_entry(self.consumer, entry, reason) if item is None
                       else dead_item(self.consumer, entry, item, data, reason))  # fmt: skip
             dead.setdefault(index, []).append(letter)
-        rejected: dict[int, list[str]] = {}  # row -> why each table refused it
-        inserted = skipped = 0
-        for target, columns in zip(targets, converted.tables, strict=True):
-            outcome = await insert_unique(client, self.service.redis, target, columns, row_entry_ids, self.ch,
-                                          stop=self.service.stop)  # fmt: skip
-            # dies here, between two tables: the entries stay pending; their replay finds this table's ids stored
-            # and inserts only what the next table lacks
-            for row, reason in outcome.rejected:
-                rejected.setdefault(row, []).append(f"rejected by clickhouse ({target.table}): {reason}")
-            inserted, skipped = inserted + outcome.inserted, skipped + outcome.stored_before + outcome.batch_duplicates
-            self.service.count(f"rows_{target.table}", outcome.inserted)
-            log.info("batch", stream=self.spec.stream, table=target.table, entries=len(batch),
-                     rows=outcome.inserted, skipped=outcome.stored_before + outcome.batch_duplicates,
-                     replaced=outcome.replaced, rejected=len(outcome.rejected),
-                     duration_s=round(time.perf_counter() - started, 4))  # fmt: skip
+        outcome = await insert_unique(client, self.service.redis, target, converted.columns, row_entry_ids, self.ch,
+                                      stop=self.service.stop)  # fmt: skip
+        inserted, skipped = outcome.inserted, outcome.stored_before + outcome.batch_duplicates
+        self.service.count(f"rows_{target.table}", inserted)
         self.service.count("insert_ms", round((time.perf_counter() - started) * 1000))  # batch start to insert done
-        for row, reasons in sorted(rejected.items()):  # a refused row's item is dead-lettered; its page-mates are in
+        log.info("batch", stream=self.spec.stream, table=target.table, entries=len(batch), rows=inserted,
+                 skipped=skipped, replaced=outcome.replaced, rejected=len(outcome.rejected),
+                 duration_s=round(time.perf_counter() - started, 4))  # fmt: skip
+        for row, reason in outcome.rejected:  # a refused row's item is dead-lettered; its page-mates are in
             index, item = converted.origin(row)
-            letter = dead_item(self.consumer, batch[index], item, items_of(batch[index].data)[item], "; ".join(reasons))
+            letter = dead_item(self.consumer, batch[index], item, items_of(batch[index].data)[item],
+                               f"rejected by clickhouse ({target.table}): {reason}")  # fmt: skip
             dead.setdefault(index, []).append(letter)
         # dies here: the rows are in and the entries pending; the replay finds every id stored and inserts nothing.
         # Entries whose rows were stored already (or repeated in the batch) are acked with the rest.
@@ -218,7 +206,7 @@ async def run(
             return StreamWriter(service, spec, consumer, clickhouse, converting, settings.clickhouse_writer_consumer)
 
         writers = [writer(spec, streams) for spec in STREAMS]
-        tables = {table.table for w in writers for table in w.spec.tables}
+        tables = {w.spec.table.table for w in writers}
         async with writer_leases(service.redis, sorted(tables), owner=settings.clickhouse_writer_consumer,
                                  stop=service.stop, on_standby=lambda table, holder: standby(service, table, holder),
                                  on_lost=lambda message: lost_lease(service, message),

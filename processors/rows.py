@@ -7,17 +7,18 @@ page of items at all; the writer dead-letters those and inserts the rest of the 
 call (`StreamSpec.read_page`: msgspec's decoder of a list of trades), item by item only when one is malformed.
 Columns, not rows: clickhouse-connect inserts columns, and building them directly spares a tuple per row
 (tracked by the collector) and a transposition per table. The column names come from the values' own shape, so
-they cannot drift from them: the fields of the stream's struct (`common.payloads`) for fills and trades, a
+they cannot drift from them: the fields of the stream's struct (`common.payloads`) for trades, a
 NamedTuple per row for markets and events (whose small batches are built as rows, then transposed). Gamma's
 JSON-encoded strings (`outcomes`, `outcomePrices`, `clobTokenIds`) become arrays; the full source object is kept in
 `raw`. Trades keep their amounts as the exact decimal text the processor wrote; clickhouse-connect scales that text
 into Decimal(18, 6) itself, so no Decimal is built here.
 
-`stream:trades` fills both `order_filled_events` and `trades`: a trade carries every column of its fill but the four
-asset and amount columns, and those are exact functions of it, because a fill has exactly one USDC asset id "0"
+`stream:trades` fills `trades` alone: `order_filled_events` is a view over it (migration 007), which gives back each
+fill's four asset and amount columns from its trade, because a fill has exactly one USDC asset id "0"
 (`common.payloads.check_order_event`) and `processors.trades.derive_trade` keeps both legs as exact 6-decimal text:
 maker BUY: maker_asset_id "0", taker_asset_id token_id, maker_amount the USD micros, taker_amount the token micros;
-maker SELL: the other way round (`fill_legs`). The fill's other columns are the trade's own lists, shared.
+maker SELL: the other way round. A trade the view could not give its fill back from (`check_trade`) is poison, as
+it was when the writer built the fill row itself.
 """
 
 from __future__ import annotations
@@ -34,9 +35,8 @@ from common import keys, tables
 from common.errors import PoisonMessage
 from common.gamma_fields import parse_json_list
 from common.pages import Decoded, decode_page, items_of
-from common.payloads import OrderEvent, Trade, decode_trade, decode_trades
+from common.payloads import Trade, decode_trade, decode_trades
 from common.unique_insert import UniqueKey
-from processors.trades import USDC
 
 Row = tuple[Any, ...]
 T = TypeVar("T")
@@ -47,7 +47,7 @@ class Converted(NamedTuple):
     """A batch of entries (pages) as columns: entry i gave the next `entry_rows[i]` rows, from the items `kept[i]`
     of its page."""
 
-    tables: tuple[Columns, ...]  # per table of the stream, in the order of `StreamSpec.tables`
+    columns: Columns  # of the stream's table
     entry_rows: list[int]
     kept: list[Sequence[int]]
     # (index into the batch, index of the item in its page or None for the whole entry, the item, why it cannot
@@ -64,7 +64,7 @@ class Converted(NamedTuple):
 
 
 ReadPage = Callable[[bytes, datetime], Decoded[Any]]
-ToColumns = Callable[[list[Any], datetime], tuple[Columns, ...]]
+ToColumns = Callable[[list[Any], datetime], Columns]
 
 
 @dataclass(frozen=True)
@@ -76,15 +76,17 @@ class TableSpec:
 
 @dataclass(frozen=True)
 class StreamSpec:
-    """A stream the writer reads, the tables each of its items becomes one row of, and how."""
+    """A stream the writer reads, the table each of its items becomes one row of, and how. Its name is the
+    namespace of the dedup tokens of its table (`common.clickhouse.batch_token`), as it has always been, so a batch
+    retried across an upgrade gets the token of its first attempt."""
 
     stream: str
-    tables: tuple[TableSpec, ...]
+    table: TableSpec
     read_page: ReadPage  # an entry's items, decoded (each bad one named alone)
-    to_columns: ToColumns  # decoded items as the columns of each table
+    to_columns: ToColumns  # decoded items as the table's columns
 
     def convert(self, entries: Sequence[bytes], ingested_at: datetime) -> Converted:
-        """A batch of entries as the columns of the stream's tables, and the items (or entries) that are poison."""
+        """A batch of entries as the columns of the stream's table, and the items (or entries) that are poison."""
         values: list[Any] = []
         entry_rows: list[int] = []
         kept: list[Sequence[int]] = []
@@ -102,12 +104,6 @@ class StreamSpec:
             kept.append(decoded.kept)
             poison += [(index, bad.position, bad.data, bad.reason) for bad in decoded.bad]
         return Converted(self.to_columns(values, ingested_at), entry_rows, kept, poison)
-
-    def token_source(self, table: TableSpec) -> str:
-        """The namespace of `table`'s dedup tokens (`common.clickhouse.batch_token`). The last of `tables` is the
-        one the stream has always filled, and keeps the stream's name; the others get their own, so a table's
-        tokens never equal another's."""
-        return self.stream if table is self.tables[-1] else f"{self.stream}>{table.table}"
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -284,79 +280,60 @@ def rows_of(to_row: Callable[[bytes, datetime], Row]) -> ReadPage:
 
 
 def transposed(table: TableSpec) -> ToColumns:
-    """Rows as the columns of `table`, the one table of the stream."""
+    """Rows as the columns of `table`, the stream's."""
 
-    def to_columns(rows: list[Row], ingested_at: datetime) -> tuple[Columns, ...]:
-        return ([list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in table.columns],)
+    def to_columns(rows: list[Row], ingested_at: datetime) -> Columns:
+        return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in table.columns]
 
     return to_columns
 
 
-# The stream structs' fields are the tables' columns, in their order, then `ingested_at`.
-ORDER_EVENT_COLUMNS = (*OrderEvent.__struct_fields__, "ingested_at")
+# The stream struct's fields are the table's columns, in their order, then `ingested_at`.
 TRADE_COLUMNS = (*Trade.__struct_fields__, "ingested_at")
 
 
-def micros(amount: str) -> int:
-    """Exact 6-decimal text ('1.500000', as `derive_trade` writes it) as integer base units (1500000)."""
+def check_amount(amount: str) -> None:
+    """Exact 6-decimal text ('1.500000', as `derive_trade` writes it), else PoisonMessage."""
     digits = amount.replace(".", "", 1)  # one C call: 0.3 µs less than slicing around the dot, on this machine
-    # the dot 6 from the end, at least one digit before it, and nothing but ASCII digits otherwise (int() alone
-    # would take signs, spaces, underscores and non-ASCII digits)
+    # the dot 6 from the end, at least one digit before it, and nothing but ASCII digits otherwise (the server would
+    # store a sign, and drop a 7th decimal)
     if amount[-7:-6] != "." or len(digits) < 7 or not (digits.isascii() and digits.isdigit()):
         raise PoisonMessage(f"amount {amount!r} is not a decimal with 6 decimals")
-    return int(digits)
 
 
-def fill_legs(trade: Trade) -> tuple[str, str, int, int]:
-    """The maker_asset_id, taker_asset_id, maker_amount and taker_amount of the fill `trade` was derived from
-    (module docstring); its other columns are the trade's own, copied by `derive_trade`."""
-    t = trade
-    usd, tokens = micros(t.usd_amount), micros(t.token_amount)
-    if t.maker_direction == "BUY":
-        return USDC, t.token_id, usd, tokens
-    if t.maker_direction == "SELL":
-        return t.token_id, USDC, tokens, usd
-    raise PoisonMessage(f"trade {t.id}: maker_direction {t.maker_direction!r} is neither BUY nor SELL")
-
-
-_TRADE_FIELDS = [(name, attrgetter(name)) for name in Trade.__struct_fields__]
-_LEGS = ("maker_asset_id", "taker_asset_id", "maker_amount", "taker_amount")
-
-
-def checked_trade(trade: Trade) -> Trade:
-    fill_legs(trade)  # raises for a trade its fill's row could not be rebuilt from
+def check_trade(trade: Trade) -> Trade:
+    """`trade`, if `order_filled_events` gives its fill back exactly (module docstring), else PoisonMessage."""
+    check_amount(trade.usd_amount)
+    check_amount(trade.token_amount)
+    if trade.maker_direction not in ("BUY", "SELL"):
+        raise PoisonMessage(f"trade {trade.id}: maker_direction {trade.maker_direction!r} is neither BUY nor SELL")
     return trade
+
+
+_TRADE_FIELDS = [attrgetter(name) for name in Trade.__struct_fields__]
 
 
 def read_trades(data: bytes, ingested_at: datetime) -> Decoded[Trade]:
     """A page of `stream:trades`, decoded at once (msgspec, one call), item by item only when one is malformed."""
-    return decode_page(data, lambda page: [checked_trade(t) for t in decode_trades(page)],
-                       lambda item: checked_trade(decode_trade(item)))  # fmt: skip
+    return decode_page(data, lambda page: [check_trade(t) for t in decode_trades(page)],
+                       lambda item: check_trade(decode_trade(item)))  # fmt: skip
 
 
-def trade_columns(trades: list[Trade], ingested_at: datetime) -> tuple[Columns, ...]:
-    """Trades as the columns of `order_filled_events` and of `trades` (the writer's hot path: two rows per fill).
-    The fill table's columns that are the trade's are the same lists."""
-    by_name = {name: list(map(get, trades)) for name, get in _TRADE_FIELDS}  # amounts: exact decimal text
-    by_name["ingested_at"] = [ingested_at] * len(trades)
-    legs = [leg for trade in trades for leg in fill_legs(trade)]  # the 4 of _LEGS a trade, flat
-    by_name.update((name, legs[at :: len(_LEGS)]) for at, name in enumerate(_LEGS))
-    return [by_name[c] for c in ORDER_EVENT_COLUMNS], [by_name[c] for c in TRADE_COLUMNS]
+def trade_columns(trades: list[Trade], ingested_at: datetime) -> Columns:
+    """Trades as the columns of `trades` (the writer's hot path)."""
+    columns = [list(map(get, trades)) for get in _TRADE_FIELDS]  # amounts: exact decimal text
+    return [*columns, [ingested_at] * len(trades)]
 
 
-# Fills and trades never change: checked by id over their time ranges. Markets and events do: newest updated_at.
+# Trades never change: checked by id over their time ranges. Markets and events do: newest updated_at.
 IMMUTABLE = UniqueKey(time_column="timestamp")
 VERSIONED = UniqueKey(version_column="updated_at")
 MARKETS = TableSpec(tables.MARKETS, MARKET_COLUMNS, VERSIONED)
 EVENTS = TableSpec(tables.EVENTS, EVENT_COLUMNS, VERSIONED)
-ORDER_FILLED_EVENTS = TableSpec(tables.ORDER_FILLED_EVENTS, ORDER_EVENT_COLUMNS, IMMUTABLE)
 TRADES = TableSpec(tables.TRADES, TRADE_COLUMNS, IMMUTABLE)
-TABLES = (MARKETS, EVENTS, ORDER_FILLED_EVENTS, TRADES)
+TABLES = (MARKETS, EVENTS, TRADES)
 STREAMS = (
-    StreamSpec(keys.STREAM_MARKETS, (MARKETS,), rows_of(market_row), transposed(MARKETS)),
-    StreamSpec(keys.STREAM_EVENTS, (EVENTS,), rows_of(event_row), transposed(EVENTS)),
-    # order_filled_events first: a crash between the two inserts leaves a fill without its trade, which the
-    # entry's redelivery completes (and `replay` would find); trades last, as its own stream's table
-    StreamSpec(keys.STREAM_TRADES, (ORDER_FILLED_EVENTS, TRADES), read_trades, trade_columns),
+    StreamSpec(keys.STREAM_MARKETS, MARKETS, rows_of(market_row), transposed(MARKETS)),
+    StreamSpec(keys.STREAM_EVENTS, EVENTS, rows_of(event_row), transposed(EVENTS)),
+    StreamSpec(keys.STREAM_TRADES, TRADES, read_trades, trade_columns),
 )
-

@@ -12,8 +12,11 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
+from clickhouse_connect.driver.client import Client
 from rich.console import Console
 
+from common import tables
+from common.clickhouse import map_clickhouse_errors
 from common.config import ClickHouseSettings, LogSettings, RedisSettings, load
 from common.errors import ConfigError, SinkError, SourceError
 from common.log import configure_logging
@@ -75,6 +78,13 @@ def fail(message: str, code: int = 1) -> int:
 
 def chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def has_kept_fills(client: Client) -> bool:
+    """Whether the database holds `order_filled_events` as the table it was before migration 007, kept by the upgrade
+    (`common.tables.FILLS_BEFORE_VIEW`; an operator drops it once checked)."""
+    with map_clickhouse_errors("look for the kept fills table"):
+        return bool(int(client.command(f"EXISTS TABLE {tables.FILLS_BEFORE_VIEW}")))
 
 
 def add_time_range(parser: argparse.ArgumentParser, *, required: bool = True) -> None:

@@ -1,11 +1,12 @@
 """`python -m pipeline dedupe --from T --to T [--yes] [--dry-run]`: remove rows stored twice, without downtime.
 
 For tables filled before the writer kept them unique (common/unique_insert.py), or by hand. Counts, per table,
-`count()` and `uniqExact(id)` of the range; for `trades` and `order_filled_events` that hold duplicates there,
-runs `OPTIMIZE TABLE ... PARTITION ID '<YYYYMM>' FINAL` for each month the range overlaps (ReplacingMergeTree
-then keeps one row per sort key: both sources' copies of a fill share (timestamp, id), resp. (token_id,
-timestamp, id)); for `markets` and `events` (not partitioned, one row per id kept at its newest `updated_at`),
-`OPTIMIZE TABLE ... FINAL` when they hold duplicates anywhere. Then counts again and reports what was removed.
+`count()` and `uniqExact(id)` of the range; for `trades` when it holds duplicates there (`order_filled_events`, a
+view over `trades` since migration 007, holds the same rows and loses the same duplicates), runs
+`OPTIMIZE TABLE ... PARTITION ID '<YYYYMM>' FINAL` for each month the range overlaps (ReplacingMergeTree then keeps
+one row per sort key: both sources' copies of a fill share (token_id, timestamp, id)); for `markets` and `events`
+(not partitioned, one row per id kept at its newest `updated_at`), `OPTIMIZE TABLE ... FINAL` when they hold
+duplicates anywhere. Then counts again and reports what was removed.
 Services keep running meanwhile: a merge only replaces the parts that exist when it starts, and rows written
 meanwhile are unique already. A whole month of a large table is rewritten: that takes time and disk (about the
 partition's size). Asks first unless `--yes`; `--dry-run` only counts. Needs merges to be running (a table whose
@@ -64,7 +65,7 @@ async def dedupe(args: argparse.Namespace) -> int:
     client = await asyncio.to_thread(make_client, settings()[1])
     with contextlib.closing(client):
         before = {t: await asyncio.to_thread(count_rows, client, t, args.start, args.end) for t in
-                  (*tables.FILL_TABLES, *tables.VERSIONED_TABLES)}  # fmt: skip
+                  (tables.TRADES, *tables.VERSIONED_TABLES)}  # fmt: skip
         to_fix = [table for table, (count, unique) in before.items() if count > unique]
         for table, (count, unique) in before.items():
             console.print(f"dedupe {table}: {count:,} row(s), {unique:,} id(s): {count - unique:,} duplicate(s)",

@@ -1,7 +1,9 @@
 """`python -m pipeline replay --from T --to T`: re-derive the trades of a time range that are missing from ClickHouse.
 
-Fills come from `order_filled_events` (`--source clickhouse`, default) or from what is left of
-`stream:order_events` (`--source stream`; the writer trims acked entries, so this is recent history only). Each
+Fills come from the fills table the upgrade to migration 007 kept, `order_filled_events_before_view`, where present
+(`--source clickhouse`, default: `order_filled_events` itself is a view over `trades` since then, so it holds no
+fill without a trade; a gap in newer history is refilled from the sources, by a backfill of the range) or from what is
+left of `stream:order_events` (`--source stream`; the writer trims acked entries, so this is recent history only). Each
 fill whose id is not in `trades` for that range goes through the trade processor's own derivation
 (`processors.trades.derive_trade`, markets from `markets:by_token`) and the writer's own row conversion, and is
 inserted in batches of consecutive timestamps through the writer's own `common.unique_insert.insert_unique`: under
@@ -41,8 +43,18 @@ from common.redis_client import make_redis, map_redis_errors
 from common.status.snapshot import read_streams
 from common.unique_insert import UniqueTarget, insert_unique
 from pipeline.ops import repair_unresolved
-from pipeline.ops.command import add_time_range, chunks, console, fail, make_parser, parse_range, run_command, settings
-from processors.rows import IMMUTABLE, TRADE_COLUMNS, checked_trade, trade_columns
+from pipeline.ops.command import (
+    add_time_range,
+    chunks,
+    console,
+    fail,
+    has_kept_fills,
+    make_parser,
+    parse_range,
+    run_command,
+    settings,
+)
+from processors.rows import IMMUTABLE, TRADE_COLUMNS, check_trade, trade_columns
 from processors.trades import derive_trade, token_of
 
 FILL_COLUMNS = tuple(OrderEvent.__struct_fields__)
@@ -62,10 +74,12 @@ def fills_from_rows(rows: Sequence[Sequence[Any]]) -> list[OrderEvent]:
 
 
 def missing_fills_in_clickhouse(client: Client, start_ts: int, end_ts: int) -> list[OrderEvent]:
-    """Fills of `order_filled_events` in [start, end] whose id is not in `trades` (each id once)."""
+    """Fills of the kept fills table in [start, end] whose id is not in `trades` (each id once); none without it."""
+    if not has_kept_fills(client):
+        return []
     with map_clickhouse_errors("read missing fills"):
         rows = client.query(
-            f"SELECT {', '.join(FILL_COLUMNS)} FROM {tables.ORDER_FILLED_EVENTS} "
+            f"SELECT {', '.join(FILL_COLUMNS)} FROM {tables.FILLS_BEFORE_VIEW} "
             "WHERE timestamp BETWEEN toDateTime({a:UInt32}) AND toDateTime({b:UInt32}) AND id NOT IN "
             f"(SELECT id FROM {tables.TRADES} "
             "WHERE timestamp BETWEEN toDateTime({a:UInt32}) AND toDateTime({b:UInt32})) "
@@ -135,13 +149,13 @@ async def insert_trades(
         trades, kept, refused = [], [], []
         for event in batch:
             try:
-                trades.append(checked_trade(derive_trade(event, markets.get(token_of(event)))))
+                trades.append(check_trade(derive_trade(event, markets.get(token_of(event)))))
             except PoisonMessage as exc:
                 refused.append((event, str(exc)))
                 continue
             kept.append(event)
-        columns = trade_columns(trades, ingested_at)[-1]  # the fill table's columns beside it are not used
-        outcome = await insert_unique(client, redis, target, columns, [e.id for e in kept], ch)
+        outcome = await insert_unique(client, redis, target, trade_columns(trades, ingested_at), [e.id for e in kept],
+                                      ch)  # fmt: skip
         refused += [(kept[index], reason) for index, reason in outcome.rejected]
         for event, reason in refused:
             console.print(f"rejected {event.id}: {reason}", markup=False)

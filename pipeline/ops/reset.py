@@ -6,8 +6,9 @@ Deletes from Redis (listed, with counts, before anything is deleted):
   backfill ranges), `markets:*` (token map, token lookups, content hashes), `events:*`, `failures:*`, `service:*`
   (heartbeats and counters) and `lock:*` (the writers' insert locks), each name under REDIS_KEY_PREFIX when one is
   set.
-With `--truncate-clickhouse`, also empties the tables `markets`, `events`, `order_filled_events` and `trades`
-(the schema and its migrations stay). Asks for confirmation unless `--yes`; refuses while a service heartbeats
+With `--truncate-clickhouse`, also empties the tables `markets`, `events` and `trades` (so the view
+`order_filled_events` too) and `order_filled_events_before_view` where the upgrade kept it (the schema and its
+migrations stay). Asks for confirmation unless `--yes`; refuses while a service heartbeats
 (stop them first) unless `--force`, because a running service would write its in-memory state straight back.
 """
 
@@ -56,7 +57,7 @@ async def delete_keys(redis: aioredis.Redis, names: list[str]) -> int:
 def truncate_tables(ch: ClickHouseSettings) -> None:
     client = make_client(ch, database="default")
     with contextlib.closing(client), map_clickhouse_errors("truncate failed"):
-        for table in tables.ALL:
+        for table in tables.STORED:  # TRUNCATE of a view is refused
             client.command(f"TRUNCATE TABLE IF EXISTS {ch.database}.{table}")
 
 
@@ -73,7 +74,8 @@ async def reset(args: argparse.Namespace) -> int:
             for pattern, names in found.items():
                 console.print(f"  {pattern:<22} {len(names):>8,} key(s)", markup=False)
             if args.truncate_clickhouse:
-                console.print(f"and truncate ClickHouse tables {', '.join(tables.ALL)} in {ch.database}", markup=False)
+                console.print(f"and truncate ClickHouse tables {', '.join(tables.STORED)} in {ch.database}",
+                              markup=False)  # fmt: skip
             if not confirm("Delete all of this?", yes=args.yes):
                 return fail("reset: nothing deleted")
             deleted = await delete_keys(redis, [name for names in found.values() for name in names])
@@ -81,14 +83,14 @@ async def reset(args: argparse.Namespace) -> int:
         await redis.aclose()
     if args.truncate_clickhouse:
         await asyncio.to_thread(truncate_tables, ch)
-    console.print(f"reset: deleted {deleted:,} Redis key(s)" + (", truncated 4 tables" * args.truncate_clickhouse))
+    console.print(f"reset: deleted {deleted:,} Redis key(s)" + (", truncated the tables" * args.truncate_clickhouse))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser("reset", __doc__)
     parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    parser.add_argument("--truncate-clickhouse", action="store_true", help="also empty the four ClickHouse tables")
+    parser.add_argument("--truncate-clickhouse", action="store_true", help="also empty the ClickHouse tables")
     parser.add_argument("--force", action="store_true", help="reset even while services heartbeat")
     args = parser.parse_args(argv)
     return run_command("reset", lambda: reset(args))

@@ -4,17 +4,20 @@ of a range trades, each once?  `verify --against data-api --from T --to T [--mar
 (pipeline/ops/verify_data_api.py)?
 
 Reads the fill ids of the time range [FROM, TO] at a source and the `trades` rows of that range, and reports:
-  missing     fills at the source without a row in `trades` (a gap: `replay` refills it from ClickHouse)
+  missing     fills at the source without a row in `trades` (a gap: `replay` refills those of the kept fills
+              table below, a backfill of the range those found at goldsky or chain)
   extra       rows in `trades` that the source does not have (for goldsky/chain: only rows with that `source`,
               since the other source serves fills of its own)
   duplicates  rows of `trades` in the range beyond one per id (count() - uniqExact(id), without FINAL), then
-              per bucket of `--bucket-s` seconds, for `trades` and `order_filled_events`, each bucket that holds
-              any (`python -m pipeline dedupe` removes them)
-Sources: `clickhouse` (default): `order_filled_events`, the raw fills as the writer stored them; `goldsky`: the
-subgraph at GOLDSKY_URL, paged like the ingester; `chain`: eth_getLogs at POLYGON_RPC_URL over the blocks whose
-time is in the range (found by binary search, from CHAIN_START_BLOCK to the safe head). Uses the ingesters' own
-request, paging and normalization code. Exit 1 when anything is missing, extra or duplicated (with `--against`:
-when any market or hour differs beyond the tolerance).
+              per bucket of `--bucket-s` seconds each bucket that holds any (`python -m pipeline dedupe` removes
+              them; `order_filled_events`, a view over `trades`, holds the same)
+Sources: `clickhouse` (default): the fills ClickHouse holds: `order_filled_events` (a view over `trades` since
+migration 007, so its ids are trades by construction) and the fills table the upgrade kept
+(`order_filled_events_before_view`, where present: a fill stored there before the upgrade whose trade is missing
+is reported); `goldsky`: the subgraph at GOLDSKY_URL, paged like the ingester; `chain`: eth_getLogs at
+POLYGON_RPC_URL over the blocks whose time is in the range (found by binary search, from CHAIN_START_BLOCK to the
+safe head). Uses the ingesters' own request, paging and normalization code. Exit 1 when anything is missing, extra
+or duplicated (with `--against`: when any market or hour differs beyond the tolerance).
 """
 
 from __future__ import annotations
@@ -36,7 +39,17 @@ from ingesters import chain_ingester, goldsky_ingester
 from ingesters.chain_logs import blocks_needing_timestamps, get_logs_filter, normalize_logs
 from ingesters.goldsky_pages import build_request, is_second_complete, normalize_fill, plan_page, start_cursor
 from ingesters.json_rpc import RangeTooLarge, SpanSizer
-from pipeline.ops.command import add_time_range, console, fail, iso, make_parser, parse_range, run_command, settings
+from pipeline.ops.command import (
+    add_time_range,
+    console,
+    fail,
+    has_kept_fills,
+    iso,
+    make_parser,
+    parse_range,
+    run_command,
+    settings,
+)
 from pipeline.ops.verify_data_api import verify_against_data_api
 
 SHOW = 20
@@ -49,13 +62,17 @@ class SourceFills:
 
 
 def clickhouse_fills(client: Client, start_ts: int, end_ts: int) -> SourceFills:
-    with map_clickhouse_errors("read fills"):
-        rows = client.query(
-            f"SELECT DISTINCT id FROM {tables.ORDER_FILLED_EVENTS} "
-            "WHERE timestamp BETWEEN toDateTime({a:UInt32}) AND toDateTime({b:UInt32})",
-            parameters={"a": start_ts, "b": end_ts},
-        ).result_rows
-    return SourceFills({row[0] for row in rows})
+    ids: set[str] = set()
+    kept = [tables.FILLS_BEFORE_VIEW] if has_kept_fills(client) else []
+    for table in (tables.ORDER_FILLED_EVENTS, *kept):
+        with map_clickhouse_errors("read fills"):
+            rows = client.query(
+                f"SELECT DISTINCT id FROM {table} "
+                "WHERE timestamp BETWEEN toDateTime({a:UInt32}) AND toDateTime({b:UInt32})",
+                parameters={"a": start_ts, "b": end_ts},
+            ).result_rows
+        ids.update(row[0] for row in rows)
+    return SourceFills(ids)
 
 
 def trades_in_range(client: Client, start_ts: int, end_ts: int, source: str | None) -> tuple[set[str], int]:
@@ -87,16 +104,14 @@ def duplicates_by_bucket(
 
 
 def report_duplicates(client: Client, start_ts: int, end_ts: int, bucket_s: int) -> int:
-    """Print the buckets with duplicates of each fill table; returns how many rows are duplicates in all."""
-    total = 0
-    for table in tables.FILL_TABLES:
-        buckets = duplicates_by_bucket(client, table, start_ts, end_ts, bucket_s)
-        total += sum(extra for _, extra in buckets)
-        for bucket, extra in buckets[:SHOW]:
-            console.print(f"    {table:<20} {iso(bucket)}  {extra:>9,} duplicate row(s)", markup=False)
-        if len(buckets) > SHOW:
-            console.print(f"    {table:<20} … {len(buckets) - SHOW} more bucket(s)", markup=False)
-    return total
+    """Print the buckets of `trades` with duplicates; returns how many rows are duplicates in all."""
+    table = tables.TRADES
+    buckets = duplicates_by_bucket(client, table, start_ts, end_ts, bucket_s)
+    for bucket, extra in buckets[:SHOW]:
+        console.print(f"    {table:<20} {iso(bucket)}  {extra:>9,} duplicate row(s)", markup=False)
+    if len(buckets) > SHOW:
+        console.print(f"    {table:<20} … {len(buckets) - SHOW} more bucket(s)", markup=False)
+    return sum(extra for _, extra in buckets)
 
 
 async def goldsky_fills(start_ts: int, end_ts: int) -> SourceFills:

@@ -40,7 +40,7 @@ def test_migrations_create_the_contract_tables_once(ch_settings, ch) -> None:
     assert apply_migrations(ch_settings) == []  # second start: nothing to do
     versions = ch.query(f"SELECT version, name FROM {db}.schema_migrations ORDER BY version").result_rows
     assert versions == [(1, "tables"), (2, "views"), (3, "market_versions"), (4, "unique_keys"), (5, "gamma_2026_12"),
-                        (6, "unresolved_index")]
+                        (6, "unresolved_index"), (7, "fills_view")]  # fmt: skip
     engine = ch.query(f"SELECT engine_full FROM system.tables WHERE database='{db}' AND name='trades'").result_rows
     assert "ReplacingMergeTree" in engine[0][0] and "non_replicated_deduplication_window = 10000" in engine[0][0]
 
@@ -53,21 +53,19 @@ def test_markets_written_without_the_v2_columns_read_as_v1_with_no_position_ids(
 
 
 async def test_resent_batch_with_same_token_adds_no_rows(ch) -> None:
-    types = describe_columns(ch, "order_filled_events")
-    columns = [name for name in types if name != "log_index"]  # the table's columns in order; log_index stays NULL
-    rows = [[f"0x{i:02x}_0xo", "chain", "", 1, f"0x{i:02x}", "0xo", 1_777_000_000 + i, "0xm", "0xt", "0", "123",
-             10, 20, 0, 1_777_000_000_000] for i in range(1000)]  # fmt: skip
-    data = [list(column) for column in zip(*rows, strict=True)]
-    token = batch_token("stream:order_events", [f"1-{i}" for i in range(1000)])
+    types = describe_columns(ch, "trades")
+    data = trade_columns(["1.500000"] * 1000, datetime.now(UTC))
+    column_types = [types[c] for c in TRADE_COLUMNS]
+    token = batch_token("stream:trades", [f"1-{i}" for i in range(1000)])
 
-    await insert_batch(ch, "order_filled_events", columns, data, token, column_types=[types[c] for c in columns])
-    await insert_batch(ch, "order_filled_events", columns, data, token, column_types=[types[c] for c in columns])
-    assert ch.command("SELECT count() FROM order_filled_events") == 1000
+    await insert_batch(ch, "trades", TRADE_COLUMNS, data, token, column_types=column_types)
+    await insert_batch(ch, "trades", TRADE_COLUMNS, data, token, column_types=column_types)
+    assert ch.command("SELECT count() FROM trades") == 1000
 
     # the same rows under another token are a different batch, and go in (the table's key dedups on merge)
-    await insert_batch(ch, "order_filled_events", columns, data, token + "-other")
-    assert ch.command("SELECT count() FROM order_filled_events") == 2000
-    assert ch.command("SELECT count() FROM order_filled_events FINAL") == 1000
+    await insert_batch(ch, "trades", TRADE_COLUMNS, data, token + "-other")
+    assert ch.command("SELECT count() FROM trades") == 2000
+    assert ch.command("SELECT count() FROM trades FINAL") == 1000
 
 
 async def test_rejected_rows_are_isolated_and_the_rest_inserted(ch) -> None:

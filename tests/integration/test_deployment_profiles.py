@@ -111,11 +111,12 @@ def test_migrations_applied_twice_and_by_two_writers_at_once_end_in_one_schema(c
     assert apply_migrations(settings) == []  # a third run: everything recorded already
     client = make_client(settings)
     versions = client.query("SELECT version, count() FROM schema_migrations GROUP BY version ORDER BY version")
-    assert [row[0] for row in versions.result_rows] == [1, 2, 3, 4, 5, 6]
+    assert [row[0] for row in versions.result_rows] == [1, 2, 3, 4, 5, 6, 7]
     expected = deployment.PROFILES[name].dedup_settings
-    for table in ("order_filled_events", "trades", "markets", "events"):
+    for table in ("order_filled_events_before_view", "trades", "markets", "events"):
         create = client.query(f"SHOW CREATE TABLE {table}").result_rows[0][0]
         assert "ENGINE = ReplacingMergeTree" in create and all(part in create for part in expected.split(", "))
+    assert client.query("SHOW CREATE TABLE order_filled_events").result_rows[0][0].startswith("CREATE VIEW")
     client.close()
 
 

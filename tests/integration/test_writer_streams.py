@@ -1,11 +1,12 @@
-"""The writer fills `order_filled_events` and `trades` from `stream:trades` alone, and drains the group an earlier
-writer left on `stream:order_events` (real redis-server, embedded ClickHouse)."""
+"""The writer fills `trades` from `stream:trades` alone (`order_filled_events` is a view over it), and drains the group
+an earlier writer left on `stream:order_events` (real redis-server, embedded ClickHouse)."""
 
 from __future__ import annotations
 
 import random
 from datetime import UTC, datetime
 
+import pytest
 import redis.asyncio as aioredis
 
 from common import keys
@@ -53,21 +54,23 @@ async def read_as(redis: aioredis.Redis, stream: str, consumer: str, count: int)
     return await reader.read()
 
 
-async def insert_as_the_writer(redis, ch_settings, spec: StreamSpec, table_name: str, entries: list) -> None:
-    """What a writer inserts into `table_name` for `entries` of `spec`'s stream (all convertible), with its token."""
+async def insert_as_the_writer(redis, ch_settings, spec: StreamSpec, entries: list) -> None:
+    """What a writer inserts for `entries` of `spec`'s stream (all convertible), with the token every writer sent:
+    in the stream's namespace, before migration 007 (when it also inserted each fill's own row, under
+    `stream:trades>order_filled_events`) and after."""
     client = make_client(ch_settings)
     try:
-        at, table = next((at, table) for at, table in enumerate(spec.tables) if table.table == table_name)
+        table = spec.table
         converted = spec.convert([entry.data for entry in entries], NOW)
         assert converted.poison == [] and converted.entry_rows == [1] * len(entries)
         target = UniqueTarget(table.table, table.columns, table.unique, owner=WRITER.clickhouse_writer_consumer,
-                              token_source=spec.token_source(table))  # fmt: skip
-        await insert_unique(client, redis, target, converted.tables[at], [entry.id for entry in entries], ch_settings)
+                              token_source="stream:trades")  # fmt: skip
+        await insert_unique(client, redis, target, converted.columns, [entry.id for entry in entries], ch_settings)
     finally:
         client.close()
 
 
-async def test_trades_fill_both_tables_and_the_writer_has_no_group_on_order_events(
+async def test_trades_fill_trades_and_its_view_and_the_writer_has_no_group_on_order_events(
     redis_settings, redis_client, ch_settings
 ):
     fills = make_fills(random.Random(3), make_markets(random.Random(3), 4), groups=100)
@@ -79,20 +82,19 @@ async def test_trades_fill_both_tables_and_the_writer_has_no_group_on_order_even
     assert keys.GROUP_CLICKHOUSE_WRITER not in groups
 
 
-async def test_a_row_one_table_refuses_dead_letters_its_entry_and_the_rest_go_in(
+async def test_a_row_trades_refuses_dead_letters_its_entry_and_the_rest_go_in(
     redis_settings, redis_client, ch_settings
 ):
     fills = make_fills(random.Random(4), make_markets(random.Random(4), 3), groups=20)
     buyer = next(fill for fill in fills if fill.maker_asset_id == "0")
-    # UInt64's maximum fits order_filled_events' UInt64 but not trades' Decimal(18, 6) as USD
+    # UInt64's maximum is a fill's amount but beyond trades' Decimal(18, 6) as USD
     huge = OrderEvent(**{**{f: getattr(buyer, f) for f in OrderEvent.__struct_fields__},
                          "id": buyer.id[:-4] + "beef", "order_hash": buyer.order_hash[:-4] + "beef",
                          "maker_amount": UINT64_MAX})  # fmt: skip
     entry_ids = await publish_trades(redis_client, [*fills, huge])
     service = await run_writer_once(redis_settings, ch_settings)
 
-    assert counts(ch_settings, "order_filled_events") == (len(fills) + 1, len(fills) + 1)
-    assert counts(ch_settings, "trades") == (len(fills), len(fills))
+    assert counts(ch_settings, "order_filled_events") == counts(ch_settings, "trades") == (len(fills), len(fills))
     (letter,) = [decode_dead_letter(fields[b"data"]) for _, fields in await redis_client.xrange(keys.STREAM_DLQ)]
     assert (letter.stream, letter.group, letter.entry_id) == (keys.STREAM_TRADES, keys.GROUP_CLICKHOUSE_WRITER,
                                                               entry_ids[-1])  # fmt: skip
@@ -101,18 +103,22 @@ async def test_a_row_one_table_refuses_dead_letters_its_entry_and_the_rest_go_in
     assert group["pending"] == 0 and service.counters["dead_lettered"] == 1
 
 
-async def test_a_crash_between_the_two_inserts_is_completed_by_the_replay(redis_settings, redis_client, ch_settings):
+@pytest.mark.parametrize("unique_keys", [True, False])
+async def test_a_batch_inserted_before_a_crash_is_not_stored_again_by_the_replay(
+    redis_settings, redis_client, ch_settings, unique_keys: bool
+):
+    ch_settings = ch_settings.model_copy(update={"unique_keys": unique_keys})  # False: the dedup token alone
     fills = make_fills(random.Random(5), make_markets(random.Random(5), 3), groups=100)
     await publish_trades(redis_client, fills)
     apply_migrations(ch_settings)
-    # a writer read the batch and inserted its order_filled_events rows, then died before inserting its trades
+    # a writer (of this release or the one before: the same token) inserted the batch, then died before its ack
     batch = await read_as(redis_client, keys.STREAM_TRADES, WRITER.clickhouse_writer_consumer, len(fills))
-    await insert_as_the_writer(redis_client, ch_settings, TRADES_STREAM, "order_filled_events", batch)
-    assert counts(ch_settings, "trades") == (0, 0)
+    await insert_as_the_writer(redis_client, ch_settings, TRADES_STREAM, batch)
+    assert counts(ch_settings, "trades") == (len(fills), len(fills))
 
     service = await run_writer_once(redis_settings, ch_settings)
     assert counts(ch_settings, "order_filled_events") == counts(ch_settings, "trades") == (len(fills), len(fills))
-    assert (service.counters["rows_order_filled_events"], service.counters["rows_trades"]) == (0, len(fills))
+    assert service.counters["rows_trades"] == (0 if unique_keys else len(fills))  # sent again: the token drops it
     (group,) = await redis_client.xinfo_groups(keys.STREAM_TRADES)
     assert group["pending"] == 0
 

@@ -147,3 +147,18 @@ def test_a_user_who_may_not_create_the_database_is_told_to_create_it() -> None:
     settings = ClickHouseSettings(deployment="cloud", user="analyst", database="pm_prod")
     with pytest.raises(ConfigError, match="CLICKHOUSE_DATABASE=pm_prod does not exist and CLICKHOUSE_USER=analyst"):
         ensure_database(NoCreateRights(), settings, deployment.PROFILES["cloud"])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", list(deployment.PROFILES))
+def test_the_fills_view_migration_renders_for_every_profile_in_the_database_alone(name: str) -> None:
+    """Migration 007 names no engine and no cluster: a Replicated database replicates its RENAME and CREATE VIEW as
+    it does every statement (cluster), and Cloud runs them as written."""
+    profile = deployment.PROFILES[name]
+    (migration,) = [m for m in load_migrations(database="pm", profile=profile) if m.version == 7]
+    rename, view, check = migration.statements
+    assert rename.splitlines()[-1] == (
+        "RENAME TABLE IF EXISTS pm.order_filled_events TO pm.order_filled_events_before_view"
+    )
+    assert view.startswith("CREATE VIEW IF NOT EXISTS pm.order_filled_events AS") and view.endswith("FROM pm.trades")
+    assert "database = 'pm' AND name = 'order_filled_events'" in check
+    assert not [s for s in migration.statements if "ON CLUSTER" in s or "MergeTree" in s or "{" in s]

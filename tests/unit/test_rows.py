@@ -1,5 +1,5 @@
-"""Stream payloads to ClickHouse rows: Gamma's JSON-encoded strings, its date formats, poison, and the fill row
-rebuilt from its trade."""
+"""Stream payloads to ClickHouse rows: Gamma's JSON-encoded strings, its date formats, poison, and the trades that
+`order_filled_events` (a view, tests/integration/test_fills_view.py) can give their fill back from."""
 
 from __future__ import annotations
 
@@ -30,24 +30,24 @@ from common.position_ids import decode_position_id
 from processors.rows import (
     EVENT_COLUMNS,
     MARKET_COLUMNS,
-    ORDER_EVENT_COLUMNS,
     STREAMS,
     TABLES,
     TRADE_COLUMNS,
     TableSpec,
+    check_amount,
+    check_trade,
     event_row,
-    fill_legs,
     market_row,
-    micros,
 )
 from processors.trades import derive_trade
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
+ORDER_EVENT_COLUMNS = (*OrderEvent.__struct_fields__, "ingested_at")  # the columns of order_filled_events
 
 
 def order_event_row(data: bytes, ingested_at: datetime) -> tuple[object, ...]:
-    """The `order_filled_events` row of a `stream:order_events` entry, straight from its decoded fields: the oracle
-    the rows the writer rebuilds from trades are checked against."""
+    """The `order_filled_events` row of a `stream:order_events` entry, straight from its decoded fields, as the table
+    held it (tests/integration/test_fills_view.py checks the view against the same rows)."""
     return (*astuple(decode_order_event(data)), ingested_at)
 
 
@@ -63,7 +63,7 @@ def trade_row(data: bytes) -> tuple[object, ...]:
     converted = TRADES_STREAM.convert([page([data])], NOW)
     if converted.poison:
         raise PoisonMessage(converted.poison[0][3])
-    (row,) = rows_of(converted.tables[-1])
+    (row,) = rows_of(converted.columns)
     return row
 
 
@@ -252,19 +252,19 @@ def varied_fills(rng: random.Random, count: int) -> list[OrderEvent]:
     return fills
 
 
-def test_the_fill_rows_rebuilt_from_their_trades_are_the_rows_their_order_events_gave() -> None:
+def varied_trades(rng: random.Random, count: int) -> tuple[list[OrderEvent], list[bytes]]:
+    """`varied_fills` and their `stream:trades` entries, half with a market and half without."""
     market = MarketRef(market_id="7", condition_id="0x2e", outcome="Up", outcome_index=1)
-    fills = varied_fills(random.Random(14), 3000)
+    fills = varied_fills(rng, count)
+    return fills, [encode_trade(derive_trade(fill, market if fill.timestamp % 2 else None)) for fill in fills]
+
+
+def test_the_trade_rows_are_the_trades_in_column_order() -> None:
+    fills, trades = varied_trades(random.Random(14), 3000)
     assert {(f.maker_asset_id == "0", f.log_index is None) for f in fills} == {(a, b) for a in (0, 1) for b in (0, 1)}
-    datas = [encode_order_event(event) for event in fills]
-    trades = [encode_trade(derive_trade(decode_order_event(data), market if event.timestamp % 2 else None))
-              for data, event in zip(datas, fills, strict=True)]  # fmt: skip
     converted = TRADES_STREAM.convert([page(trades[:1000]), page(trades[1000:])], NOW)
     assert converted.entry_rows == [1000, 2000] and converted.poison == []
-    fill_columns, trade_columns_ = converted.tables
-    # the oracles: the row the writer built from the order event, and the trade's own fields in column order
-    assert rows_of(fill_columns) == [order_event_row(data, NOW) for data in datas]
-    assert rows_of(trade_columns_) == [(*astuple(decode_trade(data)), NOW) for data in trades]
+    assert rows_of(converted.columns) == [(*astuple(decode_trade(data)), NOW) for data in trades]
 
 
 def test_poison_trades_are_named_by_their_entry_and_item_and_their_page_mates_converted() -> None:
@@ -278,18 +278,16 @@ def test_poison_trades_are_named_by_their_entry_and_item_and_their_page_mates_co
     ]  # fmt: skip
     assert converted.poison[1][2] == wrong_direction and converted.poison[2][2] == b'{"id":"x"}'
     expected = [(*astuple(decode_trade(data)), NOW) for data in (good[0], *good[2:], good[1])]
-    assert rows_of(converted.tables[-1]) == expected
-    assert [row[0] for row in rows_of(converted.tables[0])] == [row[0] for row in expected]
+    assert rows_of(converted.columns) == expected
     assert [converted.origin(row) for row in range(4)] == [(1, 0), (1, 2), (1, 3), (2, 0)]
 
 
-def test_a_batch_of_poison_only_gives_empty_columns_of_every_table() -> None:
+def test_a_batch_of_poison_only_gives_empty_columns_of_the_table() -> None:
     converted = TRADES_STREAM.convert([b"[{}]"], NOW)
     assert converted.entry_rows == [0] and len(converted.poison) == 1
-    assert [len(columns) for columns in converted.tables] == [len(table.columns) for table in TRADES_STREAM.tables]
-    assert all(column == [] for columns in converted.tables for column in columns)
+    assert converted.columns == [[] for _ in TRADES_STREAM.table.columns]
     markets = MARKETS_STREAM.convert([b"[[]]"], NOW)
-    assert markets.tables == ([[] for _ in MARKET_COLUMNS],)
+    assert markets.columns == [[] for _ in MARKET_COLUMNS]
     assert markets.poison == [(0, 0, b"[]", "not an object with an id")]
 
 
@@ -299,22 +297,18 @@ def test_gamma_streams_give_their_rows_as_columns_and_name_their_poison() -> Non
     assert [list(kept) for kept in converted.kept] == [[0, 2], [0]]
     assert [(index, item) for index, item, _, _ in converted.poison] == [(0, 1)]
     expected = [market_row(items[0], NOW), market_row(items[2], NOW), market_row(items[0], NOW)]
-    assert rows_of(converted.tables[0]) == expected
+    assert rows_of(converted.columns) == expected
 
 
-def test_the_trades_stream_fills_both_fill_tables_with_distinct_tokens() -> None:
+def test_the_trades_stream_fills_trades_alone() -> None:
     (spec,) = [spec for spec in STREAMS if spec.stream == keys.STREAM_TRADES]
-    assert [table.table for table in spec.tables] == ["order_filled_events", "trades"]
+    assert spec.table.table == "trades"  # order_filled_events is a view over it
     assert {stream.stream for stream in STREAMS} == {keys.STREAM_MARKETS, keys.STREAM_EVENTS, keys.STREAM_TRADES}
-    # trades keeps the namespace earlier writers used for its tokens; order_filled_events gets its own
-    assert [spec.token_source(table) for table in spec.tables] == ["stream:trades>order_filled_events", "stream:trades"]
 
 
-@pytest.mark.parametrize(
-    ("amount", "units"), [("0.000000", 0), ("1.500000", 1_500_000), ("18446744073709.551615", UINT64_MAX)]
-)
-def test_micros_reads_the_exact_decimal_text(amount: str, units: int) -> None:
-    assert micros(amount) == units
+@pytest.mark.parametrize("amount", ["0.000000", "1.500000", "18446744073709.551615"])
+def test_exact_6_decimal_text_is_an_amount(amount: str) -> None:
+    check_amount(amount)
 
 
 @pytest.mark.parametrize(
@@ -330,17 +324,18 @@ def test_micros_reads_the_exact_decimal_text(amount: str, units: int) -> None:
         "١.000000",
         "1.2.000000",
         "1.000000.000000",
+        "0.0000015",
     ],
 )
 def test_amount_text_that_is_not_6_decimals_is_poison(amount: str) -> None:
     with pytest.raises(PoisonMessage, match="not a decimal with 6 decimals"):
-        micros(amount)
+        check_amount(amount)
 
 
-def test_a_trade_whose_fill_cannot_be_rebuilt_is_poison() -> None:
+def test_a_trade_whose_fill_the_view_cannot_give_back_is_poison() -> None:
     event = decode_order_event(order_event())
     trade = derive_trade(event, None)
     with pytest.raises(PoisonMessage, match="neither BUY nor SELL"):
-        fill_legs(decode_trade(encode_trade(trade).replace(b'"maker_direction":"BUY"', b'"maker_direction":"buy"')))
+        check_trade(decode_trade(encode_trade(trade).replace(b'"maker_direction":"BUY"', b'"maker_direction":"buy"')))
     with pytest.raises(PoisonMessage, match="not a decimal with 6 decimals"):
         trade_row(encode_trade(trade).replace(b'"usd_amount":"0.000010"', b'"usd_amount":"0.00001"'))
