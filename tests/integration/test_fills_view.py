@@ -30,14 +30,16 @@ from common.clickhouse import (
 )
 from common.config import ClickHouseSettings
 from common.errors import TransientSinkError
+from common.pages import page
 from common.payloads import MarketRef, OrderEvent, encode_trade
 from pipeline.ops import replay as ops_replay
 from pipeline.ops import verify as ops_verify
-from processors.rows import TRADE_COLUMNS, trade_columns
+from processors.rows import STREAMS, TRADE_COLUMNS
 from processors.trades import derive_trade
 from tests.fixtures.dashboard_world import run_command, set_pipeline_env
 from tests.unit.test_rows import varied_fills
 
+(STREAM_TRADES_SPEC,) = [spec for spec in STREAMS if spec.table.table == tables.TRADES]
 OLD_COLUMNS = (*OrderEvent.__struct_fields__, "ingested_at")  # order_filled_events, in its order
 DECIMAL_18_6_MAX = 10**18 - 1  # micros: the largest amount `trades` holds (Decimal(18, 6))
 START_TS = 1_700_000_000
@@ -81,10 +83,10 @@ def storable_fills(count: int) -> list[OrderEvent]:
 async def insert_trades(client: Any, fills: list[OrderEvent]) -> None:
     """The trades of `fills` through the writer's own conversion and wire types (half without a market)."""
     data = [encode_trade(derive_trade(fill, MARKET if n % 2 else None)) for n, fill in enumerate(fills)]
-    converted = trade_columns(data, INGESTED_AT)
+    converted = STREAM_TRADES_SPEC.convert([page(data)], INGESTED_AT)
     assert converted.poison == []
     types = describe_columns(client, tables.TRADES)
-    await insert_batch(client, tables.TRADES, TRADE_COLUMNS, converted.tables[0],
+    await insert_batch(client, tables.TRADES, TRADE_COLUMNS, converted.columns,
                        batch_token("test:trades", [fill.id for fill in fills]),
                        column_types=[types[c] for c in TRADE_COLUMNS])  # fmt: skip
 

@@ -18,8 +18,6 @@ from pydantic import SecretStr
 from common import keys
 from common.clickhouse import make_client
 from common.config import ClickHouseSettings, GammaSettings, RedisSettings, SourceSettings
-from common.pages import items_of
-from common.payloads import decode_order_event, decode_trade
 from common.status.snapshot import ClickHouseReader, collect_status
 from ingesters import chain_ingester
 from ingesters import polymarket_ingester as markets_ingester
@@ -29,9 +27,9 @@ from pipeline.ops import doctor
 from pipeline.ops import replay as ops_replay
 from processors import clickhouse_writer, trade_processor
 from tests.fixtures.dashboard_world import run_command, set_pipeline_env
-from tests.fixtures.helpers import UNCLAIMED_STREAMS, items_added, wait_until
+from tests.fixtures.helpers import UNCLAIMED_STREAMS, first_seen_ms, items_added, wait_until
 from tests.fixtures.simulator import SimulatorFactory
-from tests.integration.test_exchange_families import COLUMNS, HTTP, entry_ms, expected_trade
+from tests.integration.test_exchange_families import COLUMNS, HTTP, expected_trade
 
 # No unlisted or late market: every fill of a selected version finds its market at once, so none waits out the
 # long wait below, and every V2 market can be listed by the upgraded ingester.
@@ -128,10 +126,8 @@ async def test_with_gamma_versions_v1_v2_markets_are_absent_and_their_fills_writ
     processor = await run_pipeline(sim, truth, redis_client, redis_settings, V1)
 
     # written at once, not after the 600 s wait for a market that is never asked for
-    arrived = {decode_order_event(item).id: entry_ms(i) for i, f in await redis_client.xrange(
-        keys.STREAM_ORDER_EVENTS) for item in items_of(f[b"data"])}  # fmt: skip
-    written = {decode_trade(item).id: entry_ms(i) for i, f in await redis_client.xrange(keys.STREAM_TRADES)
-               for item in items_of(f[b"data"])}
+    arrived = first_seen_ms(await redis_client.xrange(keys.STREAM_ORDER_EVENTS))
+    written = first_seen_ms(await redis_client.xrange(keys.STREAM_TRADES))
     assert max(written[fid] - arrived[fid] for fid in v3_fills) < 30_000
     assert processor.counters["excluded_markets"] == len(v3_fills)
     assert processor.counters.get("unresolved_markets", 0) == 0

@@ -22,7 +22,7 @@ from pipeline.ops import backfill as ops_backfill
 from pipeline.ops import verify as ops_verify
 from processors import clickhouse_writer, trade_processor
 from tests.fixtures.dashboard_world import run_command, set_pipeline_env
-from tests.fixtures.helpers import FAST_STREAMS, items_in
+from tests.fixtures.helpers import FAST_STREAMS, items_added, items_in
 
 WORLD = {"seed": 5, "markets": 10, "history_fills": 3_000, "burst_fills": 1_200}
 
@@ -136,7 +136,7 @@ async def test_a_goldsky_backfill_re_run_over_a_covered_range_adds_no_rows(
     assert await run_command(ops_backfill.main, "goldsky", *span, "--workers", "2") == 0
     await process_everything(redis_settings, source_ch)
 
-    assert (await redis_client.xinfo_stream(keys.STREAM_ORDER_EVENTS))["entries-added"] == 2 * len(expected)
+    assert await items_added(redis_client, keys.STREAM_ORDER_EVENTS) == 2 * len(expected)
     client = make_client(source_ch)
     try:
         for table in ("trades", "order_filled_events"):

@@ -27,7 +27,7 @@ from common.clickhouse import apply_migrations, make_client
 from common.config import ClickHouseSettings, StreamSettings
 from common.errors import SinkCommandError
 from common.payloads import decode_dead_letter
-from common.streams import StreamConsumer
+from common.streams import Finished, StreamConsumer
 from processors import clickhouse_writer, trade_processor
 from tests.fixtures.fills_world import expected_trade, make_fills, make_markets, publish_fills, publish_markets
 from tests.fixtures.helpers import wait_until
@@ -190,17 +190,17 @@ async def test_a_batch_whose_insert_landed_but_whose_ack_failed_is_replayed_entr
     real_finish = StreamConsumer.finish
     failed: list[int] = []
 
-    async def finish_failing_once(self: StreamConsumer, **kwargs: Any) -> tuple[int, int, int]:
+    async def finish_failing_once(self: StreamConsumer, done: Any, output_stream: str | None = None) -> Finished:
         if self.stream == keys.STREAM_TRADES and not failed:
-            failed.append(len(kwargs["ack"]))
+            failed.append(len(done))
             raise SinkCommandError("the process died before the ack", sink="redis")
-        return await real_finish(self, **kwargs)
+        return await real_finish(self, done, output_stream)
 
     monkeypatch.setattr(StreamConsumer, "finish", finish_failing_once)
     await clickhouse_writer.run(clickhouse_writer.WriterSettings(), redis=redis_settings, clickhouse=settings,
                                 streams=StreamSettings(block_ms=50), once=True)  # fmt: skip
 
-    assert failed == [len(fills) - 1]  # the whole batch had landed, bisected around the refused row
+    assert failed == [len(range(0, len(fills), 100))]  # the whole batch (2 pages) had landed, bisected around the row
     for table in FILL_TABLES:
         count, unique = client.query(f"SELECT count(), uniqExact(id) FROM {table}").result_rows[0]
         assert (table, count, unique) == (table, len(fills) - 1, len(fills) - 1)
