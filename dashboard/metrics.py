@@ -49,11 +49,20 @@ def service_families(status: PipelineStatus) -> Iterator[Metric]:
 
 def stream_families(status: PipelineStatus) -> Iterator[Metric]:
     length = _gauge("pipeline_stream_length", "Entries in the stream (XLEN)", ["stream"])
+    entries = CounterMetricFamily("pipeline_stream_entries", "Entries appended since the stream was created",
+                                  labels=["stream"])  # fmt: skip
+    # an entry is a page of 1..N items; absent for a stream `stream:items` does not count (appended before pages)
+    items = CounterMetricFamily("pipeline_stream_items", "Items (fills, trades, markets, events) appended since the "
+                                "stream was created", labels=["stream"])  # fmt: skip
     lag = _gauge("pipeline_group_lag", "Entries not yet delivered to the group (XINFO GROUPS lag)", ["stream", "group"])
     pending = _gauge("pipeline_group_pending", "Entries delivered but not acknowledged", ["stream", "group"])
     consumers = _gauge("pipeline_group_consumers", "Consumers in the group", ["stream", "group"])
     for stream in status.streams:
         length.add_metric([stream.name], stream.length)
+        if stream.entries_added is not None:
+            entries.add_metric([stream.name], stream.entries_added)
+        if stream.items_added is not None:
+            items.add_metric([stream.name], stream.items_added)
         for group in (g for g in stream.groups if g.exists):
             if group.lag is not None:
                 lag.add_metric([stream.name, group.name], group.lag)
@@ -61,7 +70,7 @@ def stream_families(status: PipelineStatus) -> Iterator[Metric]:
             consumers.add_metric([stream.name, group.name], len(group.consumers))
     dlq = _gauge("pipeline_dlq_length", "Entries in stream:dlq")
     dlq.add_metric([], status.dlq.length)
-    yield from (length, lag, pending, consumers, dlq)
+    yield from (length, entries, items, lag, pending, consumers, dlq)
 
 
 def cursor_families(status: PipelineStatus) -> Iterator[Metric]:

@@ -9,7 +9,7 @@
 -- KEYS[2]  output stream (unused when no entry has outputs)
 -- KEYS[3]  dead-letter stream
 -- KEYS[4]  failures hash of this stream and group (last error per entry id)
--- KEYS[5]  stream:items, the items appended per stream
+-- KEYS[5]  stream:items, the items appended per stream (items appended again are not new: not counted)
 -- ARGV[1]  group name
 -- ARGV[2]  consumer name: of the caller, whose pending entries these are
 -- ARGV[3]  ids to ack, joined by "\n"
@@ -115,8 +115,5 @@ if emitted > 0 then
 end
 if dead_written > 0 then
     redis.call('HINCRBY', KEYS[5], KEYS[3], dead_written)
-end
-if requeued_written > 0 then
-    redis.call('HINCRBY', KEYS[5], stream, requeued_written)
 end
 return {acked, emitted, dead_written, requeued_written}

@@ -45,7 +45,14 @@ class GroupStatus(BaseModel):
 
 class StreamStatus(BaseModel):
     name: str
-    length: int
+    length: int = Field(description="entries in the stream now (XLEN); an entry is a page of 1..N items")
+    entries_added: int | None = Field(
+        None, description="entries appended since the stream was created (XINFO STREAM; None on Redis 6.2)"
+    )
+    items_added: int | None = Field(
+        None, description="items those entries held (fills, trades, markets, events), from the `stream:items` hash; "
+        "None where it has no field for the stream (appended before pages: one item an entry)",
+    )  # fmt: skip
     groups: list[GroupStatus] = []
 
 

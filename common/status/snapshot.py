@@ -52,6 +52,10 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
+def _count(value: Any) -> int | None:
+    return int(value) if value is not None else None
+
+
 # --- pure: Redis replies to the model ------------------------------------------------------------------------
 
 
@@ -125,21 +129,30 @@ async def _scan(redis: aioredis.Redis, pattern: str) -> list[str]:
 
 
 async def read_streams(redis: aioredis.Redis) -> list[StreamStatus]:
+    """Each stream's length, what was appended to it in entries and in items (`keys.STREAM_ITEMS`), and its groups."""
     async with redis.pipeline(transaction=False) as pipe:
         for stream in keys.STREAM_GROUPS:
             pipe.xlen(stream)
             pipe.xinfo_groups(stream)
             pipe.xinfo_stream(stream)
+        pipe.hmget(keys.STREAM_ITEMS, list(keys.STREAM_GROUPS))
         replies = await pipe.execute(raise_on_error=False)
+    items = replies[-1] if isinstance(replies[-1], list) else [None] * len(keys.STREAM_GROUPS)
     streams = []
     for index, stream in enumerate(keys.STREAM_GROUPS):
         length, infos, info_stream = replies[3 * index : 3 * index + 3]
         infos = infos if isinstance(infos, list) else []  # no such key: the stream does not exist yet
-        last_id = _text(info_stream.get("last-generated-id") or "") if isinstance(info_stream, dict) else ""
+        # no such key: nothing appended yet; a stream without `entries-added` (Redis 6.2): not known
+        info_stream = info_stream if isinstance(info_stream, dict) else {"entries-added": 0}
+        last_id = _text(info_stream.get("last-generated-id") or "")
         groups = [group_status(info, await redis.xinfo_consumers(stream, info["name"]), last_id) for info in infos]
         found = {group.name for group in groups}
         groups += [GroupStatus(name=name, exists=False) for name in keys.STREAM_GROUPS[stream] if name not in found]
-        streams.append(StreamStatus(name=stream, length=int(length) if isinstance(length, int) else 0, groups=groups))
+        streams.append(StreamStatus(
+            name=stream, length=int(length) if isinstance(length, int) else 0,
+            entries_added=_count(info_stream.get("entries-added")),
+            items_added=_count(items[index]), groups=groups,
+        ))  # fmt: skip
     return streams
 
 

@@ -81,17 +81,24 @@ function renderServices(services) {
   }));
 }
 
+// An entry is a page of 1..N items; a stream that `stream:items` does not count (appended before pages) shows n/a.
+function itemsAdded(stream) {
+  if (stream.items_added === null || stream.items_added === undefined) return ["n/a", "num muted"];
+  return [count(stream.items_added), "num"];
+}
+
 function renderStreams(streams) {
   const rows = [];
   for (const stream of streams) {
     const groups = stream.groups.length ? stream.groups : [null];
     groups.forEach((group, index) => {
-      const name = index === 0 ? stream.name : "";
-      const length = index === 0 ? [count(stream.length), "num"] : "";
-      if (!group) { rows.push(row([name, length, "–", "", "", ""])); return; }
-      if (!group.exists) { rows.push(row([name, length, group.name, ["not created yet", "muted"], "", ""])); return; }
+      const first = index === 0;
+      const head = [first ? stream.name : "", first ? [count(stream.length), "num"] : "",
+        first ? [count(stream.entries_added), "num"] : "", first ? itemsAdded(stream) : ""];
+      if (!group) { rows.push(row([...head, "–", "", "", ""])); return; }
+      if (!group.exists) { rows.push(row([...head, group.name, ["not created yet", "muted"], "", ""])); return; }
       const consumers = group.consumers.map((c) => `${c.name} (${c.pending} pending, idle ${seconds(c.idle_s)})`);
-      rows.push(row([name, length, group.name, [count(group.lag), "num"], [count(group.pending), "num"],
+      rows.push(row([...head, group.name, [count(group.lag), "num"], [count(group.pending), "num"],
         consumers.join("; ") || "none"]));
     });
   }

@@ -6,12 +6,16 @@
 Starts the simulator, Redis, the embedded ClickHouse and the six services as separate processes
 (pipeline/harness/fleet.py, the supervisord layout) in a temp folder, then:
 1. throughput: the simulator's history (v1 fills through Goldsky, v2 through the chain RPC) into `trades`. Prints
-   fills/s end to end (fills / (last `ingested_at` - services started)) and per stage: ingest (fills added to
-   `stream:order_events`), processor (trades added to `stream:trades`; both counted in `stream:items`), writer (rows
-   in `trades`), each as the whole run's average and the best 5-second window. Samples every process's RSS (VmHWM,
-   across restarts) and Redis `used_memory`, and the longest each stream got. CPU (utime + stime from
-   /proc/<pid>/stat, with the children each reaped: Redis rewrites its AOF in a forked child; over every incarnation)
-   per process from services start to drained, as CPU-µs per fill: each product process and their
+   fills/s end to end (fills / (last `ingested_at` - services started)) and per stage: ingest (fills appended to
+   `stream:order_events`), processor (trades appended to `stream:trades`), writer (rows in `trades`), each as the
+   whole run's average and the best 5-second window. A stream's fills are its items, from the `stream:items` hash
+   the appending scripts keep (an entry is a page of 1..N items); where it has none (before pages: one fill an
+   entry), its entries added; the report says which. Then the time a backfill of the v1 history (1.2 billion fills)
+   would take at the end-to-end rate, beside the rates Goldsky's and the RPC's published limits allow
+   (pipeline/harness/backfill_projection.py). Samples every process's RSS (VmHWM, across restarts) and
+   Redis `used_memory`, and the longest each stream got. CPU (utime + stime from /proc/<pid>/stat, with the
+   children each reaped: Redis rewrites its AOF in a forked child; over every
+   incarnation) per process from services start to drained, as CPU-µs per fill: each product process and their
    total without the simulator; the fill ingesters also per fill they emitted (`trades` rows of their `source`:
    the chain ingester starts at the cutover, so it emits only the v2/v3 fills, not all the chain holds). Redis'
    time inside each command over the phase (`INFO commandstats` after `CONFIG RESETSTAT`), µs per fill.
@@ -41,13 +45,13 @@ from typing import Any
 
 from bench import bench_dedup
 from common import keys, tables
-from pipeline.harness import targets
+from pipeline.harness import backfill_projection, targets
 from pipeline.harness.bench_report import cpu_per_fill, machine, percentile, redis_command_figures, write_results
 from pipeline.harness.fleet import (
     SERVICE_DEFAULTS,
     SERVICE_MODULES,
     Fleet,
-    items_added,
+    appended,
     load_average,
     table_count,
     wait_converged,
@@ -66,8 +70,8 @@ MODES = {  # history fills, live seconds
 @dataclass
 class Sample:
     at: float  # wall clock, unix s
-    ingested: int  # fills added to stream:order_events (stream:items)
-    processed: int  # trades added to stream:trades (stream:items)
+    ingested: int  # fills appended to stream:order_events (`appended`: items, or entries before pages)
+    processed: int  # trades appended to stream:trades (the same)
     written: int  # rows in trades (-1: ClickHouse did not answer)
 
 
@@ -80,6 +84,7 @@ class Sampler:
     redis_used_mb: float = 0.0
     redis_peak_mb: float = 0.0
     max_stream_len: dict[str, int] = field(default_factory=lambda: dict.fromkeys(keys.STREAM_GROUPS, 0))
+    units: dict[str, str] = field(default_factory=dict)  # stage -> what its counts count: "items" or "entries"
 
     def sample(self) -> Sample:
         self.fleet.sample_rss()
@@ -90,11 +95,13 @@ class Sampler:
             self.redis_peak_mb = max(self.redis_peak_mb, memory["used_memory_peak"] / 2**20)
             for stream in self.max_stream_len:
                 self.max_stream_len[stream] = max(self.max_stream_len[stream], int(client.xlen(stream)))
-            ingested = items_added(client, keys.STREAM_ORDER_EVENTS)
-            processed = items_added(client, keys.STREAM_TRADES)
+            prefix = self.fleet.key_prefix
+            ingested = appended(client, keys.under(prefix, keys.STREAM_ORDER_EVENTS), prefix)
+            processed = appended(client, keys.under(prefix, keys.STREAM_TRADES), prefix)
         finally:
             client.close()
-        sample = Sample(time.time(), ingested, processed, table_count(self.fleet, tables.TRADES))
+        self.units = {"ingest": ingested.unit, "processor": processed.unit}
+        sample = Sample(time.time(), ingested.count, processed.count, table_count(self.fleet, tables.TRADES))
         self.samples.append(sample)
         return sample
 
@@ -145,12 +152,15 @@ def throughput_phase(fleet: Fleet, truth: dict[str, Any], timeout_s: float, log)
             "seconds": round(done - started, 2),
             "fills_per_s": round(expected / (done - started)),
             "best_5s_fills_per_s": round(sampler.best_window(attr)),
+            "counted": sampler.units.get(stage, "rows"),  # items, entries (no `stream:items`), rows (in `trades`)
         }
+    fills_per_s = expected / (last_row - started)
     return {
         "fills": expected,
         "seconds": round(last_row - started, 2),
-        "fills_per_s": round(expected / (last_row - started)),
+        "fills_per_s": round(fills_per_s),
         "stages": stages,
+        "backfill": backfill_projection.project(fills_per_s),
         "cpu_s": cpu,  # per process, from services start to drained (includes the convergence checks' tail)
         "fills_per_source": emitted,  # rows in `trades` per ingester source, the /own figures' denominators
         "cpu_us_per_fill": cpu_per_fill(cpu, expected, emitted),

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.harness import targets
+from pipeline.harness import backfill_projection, targets
 from pipeline.harness.fleet import SERVICE_MODULES
 
 NOT_PRODUCT = ("simulator",)  # stands in for Polymarket: its CPU is not the pipeline's
@@ -80,6 +80,14 @@ def redis_command_figures(commandstats: dict[str, dict[str, Any]], fills: int) -
     return dict(sorted(figures.items(), key=lambda item: -item[1]["us_per_fill"]))
 
 
+# What a stage's fills are, as each stage's "counted" says (pipeline/harness/bench.py).
+COUNTED = {
+    "items": "fills counted as the stream's items (`stream:items`)",
+    "entries": "fills counted as the stream's entries (no `stream:items`: one fill an entry)",
+    "rows": "rows in `trades`",
+}
+
+
 def verdict(ok: bool) -> str:
     return "meets" if ok else "MISSES"
 
@@ -104,8 +112,11 @@ def markdown(result: dict[str, Any], stamp: str) -> str:
     for stage, figures in tp["stages"].items():
         lines.append(
             f"| stage: {stage} | {figures['fills_per_s']:,} fills/s average, {figures['best_5s_fills_per_s']:,} "
-            "best 5 s | |"
+            f"best 5 s; {COUNTED.get(figures.get('counted', 'entries'), figures.get('counted'))} | |"
         )
+    if backfill := tp.get("backfill"):
+        lines.append(f"| backfill of {backfill['fills'] / 1e9:g} billion fills, projected | "
+                     f"{backfill_projection.describe(backfill)} | |")  # fmt: skip
     lines += [
         f"| latency, {lat['rate']:,.0f} fills/s for {lat['seconds']:.0f} s ({lat['measured']:,} fills), "
         f"source → `ingested_at` | p50 **{lat['p50_s']} s**, p95 {lat['p95_s']} s, p99 **{lat['p99_s']} s** "
@@ -186,7 +197,7 @@ def cpu_text(tp: dict[str, Any], name: str) -> str:
 
 def summary(result: dict[str, Any]) -> str:
     tp, lat = result["throughput"], result["latency"]
-    stages = ", ".join(f"{s} {f['fills_per_s']:,}/s" for s, f in tp["stages"].items())
+    stages = ", ".join(f"{s} {f['fills_per_s']:,}/s ({f['counted']})" for s, f in tp["stages"].items())
     services_peak = max(tp["memory"]["peak_rss_mb"][s] for s in SERVICE_MODULES)
     return (
         f"throughput: {tp['fills_per_s']:,} fills/s end to end ({tp['fills']:,} fills in {tp['seconds']} s; {stages})\n"
@@ -197,6 +208,7 @@ def summary(result: dict[str, Any]) -> str:
         + "\n"
         f"memory: peak RSS per service max {services_peak:.0f} MB; Redis used_memory max "
         f"{tp['memory']['redis_used_memory_max_mb']:.0f} MB\n"
+        f"backfill of {tp['backfill']['fills'] / 1e9:g} billion fills: {backfill_projection.describe(tp['backfill'])}\n"
         f"check: {result['final_check']}\n"
         f"load average: {result['load_average_start']} at start, {tp['load_average_end']} after the throughput run, "
         f"{result['load_average_end']} at end"

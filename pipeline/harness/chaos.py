@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common import keys
-from pipeline.harness.fleet import SERVICE_MODULES, Fleet, items_added, load_average, wait_converged
+from pipeline.harness.fleet import SERVICE_MODULES, Fleet, appended, load_average, wait_converged
 from pipeline.harness.truth_check import Verdict, check_against_truth, fetch_truth
 
 VICTIMS = (*SERVICE_MODULES, "redis", "clickhouse")
@@ -54,7 +54,7 @@ class ChaosResult:
     seconds: float
     line: str
     not_converged: str = ""  # what did not drain in time, when something did not
-    appended: int = 0  # entries added to stream:order_events
+    appended: int = 0  # fills appended to stream:order_events, by both sources
     served_twice: int = 0  # fills both sources served (the v1 history when they overlap)
 
     @property
@@ -136,12 +136,12 @@ def run_chaos(
         verdict = check_against_truth(fleet, truth)
         client = fleet.redis()
         try:
-            appended = items_added(client, keys.STREAM_ORDER_EVENTS, fleet.key_prefix)
+            added = appended(client, keys.under(fleet.key_prefix, keys.STREAM_ORDER_EVENTS), fleet.key_prefix).count
         finally:
             client.close()
     seconds = time.monotonic() - started
     served_twice = int(truth["v1_count"]) if overlap else 0
-    result = ChaosResult(verdict, done, seconds, "", not_converged, appended, served_twice)
+    result = ChaosResult(verdict, done, seconds, "", not_converged, added, served_twice)
     result.line = verdict_line(result)
     return result
 
@@ -154,7 +154,7 @@ def verdict_line(result: ChaosResult) -> str:
     extra += " (did not drain in time)" if result.not_converged else ""
     return (
         f"chaos: {result.verdict.expected:,} fills, {sum(result.kills.values())} kills ({kills}), "
-        f"{result.verdict.summary()}, {result.appended:,} source entries ({result.served_twice:,} fills served "
+        f"{result.verdict.summary()}, {result.appended:,} fills appended ({result.served_twice:,} served "
         f"twice) in {result.seconds:.0f} s, load {load_average()} — {status}{extra}"
     )
 

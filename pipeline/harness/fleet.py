@@ -461,9 +461,26 @@ def _stream_id(raw: bytes | str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def items_added(client: redis.Redis, stream: str, prefix: str = "") -> int:
-    """Items ever appended to `stream` under `prefix` (`stream:items`): fills, not the pages that hold them."""
-    return int(client.hget(keys.under(prefix, keys.STREAM_ITEMS), keys.under(prefix, stream)) or 0)
+def entries_added(client: redis.Redis, stream: str) -> int:
+    if not client.exists(stream):
+        return 0
+    return int(client.xinfo_stream(stream)["entries-added"])
+
+
+@dataclass(frozen=True)
+class Appended:
+    count: int
+    unit: str  # "items" (the stream:items hash) or "entries" (no item count for the stream: one item an entry)
+
+
+def appended(client: redis.Redis, stream: str, prefix: str = keys.PREFIX) -> Appended:
+    """What the producers appended to `stream` (a key under `prefix`) since it was created: items, from the hash
+    `stream:items` the appending scripts keep (an entry is a page of 1..N items, docs/CONTRACT.md §3); where it has
+    no field for the stream (a deployment or a branch from before pages, one item an entry), entries added."""
+    items = client.hget(keys.under(prefix, keys.STREAM_ITEMS), stream)
+    if items is not None:
+        return Appended(int(items), "items")
+    return Appended(entries_added(client, stream), "entries")
 
 
 def table_count(fleet: Fleet, table: str) -> int:
@@ -474,7 +491,8 @@ def table_count(fleet: Fleet, table: str) -> int:
 
 
 def wait_converged(fleet: Fleet, expected: int, timeout_s: float, tick: Callable[[], None] | None = None) -> float:
-    """Wait until the ingesters added `expected` fills, every group drained, and both tables hold `expected` rows.
+    """Wait until the ingesters appended `expected` fills (items, or entries before pages: `appended`), every group
+    drained, and both tables hold `expected` rows.
 
     Survives Redis or ClickHouse being down meanwhile; raises with what did not converge. Returns the seconds waited.
     """
@@ -486,7 +504,7 @@ def wait_converged(fleet: Fleet, expected: int, timeout_s: float, tick: Callable
         try:
             client = fleet.redis()
             try:
-                added = items_added(client, keys.STREAM_ORDER_EVENTS, fleet.key_prefix)
+                added = appended(client, keys.under(fleet.key_prefix, keys.STREAM_ORDER_EVENTS), fleet.key_prefix)
                 drained, state = groups_drained(client, fleet.key_prefix)
             finally:
                 client.close()
@@ -495,8 +513,8 @@ def wait_converged(fleet: Fleet, expected: int, timeout_s: float, tick: Callable
             time.sleep(0.5)
             continue
         counts = {t: table_count(fleet, t) for t in tables.FILL_TABLES}
-        if added < expected:
-            state = f"stream:order_events items added {added:,} < {expected:,}"
+        if added.count < expected:
+            state = f"stream:order_events {added.unit} appended {added.count:,} < {expected:,}"
         elif drained and all(c == expected for c in counts.values()):
             return time.monotonic() - started
         elif drained:

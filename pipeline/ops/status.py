@@ -19,6 +19,7 @@ from common.status.redaction import redact, secret_values
 from common.status.snapshot import ClickHouseReader, collect_status
 from pipeline.ops.command import console, iso, make_parser, run_command
 
+NOT_COUNTED = "n/a"  # a stream's items where `stream:items` has no count for it
 STATE_STYLE = {"running": "", "degraded": "yellow", "dead": "bold red", "stopped": "dim", "absent": "dim"}
 
 
@@ -50,14 +51,18 @@ def services_table(status: PipelineStatus) -> Table:
 
 def streams_table(status: PipelineStatus) -> Table:
     table = Table(title="Streams and consumer groups", title_justify="left")
-    for column in ("stream", "length", "group", "lag", "pending", "consumers"):
-        table.add_column(column, justify="right" if column in ("length", "lag", "pending") else "left")
+    numbers = ("length", "entries added", "items added", "lag", "pending")
+    for column in ("stream", *numbers[:3], "group", *numbers[3:], "consumers"):
+        table.add_column(column, justify="right" if column in numbers else "left")
     for stream in status.streams:
+        # items: "n/a" where `stream:items` does not count the stream (appended before pages: one item an entry)
+        appended = [_n(stream.length), _n(stream.entries_added), NOT_COUNTED if stream.items_added is None
+                    else _n(stream.items_added)]  # fmt: skip
         for index, group in enumerate(stream.groups):
             consumers = ", ".join(f"{c.name} ({c.pending})" for c in group.consumers) if group.exists else "not created"
-            table.add_row(*texts(stream.name if index == 0 else "", _n(stream.length) if index == 0 else "",
+            table.add_row(*texts(stream.name if index == 0 else "", *(appended if index == 0 else ["", "", ""]),
                                  group.name, _n(group.lag), _n(group.pending), consumers))  # fmt: skip
-    table.add_row("stream:dlq", _n(status.dlq.length), "", "", "", "")
+    table.add_row("stream:dlq", _n(status.dlq.length), "", "", "", "", "", "")
     return table
 
 

@@ -19,7 +19,15 @@ from pydantic import SecretStr
 from common import keys, tables
 from common.clickhouse import apply_migrations, make_client
 from common.config import ClickHouseSettings, SourceSettings
-from common.unique_insert import UniqueKey, first_of_each_id, take, time_ranges
+from common.unique_insert import (
+    MAX_RANGES,
+    STORED_IDS_BLOCK_ROWS,
+    UniqueKey,
+    first_of_each_id,
+    select_new,
+    take,
+    time_ranges,
+)
 from ingesters import chain_ingester, goldsky_ingester
 from pipeline.ops import dedupe as ops_dedupe
 from pipeline.ops import verify as ops_verify
@@ -89,6 +97,26 @@ def test_time_ranges_split_at_gaps_and_merge_the_closest_beyond_the_cap() -> Non
     assert time_ranges([]) == []
     assert time_ranges([5, 3, 3, 4, 100, 200, 161]) == [(3, 5), (100, 100), (161, 200)]
     assert time_ranges([0, 1000, 1100, 5000], max_ranges=2) == [(0, 1100), (5000, 5000)]
+
+
+def test_a_batch_scattered_over_many_stored_rows_keeps_exactly_its_new_ones(ch: ClickHouseSettings) -> None:
+    # Fills held for their market and released together: their times scatter over hours of stored rows, so the
+    # merged ranges hold far more stored ids than the batch (read in blocks, only the batch's kept).
+    rng = random.Random(5)
+    client = make_client(ch)
+    client.command("CREATE TABLE scattered (timestamp DateTime, id String) ENGINE = MergeTree ORDER BY (timestamp, id)")
+    stored = [(1_700_000_000 + rng.randrange(64_000), f"stored-{n}") for n in range(3 * STORED_IDS_BLOCK_ROWS)]
+    client.insert("scattered", stored, column_names=["timestamp", "id"])
+    again = rng.sample(stored, 300)  # served a second time: stored already
+    new = [(1_700_000_000 + rng.randrange(64_000), f"new-{n}") for n in range(700)]
+    batch = rng.sample(again + new, 1000)
+    columns = [[row[0] for row in batch], [row[1] for row in batch]]
+    key = UniqueKey(time_column="timestamp")
+    assert len(time_ranges(columns[0])) == MAX_RANGES  # merged ranges: wide, over the stored rows
+    fresh, replaced = select_new(client, "scattered", ["timestamp", "id"], columns, list(range(1000)), key, {})
+    assert [batch[index][1] for index in fresh] == [row[1] for row in batch if row[1].startswith("new-")]
+    assert replaced == []
+    client.close()
 
 
 async def test_goldsky_and_chain_over_the_same_range_store_each_fill_once(

@@ -146,8 +146,9 @@ def sample_status() -> PipelineStatus:
     return PipelineStatus(
         generated_at=NOW, redis=RedisStatus(ok=True),
         clickhouse=ClickHouseStatus(ok=True, tables=[TableStatus(name="trades", rows=42)], newest_trade_at=NOW - 5),
-        streams=[StreamStatus(name=keys.STREAM_TRADES, length=3,
-                              groups=[GroupStatus(name="clickhouse-writer", exists=True, lag=2, pending=1)])],
+        streams=[StreamStatus(name=keys.STREAM_TRADES, length=3, entries_added=7, items_added=7000,
+                              groups=[GroupStatus(name="clickhouse-writer", exists=True, lag=2, pending=1)]),
+                 StreamStatus(name=keys.STREAM_MARKETS, length=1, entries_added=4)],
         services=[service(NOW, rows_trades=42, rows_written=50, insert_ms=1500, errors=1).model_copy(
             update={"name": "clickhouse_writer"})],
         cursors=[CursorStatus(key="state:goldsky_last_timestamp", value="1", age_s=3.0, behind_s=9.0),
@@ -168,6 +169,11 @@ def test_metrics_are_valid_prometheus_text_with_pipeline_names() -> None:
     writer = "clickhouse_writer"
     assert value("pipeline_clickhouse_rows", table="trades") == 42
     assert value("pipeline_group_lag", group="clickhouse-writer", stream=keys.STREAM_TRADES) == 2
+    assert value("pipeline_stream_length", stream=keys.STREAM_TRADES) == 3  # entries now
+    assert value("pipeline_stream_entries_total", stream=keys.STREAM_TRADES) == 7  # entries appended
+    assert value("pipeline_stream_items_total", stream=keys.STREAM_TRADES) == 7000  # the items they held
+    assert value("pipeline_stream_entries_total", stream=keys.STREAM_MARKETS) == 4
+    assert ("pipeline_stream_items_total", (("stream", keys.STREAM_MARKETS),)) not in values  # not counted: absent
     assert value("pipeline_clickhouse_insert_rows_total", service=writer, table="trades") == 42
     assert value("pipeline_clickhouse_insert_seconds_total", service=writer) == 1.5
     assert value("pipeline_service_failed_total", counter="errors", service=writer) == 1
