@@ -318,7 +318,7 @@ class StreamSettings(PipelineSettings):
     # An entry's `data` is a page, a JSON array of what one source call returned or of the trades of one processed
     # entry (docs/CONTRACT.md §3), split so that no entry holds more than this many items
     page_max_items: int = Field(1000, ge=1)
-    # ... nor more than this many bytes (a page of Gamma events can be megabytes); a bigger item is a page alone
+    # The most bytes an entry's page holds (a page of Gamma events can be megabytes); a bigger item is a page alone
     page_max_bytes: int = Field(512 * 1024, ge=1024)
 
 

@@ -99,7 +99,20 @@ async def migrate_keys(
         counts[how] += 1
         if progress is not None:
             progress(how, source, target)
+    await _rename_item_fields(redis, old, new)
     return counts
+
+
+async def _rename_item_fields(redis: aioredis.Redis, old: str, new: str) -> None:
+    """`stream:items` (moved with the rest) counts by stream key: its fields follow the streams to the new prefix."""
+    items_key = new + keys.logical_name(keys.STREAM_ITEMS)
+    counts = {field.decode(): value for field, value in (await redis.hgetall(items_key)).items()}
+    renamed = {new + field.removeprefix(old): value for field, value in counts.items() if field.startswith(old)}
+    if renamed:
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(items_key, *(field for field in counts if field.startswith(old)))
+            pipe.hset(items_key, mapping=renamed)
+            await pipe.execute()
 
 
 async def _copy_across_slots(redis: aioredis.Redis, source: str, target: str) -> None:

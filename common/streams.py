@@ -110,18 +110,6 @@ async def append_with_cursor(
     return int(appended)
 
 
-async def read_items_added(redis: aioredis.Redis) -> dict[str, int]:
-    """Stream -> items ever appended to it (`stream:items`). A count written under an earlier REDIS_KEY_PREFIX (the
-    hash's fields are stream keys; `migrate-keys` moves the hash, not its fields) adds to the stream's name now."""
-    async with map_redis_errors("read stream:items"):
-        counts = await redis.hgetall(keys.STREAM_ITEMS)
-    added: dict[str, int] = {}
-    for field, value in counts.items():
-        stream = keys.current_stream(field.decode())
-        added[stream] = added.get(stream, 0) + int(value)
-    return added
-
-
 # --- consumers ---------------------------------------------------------------------------------------------
 
 

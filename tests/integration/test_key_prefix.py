@@ -33,6 +33,7 @@ async def seed_pipeline_keys(redis: aioredis.Redis, prefix: str) -> None:
     await redis.set(prefix + "state:chain_last_block", "42")
     await redis.hset(prefix + "markets:by_token", "t1", "m1")
     await redis.set(prefix + "lock:insert:trades", "writer", ex=300)
+    await redis.hset(prefix + "stream:items", stream, 2)
     await redis.set("unrelated:key", "not the pipeline's")
 
 
@@ -61,7 +62,7 @@ async def test_no_pipeline_keys_or_only_this_prefix_passes(redis_client):
 async def test_migrate_keys_renames_keeping_groups_pending_entries_and_ttls(redis_client):
     await seed_pipeline_keys(redis_client, "")
     counts = await migrate_keys(redis_client, "", "{pm}:")
-    assert counts == {"renamed": 4, "copied": 0}
+    assert counts == {"renamed": 5, "copied": 0}
     stream = "{pm}:stream:order_events"
     groups = await redis_client.xinfo_groups(stream)
     assert [(g["name"], g["pending"]) for g in groups] == [(b"trade-processor", 1)]
@@ -69,6 +70,7 @@ async def test_migrate_keys_renames_keeping_groups_pending_entries_and_ttls(redi
     assert [p["consumer"] for p in pending] == [b"worker-1"]
     assert await redis_client.get("{pm}:state:chain_last_block") == b"42"
     assert 0 < await redis_client.ttl("{pm}:lock:insert:trades") <= 300
+    assert await redis_client.hgetall("{pm}:stream:items") == {stream.encode(): b"2"}  # counted under the new name
     assert await redis_client.exists("stream:order_events", "state:chain_last_block", "markets:by_token") == 0
     assert await redis_client.get("unrelated:key") == b"not the pipeline's"
 
