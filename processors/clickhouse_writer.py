@@ -107,17 +107,15 @@ class StreamWriter:
         started = time.perf_counter()
         client, target = await asyncio.to_thread(self.connect)
         converted = self.spec.convert([entry.data for entry in batch], datetime.now(UTC))
-        # the dedup token covers the entry each row came from (and the rows' own keys): one id per row
-        row_entry_ids = [
-            id_ for entry, rows in zip(batch, converted.entry_rows, strict=True) for id_ in [entry.id] * rows
-        ]
         dead: dict[int, list[bytes]] = {}  # index into the batch -> dead letters of its items (or of itself)
         for index, item, data, reason in converted.poison:
             entry = batch[index]
             letter = (dead_entry(self.consumer, entry, reason) if item is None
                       else dead_item(self.consumer, entry, item, data, reason))  # fmt: skip
             dead.setdefault(index, []).append(letter)
-        outcome = await insert_unique(client, self.service.redis, target, converted.columns, row_entry_ids, self.ch,
+        # the dedup token covers the entry each row came from (and the rows' own keys)
+        row_ids = converted.row_ids([entry.id for entry in batch])
+        outcome = await insert_unique(client, self.service.redis, target, converted.columns, row_ids, self.ch,
                                       stop=self.service.stop)  # fmt: skip
         inserted, skipped = outcome.inserted, outcome.stored_before + outcome.batch_duplicates
         self.service.count(f"rows_{target.table}", inserted)

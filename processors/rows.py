@@ -54,6 +54,10 @@ class Converted(NamedTuple):
     # be converted)
     poison: list[tuple[int, int | None, bytes, str]]
 
+    def row_ids(self, entry_ids: Sequence[str]) -> list[str]:
+        """The id of the entry each row came from, row by row (`entry_ids`: the batch's, in order)."""
+        return [id_ for id_, rows in zip(entry_ids, self.entry_rows, strict=True) for id_ in [id_] * rows]
+
     def origin(self, row: int) -> tuple[int, int]:
         """The entry (index into the batch) and the item (index in its page) that gave `row`."""
         for index, rows in enumerate(self.entry_rows):

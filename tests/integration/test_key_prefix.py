@@ -100,5 +100,5 @@ async def test_the_command_refuses_while_a_service_heartbeats_then_moves(redis_c
     await redis_client.hset(keys.service_key("trade_processor"), "state", "stopped")
     moved = run_cli(redis_server, "migrate-keys", "--yes", prefix="{pm}:")
     assert moved.returncode == 0, moved.stderr
-    assert "5 renamed, 0 copied across slots" in moved.stdout
+    assert "6 renamed, 0 copied across slots" in moved.stdout
     assert await redis_client.exists("{pm}:service:trade_processor", "{pm}:stream:order_events") == 2

@@ -280,6 +280,7 @@ def test_poison_trades_are_named_by_their_entry_and_item_and_their_page_mates_co
     expected = [(*astuple(decode_trade(data)), NOW) for data in (good[0], *good[2:], good[1])]
     assert rows_of(converted.columns) == expected
     assert [converted.origin(row) for row in range(4)] == [(1, 0), (1, 2), (1, 3), (2, 0)]
+    assert converted.row_ids(["1-0", "2-0", "3-0"]) == ["2-0", "2-0", "2-0", "3-0"]
 
 
 def test_a_batch_of_poison_only_gives_empty_columns_of_the_table() -> None:
