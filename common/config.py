@@ -188,10 +188,10 @@ class ClickHouseSettings(PipelineSettings):
     connect_timeout_s: float = Field(10.0, gt=0)
     send_receive_timeout_s: float = Field(300.0, gt=0)
     # Rows per insert at most (ClickHouse asks for 10,000–100,000): the writer reads this many rows' worth of
-    # entries, BATCH_SIZE / STREAM_PAGE_MAX_ITEMS pages (at least one). Fewer, bigger parts halve ClickHouse's CPU
-    # per fill from 10,000 to 40,000; the writer's peak RSS follows it: 97 MB at 10,000, 142 MB at 40,000, 154 MB
-    # at 50,000 (bench --quick, docs/performance.md).
-    batch_size: int = Field(40_000, ge=1)
+    # entries, BATCH_SIZE / STREAM_PAGE_MAX_ITEMS pages (at least one). Fewer, bigger parts cost ClickHouse less
+    # CPU per fill (26 µs at 10,000, 14 at 40,000); the writer's peak RSS follows it (97 MB at 10,000, 142-149 MB
+    # at 40,000, 154 MB at 50,000): 30,000 keeps it well under 150 MB (docs/performance.md).
+    batch_size: int = Field(30_000, ge=1)
     flush_interval_s: float = Field(1.0, gt=0)
     insert_max_attempts: int = Field(5, ge=1)
     # Insert only ids the table does not hold yet (common/unique_insert.py). A bench knob: false measures the
