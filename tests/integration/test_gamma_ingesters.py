@@ -19,7 +19,7 @@ import pytest
 import redis.asyncio as aioredis
 import structlog
 
-from common import keys
+from common import http, keys
 from common.config import HttpSettings, RedisSettings, SourceSettings
 from common.http import RateLimiter, make_client
 from common.service import Service
@@ -268,10 +268,14 @@ async def test_token_lookups_resolve_open_and_closed_markets_and_drop_unknown_id
 
 
 async def test_ingesters_end_with_the_exact_sets_under_injected_faults(
-    simulator: Callable[..., SimulatorHandle], redis_client: aioredis.Redis, redis_settings: RedisSettings
+    simulator: Callable[..., SimulatorHandle], redis_client: aioredis.Redis, redis_settings: RedisSettings,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     faults = {"429": 0.05, "500": 0.05, "timeout": 0.05, "truncate": 0.05, "retry_after_s": 0, "timeout_s": 0.1}
     sim = simulator(**SIM, faults=faults)
+    # A fresh logger: the module's own may be bound already, for good, by an earlier test's configure_logging
+    # (cache_logger_on_first_use), and would then write past the capture.
+    monkeypatch.setattr(http, "log", structlog.get_logger())
     with structlog.testing.capture_logs() as logs:
         markets_service = await run_markets(sim, redis_settings, markets_page_limit=5)
         await run_events(sim, redis_settings, events_page_limit=5, events_listing="offset")

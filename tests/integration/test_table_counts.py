@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from common import keys, tables
 from common.clickhouse import apply_migrations, make_client
 from common.config import ClickHouseSettings, RedisSettings
+from common.pages import page
 from common.status.snapshot import query_clickhouse
 from processors import clickhouse_writer
 from tests.fixtures.helpers import FAST_STREAMS
@@ -40,9 +41,9 @@ def market(market_id: int, updated_at: str) -> bytes:
 async def test_after_a_relisting_that_replaced_rows_the_dashboard_count_is_count(
     redis_client: aioredis.Redis, redis_settings: RedisSettings, ch: ClickHouseSettings
 ) -> None:
-    for day in ("01", "02", "03"):  # 60 markets, listed three times, each time newer: 120 rows replaced
-        for market_id in range(60):
-            await redis_client.xadd(keys.STREAM_MARKETS, {"data": market(market_id, f"2026-01-{day}T00:00:00Z")})
+    for day in ("01", "02", "03"):  # 60 markets, listed three times (a page each), each time newer: 120 replaced
+        listing = page([market(market_id, f"2026-01-{day}T00:00:00Z") for market_id in range(60)])
+        await redis_client.xadd(keys.STREAM_MARKETS, {"data": listing})
         await clickhouse_writer.run(clickhouse_writer.WriterSettings(), redis=redis_settings, clickhouse=ch,
                                     streams=FAST_STREAMS, once=True)  # fmt: skip
     client = make_client(ch)
