@@ -167,6 +167,7 @@ async def test_on_a_cluster_the_consumer_reads_claims_records_failures_and_dead_
     """Every StreamConsumer path on a cluster client: the flattened XREADGROUP reply, own pending, XAUTOCLAIM, the
     MULTI/EXEC of record_failure on one slot, and finish_batch with outputs and a dead letter."""
     monkeypatch.setattr(keys, "STREAM_DLQ", PREFIX + "stream:dlq")  # this process's prefix is the default one
+    monkeypatch.setattr(keys, "STREAM_ITEMS", PREFIX + "stream:items")
     client = make_redis(redis_settings_from(redis_cluster.env(PREFIX)))
     settings = StreamSettings(block_ms=100, claim_min_idle_ms=1, claim_interval_s=0.01, max_deliveries=5)
     stream, output = PREFIX + "stream:in", PREFIX + "stream:out"
