@@ -58,8 +58,8 @@ def items_of(data: bytes) -> list[bytes]:
 
 
 class BadItem(NamedTuple):
-    position: int  # in its page
-    data: bytes  # the item as compact JSON
+    position: int | None  # in its page; None: the whole entry, which is no page of items
+    data: bytes  # the item as compact JSON (the entry's data when `position` is None)
     reason: str
 
 
@@ -73,8 +73,8 @@ class Decoded(NamedTuple, Generic[T]):
 
 def decode_page(data: bytes, decode_all: Callable[[bytes], list[T]], decode_one: Callable[[bytes], T]) -> Decoded[T]:
     """A page's items, decoded at once by `decode_all` (the usual case: one call) or, when that finds one
-    malformed, item by item by `decode_one`, so each bad item is named alone. Raises PoisonMessage when `data` is
-    not a page of JSON items at all (the whole entry is then poison). An entry of the shape before pages is one
+    malformed, item by item by `decode_one`, so each bad item is named alone. When `data` is not a page of JSON
+    items at all, the whole entry is the one bad item (`position` None). An entry of the shape before pages is one
     item."""
     if is_page(data):
         try:
@@ -83,8 +83,12 @@ def decode_page(data: bytes, decode_all: Callable[[bytes], list[T]], decode_one:
             pass
         else:
             return Decoded(values, range(len(values)), [])
+    try:
+        items = items_of(data)
+    except PoisonMessage as exc:
+        return Decoded([], [], [BadItem(None, data, str(exc))])
     values, kept, bad = [], [], []
-    for index, item in enumerate(items_of(data)):
+    for index, item in enumerate(items):
         try:
             values.append(decode_one(item))
         except PoisonMessage as exc:

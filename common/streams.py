@@ -164,8 +164,8 @@ def _entry(entry_id: bytes, fields: list[bytes], deliveries: int) -> Entry:
     return Entry(entry_id.decode(), named.get(b"data") or b"", deliveries, int(named.get(b"since") or 0))
 
 
-def _claimed_fields(fields: dict[bytes, bytes] | None) -> list[bytes] | None:
-    """redis-py's parsed fields of a claimed entry as the raw list [name, value, ...]; None: deleted while pending."""
+def _flat_fields(fields: dict[bytes, bytes] | None) -> list[bytes] | None:
+    """redis-py's parsed fields of an entry as the raw list [name, value, ...]; None: deleted while pending."""
     return list(chain.from_iterable(fields.items())) if fields else None
 
 
@@ -174,7 +174,7 @@ def _unparsed(entries: list[Any]) -> list[Any]:
     [id, [field, value, ...]] pairs the consumer reads."""
     if len(entries) == 1 and isinstance(entries[0], list) and (not entries[0] or isinstance(entries[0][0], tuple)):
         entries = entries[0]
-    return [(entry_id, list(chain.from_iterable(fields.items())) if fields else None) for entry_id, fields in entries]
+    return [(entry_id, _flat_fields(fields)) for entry_id, fields in entries]
 
 
 class StreamConsumer:
@@ -287,7 +287,7 @@ class StreamConsumer:
             self._next_claim_at = 0.0  # more of the pending list to scan: continue on the next read
         if deleted:
             log.error("pending entries were deleted before being acked", stream=self.stream, ids=len(deleted))
-        raw = [(entry_id, _claimed_fields(fields)) for entry_id, fields in claimed]
+        raw = [(entry_id, _flat_fields(fields)) for entry_id, fields in claimed]
         if raw:
             log.info("claimed idle entries", stream=self.stream, group=self.group, entries=len(raw))
         return await self._screen(raw)
@@ -441,16 +441,16 @@ class StreamConsumer:
         return finished
 
 
-def dead_entry(consumer: StreamConsumer, entry: Entry, error: str) -> bytes:
-    """The dead letter of a whole entry (its page could not be read as items, or it is an item alone)."""
-    return encode_dead_letter(stream=consumer.stream, entry_id=entry.id, payload=entry.data, error=error,
-                              deliveries=entry.deliveries, group=consumer.group)  # fmt: skip
-
-
-def dead_item(consumer: StreamConsumer, entry: Entry, index: int, item: bytes, error: str) -> bytes:
-    """The dead letter of item `index` of `entry`'s page; `dlq retry` appends it again as a page of one."""
+def dead_item(consumer: StreamConsumer, entry: Entry, index: int | None, item: bytes, error: str) -> bytes:
+    """The dead letter of item `index` of `entry`'s page (`dlq retry` appends it again as a page of one); with
+    `index` None, of the whole entry, `item` being its data."""
     return encode_dead_letter(stream=consumer.stream, entry_id=entry.id, item=index, payload=item, error=error,
                               deliveries=entry.deliveries, group=consumer.group)  # fmt: skip
+
+
+def dead_entry(consumer: StreamConsumer, entry: Entry, error: str) -> bytes:
+    """The dead letter of a whole entry (its page could not be read as items, or it is an item alone)."""
+    return dead_item(consumer, entry, None, entry.data, error)
 
 
 def split_entry(consumer: StreamConsumer, entry: Entry, error: str) -> Finish:

@@ -45,7 +45,7 @@ from common.config import ClickHouseSettings, PipelineSettings, RedisSettings, S
 from common.errors import SinkError, TransientSinkError
 from common.pages import items_of
 from common.service import Service, run_worker, service_main, tune_gc
-from common.streams import NOTHING, Entry, Finish, StreamConsumer, dead_entry, dead_item, pages_for, run_consumer
+from common.streams import NOTHING, Entry, Finish, StreamConsumer, dead_item, pages_for, run_consumer
 from common.trimming import trim_acked
 from common.unique_insert import UniqueTarget, insert_unique, writer_leases
 from processors.rows import STREAMS, StreamSpec
@@ -108,11 +108,8 @@ class StreamWriter:
         client, target = await asyncio.to_thread(self.connect)
         converted = self.spec.convert([entry.data for entry in batch], datetime.now(UTC))
         dead: dict[int, list[bytes]] = {}  # index into the batch -> dead letters of its items (or of itself)
-        for index, item, data, reason in converted.poison:
-            entry = batch[index]
-            letter = (dead_entry(self.consumer, entry, reason) if item is None
-                      else dead_item(self.consumer, entry, item, data, reason))  # fmt: skip
-            dead.setdefault(index, []).append(letter)
+        for index, item, data, reason in converted.poison:  # item None: the whole entry, `data` its data
+            dead.setdefault(index, []).append(dead_item(self.consumer, batch[index], item, data, reason))
         # the dedup token covers the entry each row came from (and the rows' own keys)
         row_ids = converted.row_ids([entry.id for entry in batch])
         outcome = await insert_unique(client, self.service.redis, target, converted.columns, row_ids, self.ch,

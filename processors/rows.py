@@ -1,7 +1,7 @@
 """Stream entries to ClickHouse columns, pure functions (docs/CONTRACT.md §3, §4).
 
 `StreamSpec.convert(entries, ingested_at)` turns a batch of entries, each a page of items (common/pages.py), into
-the columns of each table the stream fills (`Converted`: one list per column, in the order of the table's COLUMNS,
+the columns of the table the stream fills (`Converted`: one list per column, in the order of the table's COLUMNS,
 one value per item kept), and names the items that are poison (PoisonMessage's reason), or the entry when it is no
 page of items at all; the writer dead-letters those and inserts the rest of the batch. A page is decoded in one
 call (`StreamSpec.read_page`: msgspec's decoder of a list of trades), item by item only when one is malformed.
@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import attrgetter
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -39,7 +39,6 @@ from common.payloads import Trade, decode_trade, decode_trades
 from common.unique_insert import UniqueKey
 
 Row = tuple[Any, ...]
-T = TypeVar("T")
 Columns = list[list[Any]]  # a table's values, one list per column in the table's column order
 
 
@@ -96,13 +95,7 @@ class StreamSpec:
         kept: list[Sequence[int]] = []
         poison: list[tuple[int, int | None, bytes, str]] = []
         for index, data in enumerate(entries):
-            try:
-                decoded = self.read_page(data, ingested_at)
-            except PoisonMessage as exc:  # not a page of items: the whole entry
-                poison.append((index, None, data, str(exc)))
-                entry_rows.append(0)
-                kept.append(())
-                continue
+            decoded = self.read_page(data, ingested_at)
             values += decoded.values
             entry_rows.append(len(decoded.values))
             kept.append(decoded.kept)

@@ -37,12 +37,12 @@ from pydantic import Field
 from common import keys
 from common.backoff import sleep_unless_stopped
 from common.config import GammaSettings, PipelineSettings, RedisSettings, StreamSettings, load
-from common.errors import PoisonMessage, TransientSinkError
+from common.errors import TransientSinkError
 from common.gamma_fields import outcome_id_version
 from common.pages import decode_page
 from common.payloads import OrderEvent, decode_order_event, decode_order_events, encode_items
 from common.service import Service, run_worker, service_main, tune_gc
-from common.streams import Entry, Finish, Finished, StreamConsumer, dead_entry, dead_item, pages_for, run_consumer
+from common.streams import Entry, Finish, Finished, StreamConsumer, dead_item, pages_for, run_consumer
 from processors.markets_cache import MarketsCache
 from processors.trades import derive_trade, token_of
 
@@ -106,10 +106,7 @@ class Processor:
 
     def read(self, entry: Entry) -> Page:
         """An entry's fills; its malformed items (or the whole entry, if it is no page of items) as dead letters."""
-        try:
-            decoded = decode_page(entry.data, decode_order_events, decode_order_event)
-        except PoisonMessage as exc:
-            return Page(entry, [], [dead_entry(self.consumer, entry, str(exc))])
+        decoded = decode_page(entry.data, decode_order_events, decode_order_event)
         dead = [dead_item(self.consumer, entry, bad.position, bad.data, bad.reason) for bad in decoded.bad]
         return Page(entry, decoded.values, dead)
 

@@ -106,11 +106,7 @@ async def fills_in_stream(redis: aioredis.Redis, start_ts: int, end_ts: int) -> 
     while True:
         entries = await redis.xrange(keys.STREAM_ORDER_EVENTS, min=after, count=STREAM_READ_ENTRIES)
         for _, fields in entries:
-            try:
-                events = decode_page(fields.get(b"data", b""), decode_order_events, decode_order_event).values
-            except PoisonMessage:
-                continue
-            for event in events:
+            for event in decode_page(fields.get(b"data", b""), decode_order_events, decode_order_event).values:
                 if start_ts <= event.timestamp <= end_ts:
                     found.setdefault(event.id, event)
         if len(entries) < STREAM_READ_ENTRIES:
